@@ -1,0 +1,1 @@
+"""Sync between the store edge and the central CRM hub."""

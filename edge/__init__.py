@@ -1,0 +1,43 @@
+"""Store edge: the service on the store box that joins lanes, printers, scanners and kiosks."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from flask import Flask
+
+from edge.settings import Settings, load_settings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None, *, start: bool = False) -> Flask:
+    """Build the edge: settings, database, bus, scheduler and blueprints.
+
+    With `start=True` the bus connects and the scheduler runs (what `edge serve` does);
+    otherwise they wait for `app.extensions["edge"].start()`.
+    """
+    from edge import api, staff
+    from edge.service import EdgeService
+
+    settings = settings or load_settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = EdgeService(settings)
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=service.datadir.secret_token("session-key"),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        WTF_CSRF_TIME_LIMIT=None,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["edge"] = service
+    api.init_app(app)
+    staff.init_app(app)
+    staff.csrf.exempt(api.bp)
+    if start:
+        service.start()
+    return app

@@ -1,0 +1,88 @@
+"""The edge's JSON HTTP API (`/api/v1`), `/healthz` and `/metrics`, and the one error shape.
+
+Every error an HTTP client sees is `{"error": {"code", "message", "detail"?}}` with the
+error's status, whether it came from the domain, from Flask/werkzeug or from a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.exceptions import HTTPException
+
+from edge.devices import list_devices
+from edge.errors import EdgeError
+from edge.service import EdgeService
+from edge.staff.auth import require_staff
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__)
+
+
+def service() -> EdgeService:
+    svc: EdgeService = current_app.extensions["edge"]
+    return svc
+
+
+def error_response(code: str, message: str, status: int,
+                   detail: dict[str, Any] | None = None) -> Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if detail:
+        body["detail"] = detail
+    resp = jsonify({"error": body})
+    resp.status_code = status
+    return resp
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    ok, report = service().health()
+    return jsonify(report), 200 if ok else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    svc = service()
+    svc.outbox_state()
+    return Response(generate_latest(svc.metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/api/v1/devices")
+@require_staff("cashier")
+def devices() -> Response:
+    return jsonify({"store": service().settings.store_id, "devices": list_devices(service().store)})
+
+
+def _wants_json() -> bool:
+    if request.path.startswith(("/api/", "/healthz", "/metrics")):
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "application/json"
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+
+    @app.errorhandler(EdgeError)
+    def _edge_error(exc: EdgeError) -> Any:
+        if not _wants_json():
+            return exc.message, exc.status
+        return error_response(exc.code, exc.message, exc.status, exc.detail)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        if not _wants_json():
+            return exc
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(code, exc.description or exc.name, exc.code or 500)
+
+    @app.errorhandler(Exception)
+    def _crash(exc: Exception) -> Any:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        err = EdgeError()
+        if not _wants_json():
+            return err.message, 500
+        return error_response(err.code, err.message, 500)

@@ -1,0 +1,268 @@
+"""The edge's MQTT bus: presence, request/response and events over the store broker.
+
+paho's network thread only parses the topic and queues the message; handlers run on a
+small pool of worker threads. Messages of one device run one after another in arrival
+order (a device is never handled on two threads at once), while different devices run
+in parallel, and a device that floods the edge only fills its own backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.datadir import DataDir
+from edge.devices import parse_status, record_status
+from edge.dispatch import Caller, Dispatcher
+from edge.errors import BadRequest
+from edge.metrics import Metrics
+from edge.mqtt import is_refused, make_client, parse_mqtt_url
+from edge.protocol import (
+    Topic,
+    decode_json,
+    edge_status_topic,
+    encode,
+    now_rfc3339,
+    parse_topic,
+    reply_topic,
+)
+from edge.settings import Settings
+from edge.store import Store
+
+log = logging.getLogger(__name__)
+SOFTWARE = "store-edge/0.1"
+
+
+class SerialExecutor:
+    """Runs tasks on a thread pool, one at a time per key and in submission order."""
+
+    def __init__(self, workers: int, backlog: int, name: str = "bus") -> None:
+        self.backlog = backlog
+        self._lock = threading.Lock()
+        self._pending: dict[str, deque[Callable[[], None]]] = {}
+        self._ready: deque[str] = deque()
+        self._wake = threading.Condition(self._lock)
+        self._stopping = False
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+                         for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, key: str, task: Callable[[], None]) -> bool:
+        """Queue `task` behind the key's earlier tasks; False if the key's backlog is full."""
+        with self._lock:
+            queue = self._pending.get(key)
+            if queue is None:
+                self._pending[key] = deque((task,))
+                self._ready.append(key)
+                self._wake.notify()
+                return True
+            if len(queue) >= self.backlog:
+                return False
+            queue.append(task)
+            return True
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._ready and not self._stopping:
+                    self._wake.wait()
+                if not self._ready:
+                    return
+                key = self._ready.popleft()
+            # Run a few of this key's tasks, then let other keys have the thread.
+            for _ in range(16):
+                with self._lock:
+                    queue = self._pending[key]
+                    if not queue:
+                        del self._pending[key]
+                        break
+                    task = queue.popleft()
+                try:
+                    task()
+                except Exception:
+                    log.exception("bus task for %s failed", key)
+            else:
+                with self._lock:
+                    if self._pending[key]:
+                        self._ready.append(key)
+                        self._wake.notify()
+                    else:
+                        del self._pending[key]
+
+    def depth(self) -> int:
+        with self._lock:
+            return sum(len(q) for q in self._pending.values())
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            self._stopping = True
+            self._wake.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+
+
+class Bus:
+    """The edge's connection to the store broker."""
+
+    def __init__(self, settings: Settings, datadir: DataDir, store: Store, dispatcher: Dispatcher,
+                 metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.store_id = settings.store_id
+        self.connected = threading.Event()
+        self.refused: str | None = None
+        self.on_presence: list[Callable[[str, str, dict[str, Any]], None]] = []
+        address = parse_mqtt_url(settings.mqtt_url)
+        if address.username is None:
+            creds = datadir.edge_mqtt_credentials()
+            username, password = creds["username"], creds["password"]
+        else:
+            username, password = address.username, address.password or ""
+        self.client = make_client(f"edge-{settings.store_id}", address, username=username,
+                                  password=password)
+        self.address = address
+        self.client.will_set(edge_status_topic(self.store_id),
+                             encode({"state": "offline", "ts": now_rfc3339()}), qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.executor = SerialExecutor(settings.bus_workers, settings.bus_device_backlog)
+        self._started = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Connect in the background; paho reconnects with capped backoff after a drop."""
+        # A persistent session: QoS 1 events sent while the edge restarts wait at the broker.
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect_async(self.address.host, self.address.port,
+                                  keepalive=self.settings.mqtt_keepalive, clean_start=False,
+                                  properties=props)
+        self.client.loop_start()
+        self._started = True
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    def stop(self) -> None:
+        """Say goodbye (retained offline), disconnect and stop the workers."""
+        if not self._started:
+            return
+        self._started = False
+        if self.connected.is_set():
+            info = self.client.publish(edge_status_topic(self.store_id),
+                                       encode({"state": "offline", "ts": now_rfc3339()}),
+                                       qos=1, retain=True)
+            try:
+                info.wait_for_publish(2)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.executor.stop()
+        self.connected.clear()
+        self.metrics.bus_connected.set(0)
+
+    # ------------------------------------------------------------ paho callbacks (network thread)
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any,
+                    _props: Any) -> None:
+        if reason_code.is_failure:
+            if is_refused(reason_code):
+                self.refused = str(reason_code)
+                log.error("the broker refused the edge's login (%s): check EDGE_MQTT_URL or "
+                          "the credentials in the data dir; not retrying", reason_code)
+                client.disconnect()
+            else:
+                log.warning("broker connection failed: %s; retrying", reason_code)
+            return
+        self.refused = None
+        base = f"store/{self.store_id}/+/+"
+        client.subscribe([(f"{base}/req/+", 1), (f"{base}/evt/+", 1), (f"{base}/status", 1)])
+        client.publish(edge_status_topic(self.store_id),
+                       encode({"state": "online", "ts": now_rfc3339(), "sw": SOFTWARE}),
+                       qos=1, retain=True)
+        self.connected.set()
+        self.metrics.bus_connected.set(1)
+        self.metrics.bus_connects.inc()
+        log.info("connected to the broker at %s:%s", self.address.host, self.address.port)
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any,
+                       reason_code: Any, _props: Any) -> None:
+        self.connected.clear()
+        self.metrics.bus_connected.set(0)
+        if self._started:
+            log.warning("lost the broker connection (%s); reconnecting", reason_code)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        topic = parse_topic(msg.topic)
+        if topic is None or topic.store != self.store_id or topic.channel in ("res", "cmd"):
+            self.metrics.dropped.labels(reason="topic").inc()
+            return
+        if not self.executor.submit(topic.device_key, lambda: self._handle(topic, msg)):
+            self.metrics.dropped.labels(reason="backlog").inc()
+            log.warning("dropped a message from %s: its backlog is full", topic.device_key)
+
+    # ------------------------------------------------------------ handlers (worker threads)
+
+    def _handle(self, topic: Topic, msg: mqtt.MQTTMessage) -> None:
+        caller = Caller(topic.kind, topic.device)
+        if topic.channel == "req":
+            reply = self.dispatcher.handle_request(caller, topic.name, msg.payload)
+            self._send_reply(topic, msg, reply)
+        elif topic.channel == "evt":
+            self.dispatcher.handle_event(caller, topic.name, msg.payload)
+        elif topic.channel == "status":
+            self._presence(topic, msg.payload)
+
+    def _send_reply(self, topic: Topic, msg: mqtt.MQTTMessage, reply: dict[str, Any]) -> None:
+        own = reply_topic(self.store_id, topic.kind, topic.device)
+        target = own
+        props = None
+        req_props = getattr(msg, "properties", None)
+        response_topic = getattr(req_props, "ResponseTopic", None) if req_props else None
+        if response_topic:
+            # Only the device's own reply topics: the edge must not publish for it elsewhere.
+            if response_topic == own or response_topic.startswith(own + "/"):
+                target = response_topic
+            else:
+                log.warning("%s asked for replies on %r, outside its own topics; using %s",
+                            topic.device_key, response_topic, own)
+        correlation = getattr(req_props, "CorrelationData", None) if req_props else None
+        if correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = correlation
+        self.client.publish(target, encode(reply), qos=1, properties=props)
+
+    def _presence(self, topic: Topic, payload: bytes) -> None:
+        if not payload:
+            return  # a cleared retained message
+        try:
+            status = parse_status(decode_json(payload))
+        except BadRequest as exc:
+            self.metrics.dropped.labels(reason="status").inc()
+            log.warning("ignored a malformed status from %s: %s", topic.device_key, exc)
+            return
+        if not record_status(self.store, topic.kind, topic.device, status):
+            log.warning("status from %s, which is not enrolled here", topic.device_key)
+            return
+        self.refresh_presence_gauge()
+        for listener in self.on_presence:
+            listener(topic.kind, topic.device, status)
+
+    def refresh_presence_gauge(self) -> None:
+        counts = {row["kind"]: row["n"] for row in self.store.query(
+            "SELECT kind, COUNT(*) AS n FROM devices WHERE state = 'online' GROUP BY kind")}
+        for kind in ("pos", "printer", "scanner", "kiosk", "display"):
+            self.metrics.devices_online.labels(kind=kind).set(counts.get(kind, 0))

@@ -1,0 +1,211 @@
+"""The `edge` command (ARCHITECTURE §10). Output that store IT automates with is JSON."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+import click
+
+from edge.datadir import DataDir
+from edge.errors import EdgeError, StartupError
+from edge.settings import Settings, load_settings
+from edge.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fails_cleanly(fn: F) -> F:
+    """Turn known errors into one line on stderr and a non-zero exit, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StartupError as exc:
+            click.echo(f"edge: {exc}", err=True)
+            sys.exit(2)
+        except EdgeError as exc:
+            click.echo(f"edge: {exc.message}", err=True)
+            sys.exit(1)
+
+    return cast(F, wrapper)
+
+
+def _emit(obj: Any) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False))
+
+
+def _open(settings: Settings) -> tuple[DataDir, Store]:
+    datadir = DataDir(settings.data_path).ensure()
+    return datadir, Store(datadir.database)
+
+
+@click.group()
+def main() -> None:
+    """Store edge: run and administer the edge service of one store."""
+
+
+@main.command()
+@_fails_cleanly
+def init() -> None:
+    """Create EDGE_DATA_DIR: database, secrets and broker files. Safe to run again."""
+    from edge.devices import sync_broker_files
+
+    settings = load_settings()
+    datadir, store = _open(settings)
+    datadir.edge_mqtt_credentials()
+    datadir.secret_token("session-key")
+    sync_broker_files(settings, datadir, store)
+    store.close()
+    _emit({"store": settings.store_id, "data_dir": str(datadir.root),
+           "mosquitto_conf": str(datadir.mosquitto / "mosquitto.conf")})
+
+
+@main.group()
+def devices() -> None:
+    """Enrol, list and remove devices."""
+
+
+@devices.command("add")
+@click.argument("kind")
+@click.argument("device_id", metavar="ID")
+@click.option("--rotate", is_flag=True, help="Give an enrolled device a new password.")
+@_fails_cleanly
+def devices_add(kind: str, device_id: str, rotate: bool) -> None:
+    """Enrol a device; prints {"kind","id","username","password"}."""
+    from edge.devices import enrol
+
+    settings = load_settings()
+    datadir, store = _open(settings)
+    result = enrol(settings, datadir, store, kind, device_id, rotate=rotate)
+    store.close()
+    _emit(result.to_dict())
+
+
+@devices.command("list")
+@_fails_cleanly
+def devices_list() -> None:
+    """Print the enrolled devices and their presence as a JSON array."""
+    from edge.devices import list_devices
+
+    _, store = _open(load_settings())
+    _emit(list_devices(store))
+    store.close()
+
+
+@devices.command("remove")
+@click.argument("kind")
+@click.argument("device_id", metavar="ID")
+@_fails_cleanly
+def devices_remove(kind: str, device_id: str) -> None:
+    """Remove a device and its broker login."""
+    from edge.devices import remove
+
+    settings = load_settings()
+    datadir, store = _open(settings)
+    remove(settings, datadir, store, kind, device_id)
+    store.close()
+    _emit({"kind": kind, "id": device_id, "removed": True})
+
+
+@main.group()
+def staff() -> None:
+    """Staff accounts for the web pages."""
+
+
+@staff.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["cashier", "manager"]), required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--replace", is_flag=True, help="Change an existing account.")
+@_fails_cleanly
+def staff_add(username: str, role: str, password_stdin: bool, replace: bool) -> None:
+    """Create a staff account; asks for the password unless --password-stdin."""
+    from edge.staff.accounts import add_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    _, store = _open(load_settings())
+    user = add_user(store, username, password, role, replace=replace)
+    store.close()
+    _emit({"username": user.username, "role": user.role})
+
+
+@main.command()
+@_fails_cleanly
+def broker() -> None:
+    """Run the store's Mosquitto in the foreground with the data dir's config."""
+    from edge.broker import BrokerProcess
+    from edge.devices import sync_broker_files
+
+    settings = load_settings()
+    datadir, store = _open(settings)
+    sync_broker_files(settings, datadir, store)
+    store.close()
+    proc = BrokerProcess(settings, datadir).start()
+    _stop_on_signals()
+    try:
+        assert proc.process is not None
+        proc.process.wait()
+    except KeyboardInterrupt:
+        proc.stop()
+
+
+def _stop_on_signals() -> None:
+    def _raise(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
+    signal.signal(signal.SIGINT, _raise)
+
+
+@main.command()
+@_fails_cleanly
+def serve() -> None:
+    """Run the edge (HTTP, bus, scheduler) until SIGTERM or SIGINT, then stop cleanly."""
+    import waitress
+
+    from edge import create_app
+
+    settings = load_settings()
+    app = create_app(settings, start=True)
+    service = app.extensions["edge"]
+    server = waitress.create_server(app, host=settings.http_host, port=settings.http_port,
+                                    threads=settings.http_threads, ident="store-edge")
+    port = getattr(server, "effective_port", settings.http_port)
+    click.echo(f"edge: store {settings.store_id} serving on http://{settings.http_host}:{port}",
+               err=True)
+    _stop_on_signals()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        service.stop()
+        click.echo("edge: stopped", err=True)
+
+
+@main.command()
+@click.option("--data-dir", default="./demo-data", show_default=True,
+              help="Where the demo store keeps its data.")
+@click.option("--http-port", default=8080, show_default=True, type=int)
+@click.option("--mqtt-port", default=1883, show_default=True, type=int,
+              help="Broker port; a free one is chosen when it is taken.")
+@_fails_cleanly
+def demo(data_dir: str, http_port: int, mqtt_port: int) -> None:
+    """A whole demo store on this machine: broker, edge and simulated devices."""
+    from edge.demo import run_demo
+
+    run_demo(data_dir, http_port, mqtt_port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Devices of the store: enrolment with their own broker credentials, and presence.
+
+Presence comes from each device's retained `status` message; its `offline` form is the
+device's Last Will, which the broker publishes when the connection drops without a
+DISCONNECT (at the latest 1.5x the device's keep-alive after the last packet).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from edge.broker import Login, hash_password, write_broker_files
+from edge.datadir import DataDir
+from edge.errors import BadRequest, Conflict, NotFound
+from edge.protocol import DEVICE_KINDS, ID_RE, now_rfc3339, parse_ts
+from edge.settings import Settings
+from edge.store import Store
+
+PRESENCE_STATES = ("online", "offline")
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    kind: str
+    id: str
+    username: str
+    password: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "id": self.id, "username": self.username,
+                "password": self.password}
+
+
+def username_for(kind: str, device_id: str) -> str:
+    """The broker login of a device: its kind and id, unique in the store."""
+    return f"{kind}-{device_id}"
+
+
+def check_device(kind: str, device_id: str) -> None:
+    if kind not in DEVICE_KINDS:
+        raise BadRequest(f"Unknown device kind {kind!r}; use one of {', '.join(DEVICE_KINDS)}.")
+    if not ID_RE.match(device_id):
+        raise BadRequest(f"Device id {device_id!r} must be 1-32 characters of a-z, 0-9 and '-', "
+                         "starting with a letter or digit.")
+
+
+def edge_login(datadir: DataDir) -> Login:
+    creds = datadir.edge_mqtt_credentials()
+    return Login(creds["username"], hash_password(creds["password"]))
+
+
+def sync_broker_files(settings: Settings, datadir: DataDir, store: Store) -> None:
+    """Render passwd/acl/conf for the devices in the database and reload the broker."""
+    rows = store.query("SELECT kind, id, username, password_hash FROM devices ORDER BY kind, id")
+    devices = [Login(r["username"], r["password_hash"], r["kind"], r["id"]) for r in rows]
+    write_broker_files(settings, datadir, edge_login(datadir), devices)
+
+
+def enrol(settings: Settings, datadir: DataDir, store: Store, kind: str, device_id: str, *,
+          rotate: bool = False) -> Enrolment:
+    """Enrol a device (or give it a new password with `rotate`) and update the broker."""
+    check_device(kind, device_id)
+    password = secrets.token_urlsafe(18)
+    username = username_for(kind, device_id)
+    row = {"kind": kind, "id": device_id, "username": username,
+           "password_hash": hash_password(password), "created_at": now_rfc3339()}
+
+    def _write(db: sqlite_utils.Database) -> None:
+        exists = db.execute("SELECT 1 FROM devices WHERE kind = ? AND id = ?",
+                            (kind, device_id)).fetchone()
+        if exists and not rotate:
+            raise Conflict(f"Device {kind} {device_id} is already enrolled; use --rotate to "
+                           "give it a new password.")
+        if exists:
+            db.execute("UPDATE devices SET password_hash = ? WHERE kind = ? AND id = ?",
+                       (row["password_hash"], kind, device_id))
+        else:
+            db["devices"].insert(row)
+
+    store.write(_write)
+    sync_broker_files(settings, datadir, store)
+    return Enrolment(kind, device_id, username, password)
+
+
+def remove(settings: Settings, datadir: DataDir, store: Store, kind: str, device_id: str) -> None:
+    check_device(kind, device_id)
+    deleted = store.write(lambda db: db.execute(
+        "DELETE FROM devices WHERE kind = ? AND id = ?", (kind, device_id)).rowcount)
+    if not deleted:
+        raise NotFound(f"No {kind} device {device_id!r} is enrolled.")
+    sync_broker_files(settings, datadir, store)
+
+
+def list_devices(store: Store) -> list[dict[str, Any]]:
+    """Every enrolled device with its presence, for the API and the staff page."""
+    out = []
+    for row in store.query("SELECT kind, id, username, created_at, state, last_seen, status "
+                           "FROM devices ORDER BY kind, id"):
+        status = json.loads(row.pop("status"))
+        row["status"] = {k: v for k, v in status.items() if k not in ("state", "ts")}
+        out.append(row)
+    return out
+
+
+def parse_status(payload: Any) -> dict[str, Any]:
+    """Check a presence payload: `{"state": "online"|"offline", "ts", ...}`."""
+    if not isinstance(payload, dict) or payload.get("state") not in PRESENCE_STATES:
+        raise BadRequest('Status must be a JSON object with "state" "online" or "offline".')
+    ts = payload.get("ts")
+    if ts is not None:
+        try:
+            parse_ts(ts)
+        except ValueError:
+            raise BadRequest('Status "ts" must be an RFC 3339 timestamp.') from None
+    return payload
+
+
+def record_status(store: Store, kind: str, device_id: str, payload: dict[str, Any]) -> bool:
+    """Store a device's presence; False when the device is not enrolled here."""
+    seen = now_rfc3339()
+    body = json.dumps(payload, separators=(",", ":"))[:4096]
+    updated = store.write(lambda db: db.execute(
+        "UPDATE devices SET state = ?, last_seen = ?, status = ? WHERE kind = ? AND id = ?",
+        (payload["state"], seen, body, kind, device_id)).rowcount)
+    return bool(updated)

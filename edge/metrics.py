@@ -1,0 +1,35 @@
+"""Prometheus metrics of one edge, in a registry of its own (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """Every metric the edge exports; one instance per running edge."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("edge_requests", "Device requests answered, by method and outcome",
+                                ["method", "outcome"], registry=r)
+        self.request_seconds = Histogram(
+            "edge_request_seconds", "Time from a request reaching the dispatcher to its reply",
+            ["method"], registry=r,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+        self.repeats = Counter("edge_request_repeats", "Requests answered from the reply cache",
+                               registry=r)
+        self.events = Counter("edge_device_events", "Device events handled, by type and outcome",
+                              ["type", "outcome"], registry=r)
+        self.dropped = Counter("edge_bus_dropped", "Bus messages dropped before a handler, by "
+                               "reason", ["reason"], registry=r)
+        self.bus_connected = Gauge("edge_bus_connected", "1 while the edge is connected to the "
+                                   "broker", registry=r)
+        self.bus_connects = Counter("edge_bus_connects", "Successful connections to the broker",
+                                    registry=r)
+        self.devices_online = Gauge("edge_devices_online", "Devices whose presence is online, by "
+                                    "kind", ["kind"], registry=r)
+        self.outbox_depth = Gauge("edge_outbox_depth", "Events waiting to be sent to the hub",
+                                  registry=r)
+        self.outbox_oldest_age = Gauge("edge_outbox_oldest_age_seconds",
+                                       "Age of the oldest event waiting for the hub", registry=r)

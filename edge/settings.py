@@ -1,0 +1,203 @@
+"""Settings: one declared registry, read from config/edge.toml, a site file and the environment.
+
+Order (later wins): the registry's defaults (the same values `config/edge.toml` documents),
+`config/edge.toml` when the source tree is present, the site file named by `EDGE_CONFIG`,
+then `EDGE_<NAME>` environment variables. An unknown key or a wrong type stops start-up
+with one line that says what to change.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from edge.errors import StartupError
+
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+REPO_DEFAULTS = Path(__file__).resolve().parent.parent / "config" / "edge.toml"
+
+
+class SettingsError(StartupError):
+    """A setting is unknown or has a value of the wrong type."""
+
+
+def _check_id(value: str) -> None:
+    if not ID_RE.match(value):
+        raise ValueError("must be 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit")
+
+
+def _check_tz(value: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("is not an IANA time zone such as Europe/Berlin") from None
+
+
+def _check_mqtt_url(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError("must look like mqtt://user:password@host:1883 (or mqtts:// for TLS)")
+    try:
+        parts.port  # noqa: B018 - parsing the port validates it
+    except ValueError:
+        raise ValueError("has a port that is not a number from 1 to 65535") from None
+
+
+def _check_http_url(value: str) -> None:
+    if value and urlsplit(value).scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL, or empty for a stand-alone store")
+
+
+def _check_port(value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number from 1 to 65535 (0 picks a free one)")
+
+
+def _positive(value: int) -> None:
+    if value < 1:
+        raise ValueError("must be 1 or more")
+
+
+def _check_level(value: str) -> None:
+    if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+
+
+def _opt(default: Any, help: str, check: Callable[[Any], None] | None = None,
+         secret: bool = False) -> Any:
+    return field(default=default, repr=not secret, metadata={"help": help, "check": check})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The edge's settings, typed and validated; the fields are the registry of settings.
+
+    Build with `load_settings()`; `config/edge.toml` documents each field.
+    """
+
+    store_id: str = _opt("store-1", "This store's id, as the hub knows it.", _check_id)
+    store_name: str = _opt("Demo Store", "The store's name as staff and shoppers read it.")
+    tz: str = _opt("Europe/Berlin", "The store's IANA time zone.", _check_tz)
+    data_dir: str = _opt("./data", "Where the database, secrets, spool and broker files live.")
+    mqtt_url: str = _opt("mqtt://127.0.0.1:1883",
+                         "The store broker. Without user:password in it the edge uses its own "
+                         "credentials from the data dir.", _check_mqtt_url)
+    mqtt_keepalive: int = _opt(30, "MQTT keep-alive of the edge's connection, seconds.", _positive)
+    http_host: str = _opt("127.0.0.1", "Address the HTTP service listens on.")
+    http_port: int = _opt(8080, "Port the HTTP service listens on.", _check_port)
+    http_threads: int = _opt(8, "Worker threads of the HTTP server (waitress).", _positive)
+    hub_url: str = _opt("", "The CRM hub's base URL; empty = stand-alone store.", _check_http_url)
+    hub_token: str = _opt("", "Bearer token of this store at the hub. A secret: put it in the "
+                          "environment or the site file, never in the repository.", secret=True)
+    trusted_keys: str = _opt("", "Path to a JWK Set trusted for coupons and member codes.")
+    bus_workers: int = _opt(4, "Threads that run bus handlers; messages of one device stay in "
+                            "order.", _positive)
+    bus_device_backlog: int = _opt(500, "Messages one device may have waiting before more are "
+                                   "dropped, so a flooding device cannot starve the others.",
+                                   _positive)
+    reply_cache_size: int = _opt(20000, "Replies kept so that a repeated request id gets the "
+                                 "same reply.", _positive)
+    reply_cache_ttl_s: int = _opt(900, "How long a reply is kept for repeats, seconds.", _positive)
+    broker_bin: str = _opt("mosquitto", "The Mosquitto executable that `edge broker` runs.")
+    log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR.", _check_level)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    def with_overrides(self, **values: Any) -> Settings:
+        """A copy with some values replaced, each checked like any other source."""
+        checked = {name: _coerce(name, value, f"override {name}") for name, value in values.items()}
+        return replace(self, **checked)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting, as read off the `Settings` fields."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    check: Callable[[Any], None] | None
+
+    @property
+    def env(self) -> str:
+        return f"EDGE_{self.name.upper()}"
+
+
+_TYPES = {"str": str, "int": int}
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, _TYPES[str(f.type)], f.default, f.metadata["help"], f.metadata["check"])
+    for f in fields(Settings)
+)
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def _coerce(name: str, raw: Any, where: str) -> Any:
+    setting = BY_NAME.get(name)
+    if setting is None:
+        near = [n for n in BY_NAME if n.split("_")[0] == name.split("_")[0]]
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise SettingsError(f"config error: {where}: unknown setting '{name}'{hint}; "
+                            f"remove it or see config/edge.toml for the settings there are")
+    value = raw
+    if setting.type is int:
+        if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+            raise SettingsError(f"config error: {where}: {name} must be a whole number, not {raw!r}")
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"config error: {where}: {name}={raw!r} is not a whole number; "
+                                f"set it to e.g. {setting.default}") from None
+    elif setting.type is str and not isinstance(raw, str):
+        raise SettingsError(f"config error: {where}: {name} must be text (in quotes), not {raw!r}")
+    if setting.check is not None:
+        try:
+            setting.check(value)
+        except ValueError as exc:
+            raise SettingsError(f"config error: {where}: {name}={value!r} {exc}") from None
+    return value
+
+
+def _read_toml(path: Path) -> Mapping[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"config error: settings file {path} does not exist; "
+                            f"fix EDGE_CONFIG or create the file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config error: {path} is not valid TOML: {exc}") from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from the defaults file, the site file, the environment and overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources: list[tuple[str, Mapping[str, Any]]] = []
+    if REPO_DEFAULTS.exists():
+        sources.append((str(REPO_DEFAULTS), _read_toml(REPO_DEFAULTS)))
+    site = env.get("EDGE_CONFIG")
+    if site:
+        sources.append((site, _read_toml(Path(site))))
+    for where, table in sources:
+        for name, raw in table.items():
+            values[name] = _coerce(name, raw, where)
+    for setting in SETTINGS:
+        if setting.env in env:
+            values[setting.name] = _coerce(setting.name, env[setting.env], setting.env)
+    for name, raw in overrides.items():
+        values[name] = _coerce(name, raw, f"override {name}")
+    return Settings(**values)

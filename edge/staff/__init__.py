@@ -1,0 +1,63 @@
+"""Staff web pages: sign-in, and the live device overview."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, current_app, redirect, render_template, request, session, url_for
+
+from edge.staff.accounts import authenticate
+from edge.staff.auth import csrf, current_user, require_staff
+
+bp = Blueprint("staff", __name__, url_prefix="/staff", template_folder="templates",
+               static_folder="static", static_url_path="/static")
+
+
+def _safe_next(target: str | None) -> str:
+    if target and target.startswith("/") and not urlsplit(target).netloc and "\\" not in target:
+        return target
+    return url_for("staff.devices")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = None
+    if request.method == "POST":
+        user = authenticate(current_app.extensions["edge"].store,
+                            request.form.get("username", "").strip(),
+                            request.form.get("password", ""))
+        if user is not None:
+            session.clear()
+            session["staff"] = user.username
+            session.permanent = True
+            return redirect(_safe_next(request.args.get("next")))
+        error = "Wrong username or password (after 5 wrong tries the account waits 5 minutes)."
+    return render_template("login.html", error=error), 401 if error else 200
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    session.clear()
+    return redirect(url_for("staff.login"))
+
+
+@bp.get("/")
+def home() -> Any:
+    return redirect(url_for("staff.devices"))
+
+
+@bp.get("/devices")
+@require_staff("cashier")
+def devices() -> Any:
+    svc = current_app.extensions["edge"]
+    return render_template("devices.html", user=current_user(), store=svc.settings)
+
+
+def init_app(app: Flask) -> None:
+    csrf.init_app(app)
+    app.register_blueprint(bp)
+
+    @app.get("/")
+    def root() -> Any:
+        return redirect(url_for("staff.devices"))

@@ -1,0 +1,46 @@
+// Live device table: polls the devices API and redraws; no framework, no CDN.
+(function () {
+  const table = document.getElementById("devices");
+  const body = table.querySelector("tbody");
+  const summary = document.getElementById("summary");
+
+  function cell(text, cls) {
+    const td = document.createElement("td");
+    if (cls) {
+      const span = document.createElement("span");
+      span.className = cls;
+      span.textContent = text;
+      td.appendChild(span);
+    } else {
+      td.textContent = text;
+    }
+    return td;
+  }
+
+  function details(status) {
+    return Object.entries(status || {}).map(([k, v]) => k + ": " + v).join(", ");
+  }
+
+  async function refresh() {
+    try {
+      const res = await fetch(table.dataset.source, { headers: { Accept: "application/json" } });
+      if (res.status === 401) { window.location.reload(); return; }
+      const data = await res.json();
+      body.replaceChildren(...data.devices.map((d) => {
+        const tr = document.createElement("tr");
+        tr.dataset.device = d.kind + "/" + d.id;
+        tr.append(cell(d.kind), cell(d.id), cell(d.state, "state " + d.state),
+                  cell(d.last_seen ? new Date(d.last_seen).toLocaleTimeString() : "never"),
+                  cell(details(d.status)));
+        return tr;
+      }));
+      const online = data.devices.filter((d) => d.state === "online").length;
+      summary.textContent = online + " of " + data.devices.length + " devices online";
+    } catch (err) {
+      summary.textContent = "Cannot reach the store server: " + err;
+    }
+  }
+
+  refresh();
+  setInterval(refresh, 2000);
+})();

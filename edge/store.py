@@ -1,0 +1,145 @@
+"""The edge's SQLite store: WAL, migrations applied at start-up, and one write path.
+
+Every write — from MQTT handlers, HTTP views, scheduled jobs or another process such as
+`edge devices add` — goes through `Store.write()`/`Store.transaction()`, which hold a
+process-wide lock and open the transaction with `BEGIN IMMEDIATE`, so writers queue for
+the lock instead of failing half-way with "database is locked". Reads use a connection per
+thread and never block the writer (WAL).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+T = TypeVar("T")
+MIGRATIONS = Migrations("edge")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    # FULL: a committed redemption survives a power cut, not just a crash.
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+class Store:
+    """The database of one store edge."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._writer = _connect(path)
+        self._writer.execute("PRAGMA journal_mode = WAL")
+        self._write_db = sqlite_utils.Database(self._writer)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self.write(MIGRATIONS.apply)
+
+    # ------------------------------------------------------------ writes
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction (`BEGIN IMMEDIATE`); commits on success, rolls back on error."""
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._write_db
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
+
+    def write(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        """Run `fn(db)` in one write transaction and return its result."""
+        with self.transaction() as db:
+            return fn(db)
+
+    # ------------------------------------------------------------ reads
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        return [dict(row) for row in self.reader.execute(sql, params)]
+
+    def query_one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> dict[str, Any] | None:
+        row = self.reader.execute(sql, params).fetchone()
+        return dict(row) if row is not None else None
+
+    def check(self) -> None:
+        """Raise if the database cannot answer (for /healthz)."""
+        self.reader.execute("SELECT 1").fetchone()
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the database file so it does not grow without bound."""
+        with self._write_lock:
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self._write_lock:
+            self._writer.close()
+
+
+# ---------------------------------------------------------------- migrations
+# Append new migrations at the end; never edit one that has shipped.
+
+
+@MIGRATIONS(name="0001_devices_staff_outbox")
+def _m0001(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE devices (
+            kind TEXT NOT NULL,
+            id TEXT NOT NULL,
+            username TEXT NOT NULL UNIQUE,
+            password_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'unknown',
+            last_seen TEXT,
+            status TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (kind, id)
+        );
+        CREATE TABLE staff_users (
+            username TEXT PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('cashier', 'manager')),
+            created_at TEXT NOT NULL,
+            failed_logins INTEGER NOT NULL DEFAULT 0,
+            locked_until REAL NOT NULL DEFAULT 0
+        );
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            occurred_at TEXT NOT NULL,
+            device_id TEXT,
+            data TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        """
+    )

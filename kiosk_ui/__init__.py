@@ -1,0 +1,1 @@
+"""The shopper-facing kiosk web app."""

@@ -1,0 +1,1 @@
+"""What runs at the hardware: device clients for lanes, printers, scanners and kiosks."""

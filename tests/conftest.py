@@ -1,0 +1,160 @@
+"""Fixtures in layers: settings -> store -> broker (real Mosquitto) -> edge -> devices.
+
+Nothing relies on a broker or server already running: each test gets its own Mosquitto on
+a free port, its own data dir and, where it needs one, its own `edge serve` process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.broker import BrokerProcess
+from edge.datadir import DataDir
+from edge.devices import Enrolment, enrol, sync_broker_files
+from edge.service import EdgeService
+from edge.settings import Settings, load_settings
+from edge.store import Store
+from pos_bridge.device import DeviceClient
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
+               interval: float = 0.02) -> bool:
+    """Poll `predicate` until it is truthy or `timeout` passes; returns the last verdict."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+        pytest.fail("Mosquitto is not installed: run the README's test command, which installs it")
+    return load_settings(
+        {},
+        store_id="store-t",
+        data_dir=str(tmp_path / "data"),
+        mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
+        http_port=free_port(),
+        broker_bin=shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+        mqtt_keepalive=5,
+    )
+
+
+@pytest.fixture
+def datadir(settings: Settings) -> DataDir:
+    return DataDir(settings.data_path).ensure()
+
+
+@pytest.fixture
+def store(datadir: DataDir) -> Iterator[Store]:
+    s = Store(datadir.database)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def broker(settings: Settings, datadir: DataDir, store: Store) -> Iterator[BrokerProcess]:
+    """A real Mosquitto with the store's password file and ACL, on a free port."""
+    sync_broker_files(settings, datadir, store)
+    proc = BrokerProcess(settings, datadir, quiet=True).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def enrolled(settings: Settings, datadir: DataDir, store: Store) -> Callable[[str, str], Enrolment]:
+    def _enrol(kind: str, device_id: str) -> Enrolment:
+        return enrol(settings, datadir, store, kind, device_id)
+
+    return _enrol
+
+
+@pytest.fixture
+def edge(settings: Settings, broker: BrokerProcess) -> Iterator[EdgeService]:
+    """The edge service in this process, connected to the test broker."""
+    service = EdgeService(settings)
+    service.start()
+    assert service.bus.wait_connected(10), "the edge did not connect to the test broker"
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def device(settings: Settings, enrolled: Callable[[str, str], Enrolment],
+           broker: BrokerProcess) -> Iterator[Callable[..., DeviceClient]]:
+    """Factory: enrol a device and connect it; every device is closed after the test."""
+    made: list[DeviceClient] = []
+
+    def _device(kind: str, device_id: str, **kwargs: object) -> DeviceClient:
+        cred = enrolled(kind, device_id)
+        client = DeviceClient(settings.store_id, kind, device_id, settings.mqtt_url,
+                              cred.username, cred.password, **kwargs)  # type: ignore[arg-type]
+        made.append(client)
+        return client.connect()
+
+    yield _device
+    for client in made:
+        client.close()
+
+
+def edge_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "EDGE_STORE_ID": settings.store_id,
+        "EDGE_DATA_DIR": str(settings.data_path),
+        "EDGE_MQTT_URL": settings.mqtt_url,
+        "EDGE_HTTP_PORT": str(settings.http_port),
+        "EDGE_BROKER_BIN": settings.broker_bin,
+        "EDGE_MQTT_KEEPALIVE": str(settings.mqtt_keepalive),
+    })
+    return env
+
+
+def edge_cli() -> list[str]:
+    return [sys.executable, "-m", "edge.cli"]
+
+
+@pytest.fixture
+def edge_process(settings: Settings, broker: BrokerProcess) -> Iterator[subprocess.Popen[bytes]]:
+    """`edge serve` as its own process, as a store box runs it."""
+    proc = subprocess.Popen([*edge_cli(), "serve"], env=edge_env(settings),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    from edge.broker import wait_for_port
+
+    try:
+        wait_for_port("127.0.0.1", settings.http_port, 20)
+    except TimeoutError:
+        proc.kill()
+        out = proc.communicate()[0].decode(errors="replace")
+        pytest.fail(f"edge serve did not start:\n{out}")
+    yield proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
