@@ -1,0 +1,88 @@
+"""The `edge` command as store IT uses it: stable JSON output, clear errors, live broker reload."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+
+from edge.broker import BrokerProcess
+from edge.settings import Settings
+from pos_bridge.device import DeviceClient, DeviceError
+from tests.conftest import edge_cli, edge_env
+
+
+def run_edge(settings: Settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*edge_cli(), *args], env=edge_env(settings), input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_init_is_safe_to_run_again(settings: Settings) -> None:
+    first = run_edge(settings, "init")
+    assert first.returncode == 0, first.stderr
+    body = json.loads(first.stdout)
+    assert body["store"] == settings.store_id
+    creds = (settings.data_path / "secrets" / "mqtt-edge.json").read_text()
+    second = run_edge(settings, "init")
+    assert second.returncode == 0
+    assert (settings.data_path / "secrets" / "mqtt-edge.json").read_text() == creds
+    assert (settings.data_path / "mosquitto" / "mosquitto.conf").exists()
+
+
+def test_devices_add_prints_credentials_that_work_at_once_on_the_running_broker(
+        settings: Settings, broker: BrokerProcess) -> None:
+    done = run_edge(settings, "devices", "add", "scanner", "scanner-7")
+    assert done.returncode == 0, done.stderr
+    cred: dict[str, Any] = json.loads(done.stdout)
+    assert set(cred) == {"kind", "id", "username", "password"}
+    assert (cred["kind"], cred["id"], cred["username"]) == ("scanner", "scanner-7",
+                                                            "scanner-scanner-7")
+    # No broker restart: `devices add` made it reload its password file and ACL.
+    client = DeviceClient(settings.store_id, "scanner", "scanner-7", settings.mqtt_url,
+                          cred["username"], cred["password"]).connect(timeout=5)
+    client.close()
+    listed = json.loads(run_edge(settings, "devices", "list").stdout)
+    assert [(d["kind"], d["id"]) for d in listed] == [("scanner", "scanner-7")]
+
+
+def test_removed_device_can_no_longer_log_in(settings: Settings, broker: BrokerProcess) -> None:
+    cred = json.loads(run_edge(settings, "devices", "add", "kiosk", "kiosk-1").stdout)
+    removed = run_edge(settings, "devices", "remove", "kiosk", "kiosk-1")
+    assert removed.returncode == 0 and json.loads(removed.stdout)["removed"] is True
+    client = DeviceClient(settings.store_id, "kiosk", "kiosk-1", settings.mqtt_url,
+                          cred["username"], cred["password"])
+    with pytest.raises(DeviceError, match="refused"):
+        client.connect(timeout=5)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (("devices", "add", "fridge", "f1"), "Unknown device kind 'fridge'"),
+    (("devices", "add", "pos", "Lane 1"), "must be 1-32 characters"),
+    (("devices", "remove", "pos", "ghost"), "No pos device 'ghost'"),
+])
+def test_bad_device_commands_fail_with_one_clear_line(settings: Settings, args: tuple[str, ...],
+                                                      words: str) -> None:
+    done = run_edge(settings, *args)
+    assert done.returncode == 1
+    assert words in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert done.stdout == ""
+
+
+def test_enrolling_twice_needs_rotate(settings: Settings) -> None:
+    first = json.loads(run_edge(settings, "devices", "add", "pos", "lane-1").stdout)
+    again = run_edge(settings, "devices", "add", "pos", "lane-1")
+    assert again.returncode == 1 and "--rotate" in again.stderr
+    rotated = json.loads(run_edge(settings, "devices", "add", "pos", "lane-1", "--rotate").stdout)
+    assert rotated["password"] != first["password"]
+
+
+def test_staff_add_reads_the_password_from_stdin(settings: Settings) -> None:
+    done = run_edge(settings, "staff", "add", "mia", "--role", "manager", "--password-stdin",
+                    stdin="a-long-password\n")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"username": "mia", "role": "manager"}
+    short = run_edge(settings, "staff", "add", "bob", "--role", "cashier", "--password-stdin",
+                     stdin="short\n")
+    assert short.returncode == 1 and "at least 10 characters" in short.stderr
