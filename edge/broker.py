@@ -151,6 +151,7 @@ class BrokerProcess:
                 [self.settings.broker_bin, "-c", str(conf)],
                 stdout=subprocess.DEVNULL if self.quiet else None,
                 stderr=subprocess.DEVNULL if self.quiet else None,
+                start_new_session=True,  # Ctrl-C goes to our process, which stops the broker
             )
         except FileNotFoundError:
             raise StartupError(

@@ -1,0 +1,44 @@
+# Shared by scripts/demo.sh and scripts/test.sh: system packages, then the virtual environment.
+# Sourced, not run. Installs Debian packages through apt when missing (run as root or with sudo).
+
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null; then
+            sudo="sudo"
+        else
+            echo "Please install these Debian packages first: apt-get install ${missing[*]}" >&2
+            exit 1
+        fi
+    fi
+    echo "Installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+make_venv() {  # make_venv EXTRAS (e.g. "" or "[dev]")
+    if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        echo "Python 3.11 or newer is needed (found: $("$PYTHON" --version 2>&1))." >&2
+        exit 1
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -m venv "$VENV" 2>/dev/null || {
+            apt_install python3-venv
+            rm -rf "$VENV"
+            "$PYTHON" -m venv "$VENV"
+        }
+    fi
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT$1"
+}

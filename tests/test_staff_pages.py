@@ -1,0 +1,119 @@
+"""Staff pages in a real headless Chromium: sign-in, and the live device table.
+
+The edge runs as its own process (`edge serve`) with a real Mosquitto; the browser is
+Debian's Chromium driven by Playwright (never a downloaded browser).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+
+from edge.settings import Settings
+from edge.staff.accounts import add_user
+from edge.store import Store
+from pos_bridge.device import DeviceClient
+from tests.conftest import wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # the tests run as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # Without these Chromium tries outside connections that this machine refuses.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+MANAGER = "mia"
+MANAGER_PW = "manager-password-1"
+TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}")
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                         args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser context (no cookies) per test."""
+    context = browser.new_context(viewport={"width": 1100, "height": 700})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def staff_edge(settings: Settings, store: Store,
+               edge_process: subprocess.Popen[bytes]) -> str:
+    """A running `edge serve` connected to its broker, with a manager account; its base URL."""
+    add_user(store, MANAGER, MANAGER_PW, "manager")
+    base = f"http://127.0.0.1:{settings.http_port}"
+    assert wait_until(
+        lambda: requests.get(f"{base}/healthz", timeout=2).json()["broker"]["connected"], 15), \
+        "the edge process did not connect to the test broker"
+    return base
+
+
+def sign_in(page: Page, base: str, password: str) -> None:
+    page.goto(f"{base}/staff/devices")
+    expect(page).to_have_url(f"{base}/staff/login?next=/staff/devices")
+    page.get_by_label("Username").fill(MANAGER)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_devices_page_shows_devices_live(staff_edge: str, page: Page, tmp_path: Path,
+                                         device: Callable[..., DeviceClient]) -> None:
+    printer = device("printer", "printer-1")
+    sign_in(page, staff_edge, MANAGER_PW)
+    expect(page).to_have_url(f"{staff_edge}/staff/devices")
+    expect(page.locator("header")).to_contain_text(f"{MANAGER} (manager)")
+
+    row = page.locator('tr[data-device="printer/printer-1"]')
+    state = row.locator("span.state")
+    expect(state).to_have_text("online", timeout=TIMEOUT_MS)
+    expect(state).to_have_class("state online")
+    expect(page.locator("#summary")).to_have_text("1 of 1 devices online")
+
+    printer.close()
+    # No reload: the page's own polling must pick the change up.
+    expect(state).to_have_text("offline", timeout=TIMEOUT_MS)
+    expect(state).to_have_class("state offline")
+    expect(page.locator("#summary")).to_have_text("0 of 1 devices online")
+    assert page.url == f"{staff_edge}/staff/devices"
+
+    shot = tmp_path / "devices.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.exists() and shot.stat().st_size > 5_000
+
+
+def test_wrong_password_shows_a_readable_error(staff_edge: str, page: Page) -> None:
+    sign_in(page, staff_edge, "not-the-password")
+    alert = page.get_by_role("alert")
+    expect(alert).to_have_text(
+        "Wrong username or password (after 5 wrong tries the account waits 5 minutes).")
+    expect(alert).to_be_visible()
+    assert page.url.startswith(f"{staff_edge}/staff/login")
+    expect(page.get_by_role("heading", name="Staff sign-in")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    expect(page.locator("table#devices")).to_have_count(0)
