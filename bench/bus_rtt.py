@@ -19,7 +19,9 @@ Every lane sends the same ping envelope at QoS 1 with Response Topic
 `evt/bench/echo` (the echo); only the topic and the responder differ. The round trip is
 `time.perf_counter()` from just before `publish()` to the reply's `on_message`.
 
-Loads, each run against the echo and then against the edge, after `--warmup` s not counted:
+Each load runs against the echo and against the edge in turns: its `--seconds` are cut into
+`--rounds` slices per responder, ordered echo, edge, edge, echo, ... so that drift and other
+work on the machine fall on both alike; each slice starts with `--warmup` s not counted.
 
 * (a) one lane, back to back: the next request goes when the reply arrives;
 * (b) `--lanes` lanes at `--rate` requests/s each, open loop on a fixed schedule with a random
@@ -32,7 +34,8 @@ edge p99 <= 2x echo p99 in (a) and (b), >= 1,000 requests/s in (c), edge VmRSS a
 <= 120 MB (MiB, as /proc reports kB = KiB). The figures are printed for people, then the
 last line is the same figures as one JSON object.
 
-    .venv/bin/python bench/bus_rtt.py [--seconds 10] [--lanes 20] [--rate 10] [--procs 2]
+    .venv/bin/python bench/bus_rtt.py [--seconds 10] [--rounds 5] [--warmup 0.5] [--lanes 20]
+                                      [--rate 10] [--procs 2]
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ class NetLoop:
             self.step(0.05)
 
     def step(self, timeout: float) -> bool:
-        """Wait up to `timeout` s for network events and handle them; True if control is readable."""
+        """Handle network events for up to `timeout` s; True when the control pipe is readable."""
         control = False
         for key, events in self.sel.select(max(timeout, 0.0)):
             client: mqtt.Client | None = key.data
@@ -430,10 +433,10 @@ def wait_healthy(http_port: int, proc: subprocess.Popen[bytes], timeout: float) 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"edge serve exited with {proc.returncode}")
-        with contextlib.suppress(OSError, ValueError):
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if json.load(resp)["broker"]["connected"]:
-                    return
+        with contextlib.suppress(OSError, ValueError), \
+                urllib.request.urlopen(url, timeout=1) as resp:
+            if json.load(resp)["broker"]["connected"]:
+                return
         time.sleep(0.1)
     raise TimeoutError(f"the edge did not report the broker connected within {timeout} s")
 
@@ -504,6 +507,17 @@ def child(target: Any, name: str, *args: Any) -> Iterator[Child]:
         c.stop()
 
 
+def run_slice(loaders: list[Child], lanes: int, procs: int,
+              spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run one measured slice of a load on every load process at once; their figures."""
+    start_at = time.monotonic() + 0.2
+    for p, ld in enumerate(loaders):
+        ld.conn.send(("run", {**spec, "active": len(range(p, lanes, procs)),
+                              "start_at": start_at}))
+    timeout = spec["warmup"] + spec["seconds"] + DRAIN_S + 30
+    return [ld.expect("done", timeout) for ld in loaders]
+
+
 LOADS = (
     ("a", "(a) 1 lane, back to back"),
     ("b", "(b) {lanes} lanes x {rate:g}/s"),
@@ -552,24 +566,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         results: dict[str, dict[str, Figures]] = {}
         edge_cpu: dict[str, float] = {}
+        slice_s = args.seconds / args.rounds
         for key, _label in LOADS:
             n = 1 if key == "a" else args.lanes
             rate = args.rate if key == "b" else 0.0
-            results[key] = {}
-            for target in ("echo", "edge"):
-                cpu_before = cpu_seconds(edge.pid)
-                start_at = time.monotonic() + 0.3
-                for p, ld in enumerate(loaders):
-                    active = len(range(p, n, args.procs))
-                    ld.conn.send(("run", {"target": target, "active": active, "rate": rate,
-                                          "warmup": args.warmup, "seconds": args.seconds,
-                                          "start_at": start_at}))
-                parts = [ld.expect("done", args.warmup + args.seconds + DRAIN_S + 30)
-                         for ld in loaders]
-                figs = Figures.merge(parts, args.seconds)
-                results[key][target] = figs
-                if target == "edge":
-                    edge_cpu[key] = cpu_seconds(edge.pid) - cpu_before
+            parts: dict[str, list[dict[str, Any]]] = {"echo": [], "edge": []}
+            edge_cpu[key] = 0.0
+            # Echo and edge take turns (echo, edge, edge, echo, ...) so that drift and noise
+            # from other work on the machine fall on both alike.
+            for r in range(args.rounds):
+                for target in ("echo", "edge") if r % 2 == 0 else ("edge", "echo"):
+                    cpu_before = cpu_seconds(edge.pid)
+                    parts[target] += run_slice(loaders, n, args.procs, {
+                        "target": target, "rate": rate, "warmup": args.warmup,
+                        "seconds": slice_s})
+                    if target == "edge":
+                        edge_cpu[key] += cpu_seconds(edge.pid) - cpu_before
+            results[key] = {t: Figures.merge(parts[t], args.seconds) for t in parts}
         rss_end = rss_mb(edge.pid)
         hwm = rss_mb(edge.pid, "VmHWM")
         edge_log = (tmp / "edge.log").read_text(errors="replace")
@@ -581,8 +594,8 @@ def report(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
     results: dict[str, dict[str, Figures]] = out["results"]
     labels = {k: v.format(lanes=args.lanes, rate=args.rate) for k, v in LOADS}
     print(f"bus_rtt: edge ping vs bare paho QoS 1 echo through Mosquitto; {args.lanes} lanes, "
-          f"{args.seconds:g} s per load after {args.warmup:g} s warm-up, {args.procs} load "
-          f"processes, {os.cpu_count()} CPUs")
+          f"{args.seconds:g} s measured per load and responder in {args.rounds} turns, each after "
+          f"{args.warmup:g} s warm-up; {args.procs} load processes, {os.cpu_count()} CPUs")
     print()
     print(f"{'load':<28} {'who':<5} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>8} {'sent':>7} "
           f"{'lost':>5} {'errors':>6} {'lag ms':>7}")
@@ -621,7 +634,8 @@ def report(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
           f"{_yes(targets['rss_le_120mb'])}")
     print(f"  no lost replies, error replies or disconnects: {_yes(targets['no_lost_or_errors'])}")
     figures: dict[str, Any] = {"bench": "bus_rtt", "lanes": args.lanes,
-                               "seconds": args.seconds, "rate_per_lane": args.rate,
+                               "seconds": args.seconds, "rounds": args.rounds,
+                               "rate_per_lane": args.rate,
                                "procs": args.procs, "cpus": os.cpu_count()}
     for key, _ in LOADS:
         for target in ("edge", "echo"):
@@ -646,13 +660,16 @@ def _yes(ok: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per load")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="slices each load's seconds are cut into, echo and edge in turn")
+    parser.add_argument("--warmup", type=float, default=0.5,
+                        help="seconds of load before each slice is measured")
     parser.add_argument("--lanes", type=int, default=20, help="lanes in loads (b) and (c)")
     parser.add_argument("--rate", type=float, default=10.0, help="requests/s per lane in (b)")
     parser.add_argument("--procs", type=int, default=2, help="load-generating processes")
     args = parser.parse_args(argv)
-    if args.lanes < 1 or args.procs < 1 or args.seconds <= 0 or args.rate <= 0:
-        parser.error("--lanes, --procs, --seconds and --rate must be positive")
+    if min(args.lanes, args.procs, args.rounds) < 1 or args.seconds <= 0 or args.rate <= 0:
+        parser.error("--lanes, --procs, --rounds, --seconds and --rate must be positive")
     args.procs = min(args.procs, args.lanes)
     out = run(args)
     figures = report(args, out)

@@ -23,7 +23,7 @@ from edge.devices import parse_status, record_status
 from edge.dispatch import Caller, Dispatcher
 from edge.errors import BadRequest
 from edge.metrics import Metrics
-from edge.mqtt import is_refused, make_client, parse_mqtt_url
+from edge.mqtt import is_refused, make_client, parse_mqtt_url, publish_offline
 from edge.protocol import (
     Topic,
     decode_json,
@@ -161,13 +161,7 @@ class Bus:
             return
         self._started = False
         if self.connected.is_set():
-            info = self.client.publish(edge_status_topic(self.store_id),
-                                       encode({"state": "offline", "ts": now_rfc3339()}),
-                                       qos=1, retain=True)
-            try:
-                info.wait_for_publish(2)
-            except (RuntimeError, ValueError):
-                pass
+            publish_offline(self.client, edge_status_topic(self.store_id))
         self.client.disconnect()
         self.client.loop_stop()
         self.executor.stop()

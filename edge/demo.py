@@ -118,7 +118,8 @@ Demo store "{settings.store_name}" ({settings.store_id}) is running.
   Devices (API):        curl -u manager:{password} {base}/api/v1/devices
   Health:               {base}/healthz
   Metrics:              {base}/metrics
-  MQTT broker:          mqtt://127.0.0.1:{mqtt_port}  (edge login in {datadir.secrets}/mqtt-edge.json)
+  MQTT broker:          mqtt://127.0.0.1:{mqtt_port}
+      edge login in:    {datadir.secrets}/mqtt-edge.json
   Data:                 {datadir.root}
 
 Simulated devices: {", ".join(f"{k} {i}" for k, i in DEMO_DEVICES)}.
@@ -127,7 +128,7 @@ Press Ctrl-C to stop.
         while not stopping:
             for child in children:
                 if child.poll() is not None:
-                    raise StartupError(f"a demo process stopped unexpectedly: {child.args}")
+                    raise StartupError(f"a demo process stopped unexpectedly: {child.args!r}")
             time.sleep(0.3)
     finally:
         for child in reversed(children):

@@ -80,7 +80,7 @@ def enrol(settings: Settings, datadir: DataDir, store: Store, kind: str, device_
             db.execute("UPDATE devices SET password_hash = ? WHERE kind = ? AND id = ?",
                        (row["password_hash"], kind, device_id))
         else:
-            db["devices"].insert(row)
+            db.table("devices").insert(row)
 
     store.write(_write)
     sync_broker_files(settings, datadir, store)

@@ -6,6 +6,7 @@ with it the round trip on a store LAN is well under a millisecond.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from dataclasses import dataclass
@@ -46,7 +47,8 @@ def _nodelay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
 
 
 def make_client(client_id: str, address: BrokerAddress, *, username: str | None = None,
-                password: str | None = None, protocol: int = mqtt.MQTTv5,
+                password: str | None = None,
+                protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5,
                 max_backoff: float = 30.0) -> mqtt.Client:
     """A paho client with TCP_NODELAY, credentials, TLS when asked and capped reconnect backoff.
 
@@ -64,6 +66,16 @@ def make_client(client_id: str, address: BrokerAddress, *, username: str | None 
     client.max_inflight_messages_set(100)
     client.max_queued_messages_set(10000)
     return client
+
+
+def publish_offline(client: mqtt.Client, topic: str, timeout: float = 2.0) -> None:
+    """Leave cleanly: set the retained status to offline and wait (briefly) for the broker."""
+    from edge.protocol import encode, now_rfc3339
+
+    info = client.publish(topic, encode({"state": "offline", "ts": now_rfc3339()}), qos=1,
+                          retain=True)
+    with contextlib.suppress(RuntimeError, ValueError):
+        info.wait_for_publish(timeout)
 
 
 def is_refused(reason_code: Any) -> bool:

@@ -62,7 +62,7 @@ def format_ts(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_ts(text: str) -> datetime:
+def parse_ts(text: Any) -> datetime:
     """Parse an RFC 3339 timestamp with an offset; raises ValueError otherwise."""
     if not isinstance(text, str) or not _RFC3339_RE.match(text):
         raise ValueError("not an RFC 3339 timestamp with a time zone")
@@ -212,7 +212,7 @@ def parse_envelope(obj: Any, expected_type: str | None = None) -> Envelope:
     ts = obj.get("ts")
     try:
         parse_ts(ts)
-    except ValueError:
+    except (ValueError, TypeError):
         raise BadRequest("Field \"ts\" must be an RFC 3339 timestamp.",
                          detail={"field": "ts"}) from None
     type_ = obj.get("type")
@@ -225,4 +225,4 @@ def parse_envelope(obj: Any, expected_type: str | None = None) -> Envelope:
     data = obj.get("data", {})
     if not isinstance(data, dict):
         raise BadRequest("Field \"data\" must be a JSON object.", detail={"field": "data"})
-    return Envelope(id=obj["id"], ts=ts, type=type_, data=data)
+    return Envelope(id=obj["id"], ts=str(ts), type=type_, data=data)

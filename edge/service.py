@@ -51,7 +51,8 @@ class EdgeService:
         self.store.close()
 
     def outbox_state(self) -> dict[str, Any]:
-        row = self.store.query_one("SELECT COUNT(*) AS depth, MIN(created_at) AS oldest FROM outbox")
+        row = self.store.query_one(
+            "SELECT COUNT(*) AS depth, MIN(created_at) AS oldest FROM outbox")
         depth = row["depth"] if row else 0
         age = round(time.time() - row["oldest"], 1) if row and row["oldest"] else None
         self.metrics.outbox_depth.set(depth)
@@ -69,7 +70,7 @@ class EdgeService:
                   "url": f"{self.bus.address.host}:{self.bus.address.port}"}
         if self.bus.refused:
             broker["refused"] = self.bus.refused
-        queue = self.outbox_state() if database["ok"] else {"depth": None}
+        queue: dict[str, Any] = self.outbox_state() if database["ok"] else {"depth": None}
         queue["bus_backlog"] = self.bus.executor.depth()
         ok = database["ok"]
         status = "ok" if ok and broker["connected"] else ("degraded" if ok else "failing")

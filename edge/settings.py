@@ -30,7 +30,8 @@ class SettingsError(StartupError):
 
 def _check_id(value: str) -> None:
     if not ID_RE.match(value):
-        raise ValueError("must be 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit")
+        raise ValueError(
+            "must be 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit")
 
 
 def _check_tz(value: str) -> None:
@@ -155,7 +156,8 @@ def _coerce(name: str, raw: Any, where: str) -> Any:
     value = raw
     if setting.type is int:
         if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-            raise SettingsError(f"config error: {where}: {name} must be a whole number, not {raw!r}")
+            raise SettingsError(
+                f"config error: {where}: {name} must be a whole number, not {raw!r}")
         try:
             value = int(raw)
         except ValueError:

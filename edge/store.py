@@ -20,6 +20,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 T = TypeVar("T")
+Params = tuple[Any, ...] | dict[str, Any]
 MIGRATIONS = Migrations("edge")
 
 
@@ -80,10 +81,10 @@ class Store:
                 self._readers.append(conn)
         return conn
 
-    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+    def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         return [dict(row) for row in self.reader.execute(sql, params)]
 
-    def query_one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> dict[str, Any] | None:
+    def query_one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
         row = self.reader.execute(sql, params).fetchone()
         return dict(row) if row is not None else None
 

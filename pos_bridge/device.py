@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.mqtt import is_refused, make_client, parse_mqtt_url
+from edge.mqtt import is_refused, make_client, parse_mqtt_url, publish_offline
 from edge.protocol import (
     Envelope,
     command_topic,
@@ -41,7 +41,8 @@ class DeviceClient:
     """One device's connection to the store broker."""
 
     def __init__(self, store: str, kind: str, device_id: str, url: str, username: str,
-                 password: str, *, keepalive: int = 30, protocol: int = mqtt.MQTTv5,
+                 password: str, *, keepalive: int = 30,
+                 protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5,
                  model: str | None = None, sw: str = "pos-bridge/0.1") -> None:
         self.store, self.kind, self.device_id = store, kind, device_id
         self.keepalive = keepalive
@@ -79,13 +80,7 @@ class DeviceClient:
     def close(self) -> None:
         """Leave cleanly: retained offline status, then DISCONNECT (no Last Will)."""
         if self.connected.is_set():
-            info = self.client.publish(self._status_topic,
-                                       encode({"state": "offline", "ts": now_rfc3339()}),
-                                       qos=1, retain=True)
-            try:
-                info.wait_for_publish(2)
-            except (RuntimeError, ValueError):
-                pass
+            publish_offline(self.client, self._status_topic)
         self.client.disconnect()
         self.client.loop_stop()
 

@@ -14,7 +14,8 @@ from pos_bridge.device import DeviceClient, DeviceError
 from tests.conftest import edge_cli, edge_env
 
 
-def run_edge(settings: Settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_edge(settings: Settings, *args: str,
+             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*edge_cli(), *args], env=edge_env(settings), input=stdin,
                           capture_output=True, text=True, timeout=60)
 

@@ -79,7 +79,13 @@ def test_anonymous_and_unknown_users_are_refused(settings: Settings,
     for user in (None, "nobody"):
         client = make_client("anon", a, username=user, password="x" if user else None)
         refused = threading.Event()
-        client.on_connect = lambda _c, _u, _f, rc, _p: refused.set() if rc.is_failure else None
+
+        def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any,
+                       refused: threading.Event = refused) -> None:
+            if rc.is_failure:
+                refused.set()
+
+        client.on_connect = on_connect
         client.connect(a.host, a.port)
         client.loop_start()
         assert refused.wait(5), f"{user!r} was let in"

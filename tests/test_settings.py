@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.settings import SETTINGS, REPO_DEFAULTS, SettingsError, load_settings
+from edge.settings import REPO_DEFAULTS, SETTINGS, SettingsError, load_settings
 from tests.conftest import edge_cli
 
 

@@ -84,6 +84,8 @@ def sign_in(page: Page, base: str, password: str) -> None:
 
 def test_devices_page_shows_devices_live(staff_edge: str, page: Page, tmp_path: Path,
                                          device: Callable[..., DeviceClient]) -> None:
+    script_errors: list[str] = []
+    page.on("pageerror", lambda err: script_errors.append(str(err)))
     printer = device("printer", "printer-1")
     sign_in(page, staff_edge, MANAGER_PW)
     expect(page).to_have_url(f"{staff_edge}/staff/devices")
@@ -101,6 +103,7 @@ def test_devices_page_shows_devices_live(staff_edge: str, page: Page, tmp_path: 
     expect(state).to_have_class("state offline")
     expect(page.locator("#summary")).to_have_text("0 of 1 devices online")
     assert page.url == f"{staff_edge}/staff/devices"
+    assert script_errors == []
 
     shot = tmp_path / "devices.png"
     page.screenshot(path=str(shot), full_page=True)

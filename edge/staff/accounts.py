@@ -45,7 +45,7 @@ def add_user(store: Store, username: str, password: str, role: str, *,
         exists = db.execute("SELECT 1 FROM staff_users WHERE username = ?", (username,)).fetchone()
         if exists and not replace:
             raise Conflict(f"Staff user {username!r} already exists.")
-        db["staff_users"].upsert(row, pk="username")
+        db.table("staff_users").upsert(row, pk="username")
 
     store.write(_write)
     return StaffUser(username, role)
