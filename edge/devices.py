@@ -108,7 +108,7 @@ def list_devices(store: Store) -> list[dict[str, Any]]:
 
 
 def parse_status(payload: Any) -> dict[str, Any]:
-    """Check a presence payload: `{"state": "online"|"offline", "ts", ...}`."""
+    """Check a presence payload: `{"state": "online"|"offline", "ts", ...}`, at most 4 KiB."""
     if not isinstance(payload, dict) or payload.get("state") not in PRESENCE_STATES:
         raise BadRequest('Status must be a JSON object with "state" "online" or "offline".')
     ts = payload.get("ts")
@@ -117,14 +117,26 @@ def parse_status(payload: Any) -> dict[str, Any]:
             parse_ts(ts)
         except ValueError:
             raise BadRequest('Status "ts" must be an RFC 3339 timestamp.') from None
+    if len(json.dumps(payload)) > 4096:
+        raise BadRequest("Status is larger than 4 KiB; keep it to presence and device state.")
     return payload
 
 
 def record_status(store: Store, kind: str, device_id: str, payload: dict[str, Any]) -> bool:
     """Store a device's presence; False when the device is not enrolled here."""
     seen = now_rfc3339()
-    body = json.dumps(payload, separators=(",", ":"))[:4096]
-    updated = store.write(lambda db: db.execute(
-        "UPDATE devices SET state = ?, last_seen = ?, status = ? WHERE kind = ? AND id = ?",
-        (payload["state"], seen, body, kind, device_id)).rowcount)
-    return bool(updated)
+
+    def _write(db: sqlite_utils.Database) -> bool:
+        row = db.execute("SELECT status FROM devices WHERE kind = ? AND id = ?",
+                         (kind, device_id)).fetchone()
+        if row is None:
+            return False
+        # A Last Will says only "offline": keep what the device last told about itself.
+        merged = {**json.loads(row[0]), **payload} if payload["state"] == "offline" else payload
+        db.execute("UPDATE devices SET state = ?, last_seen = ?, status = ? "
+                   "WHERE kind = ? AND id = ?",
+                   (payload["state"], seen, json.dumps(merged, separators=(",", ":")),
+                    kind, device_id))
+        return True
+
+    return store.write(_write)

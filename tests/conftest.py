@@ -135,19 +135,26 @@ def edge_cli() -> list[str]:
     return [sys.executable, "-m", "edge.cli"]
 
 
+def edge_log(settings: Settings) -> Path:
+    """Where the `edge_process` fixture's edge writes its output."""
+    return settings.data_path.parent / "edge-serve.log"
+
+
 @pytest.fixture
 def edge_process(settings: Settings, broker: BrokerProcess) -> Iterator[subprocess.Popen[bytes]]:
-    """`edge serve` as its own process, as a store box runs it."""
+    """`edge serve` as its own process, as a store box runs it (output: `edge_log()`)."""
+    log = edge_log(settings).open("wb")
     proc = subprocess.Popen([*edge_cli(), "serve"], env=edge_env(settings),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT)
     from edge.broker import wait_for_port
 
     try:
         wait_for_port("127.0.0.1", settings.http_port, 20)
     except TimeoutError:
         proc.kill()
-        out = proc.communicate()[0].decode(errors="replace")
-        pytest.fail(f"edge serve did not start:\n{out}")
+        proc.wait()
+        log.close()
+        pytest.fail(f"edge serve did not start:\n{edge_log(settings).read_text()}")
     yield proc
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -156,5 +163,4 @@ def edge_process(settings: Settings, broker: BrokerProcess) -> Iterator[subproce
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    if proc.stdout:
-        proc.stdout.close()
+    log.close()

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from edge import create_app
 from edge.settings import Settings
 from edge.staff.accounts import add_user
-from tests.conftest import wait_until
+from tests.conftest import edge_log, wait_until
 
 MANAGER_PW = "manager-password-1"
 CASHIER_PW = "cashier-password-1"
@@ -152,5 +152,5 @@ def test_served_edge_is_healthy_and_stops_cleanly_on_sigterm(
     assert "edge_bus_connected 1.0" in metrics
     edge_process.terminate()
     assert edge_process.wait(15) == 0
-    out = edge_process.stdout.read().decode() if edge_process.stdout else ""
+    out = edge_log(settings).read_text()
     assert "edge: stopped" in out and "Traceback" not in out

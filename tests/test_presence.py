@@ -44,6 +44,8 @@ def test_device_is_online_after_connecting_and_offline_after_a_clean_goodbye(
                                if r["id"] == "printer-1"][0]["status"].get("paper") == "near_end")
     printer.close()
     assert wait_until(lambda: state_of(edge, "printer", "printer-1") == "offline", 5)
+    row = [r for r in list_devices(edge.store) if r["id"] == "printer-1"][0]
+    assert row["status"]["model"] == "TM-T20III", "going offline must not forget the device"
 
 
 DEVICE_SCRIPT = """
@@ -138,7 +140,7 @@ def proxy(settings: Settings, broker: BrokerProcess) -> Iterator[FreezableProxy]
 def test_silent_connection_shows_offline_within_one_and_a_half_keepalives(
         edge: EdgeService, settings: Settings, enrolled: Callable[..., Enrolment],
         proxy: FreezableProxy, spawn_device: Callable[..., subprocess.Popen[str]]) -> None:
-    keepalive = 2
+    keepalive = 4
     spawn_device(enrolled("pos", "lane-9"), f"mqtt://127.0.0.1:{proxy.port}", keepalive=keepalive)
     assert wait_until(lambda: state_of(edge, "pos", "lane-9") == "online", 5)
     time.sleep(0.5)
@@ -146,8 +148,8 @@ def test_silent_connection_shows_offline_within_one_and_a_half_keepalives(
     cut = time.monotonic()
     assert wait_until(lambda: state_of(edge, "pos", "lane-9") == "offline", 10)
     took = time.monotonic() - cut
-    # Mosquitto checks keep-alives about once a second: allow that much on top of 1.5x.
-    assert took <= 1.5 * keepalive + 1.5, f"offline only after {took:.1f} s"
+    # Mosquitto 2.0 compares keep-alives in whole seconds, once a second: up to 2 s on top.
+    assert took <= 1.5 * keepalive + 2, f"offline only after {took:.1f} s"
 
 
 def _retained_edge_status(settings: Settings, datadir_creds: dict[str, str]) -> dict[str, Any]:

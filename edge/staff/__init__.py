@@ -42,7 +42,8 @@ def login() -> Any:
             session.permanent = True
             return redirect(_safe_next(request.args.get("next")))
         error = "Wrong username or password (after 5 wrong tries the account waits 5 minutes)."
-    return render_template("login.html", error=error), 401 if error else 200
+    return render_template("login.html", error=error,
+                           username=request.form.get("username", ""))
 
 
 @bp.post("/logout")
