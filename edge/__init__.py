@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, *, start: bool = False) -> Flas
     settings = settings or load_settings()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # job bookkeeping is noise
     service = EdgeService(settings)
     app = Flask(__name__)
     app.config.update(

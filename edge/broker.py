@@ -12,6 +12,7 @@ import getpass
 import hashlib
 import logging
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -85,8 +86,14 @@ def render_passwd(logins: Iterable[Login]) -> str:
 def render_conf(settings: Settings, datadir: DataDir,
                 template: Path = CONFIG_DIR / "mosquitto.conf.template") -> str:
     address = parse_mqtt_url(settings.mqtt_url)
+    # Mosquitto started as root drops to this user: the one who owns the data dir.
+    try:
+        owner = pwd.getpwuid(datadir.root.stat().st_uid).pw_name
+    except (KeyError, FileNotFoundError):
+        owner = getpass.getuser()
     return template.read_text().format(
-        host=address.host, port=address.port, dir=datadir.mosquitto, user=getpass.getuser()
+        host=settings.broker_host or address.host, port=address.port, dir=datadir.mosquitto,
+        user=owner,
     )
 
 
@@ -105,10 +112,11 @@ def write_broker_files(settings: Settings, datadir: DataDir, edge: Login,
 def running_broker_pid(datadir: DataDir) -> int | None:
     try:
         pid = int((datadir.mosquitto / "mosquitto.pid").read_text().strip())
-        os.kill(pid, 0)
+        # A stale pid file may name another program now: only ever signal a mosquitto.
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
         return None
-    return pid
+    return pid if b"mosquitto" in cmdline else None
 
 
 def reload_broker(datadir: DataDir) -> bool:
@@ -146,6 +154,14 @@ class BrokerProcess:
         conf = self.datadir.mosquitto / "mosquitto.conf"
         if not conf.exists():
             raise StartupError(f"{conf} is missing; run `edge init` first")
+        address = parse_mqtt_url(self.settings.mqtt_url)
+        try:
+            wait_for_port(address.host, address.port, 0)
+        except TimeoutError:
+            pass
+        else:
+            raise StartupError(f"port {address.port} on {address.host} is already taken (another "
+                               "Mosquitto?); stop it or change EDGE_MQTT_URL")
         try:
             self.process = subprocess.Popen(
                 [self.settings.broker_bin, "-c", str(conf)],
@@ -160,6 +176,9 @@ class BrokerProcess:
         address = parse_mqtt_url(self.settings.mqtt_url)
         try:
             wait_for_port(address.host, address.port, timeout)
+            time.sleep(0.1)  # a broker that lost the race for its port exits right away
+            if self.process.poll() is not None:
+                raise TimeoutError
         except TimeoutError:
             self.stop()
             raise StartupError(f"Mosquitto did not start listening on {address.host}:"

@@ -151,11 +151,14 @@ def broker() -> None:
     store.close()
     proc = BrokerProcess(settings, datadir).start()
     _stop_on_signals()
+    assert proc.process is not None
     try:
-        assert proc.process is not None
-        proc.process.wait()
+        code = proc.process.wait()
     except KeyboardInterrupt:
         proc.stop()
+        return
+    if code:
+        raise StartupError(f"Mosquitto stopped with exit code {code}")
 
 
 def _stop_on_signals() -> None:
@@ -175,10 +178,19 @@ def serve() -> None:
     from edge import create_app
 
     settings = load_settings()
-    app = create_app(settings, start=True)
+    app = create_app(settings)
     service = app.extensions["edge"]
-    server = waitress.create_server(app, host=settings.http_host, port=settings.http_port,
-                                    threads=settings.http_threads, ident="store-edge")
+    # Take the HTTP port before joining the bus, so a second edge started by mistake stops
+    # here instead of logging in as this store's edge and pushing the running one off.
+    try:
+        server = waitress.create_server(app, host=settings.http_host, port=settings.http_port,
+                                        threads=settings.http_threads, ident="store-edge")
+    except OSError as exc:
+        service.stop()
+        raise StartupError(f"cannot listen on {settings.http_host}:{settings.http_port} "
+                           f"({exc.strerror}); is another edge running? Change EDGE_HTTP_PORT "
+                           "otherwise") from None
+    service.start()
     port = getattr(server, "effective_port", settings.http_port)
     click.echo(f"edge: store {settings.store_id} serving on http://{settings.http_host}:{port}",
                err=True)

@@ -31,7 +31,9 @@ class DataDir:
         return self.root / "mosquitto"
 
     def ensure(self) -> DataDir:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The database holds password hashes and customer data: only the edge's user may look.
+        os.chmod(self.root, 0o700)
         for folder in (self.secrets, self.mosquitto):
             folder.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.secrets, 0o700)

@@ -69,14 +69,12 @@ def parse_ts(text: Any) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
 def is_uuid(text: Any) -> bool:
-    if not isinstance(text, str) or len(text) != 36:
-        return False
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
+    """A UUID in its canonical lower-case form (UUIDv7 recommended, any version accepted)."""
+    return isinstance(text, str) and _UUID_RE.match(text) is not None
 
 
 # ---------------------------------------------------------------- topics
@@ -178,6 +176,10 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def decode_json(payload: bytes) -> Any:
     """Decode an envelope's bytes: at most 64 KiB of UTF-8 JSON, or BadRequest."""
     if len(payload) > MAX_ENVELOPE_BYTES:
@@ -188,7 +190,7 @@ def decode_json(payload: bytes) -> Any:
     except UnicodeDecodeError:
         raise BadRequest("Message is not UTF-8 text.", detail={"reason": "encoding"}) from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constants)
     except ValueError:
         raise BadRequest("Message is not valid JSON.", detail={"reason": "json"}) from None
 
@@ -204,7 +206,7 @@ def parse_envelope(obj: Any, expected_type: str | None = None) -> Envelope:
     """Check a decoded envelope's fields and types; BadRequest names the first problem."""
     if not isinstance(obj, dict):
         raise BadRequest("Message must be a JSON object.", detail={"reason": "shape"})
-    if obj.get("v") != 1 or isinstance(obj.get("v"), bool):
+    if type(obj.get("v")) is not int or obj["v"] != 1:
         raise BadRequest("Unsupported envelope version; expected \"v\": 1.",
                          detail={"field": "v"})
     if not is_uuid(obj.get("id")):

@@ -107,6 +107,8 @@ class Settings:
                                  "same reply.", _positive)
     reply_cache_ttl_s: int = _opt(900, "How long a reply is kept for repeats, seconds.", _positive)
     broker_bin: str = _opt("mosquitto", "The Mosquitto executable that `edge broker` runs.")
+    broker_host: str = _opt("", "Address the store's Mosquitto listens on (0.0.0.0 for lanes on "
+                            "the LAN); empty = the host of mqtt_url. The port is mqtt_url's.")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR.", _check_level)
 
     @property
@@ -146,7 +148,7 @@ SETTINGS: tuple[Setting, ...] = tuple(
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
-def _coerce(name: str, raw: Any, where: str) -> Any:
+def _coerce(name: str, raw: Any, where: str, *, text_ok: bool = True) -> Any:
     setting = BY_NAME.get(name)
     if setting is None:
         near = [n for n in BY_NAME if n.split("_")[0] == name.split("_")[0]]
@@ -155,7 +157,8 @@ def _coerce(name: str, raw: Any, where: str) -> Any:
                             f"remove it or see config/edge.toml for the settings there are")
     value = raw
     if setting.type is int:
-        if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        if isinstance(raw, bool) or not isinstance(raw, (int, str)) or (
+                isinstance(raw, str) and not text_ok):
             raise SettingsError(
                 f"config error: {where}: {name} must be a whole number, not {raw!r}")
         try:
@@ -196,7 +199,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         sources.append((site, _read_toml(Path(site))))
     for where, table in sources:
         for name, raw in table.items():
-            values[name] = _coerce(name, raw, where)
+            values[name] = _coerce(name, raw, where, text_ok=False)
+    known_env = {s.env for s in SETTINGS} | {"EDGE_CONFIG"}
+    for var in sorted(v for v in env if v.startswith("EDGE_") and v not in known_env):
+        near = [s.env for s in SETTINGS if s.env.replace("_", "") == var.replace("_", "")]
+        hint = f"did you mean {near[0]}? " if near else ""
+        raise SettingsError(f"config error: unknown environment variable {var}; {hint}unset it "
+                            "or see config/edge.toml for the settings there are")
     for setting in SETTINGS:
         if setting.env in env:
             values[setting.name] = _coerce(setting.name, env[setting.env], setting.env)

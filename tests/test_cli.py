@@ -87,3 +87,41 @@ def test_staff_add_reads_the_password_from_stdin(settings: Settings) -> None:
     short = run_edge(settings, "staff", "add", "bob", "--role", "cashier", "--password-stdin",
                      stdin="short\n")
     assert short.returncode == 1 and "at least 10 characters" in short.stderr
+
+
+def test_a_second_edge_on_a_taken_port_stops_without_pushing_the_first_off_the_bus(
+        settings: Settings, edge_process: subprocess.Popen[bytes]) -> None:
+    import requests
+
+    from tests.conftest import wait_until
+
+    url = f"http://127.0.0.1:{settings.http_port}/healthz"
+    assert wait_until(lambda: requests.get(url, timeout=2).json()["broker"]["connected"], 15)
+    connects = requests.get(f"http://127.0.0.1:{settings.http_port}/metrics", timeout=2).text
+    second = run_edge(settings, "serve")
+    assert second.returncode == 2
+    assert "is another edge running?" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    after = requests.get(f"http://127.0.0.1:{settings.http_port}/metrics", timeout=2).text
+    line = [ln for ln in connects.splitlines() if ln.startswith("edge_bus_connects_total")]
+    assert line and line[0] in after, "the running edge was pushed off the broker"
+    assert requests.get(url, timeout=2).json()["broker"]["connected"] is True
+
+
+def test_broker_refuses_to_start_on_a_taken_port(settings: Settings,
+                                                 broker: BrokerProcess) -> None:
+    from edge.errors import StartupError
+
+    with pytest.raises(StartupError, match="already taken"):
+        BrokerProcess(settings, broker.datadir, quiet=True).start()
+
+
+def test_a_stale_pid_file_never_signals_another_program(settings: Settings) -> None:
+    import os
+
+    from edge.broker import reload_broker
+    from edge.datadir import DataDir
+
+    datadir = DataDir(settings.data_path).ensure()
+    (datadir.mosquitto / "mosquitto.pid").write_text(f"{os.getpid()}\n")  # pytest, not mosquitto
+    assert reload_broker(datadir) is False

@@ -140,16 +140,17 @@ def proxy(settings: Settings, broker: BrokerProcess) -> Iterator[FreezableProxy]
 def test_silent_connection_shows_offline_within_one_and_a_half_keepalives(
         edge: EdgeService, settings: Settings, enrolled: Callable[..., Enrolment],
         proxy: FreezableProxy, spawn_device: Callable[..., subprocess.Popen[str]]) -> None:
-    keepalive = 4
+    keepalive = 6
     spawn_device(enrolled("pos", "lane-9"), f"mqtt://127.0.0.1:{proxy.port}", keepalive=keepalive)
     assert wait_until(lambda: state_of(edge, "pos", "lane-9") == "online", 5)
     time.sleep(0.5)
     proxy.frozen.set()
     cut = time.monotonic()
-    assert wait_until(lambda: state_of(edge, "pos", "lane-9") == "offline", 10)
+    assert wait_until(lambda: state_of(edge, "pos", "lane-9") == "offline", 15)
     took = time.monotonic() - cut
-    # Mosquitto 2.0 compares keep-alives in whole seconds, once a second: up to 2 s on top.
-    assert took <= 1.5 * keepalive + 2, f"offline only after {took:.1f} s"
+    # Mosquitto 2.0 compares keep-alives in whole seconds and checks them once a second,
+    # which puts its Will up to ~2 s after 1.5x; 3 s leaves room for a busy test machine.
+    assert took <= 1.5 * keepalive + 3, f"offline only after {took:.1f} s"
 
 
 def _retained_edge_status(settings: Settings, datadir_creds: dict[str, str]) -> dict[str, Any]:

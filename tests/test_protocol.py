@@ -59,6 +59,7 @@ def test_a_valid_envelope_round_trips() -> None:
     (b"\xff\xfe not utf-8", "not UTF-8"),
     (b"{not json", "not valid JSON"),
     (b"x" * (MAX_ENVELOPE_BYTES + 1), "too large"),
+    (b'{"v": NaN}', "not valid JSON"),
 ])
 def test_undecodable_bytes_are_bad_requests(payload: bytes, words: str) -> None:
     with pytest.raises(BadRequest, match=words):
@@ -68,6 +69,9 @@ def test_undecodable_bytes_are_bad_requests(payload: bytes, words: str) -> None:
 @pytest.mark.parametrize(("obj", "field"), [
     (_valid(v=2), "v"),
     (_valid(v=True), "v"),
+    (_valid(v=1.0), "v"),
+    (_valid(id=str(uuid.uuid4()).upper()), "id"),
+    (_valid(id="----" + "0" * 32), "id"),
     (_valid(id="123"), "id"),
     (_valid(id=7), "id"),
     (_valid(ts="yesterday"), "ts"),

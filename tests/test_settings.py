@@ -68,3 +68,16 @@ def test_edge_refuses_to_start_with_a_bad_setting_in_one_line(tmp_path: Path) ->
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "EDGE_HTTP_PORT" in lines[0] and "whole number" in lines[0]
+
+
+def test_a_misspelt_environment_variable_stops_start_up() -> None:
+    with pytest.raises(SettingsError, match="unknown environment variable EDGE_STOREID; did you "
+                                            "mean EDGE_STORE_ID"):
+        load_settings({"EDGE_STOREID": "store-2"})
+
+
+def test_a_quoted_number_in_a_settings_file_is_a_wrong_type(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text('http_port = "80"\n')
+    with pytest.raises(SettingsError, match="http_port must be a whole number"):
+        load_settings({"EDGE_CONFIG": str(site)})
