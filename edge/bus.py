@@ -9,6 +9,7 @@ in parallel, and a device that floods the edge only fills its own backlog.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from paho.mqtt.properties import Properties
 
 from edge.datadir import DataDir
 from edge.devices import parse_status, record_status
-from edge.dispatch import Caller, Dispatcher
+from edge.dispatch import Caller, Dispatcher, Reply
 from edge.errors import BadRequest
 from edge.metrics import Metrics
 from edge.mqtt import is_refused, make_client, parse_mqtt_url, publish_offline
@@ -41,15 +42,20 @@ SOFTWARE = "store-edge/0.1"
 
 
 class SerialExecutor:
-    """Runs tasks on a thread pool, one at a time per key and in submission order."""
+    """Runs tasks on a thread pool, one at a time per key and in submission order.
+
+    Keys with work wait in a `SimpleQueue` (a C-level blocking queue: the cheapest hand-off
+    between threads CPython has); a key is in that queue at most once, so two threads never
+    run tasks of the same key.
+    """
+
+    _STOP = ""
 
     def __init__(self, workers: int, backlog: int, name: str = "bus") -> None:
         self.backlog = backlog
         self._lock = threading.Lock()
         self._pending: dict[str, deque[Callable[[], None]]] = {}
-        self._ready: deque[str] = deque()
-        self._wake = threading.Condition(self._lock)
-        self._stopping = False
+        self._ready: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
                          for i in range(workers)]
         for t in self._threads:
@@ -58,53 +64,44 @@ class SerialExecutor:
     def submit(self, key: str, task: Callable[[], None]) -> bool:
         """Queue `task` behind the key's earlier tasks; False if the key's backlog is full."""
         with self._lock:
-            queue = self._pending.get(key)
-            if queue is None:
+            tasks = self._pending.get(key)
+            if tasks is None:
                 self._pending[key] = deque((task,))
-                self._ready.append(key)
-                self._wake.notify()
-                return True
-            if len(queue) >= self.backlog:
+            elif len(tasks) >= self.backlog:
                 return False
-            queue.append(task)
-            return True
+            else:
+                tasks.append(task)
+                return True
+        self._ready.put(key)
+        return True
 
     def _work(self) -> None:
         while True:
-            with self._lock:
-                while not self._ready and not self._stopping:
-                    self._wake.wait()
-                if not self._ready:
-                    return
-                key = self._ready.popleft()
+            key = self._ready.get()
+            if key is self._STOP:
+                return
             # Run a few of this key's tasks, then let other keys have the thread.
             for _ in range(16):
                 with self._lock:
-                    queue = self._pending[key]
-                    if not queue:
+                    tasks = self._pending[key]
+                    if not tasks:
                         del self._pending[key]
                         break
-                    task = queue.popleft()
+                    task = tasks.popleft()
                 try:
                     task()
                 except Exception:
                     log.exception("bus task for %s failed", key)
             else:
-                with self._lock:
-                    if self._pending[key]:
-                        self._ready.append(key)
-                        self._wake.notify()
-                    else:
-                        del self._pending[key]
+                self._ready.put(key)
 
     def depth(self) -> int:
         with self._lock:
             return sum(len(q) for q in self._pending.values())
 
     def stop(self, timeout: float = 5.0) -> None:
-        with self._lock:
-            self._stopping = True
-            self._wake.notify_all()
+        for _ in self._threads:
+            self._ready.put(self._STOP)
         for t in self._threads:
             t.join(timeout)
 
@@ -220,7 +217,7 @@ class Bus:
         elif topic.channel == "status":
             self._presence(topic, msg.payload)
 
-    def _send_reply(self, topic: Topic, msg: mqtt.MQTTMessage, reply: dict[str, Any]) -> None:
+    def _send_reply(self, topic: Topic, msg: mqtt.MQTTMessage, reply: Reply) -> None:
         own = reply_topic(self.store_id, topic.kind, topic.device)
         target = own
         props = None
@@ -237,7 +234,7 @@ class Bus:
         if correlation is not None:
             props = Properties(PacketTypes.PUBLISH)
             props.CorrelationData = correlation
-        self.client.publish(target, encode(reply), qos=1, properties=props)
+        self.client.publish(target, reply.body, qos=1, properties=props)
 
     def _presence(self, topic: Topic, payload: bytes) -> None:
         if not payload:

@@ -9,6 +9,7 @@ handler again.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ from edge.metrics import Metrics
 from edge.protocol import (
     Envelope,
     decode_json,
+    encode,
     now_rfc3339,
     parse_envelope,
     peek_id,
@@ -54,19 +56,39 @@ class Method:
     kinds: frozenset[str]  # device kinds allowed to call it
 
 
+def _fingerprint(type_: str, data: dict[str, Any]) -> str:
+    """What a request asked for, to tell a true repeat from an id used twice."""
+    return type_ + "\0" + json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An encoded reply envelope and its outcome (`ok` or the error code)."""
+
+    body: bytes
+    outcome: str
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
 class ReplyCache:
-    """Replies by (device, request id), kept for a while so a repeat gets the same answer."""
+    """Replies by (device, request id), kept for a while so a repeat gets the same answer.
+
+    Replies are kept encoded: bytes and strings are invisible to Python's garbage collector,
+    so a full cache does not lengthen collection pauses on the checkout path.
+    """
 
     def __init__(self, size: int, ttl_s: float) -> None:
         self.size = size
         self.ttl_s = ttl_s
-        self._items: OrderedDict[tuple[str, str], tuple[float, str, dict[str, Any],
-                                                        dict[str, Any]]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], tuple[float, str, Reply]] = OrderedDict()
         self._inflight: dict[tuple[str, str], threading.Event] = {}
         self._lock = threading.Lock()
 
-    def claim(self, key: tuple[str, str]) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
-        """The cached (type, data, reply) for `key`, or None after reserving `key` for us.
+    def claim(self, key: tuple[str, str]) -> tuple[str, Reply] | None:
+        """The cached (fingerprint, reply) for `key`, or None after reserving `key` for us.
 
         A second caller with the same key waits while the first is still running.
         """
@@ -74,17 +96,16 @@ class ReplyCache:
             with self._lock:
                 hit = self._items.get(key)
                 if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
-                    return hit[1], hit[2], hit[3]
+                    return hit[1], hit[2]
                 waiting = self._inflight.get(key)
                 if waiting is None:
                     self._inflight[key] = threading.Event()
                     return None
             waiting.wait(30)
 
-    def store(self, key: tuple[str, str], type_: str, data: dict[str, Any],
-              reply: dict[str, Any]) -> None:
+    def store(self, key: tuple[str, str], fingerprint: str, reply: Reply) -> None:
         with self._lock:
-            self._items[key] = (time.monotonic(), type_, data, reply)
+            self._items[key] = (time.monotonic(), fingerprint, reply)
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
@@ -119,6 +140,8 @@ class Dispatcher:
         self.cache = cache
         self.methods: dict[str, Method] = {}
         self.events: dict[str, Callable[[Caller, Envelope], None]] = {}
+        self._counted: dict[tuple[str, str], Any] = {}
+        self._timed: dict[str, Any] = {}
 
     def method(self, name: str, kinds: tuple[str, ...]) -> Callable[[Handler], Handler]:
         """Register a request handler callable by the given device kinds."""
@@ -137,8 +160,8 @@ class Dispatcher:
 
         return register
 
-    def handle_request(self, caller: Caller, method_name: str, payload: bytes) -> dict[str, Any]:
-        """Validate and run one request; always returns a reply envelope, never raises."""
+    def handle_request(self, caller: Caller, method_name: str, payload: bytes) -> Reply:
+        """Validate and run one request; always returns an encoded reply, never raises."""
         started = time.perf_counter()
         request_id: str | None = None
         try:
@@ -153,38 +176,47 @@ class Dispatcher:
                 raise Forbidden(f"A {caller.kind} device may not call {method_name}.",
                                 detail={"method": method_name, "kind": caller.kind})
             reply = self._run_once(caller, method, envelope)
-            outcome = "ok" if reply["ok"] else reply["error"]["code"]
         except EdgeError as exc:
-            reply = reply_error(request_id, exc.to_dict())
-            outcome = exc.code
+            reply = Reply(encode(reply_error(request_id, exc.to_dict())), exc.code)
             log.info("rejected %s from %s: %s", method_name, caller.key, exc.message)
-        self.metrics.requests.labels(method=method_name if method_name in self.methods
-                                     else "unknown", outcome=outcome).inc()
-        self.metrics.request_seconds.labels(method=method_name if method_name in self.methods
-                                            else "unknown").observe(time.perf_counter() - started)
+        self._observe(method_name if method_name in self.methods else "unknown", reply.outcome,
+                      time.perf_counter() - started)
         return reply
 
-    def _run_once(self, caller: Caller, method: Method, envelope: Envelope) -> dict[str, Any]:
+    def _observe(self, method: str, outcome: str, seconds: float) -> None:
+        # Label children are looked up once: labels() costs more than the inc() itself.
+        counter = self._counted.get((method, outcome))
+        if counter is None:
+            counter = self._counted[(method, outcome)] = self.metrics.requests.labels(
+                method=method, outcome=outcome)
+        timer = self._timed.get(method)
+        if timer is None:
+            timer = self._timed[method] = self.metrics.request_seconds.labels(method=method)
+        counter.inc()
+        timer.observe(seconds)
+
+    def _run_once(self, caller: Caller, method: Method, envelope: Envelope) -> Reply:
         key = (caller.key, envelope.id)
+        fingerprint = _fingerprint(envelope.type, envelope.data)
         cached = self.cache.claim(key)
         if cached is not None:
-            type_, data, reply = cached
-            if type_ != envelope.type or data != envelope.data:
+            if cached[0] != fingerprint:
                 raise BadRequest("This request id was already used for a different request.",
                                  detail={"reason": "id_reused"})
             self.metrics.repeats.inc()
-            return reply
+            return cached[1]
         try:
-            reply = reply_ok(envelope.id, method.handler(caller, envelope))
+            reply = Reply(encode(reply_ok(envelope.id, method.handler(caller, envelope))), "ok")
         except EdgeError as exc:
-            reply = reply_error(envelope.id, exc.to_dict())
+            reply = Reply(encode(reply_error(envelope.id, exc.to_dict())), exc.code)
         except BaseException as exc:
             self.cache.release(key)
             if not isinstance(exc, Exception):
                 raise
             log.exception("handler %s failed for %s", method.name, caller.key)
-            return reply_error(envelope.id, EdgeError().to_dict())  # not cached: a retry may work
-        self.cache.store(key, envelope.type, envelope.data, reply)
+            # Not cached: a retry may work.
+            return Reply(encode(reply_error(envelope.id, EdgeError().to_dict())), "internal_error")
+        self.cache.store(key, fingerprint, reply)
         return reply
 
     def handle_event(self, caller: Caller, event_name: str, payload: bytes) -> None:

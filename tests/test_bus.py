@@ -163,8 +163,8 @@ def test_a_device_kind_cannot_call_a_method_it_may_not(edge: EdgeService,
         return {}
 
     # The broker only lets a kiosk publish req/ping; the edge refuses the rest on its own too.
-    reply = edge.dispatcher.handle_request(Caller("kiosk", "kiosk-1"), "test.pos_only",
-                                           new_envelope("test.pos_only").to_json())
+    reply = json.loads(edge.dispatcher.handle_request(
+        Caller("kiosk", "kiosk-1"), "test.pos_only", new_envelope("test.pos_only").to_json()).body)
     assert reply["ok"] is False and reply["error"]["code"] == "forbidden"
 
 
