@@ -74,6 +74,7 @@ from edge.mqtt import BrokerAddress, make_client, parse_mqtt_url
 from edge.protocol import event_topic, new_envelope, request_topic
 from edge.settings import Settings, load_settings
 from edge.store import Store
+from edge.supervise import stop_process
 
 STORE = "bench"
 KEEPALIVE = 60
@@ -461,28 +462,14 @@ def wait_healthy(http_port: int, proc: subprocess.Popen[bytes], timeout: float) 
 @contextlib.contextmanager
 def edge_process(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`edge serve` as its own process; SIGTERM (then SIGKILL) on the way out."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
-    env.update({
-        "EDGE_STORE_ID": settings.store_id,
-        "EDGE_DATA_DIR": str(settings.data_path),
-        "EDGE_MQTT_URL": settings.mqtt_url,
-        "EDGE_HTTP_PORT": str(settings.http_port),
-        "EDGE_BROKER_BIN": settings.broker_bin,
-        "EDGE_LOG_LEVEL": "WARNING",
-    })
+    env = settings.with_overrides(log_level="WARNING").environ()
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "serve"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 @dataclass

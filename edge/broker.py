@@ -25,6 +25,7 @@ from edge.datadir import DataDir, write_private
 from edge.errors import StartupError
 from edge.mqtt import parse_mqtt_url
 from edge.settings import Settings
+from edge.supervise import stop_process
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config" / "mosquitto"
@@ -186,14 +187,8 @@ class BrokerProcess:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

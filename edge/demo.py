@@ -6,7 +6,6 @@ Everything runs as child processes, as on a store box; Ctrl-C stops them in orde
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
 import socket
@@ -25,6 +24,7 @@ from edge.errors import StartupError
 from edge.settings import Settings, load_settings
 from edge.staff.accounts import add_user
 from edge.store import Store
+from edge.supervise import stop_process
 
 DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2"), ("printer", "printer-1"),
                 ("scanner", "scanner-1"), ("kiosk", "kiosk-1")]
@@ -44,11 +44,7 @@ def _port_or_free(port: int) -> int:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"EDGE_STORE_ID": settings.store_id, "EDGE_DATA_DIR": str(settings.data_path),
-                "EDGE_MQTT_URL": settings.mqtt_url, "EDGE_HTTP_HOST": settings.http_host,
-                "EDGE_HTTP_PORT": str(settings.http_port), "EDGE_LOG_LEVEL": "WARNING"})
-    return env
+    return settings.with_overrides(log_level="WARNING").environ()
 
 
 def _prepare(settings: Settings) -> tuple[DataDir, str]:
@@ -132,12 +128,6 @@ Press Ctrl-C to stop.
             time.sleep(0.3)
     finally:
         for child in reversed(children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in reversed(children):
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            stop_process(child)
         broker.stop()
         print("Demo store stopped.", flush=True)

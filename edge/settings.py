@@ -119,6 +119,18 @@ class Settings:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.tz)
 
+    def environ(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """`base` (default: this process's environment) with EDGE_* set to these settings.
+
+        What a child `edge` process needs to run with exactly these settings; EDGE_* variables
+        already in `base` are replaced, not merged.
+        """
+        env = {k: v for k, v in (os.environ if base is None else base).items()
+               if not k.startswith("EDGE_")}
+        env.update({s.env: str(getattr(self, s.name)) for s in SETTINGS})
+        env["EDGE_DATA_DIR"] = str(self.data_path)
+        return env
+
     def with_overrides(self, **values: Any) -> Settings:
         """A copy with some values replaced, each checked like any other source."""
         checked = {name: _coerce(name, value, f"override {name}") for name, value in values.items()}

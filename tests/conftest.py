@@ -6,9 +6,7 @@ a free port, its own data dir and, where it needs one, its own `edge serve` proc
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +22,7 @@ from edge.devices import Enrolment, enrol, sync_broker_files
 from edge.service import EdgeService
 from edge.settings import Settings, load_settings
 from edge.store import Store
+from edge.supervise import stop_process
 from pos_bridge.device import DeviceClient
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,16 +118,8 @@ def device(settings: Settings, enrolled: Callable[[str, str], Enrolment],
 
 
 def edge_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "EDGE_STORE_ID": settings.store_id,
-        "EDGE_DATA_DIR": str(settings.data_path),
-        "EDGE_MQTT_URL": settings.mqtt_url,
-        "EDGE_HTTP_PORT": str(settings.http_port),
-        "EDGE_BROKER_BIN": settings.broker_bin,
-        "EDGE_MQTT_KEEPALIVE": str(settings.mqtt_keepalive),
-    })
-    return env
+    """The environment for an `edge` command run with the test's settings."""
+    return settings.environ()
 
 
 def edge_cli() -> list[str]:
@@ -156,11 +147,5 @@ def edge_process(settings: Settings, broker: BrokerProcess) -> Iterator[subproce
         log.close()
         pytest.fail(f"edge serve did not start:\n{edge_log(settings).read_text()}")
     yield proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc)
     log.close()

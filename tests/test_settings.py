@@ -81,3 +81,12 @@ def test_a_quoted_number_in_a_settings_file_is_a_wrong_type(tmp_path: Path) -> N
     site.write_text('http_port = "80"\n')
     with pytest.raises(SettingsError, match="http_port must be a whole number"):
         load_settings({"EDGE_CONFIG": str(site)})
+
+
+def test_a_child_process_environment_reproduces_the_settings() -> None:
+    s = load_settings({}, store_id="store-9", http_port=9999, tz="Europe/Paris")
+    env = s.environ({"PATH": "/bin", "EDGE_STORE_ID": "stale"})
+    assert env["PATH"] == "/bin" and env["EDGE_STORE_ID"] == "store-9"
+    loaded = load_settings(env)
+    assert loaded.data_path == s.data_path  # written out absolute, so any working dir works
+    assert loaded.with_overrides(data_dir=s.data_dir) == s
