@@ -26,6 +26,7 @@ from edge.errors import BadRequest
 from edge.metrics import Metrics
 from edge.mqtt import is_refused, make_client, parse_mqtt_url, publish_offline
 from edge.protocol import (
+    DEVICE_KINDS,
     Topic,
     decode_json,
     edge_status_topic,
@@ -118,7 +119,6 @@ class Bus:
         self.store_id = settings.store_id
         self.connected = threading.Event()
         self.refused: str | None = None
-        self.on_presence: list[Callable[[str, str, dict[str, Any]], None]] = []
         address = parse_mqtt_url(settings.mqtt_url)
         if address.username is None:
             creds = datadir.edge_mqtt_credentials()
@@ -249,11 +249,9 @@ class Bus:
             log.warning("status from %s, which is not enrolled here", topic.device_key)
             return
         self.refresh_presence_gauge()
-        for listener in self.on_presence:
-            listener(topic.kind, topic.device, status)
 
     def refresh_presence_gauge(self) -> None:
         counts = {row["kind"]: row["n"] for row in self.store.query(
             "SELECT kind, COUNT(*) AS n FROM devices WHERE state = 'online' GROUP BY kind")}
-        for kind in ("pos", "printer", "scanner", "kiosk", "display"):
+        for kind in DEVICE_KINDS:
             self.metrics.devices_online.labels(kind=kind).set(counts.get(kind, 0))
