@@ -13,8 +13,10 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from edge.devices import list_devices
-from edge.errors import EdgeError
+from edge.devices import authenticate, list_devices
+from edge.dispatch import Caller
+from edge.errors import EdgeError, Unauthorized
+from edge.protocol import ID_RE
 from edge.service import EdgeService
 from edge.staff.auth import require_staff
 
@@ -54,6 +56,25 @@ def metrics() -> Response:
 @require_staff("cashier")
 def devices() -> Response:
     return jsonify({"store": service().settings.store_id, "devices": list_devices(service().store)})
+
+
+@bp.post("/api/v1/pos/<device>/<method>")
+def pos_request(device: str, method: str) -> Response:
+    """A POS method over HTTP, for lanes that do not speak MQTT (ARCHITECTURE §4).
+
+    The body is the request envelope; the answer is the reply envelope, with status 200
+    whether the edge said yes or no (`ok`). The lane authenticates with its own device
+    password as a bearer token, so it can only ever act as itself.
+    """
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("Send the lane's device password as 'Authorization: Bearer ...'.")
+    if not ID_RE.match(device) or not authenticate(service().store, "pos", device, token.strip()):
+        raise Unauthorized("Unknown lane or wrong token.")
+    reply = service().dispatcher.handle_request(Caller("pos", device), method,
+                                                request.get_data(cache=False))
+    return Response(reply.body, status=200, mimetype="application/json")
 
 
 def _wants_json() -> bool:

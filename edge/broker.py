@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import getpass
 import hashlib
+import hmac
 import logging
 import os
 import pwd
@@ -38,6 +39,19 @@ def hash_password(password: str, *, salt: bytes | None = None,
     salt = salt if salt is not None else os.urandom(12)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Does `password` match a `$7$` hash made by `hash_password` (or mosquitto_passwd)?"""
+    try:
+        _, seven, iterations, salt, _digest = stored.split("$")
+        if seven != "7":
+            return False
+        expected = hash_password(password, salt=base64.b64decode(salt),
+                                 iterations=int(iterations))
+    except ValueError:
+        return False
+    return hmac.compare_digest(expected, stored)
 
 
 @dataclass(frozen=True)

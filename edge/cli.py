@@ -6,7 +6,8 @@ import gc
 import json
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import Any, TypeVar, cast
 
@@ -56,11 +57,14 @@ def main() -> None:
 def init() -> None:
     """Create EDGE_DATA_DIR: database, secrets and broker files. Safe to run again."""
     from edge.devices import sync_broker_files
+    from edge.tokens import store_signing_key
 
     settings = load_settings()
     datadir, store = _open(settings)
     datadir.edge_mqtt_credentials()
     datadir.secret_token("session-key")
+    datadir.secret_token("lookup-key")
+    store_signing_key(datadir, settings.store_id)
     sync_broker_files(settings, datadir, store)
     store.close()
     _emit({"store": settings.store_id, "data_dir": str(datadir.root),
@@ -137,6 +141,101 @@ def staff_add(username: str, role: str, password_stdin: bool, replace: bool) -> 
     user = add_user(store, username, password, role, replace=replace)
     store.close()
     _emit({"username": user.username, "role": user.role})
+
+
+def _import_file(path: str, run: Callable[[Any, Callable[[int], None]], Any]) -> None:
+    """Import a JSON Lines file with a progress bar on stderr; the report on stdout."""
+    with open(path, encoding="utf-8") as f:
+        total = sum(1 for line in f if line.strip())
+    with open(path, encoding="utf-8") as f, click.progressbar(
+            length=total, label="importing", file=sys.stderr) as bar:
+        report = run(f, bar.update)
+    for line, reason in report.skipped[:20]:
+        click.echo(f"line {line}: skipped: {reason}", err=True)
+    if len(report.skipped) > 20:
+        click.echo(f"... and {len(report.skipped) - 20} more skipped lines", err=True)
+    _emit(report.to_dict())
+    if report.skipped:
+        sys.exit(1)
+
+
+@main.group()
+def customers() -> None:
+    """The customer cache (filled by the hub; files for stand-alone stores and tests)."""
+
+
+@customers.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@_fails_cleanly
+def customers_import(path: str) -> None:
+    """Load customers from a JSON Lines file; prints {"imported","skipped","problems"}.
+
+    Exit status 1 when lines were skipped (the good lines are still imported).
+    """
+    from edge.customers import Lookup, parse_customer, upsert_customers
+    from edge.imports import import_jsonl
+
+    with _service_parts() as (settings, datadir, store, book):
+        lookup = Lookup(datadir.secret_token("lookup-key"), settings.country)
+        _import_file(path, lambda f, progress: import_jsonl(
+            store, f, lambda obj: parse_customer(obj, lookup),
+            lambda db, batch: upsert_customers(db, batch, book.wallet_entry), progress))
+
+
+@main.group()
+def campaigns() -> None:
+    """Campaigns and their short plain codes (SAVE10)."""
+
+
+@campaigns.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@_fails_cleanly
+def campaigns_import(path: str) -> None:
+    """Load campaigns from a JSON Lines file; prints {"imported","skipped","problems"}."""
+    from edge.coupons import parse_campaign, upsert_campaigns
+    from edge.imports import import_jsonl
+
+    with _service_parts() as (settings, _, store, _book):
+        _import_file(path, lambda f, progress: import_jsonl(
+            store, f, lambda obj: parse_campaign(obj, settings.locale), upsert_campaigns,
+            progress))
+
+
+@main.group()
+def coupons() -> None:
+    """Coupon administration."""
+
+
+@coupons.command("revoke")
+@click.argument("ident", metavar="ID")
+@click.option("--campaign", is_flag=True, help="ID is a campaign: withdraw all its coupons.")
+@click.option("--reason", default=None, help="Why (shown in the cashier's refusal detail).")
+@_fails_cleanly
+def coupons_revoke(ident: str, campaign: bool, reason: str | None) -> None:
+    """Withdraw a coupon (by its id, `jti`) or a whole campaign at this store."""
+    from edge.coupons import revoke
+
+    scope = "campaign" if campaign else "coupon"
+    _, store = _open(load_settings())
+    store.write(lambda db: revoke(db, scope, ident, reason))
+    store.close()
+    _emit({"revoked": ident, "scope": scope})
+
+
+@contextmanager
+def _service_parts() -> Iterator[tuple[Settings, DataDir, Store, Any]]:
+    """Settings, data dir, store and coupon book, for commands that read tokens."""
+    from edge.coupons import CouponBook
+    from edge.tokens import TrustedKeys, store_signing_key
+
+    settings = load_settings()
+    datadir, store = _open(settings)
+    try:
+        keys = TrustedKeys(store, settings.trusted_keys,
+                           store_signing_key(datadir, settings.store_id))
+        yield settings, datadir, store, CouponBook(settings, store, keys)
+    finally:
+        store.close()
 
 
 @main.command()

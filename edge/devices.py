@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlite_utils
 
-from edge.broker import Login, hash_password, write_broker_files
+from edge.broker import Login, hash_password, verify_password, write_broker_files
 from edge.datadir import DataDir
 from edge.errors import BadRequest, Conflict, NotFound
 from edge.protocol import DEVICE_KINDS, ID_RE, now_rfc3339, parse_ts
@@ -94,6 +94,13 @@ def remove(settings: Settings, datadir: DataDir, store: Store, kind: str, device
     if not deleted:
         raise NotFound(f"No {kind} device {device_id!r} is enrolled.")
     sync_broker_files(settings, datadir, store)
+
+
+def authenticate(store: Store, kind: str, device_id: str, password: str) -> bool:
+    """Is `password` this enrolled device's (its broker password, also its HTTP token)?"""
+    row = store.query_one("SELECT password_hash FROM devices WHERE kind = ? AND id = ?",
+                          (kind, device_id))
+    return row is not None and verify_password(password, row["password_hash"])
 
 
 def list_devices(store: Store) -> list[dict[str, Any]]:

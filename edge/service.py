@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from edge.bus import Bus
+from edge.coupons import CouponBook
+from edge.customers import Lookup
 from edge.datadir import DataDir
 from edge.dispatch import Dispatcher, ReplyCache, register_builtin
+from edge.hublink import HubLink
 from edge.metrics import Metrics
+from edge.pos import register_pos_methods
 from edge.settings import Settings
 from edge.store import Store
+from edge.tokens import TrustedKeys, store_signing_key
+from edge.transactions import Checkout
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +36,26 @@ class EdgeService:
         self.dispatcher = Dispatcher(self.metrics, ReplyCache(settings.reply_cache_size,
                                                               settings.reply_cache_ttl_s))
         register_builtin(self.dispatcher)
+        self.signing_key = store_signing_key(self.datadir, settings.store_id)
+        self.keys = TrustedKeys(self.store, settings.trusted_keys, self.signing_key)
+        self.lookup = Lookup(self.datadir.secret_token("lookup-key"), settings.country)
+        self.hub = HubLink(settings)
+        self.coupons = CouponBook(settings, self.store, self.keys)
+        self.checkout = Checkout(settings, self.store, self.keys, self.coupons, self.lookup,
+                                 self.hub)
+        register_pos_methods(self.dispatcher, self.checkout)
         self.bus = Bus(settings, self.datadir, self.store, self.dispatcher, self.metrics)
         self.scheduler = BackgroundScheduler(timezone=settings.zone)
         self.scheduler.add_job(self.dispatcher.cache.prune, "interval", seconds=60,
                                id="reply_cache_prune", coalesce=True, max_instances=1)
         self.scheduler.add_job(self.store.checkpoint, "interval", minutes=5, id="wal_checkpoint",
                                coalesce=True, max_instances=1)
+        self.scheduler.add_job(self.checkout.sweep, "interval", seconds=30,
+                               id="reservation_sweep", coalesce=True, max_instances=1)
+        if not self.hub.standalone:
+            self.scheduler.add_job(self.hub.probe, "interval", seconds=30, id="hub_probe",
+                                   coalesce=True, max_instances=1,
+                                   next_run_time=datetime.now(settings.zone))
         self.started_at: float | None = None
 
     def start(self) -> None:

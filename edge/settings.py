@@ -66,6 +66,34 @@ def _positive(value: int) -> None:
         raise ValueError("must be 1 or more")
 
 
+def _non_negative(value: int) -> None:
+    if value < 0:
+        raise ValueError("must be 0 or more")
+
+
+def _check_country(value: str) -> None:
+    import phonenumbers
+
+    if value not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError("is not an ISO 3166 country code such as DE, AT, GB or US")
+
+
+def _check_currency(value: str) -> None:
+    from babel.numbers import get_currency_precision, is_currency
+
+    if not is_currency(value) or get_currency_precision(value) > 3:
+        raise ValueError("is not an ISO 4217 currency code such as EUR, GBP or USD")
+
+
+def _check_locale(value: str) -> None:
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        Locale.parse(value)
+    except (UnknownLocaleError, ValueError):
+        raise ValueError("is not a locale such as en_IE, en_GB or de_DE") from None
+
+
 def _check_level(value: str) -> None:
     if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
@@ -98,6 +126,21 @@ class Settings:
     hub_token: str = _opt("", "Bearer token of this store at the hub. A secret: put it in the "
                           "environment or the site file, never in the repository.", secret=True)
     trusted_keys: str = _opt("", "Path to a JWK Set trusted for coupons and member codes.")
+    country: str = _opt("DE", "The store's country (ISO 3166 alpha-2): phone numbers typed "
+                        "without +country code are read as numbers of this country.",
+                        _check_country)
+    currency: str = _opt("EUR", "The store's currency (ISO 4217); baskets must be in it.",
+                         _check_currency)
+    locale: str = _opt("en_IE", "Language and number format of the sentences cashiers and "
+                       "shoppers read (a Babel/CLDR locale such as en_IE, de_DE).", _check_locale)
+    clock_skew_s: int = _opt(120, "Clock difference allowed between the shopper's phone, the hub "
+                             "and this box when judging coupon and member-code times, seconds.",
+                             _non_negative)
+    reservation_ttl_s: int = _opt(900, "How long a coupon applied to an open basket is held for "
+                                  "it before other lanes may use it again, seconds.", _positive)
+    hub_offline_after_s: int = _opt(300, "Without an answer from the hub for this long the store "
+                                    "counts as offline: coupons marked online-only are refused.",
+                                    _positive)
     bus_workers: int = _opt(4, "Threads that run bus handlers; messages of one device stay in "
                             "order.", _positive)
     bus_device_backlog: int = _opt(500, "Messages one device may have waiting before more are "

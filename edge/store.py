@@ -144,3 +144,119 @@ def _m0001(db: sqlite_utils.Database) -> None:
         );
         """
     )
+
+
+@MIGRATIONS(name="0002_checkout")
+def _m0002(db: sqlite_utils.Database) -> None:
+    # Money in integer minor units; instants that are compared in SQL as epoch seconds (REAL),
+    # instants that are only shown as RFC 3339 text.
+    db.executescript(
+        """
+        CREATE TABLE customers (
+            id TEXT PRIMARY KEY,
+            display_name TEXT NOT NULL,
+            tier TEXT NOT NULL,
+            points INTEGER NOT NULL DEFAULT 0,
+            consent TEXT NOT NULL DEFAULT '{}',
+            updated_at TEXT NOT NULL
+        );
+        -- HMAC of a normalised phone, e-mail or card number: the numbers themselves are not kept.
+        CREATE TABLE customer_lookup (
+            hash TEXT PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('phone', 'email', 'card')),
+            customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE
+        );
+        CREATE INDEX customer_lookup_customer ON customer_lookup(customer_id);
+        CREATE TABLE wallet (
+            customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+            coupon_id TEXT NOT NULL,
+            campaign_id TEXT NOT NULL,
+            description TEXT NOT NULL,
+            expires_at REAL,
+            max_uses INTEGER NOT NULL DEFAULT 1,
+            token TEXT NOT NULL,
+            clipped_at TEXT NOT NULL,
+            PRIMARY KEY (customer_id, coupon_id)
+        );
+        CREATE TABLE campaigns (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            code TEXT UNIQUE,
+            terms TEXT NOT NULL,
+            offer INTEGER NOT NULL DEFAULT 0,
+            tiers TEXT,
+            starts_at REAL,
+            ends_at REAL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE revocations (
+            id TEXT NOT NULL,
+            scope TEXT NOT NULL CHECK (scope IN ('coupon', 'campaign')),
+            reason TEXT,
+            revoked_at TEXT NOT NULL,
+            PRIMARY KEY (scope, id)
+        );
+        CREATE TABLE stores (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            region TEXT
+        );
+        CREATE TABLE trusted_keys (
+            kid TEXT PRIMARY KEY,
+            jwk TEXT NOT NULL,
+            added_at TEXT NOT NULL
+        );
+        CREATE TABLE transactions (
+            device_id TEXT NOT NULL,
+            txn TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('open', 'completed', 'voided')),
+            customer_id TEXT,
+            identifier_kind TEXT,
+            identifier TEXT,
+            opened_at TEXT NOT NULL,
+            completed_at TEXT,
+            voided_at TEXT,
+            total_minor INTEGER,
+            currency TEXT,
+            basket TEXT,
+            tenders TEXT,
+            receipt_job TEXT,
+            result TEXT,
+            PRIMARY KEY (device_id, txn)
+        );
+        CREATE TABLE reservations (
+            id TEXT PRIMARY KEY,
+            coupon_id TEXT NOT NULL,
+            campaign_id TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            txn TEXT NOT NULL,
+            code TEXT NOT NULL,
+            discount_minor INTEGER NOT NULL,
+            currency TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('held', 'redeemed', 'released', 'expired')),
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        CREATE INDEX reservations_held ON reservations(coupon_id, expires_at)
+            WHERE state = 'held';
+        CREATE INDEX reservations_sale ON reservations(device_id, txn);
+        -- The use ledger: this store's redemptions and, after sync, other stores'.
+        CREATE TABLE redemptions (
+            id TEXT PRIMARY KEY,
+            coupon_id TEXT NOT NULL,
+            campaign_id TEXT NOT NULL,
+            store_id TEXT NOT NULL,
+            device_id TEXT,
+            txn TEXT,
+            customer_id TEXT,
+            discount_minor INTEGER NOT NULL,
+            currency TEXT NOT NULL,
+            redeemed_at TEXT NOT NULL,
+            reversed_at TEXT
+        );
+        CREATE INDEX redemptions_live ON redemptions(coupon_id, redeemed_at)
+            WHERE reversed_at IS NULL;
+        CREATE INDEX redemptions_sale ON redemptions(device_id, txn);
+        """
+    )

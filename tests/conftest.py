@@ -6,15 +6,21 @@ a free port, its own data dir and, where it needs one, its own `edge serve` proc
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
 
 from edge.broker import BrokerProcess
 from edge.datadir import DataDir
@@ -45,8 +51,44 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
     return bool(predicate())
 
 
+class Issuer:
+    """The shopper app's (the chain's) signing key: signs coupons and member codes with PyJWT,
+    as the app does, independently of the edge's own code."""
+
+    def __init__(self, folder: Path, kid: str = "app-test-1") -> None:
+        self.kid = kid
+        self.private = Ed25519PrivateKey.generate()
+        self.jwk = json.loads(OKPAlgorithm.to_jwk(self.private))
+        public = {k: v for k, v in self.jwk.items() if k != "d"}
+        self.jwks_path = folder / "trusted-keys.json"
+        self.jwks_path.write_text(json.dumps({"keys": [{**public, "kid": kid}]}))
+
+    def sign(self, claims: dict[str, Any], typ: str = "coupon+jwt",
+             headers: dict[str, Any] | None = None) -> str:
+        return jwt.encode(claims, self.private, algorithm="EdDSA",
+                          headers={"typ": typ, "kid": self.kid, **(headers or {})})
+
+    def coupon(self, **claims: Any) -> str:
+        """A coupon; defaults: a fresh jti, 10 % off, valid from an hour ago for a week."""
+        now = int(time.time())
+        body = {"jti": f"cpn-{uuid.uuid4().hex[:12]}", "cmp": "cmp-test", "nbf": now - 3600,
+                "exp": now + 7 * 86400, "disc": {"kind": "percent", "value": 10}}
+        body.update(claims)
+        return self.sign({k: v for k, v in body.items() if v is not None})
+
+    def member(self, sub: str, *, life: int = 120, iat: int | None = None) -> str:
+        iat = int(time.time()) if iat is None else iat
+        return self.sign({"sub": sub, "iat": iat, "exp": iat + life,
+                          "jti": uuid.uuid4().hex}, typ="member+jwt")
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def issuer(tmp_path: Path) -> Issuer:
+    return Issuer(tmp_path)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, issuer: Issuer) -> Settings:
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         pytest.fail("Mosquitto is not installed: run the README's test command, which installs it")
     return load_settings(
@@ -57,6 +99,7 @@ def settings(tmp_path: Path) -> Settings:
         http_port=free_port(),
         broker_bin=shutil.which("mosquitto") or "/usr/sbin/mosquitto",
         mqtt_keepalive=5,
+        trusted_keys=str(issuer.jwks_path),
     )
 
 

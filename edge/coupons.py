@@ -1,0 +1,364 @@
+"""Coupons: what a scanned code is, whether it may be used now, and what it is worth.
+
+A scanned coupon is either a signed `coupon+jwt` from the shopper's app (ARCHITECTURE §5)
+or a short plain campaign code (`SAVE10`) that a campaign synced from the hub allows.
+Everything here is decided from local data, so it works with the store's internet down.
+
+Validity is judged in the store's time zone: a coupon is good until the end of the local
+calendar day on which its `exp` falls ("valid until 22 Nov" means until midnight at this
+store, wherever the hub is), and from its `nbf` moment. Both allow `clock_skew_s` for
+phones and hubs whose clocks are a little off.
+
+Every refusal is a `CouponRefused` with one of the codes of ARCHITECTURE §4 and a sentence
+the cashier can read to the shopper.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from edge.basket import Basket, Discount, Pricing, Rule, parse_discount
+from edge.errors import EdgeError
+from edge.settings import Settings
+from edge.store import Store
+from edge.tokens import COUPON_TYP, MEMBER_TYP, TokenRejected, TrustedKeys, looks_like_jws
+from edge.wording import day, money
+
+PLAIN_CODE_RE = re.compile(r"^[A-Za-z0-9-]{3,32}$")
+COUPON_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_USES = 1_000_000
+
+
+class CouponRefused(EdgeError):
+    """A coupon that cannot be used; `code` is one of the §4 rejection codes."""
+
+    status = 409
+
+    def __init__(self, code: str, message: str, **detail: Any) -> None:
+        super().__init__(message, code=code, detail={k: v for k, v in detail.items()
+                                                      if v is not None})
+
+
+FORGED_MESSAGES = {
+    "typ": "This is not a coupon code.",
+    "unknown_key": "This coupon was not issued by us: it is signed with a key this store "
+                   "does not trust.",
+}
+FORGED_DEFAULT = "This coupon is not genuine: do not accept it."
+
+
+@dataclass(frozen=True)
+class Coupon:
+    """A coupon's terms, from its signed claims or from a campaign's plain code."""
+
+    id: str
+    campaign: str
+    customer: str | None
+    not_before: datetime | None
+    expires: datetime | None
+    max_uses: int
+    rule: Rule
+    min_minor: int | None
+    stackable: bool
+    offline_ok: bool
+    plain: bool
+    description: str
+
+    @property
+    def discount(self) -> Discount:
+        return self.rule.discount
+
+
+def _numeric_date(value: Any, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a NumericDate")
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"{name} is out of range") from None
+
+
+def _id_set(value: Any, name: str) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} must be a list of ids")
+    return frozenset(value)
+
+
+def _flag(value: Any, name: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false")
+    return value
+
+
+def describe(disc: Discount, rule: Rule, locale: str) -> str:
+    """A short description when the campaign gives none: "10% off", "€5.00 off"."""
+    if disc.kind == "percent":
+        value = f"{disc.percent.normalize():f}%"
+    else:
+        value = money(disc.amount_minor, disc.currency or "EUR", locale)
+    scope = " selected items" if rule.skus or rule.cats else ""
+    return f"{value} off{scope}"
+
+
+def coupon_from_terms(terms: dict[str, Any], *, coupon_id: str, campaign: str, plain: bool,
+                      description: str | None, locale: str) -> Coupon:
+    """Build a Coupon from claims (or a campaign's terms); ValueError names a bad field."""
+    rule = Rule(parse_discount(terms.get("disc")), _id_set(terms.get("skus"), "skus"),
+                _id_set(terms.get("cats"), "cats"))
+    max_uses = terms.get("max", 1)
+    if isinstance(max_uses, bool) or not isinstance(max_uses, int) or not \
+            0 < max_uses <= MAX_USES:
+        raise ValueError("max must be a whole number of uses, 1 or more")
+    min_minor = terms.get("min_minor")
+    if min_minor is not None and (isinstance(min_minor, bool) or not isinstance(min_minor, int)
+                                  or min_minor < 0):
+        raise ValueError("min_minor must be a whole number of minor units")
+    sub = terms.get("sub")
+    if sub is not None and not isinstance(sub, str):
+        raise ValueError("sub must be a customer id")
+    return Coupon(
+        id=coupon_id, campaign=campaign, customer=sub,
+        not_before=_numeric_date(terms.get("nbf"), "nbf"),
+        expires=_numeric_date(terms.get("exp"), "exp"),
+        max_uses=max_uses, rule=rule, min_minor=min_minor,
+        stackable=_flag(terms.get("stack"), "stack", False),
+        offline_ok=_flag(terms.get("off"), "off", True), plain=plain,
+        description=description or describe(rule.discount, rule, locale))
+
+
+def end_of_local_day(moment: datetime, zone: ZoneInfo) -> datetime:
+    """The first instant after the local calendar day containing `moment`."""
+    local = moment.astimezone(zone)
+    next_day = datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=zone)
+    return next_day.astimezone(UTC)
+
+
+class CouponBook:
+    """Reads scanned codes into coupons and judges the rules that need no ledger."""
+
+    def __init__(self, settings: Settings, store: Store, keys: TrustedKeys) -> None:
+        self.settings = settings
+        self.store = store
+        self.keys = keys
+        self.zone = settings.zone
+        self.skew = timedelta(seconds=settings.clock_skew_s)
+
+    # ------------------------------------------------------------ reading a code
+
+    def read(self, code: Any) -> Coupon:
+        """The coupon a scanned text stands for; CouponRefused if forged or unknown."""
+        if not isinstance(code, str) or not code.strip():
+            raise CouponRefused("coupon_forged", FORGED_DEFAULT, reason="empty")
+        code = code.strip()
+        if looks_like_jws(code):
+            return self._read_signed(code)
+        if PLAIN_CODE_RE.match(code):
+            return self._read_plain(code)
+        raise CouponRefused("coupon_forged", "This is not a coupon code we can read.",
+                            reason="malformed")
+
+    def _read_signed(self, token: str) -> Coupon:
+        try:
+            claims = self.keys.verify(token, COUPON_TYP)
+        except TokenRejected as exc:
+            message = FORGED_MESSAGES.get(exc.reason, FORGED_DEFAULT)
+            if exc.typ == MEMBER_TYP:
+                message = "This is the shopper's member code, not a coupon: scan it to " \
+                          "identify the shopper."
+            raise CouponRefused("coupon_forged", message, reason=exc.reason) from None
+        jti, cmp_ = claims.get("jti"), claims.get("cmp")
+        try:
+            if not isinstance(jti, str) or not COUPON_ID_RE.match(jti):
+                raise ValueError("jti must be a coupon id")
+            if not isinstance(cmp_, str) or not COUPON_ID_RE.match(cmp_):
+                raise ValueError("cmp must be a campaign id")
+            campaign = self._campaign(cmp_)
+            return coupon_from_terms(claims, coupon_id=jti, campaign=cmp_, plain=False,
+                                     description=campaign["description"] if campaign else None,
+                                     locale=self.settings.locale)
+        except ValueError as exc:
+            raise CouponRefused("coupon_unknown", "This coupon's terms are not readable here: "
+                                "ask the shopper to refresh the app.", reason="claims",
+                                problem=str(exc)) from None
+
+    def _campaign(self, campaign_id: str) -> dict[str, Any] | None:
+        return self.store.query_one("SELECT * FROM campaigns WHERE id = ?", (campaign_id,))
+
+    def _read_plain(self, code: str) -> Coupon:
+        row = self.store.query_one("SELECT * FROM campaigns WHERE code = ?", (code.upper(),))
+        if row is None:
+            raise CouponRefused("coupon_unknown", f"{code.upper()} is not a coupon code of any "
+                                "current campaign.", reason="no_campaign")
+        try:
+            return coupon_from_terms(json.loads(row["terms"]), coupon_id=f"code:{row['id']}",
+                                     campaign=row["id"], plain=True,
+                                     description=row["description"] or row["name"],
+                                     locale=self.settings.locale)
+        except ValueError as exc:
+            raise CouponRefused("coupon_unknown", "This campaign's terms are not readable "
+                                "here.", reason="campaign_terms", problem=str(exc)) from None
+
+    # ------------------------------------------------------------ rules without the ledger
+
+    def check_revoked(self, coupon: Coupon) -> None:
+        row = self.store.query_one(
+            "SELECT scope, reason FROM revocations WHERE (scope = 'coupon' AND id = ?) "
+            "OR (scope = 'campaign' AND id = ?) LIMIT 1", (coupon.id, coupon.campaign))
+        if row is not None:
+            what = "campaign has been withdrawn" if row["scope"] == "campaign" else \
+                "coupon has been cancelled"
+            raise CouponRefused("coupon_revoked", f"This {what} and can no longer be used.",
+                                reason=row["reason"])
+
+    def check_dates(self, coupon: Coupon, now: datetime) -> None:
+        loc = self.settings.locale
+        if coupon.not_before is not None and now + self.skew < coupon.not_before:
+            raise CouponRefused(
+                "coupon_not_yet_valid",
+                f"This coupon can be used from {day(coupon.not_before, self.zone, loc)}.",
+                valid_from=coupon.not_before.isoformat())
+        if coupon.expires is not None and self.expired(coupon.expires, now):
+            raise CouponRefused(
+                "coupon_expired",
+                f"This coupon expired on {day(coupon.expires, self.zone, loc)}.",
+                expired=coupon.expires.isoformat())
+
+    def expired(self, expires: datetime, now: datetime) -> bool:
+        """Past the end of the local day of `expires` (and the clock-skew allowance)?"""
+        return now - self.skew >= end_of_local_day(expires, self.zone)
+
+    def wallet_entry(self, customer_id: str, token: str) -> dict[str, Any] | None:
+        """A wallet row for a coupon clipped to `customer_id`, or None if it cannot be one."""
+        try:
+            coupon = self._read_signed(token.strip())
+        except CouponRefused:
+            return None
+        if coupon.customer not in (None, customer_id):
+            return None
+        return {"coupon": coupon.id, "campaign": coupon.campaign,
+                "description": coupon.description, "max_uses": coupon.max_uses,
+                "expires_at": coupon.expires.timestamp() if coupon.expires else None}
+
+    def check_basket(self, coupon: Coupon, basket: Basket, pricing: Pricing) -> None:
+        loc = self.settings.locale
+        disc = coupon.discount
+        if disc.kind == "amount" and disc.currency != basket.currency:
+            raise CouponRefused("coupon_not_applicable",
+                                f"This coupon is in {disc.currency}; this store sells in "
+                                f"{basket.currency}.", reason="currency")
+        total = basket.total_minor
+        if coupon.min_minor is not None and total < coupon.min_minor:
+            short = coupon.min_minor - total
+            raise CouponRefused(
+                "coupon_min_spend",
+                f"Spend {money(short, basket.currency, loc)} more to use this coupon "
+                f"(minimum {money(coupon.min_minor, basket.currency, loc)}).",
+                min_minor=coupon.min_minor, short_minor=short)
+        if pricing.eligible_minor(coupon.rule) <= 0:
+            reason = "no_eligible_lines" if not any(
+                coupon.rule.eligible(line) for line in basket.lines) else "nothing_left"
+            message = ("None of the items in this basket is part of this offer." if reason ==
+                       "no_eligible_lines" else
+                       "Other coupons already take the full price of the items in this offer.")
+            raise CouponRefused("coupon_not_applicable", message, reason=reason)
+
+
+# ---------------------------------------------------------------- campaigns
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A campaign as the hub (or an import file) sends it."""
+
+    id: str
+    name: str
+    description: str
+    code: str | None
+    terms: dict[str, Any]
+    offer: bool
+    tiers: list[str] | None
+    starts_at: float | None
+    ends_at: float | None
+
+
+def _instant(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be an RFC 3339 time such as 2026-12-01T00:00:00Z")
+    try:
+        moment_ = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name} must be an RFC 3339 time such as 2026-12-01T00:00:00Z") \
+            from None
+    if moment_.tzinfo is None:
+        raise ValueError(f"{name} must say its time zone (Z or +01:00)")
+    return moment_.timestamp()
+
+
+def parse_campaign(obj: Any, locale: str) -> Campaign:
+    """Validate one campaign record; ValueError says what is wrong."""
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    cid = obj.get("id")
+    if not isinstance(cid, str) or not COUPON_ID_RE.match(cid):
+        raise ValueError("id missing or not 1-128 of letters, digits and ._:-")
+    name = obj.get("name")
+    if not isinstance(name, str) or not 0 < len(name) <= 120:
+        raise ValueError("name missing or longer than 120 characters")
+    description = obj.get("description", "")
+    if not isinstance(description, str) or len(description) > 200:
+        raise ValueError("description must be text of at most 200 characters")
+    code = obj.get("code")
+    if code is not None and (not isinstance(code, str) or not PLAIN_CODE_RE.match(code)):
+        raise ValueError("code must be 3-32 letters, digits or '-'")
+    tiers = obj.get("tiers")
+    if tiers is not None and (not isinstance(tiers, list)
+                              or not all(isinstance(t, str) for t in tiers)):
+        raise ValueError("tiers must be a list of tier names")
+    offer = _flag(obj.get("offer"), "offer", False)
+    starts, ends = _instant(obj.get("starts_at"), "starts_at"), _instant(obj.get("ends_at"),
+                                                                           "ends_at")
+    terms = {k: obj[k] for k in ("disc", "min_minor", "skus", "cats", "stack", "off")
+             if k in obj}
+    if starts is not None:
+        terms["nbf"] = starts
+    if ends is not None:
+        terms["exp"] = ends
+    # Checks the terms the way a scanned coupon's are checked.
+    coupon_from_terms(terms, coupon_id=cid, campaign=cid, plain=True,
+                      description=description or name, locale=locale)
+    return Campaign(cid, name, description, code.upper() if code else None, terms, offer,
+                    tiers, starts, ends)
+
+
+def upsert_campaigns(db: Any, campaigns: list[Campaign]) -> None:
+    """Write campaigns inside a store transaction (a later version replaces an earlier)."""
+    now = datetime.now(UTC).isoformat()
+    db.conn.executemany(
+        "INSERT INTO campaigns (id, name, description, code, terms, offer, tiers, starts_at, "
+        "ends_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+        "SET name = excluded.name, description = excluded.description, code = excluded.code, "
+        "terms = excluded.terms, offer = excluded.offer, tiers = excluded.tiers, "
+        "starts_at = excluded.starts_at, ends_at = excluded.ends_at, "
+        "updated_at = excluded.updated_at",
+        [(c.id, c.name, c.description, c.code, json.dumps(c.terms), int(c.offer),
+          json.dumps(c.tiers) if c.tiers is not None else None, c.starts_at, c.ends_at, now)
+         for c in campaigns])
+
+
+def revoke(db: Any, scope: str, ident: str, reason: str | None) -> None:
+    """Withdraw a coupon or a whole campaign (inside a store transaction)."""
+    db.conn.execute("INSERT OR REPLACE INTO revocations (id, scope, reason, revoked_at) "
+                    "VALUES (?, ?, ?, ?)", (ident, scope, reason, datetime.now(UTC).isoformat()))

@@ -1,0 +1,199 @@
+"""The customer cache at the edge: just enough to greet a shopper and check their coupons.
+
+Kept per customer: id, display name, tier, points and consent flags. Phone numbers, e-mail
+addresses and loyalty-card numbers are never stored: only an HMAC of each (key in the data
+dir), so the cache can answer "whose card is this?" without holding the numbers.
+Phone numbers are normalised to E.164 with `phonenumbers` before hashing, so "0151 2345
+6789" typed at a German till finds the customer whose number the app sent as +4915123456789.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import phonenumbers
+
+from edge.protocol import now_rfc3339
+from edge.store import Store
+
+CUSTOMER_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+CARD_RE = re.compile(r"^[0-9]{6,32}$")
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+CONSENTS = ("personalised", "marketing")
+
+
+class IdentifierError(ValueError):
+    """A phone number, e-mail or card number that cannot be one."""
+
+
+def normalise_phone(text: str, country: str) -> str:
+    """E.164 form of a phone number typed at the till or sent by the hub."""
+    try:
+        number = phonenumbers.parse(text, country)
+    except phonenumbers.NumberParseException:
+        raise IdentifierError(f"{text!r} is not a phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise IdentifierError(f"{text!r} is not a valid phone number for {country}")
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def normalise_card(text: str) -> str:
+    """A loyalty-card number without the spaces and dashes printed on the card."""
+    digits = re.sub(r"[\s-]", "", text)
+    if not CARD_RE.match(digits):
+        raise IdentifierError(f"{text!r} is not a loyalty-card number (6-32 digits)")
+    return digits
+
+
+def normalise_email(text: str) -> str:
+    address = text.strip().lower()
+    if not EMAIL_RE.match(address):
+        raise IdentifierError(f"{text!r} is not an e-mail address")
+    return address
+
+
+class Lookup:
+    """Keyed hashes of identifiers: the only form in which they are kept at the edge."""
+
+    def __init__(self, key: str, country: str) -> None:
+        self._key = key.encode()
+        self.country = country
+
+    def hash(self, kind: str, normalised: str) -> str:
+        return hmac.new(self._key, f"{kind}:{normalised}".encode(), hashlib.sha256).hexdigest()
+
+    def phone(self, text: str) -> str:
+        return self.hash("phone", normalise_phone(text, self.country))
+
+    def card(self, text: str) -> str:
+        return self.hash("card", normalise_card(text))
+
+    def email(self, text: str) -> str:
+        return self.hash("email", normalise_email(text))
+
+
+@dataclass(frozen=True)
+class Customer:
+    id: str
+    display_name: str
+    tier: str
+    points: int
+    consent: dict[str, bool]
+
+    def summary(self) -> dict[str, Any]:
+        return {"id": self.id, "display_name": self.display_name, "tier": self.tier,
+                "points": self.points}
+
+
+def get_customer(store: Store, customer_id: str) -> Customer | None:
+    row = store.query_one("SELECT * FROM customers WHERE id = ?", (customer_id,))
+    if row is None:
+        return None
+    return Customer(row["id"], row["display_name"], row["tier"], row["points"],
+                    json.loads(row["consent"]))
+
+
+def find_by_hash(store: Store, kind: str, digest: str) -> Customer | None:
+    row = store.query_one("SELECT customer_id FROM customer_lookup WHERE hash = ? AND kind = ?",
+                          (digest, kind))
+    return get_customer(store, row["customer_id"]) if row else None
+
+
+# ---------------------------------------------------------------- import
+
+
+@dataclass
+class CustomerRecord:
+    """One customer as the hub (or an import file) sends it, validated."""
+
+    id: str
+    display_name: str
+    tier: str
+    points: int
+    consent: dict[str, bool]
+    lookups: list[tuple[str, str]] = field(default_factory=list)  # (kind, hash)
+    wallet: list[str] = field(default_factory=list)  # coupon tokens clipped to the customer
+
+
+def _strings(obj: dict[str, Any], one: str, many: str) -> list[str]:
+    values: list[Any] = []
+    if obj.get(one) is not None:
+        values.append(obj[one])
+    if obj.get(many) is not None:
+        if not isinstance(obj[many], list):
+            raise IdentifierError(f'"{many}" must be a list')
+        values.extend(obj[many])
+    if not all(isinstance(v, str) for v in values):
+        raise IdentifierError(f'"{one}"/"{many}" must be text')
+    return values
+
+
+def parse_customer(obj: Any, lookup: Lookup) -> CustomerRecord:
+    """Validate one customer record; raises ValueError with a reason a person can act on."""
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    cid = obj.get("id")
+    if not isinstance(cid, str) or not CUSTOMER_ID_RE.match(cid):
+        raise ValueError("id missing or not 1-64 of letters, digits and ._:-")
+    name = obj.get("display_name")
+    if not isinstance(name, str) or not 0 < len(name.strip()) <= 80:
+        raise ValueError("display_name missing or longer than 80 characters")
+    tier = obj.get("tier", "member")
+    if not isinstance(tier, str) or not 0 < len(tier) <= 32:
+        raise ValueError("tier must be text of at most 32 characters")
+    points = obj.get("points", 0)
+    if not isinstance(points, int) or isinstance(points, bool) or points < 0:
+        raise ValueError("points must be a whole number, 0 or more")
+    consent_in = obj.get("consent", {})
+    if not isinstance(consent_in, dict) or not all(
+            k in CONSENTS and isinstance(v, bool) for k, v in consent_in.items()):
+        raise ValueError(f"consent must be an object of true/false flags: {', '.join(CONSENTS)}")
+    consent = {k: bool(consent_in.get(k, False)) for k in CONSENTS}
+    lookups: list[tuple[str, str]] = []
+    lookups += [("phone", lookup.phone(p)) for p in _strings(obj, "phone", "phones")]
+    lookups += [("email", lookup.email(e)) for e in _strings(obj, "email", "emails")]
+    lookups += [("card", lookup.card(c)) for c in _strings(obj, "card", "cards")]
+    wallet = _strings(obj, "coupon", "wallet")
+    return CustomerRecord(cid, name.strip(), tier, points, consent, lookups, wallet)
+
+
+def upsert_customers(db: Any, records: Iterable[CustomerRecord],
+                     wallet_entry: Callable[[str, str], dict[str, Any] | None]) -> None:
+    """Write customers (inside a store transaction): replaces identifiers and wallet.
+
+    `wallet_entry(customer_id, token)` turns a clipped coupon token into a wallet row, or
+    None to leave it out (not genuine, or bound to someone else).
+    """
+    now = now_rfc3339()
+    conn = db.conn
+    for rec in records:
+        conn.execute(
+            "INSERT INTO customers (id, display_name, tier, points, consent, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "display_name = excluded.display_name, tier = excluded.tier, "
+            "points = excluded.points, consent = excluded.consent, "
+            "updated_at = excluded.updated_at",
+            (rec.id, rec.display_name, rec.tier, rec.points, json.dumps(rec.consent), now))
+        conn.execute("DELETE FROM customer_lookup WHERE customer_id = ?", (rec.id,))
+        # A number that moved to another customer (a card re-issued) belongs to the newer one.
+        conn.executemany(
+            "INSERT INTO customer_lookup (hash, kind, customer_id) VALUES (?, ?, ?) "
+            "ON CONFLICT (hash) DO UPDATE SET kind = excluded.kind, "
+            "customer_id = excluded.customer_id",
+            [(digest, kind, rec.id) for kind, digest in rec.lookups])
+        conn.execute("DELETE FROM wallet WHERE customer_id = ?", (rec.id,))
+        for token in rec.wallet:
+            entry = wallet_entry(rec.id, token)
+            if entry is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO wallet (customer_id, coupon_id, campaign_id, "
+                    "description, expires_at, max_uses, token, clipped_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (rec.id, entry["coupon"], entry["campaign"], entry["description"],
+                     entry["expires_at"], entry["max_uses"], token.strip(), now))
