@@ -174,21 +174,26 @@ def edge_log(settings: Settings) -> Path:
     return settings.data_path.parent / "edge-serve.log"
 
 
-@pytest.fixture
-def edge_process(settings: Settings, broker: BrokerProcess) -> Iterator[subprocess.Popen[bytes]]:
-    """`edge serve` as its own process, as a store box runs it (output: `edge_log()`)."""
-    log = edge_log(settings).open("wb")
-    proc = subprocess.Popen([*edge_cli(), "serve"], env=edge_env(settings),
-                            stdout=log, stderr=subprocess.STDOUT)
+def start_edge(settings: Settings) -> subprocess.Popen[bytes]:
+    """Start `edge serve` with the test's settings and wait for its HTTP port (output is
+    appended to `edge_log()`, so restarts in one test keep the whole story)."""
     from edge.broker import wait_for_port
 
+    with edge_log(settings).open("ab") as log:
+        proc = subprocess.Popen([*edge_cli(), "serve"], env=edge_env(settings),
+                                stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port("127.0.0.1", settings.http_port, 20)
     except TimeoutError:
         proc.kill()
         proc.wait()
-        log.close()
         pytest.fail(f"edge serve did not start:\n{edge_log(settings).read_text()}")
+    return proc
+
+
+@pytest.fixture
+def edge_process(settings: Settings, broker: BrokerProcess) -> Iterator[subprocess.Popen[bytes]]:
+    """`edge serve` as its own process, as a store box runs it (output: `edge_log()`)."""
+    proc = start_edge(settings)
     yield proc
     stop_process(proc)
-    log.close()
