@@ -1,0 +1,294 @@
+"""Checkout over the real bus: lanes identify shoppers, apply and redeem app coupons through a
+real Mosquitto, with the edge in this process. Exactly-once under repeats and races, holds
+that lapse, and bad input that never stops the lanes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from edge.customers import parse_customer, upsert_customers
+from edge.service import EdgeService
+from edge.settings import Settings
+from pos_bridge.device import DeviceClient
+from tests.conftest import Issuer, wait_until
+
+Lanes = Callable[[int], list[DeviceClient]]
+BASKET = {"currency": "EUR", "total_minor": 986, "lines": [
+    {"sku": "milk", "qty": 2, "unit_minor": 119, "categories": ["dairy"]},
+    {"sku": "bread", "qty": 1, "unit_minor": 249, "categories": ["bakery"]},
+    {"sku": "cheese", "qty": 1, "unit_minor": 499, "categories": ["dairy"]}]}
+ANNA = {"id": "c-1", "display_name": "Anna", "tier": "gold", "points": 120,
+        "card": "4000123412341234", "phone": "0151 23456789", "email": "Anna@Example.org"}
+
+
+@pytest.fixture
+def lanes(device: Callable[..., DeviceClient]) -> Lanes:
+    def _lanes(n: int) -> list[DeviceClient]:
+        return [device("pos", f"lane-{i + 1}") for i in range(n)]
+
+    return _lanes
+
+
+@pytest.fixture
+def seeded(edge: EdgeService, issuer: Issuer) -> EdgeService:
+    record = parse_customer({**ANNA, "wallet": [issuer.coupon(jti="cpn-wallet", sub="c-1")]},
+                            edge.lookup)
+    edge.store.write(lambda db: upsert_customers(db, [record], edge.coupons.wallet_entry))
+    return edge
+
+
+def ok(reply: dict[str, Any]) -> dict[str, Any]:
+    assert reply["ok"], reply
+    data: dict[str, Any] = reply["data"]
+    return data
+
+
+def refused(reply: dict[str, Any], code: str) -> str:
+    assert not reply["ok"], reply
+    assert reply["error"]["code"] == code, reply
+    message: str = reply["error"]["message"]
+    assert message
+    return message
+
+
+def complete(lane: DeviceClient, txn: str, paid: int, **kw: Any) -> dict[str, Any]:
+    return lane.request("txn.complete", {"txn": txn, "basket": BASKET, "total_minor": paid,
+                                         "currency": "EUR",
+                                         "tenders": [{"kind": "card", "amount_minor": paid}]},
+                        **kw)
+
+
+# ---------------------------------------------------------------- the happy path
+
+
+def test_a_sale_with_an_app_coupon_from_scan_to_redemption(seeded: EdgeService, lanes: Lanes,
+                                                           issuer: Issuer) -> None:
+    lane = lanes(1)[0]
+    who = ok(lane.request("identify", {"txn": "s-1", "code": "4000 1234 1234 1234"}))
+    assert who["customer"] == {"id": "c-1", "display_name": "Anna", "tier": "gold",
+                               "points": 120}
+    assert [w["coupon"] for w in who["wallet"]] == ["cpn-wallet"]
+    applied = ok(lane.request("coupon.apply", {"txn": "s-1", "code": who["wallet"][0]["code"],
+                                               "basket": BASKET}))
+    assert (applied["coupon"], applied["discount_minor"], applied["currency"]) == \
+        ("cpn-wallet", 99, "EUR")
+    done = ok(complete(lane, "s-1", 887))
+    assert [r["coupon"] for r in done["redemptions"]] == ["cpn-wallet"]
+    assert done["receipt"]["job"]
+    rows = seeded.store.query("SELECT coupon_id, customer_id, discount_minor FROM redemptions")
+    assert rows == [{"coupon_id": "cpn-wallet", "customer_id": "c-1", "discount_minor": 99}]
+    events = [r["type"] for r in seeded.store.query("SELECT type FROM outbox ORDER BY seq")]
+    assert events == ["customer.identified", "coupon.redeemed", "transaction.completed"]
+    # The redeemed coupon leaves the wallet, and a second use is refused with where and when.
+    again = ok(lane.request("identify", {"txn": "s-2", "phone": "+49 151 23456789"}))
+    assert again["wallet"] == []
+    message = refused(lane.request("coupon.apply", {"txn": "s-2", "code": applied and
+                                                    who["wallet"][0]["code"], "basket": BASKET}),
+                      "coupon_used")
+    assert message.startswith("Coupon already used at Demo Store on ")
+
+
+def test_unknown_shopper_is_refused_and_the_identifier_kept_hashed(seeded: EdgeService,
+                                                                  lanes: Lanes) -> None:
+    lane = lanes(1)[0]
+    refused(lane.request("identify", {"txn": "s-1", "phone": "+49 30 901820"}),
+            "customer_unknown")
+    row = seeded.store.query_one("SELECT customer_id, identifier_kind, identifier "
+                                 "FROM transactions WHERE txn = 's-1'")
+    assert row is not None and row["customer_id"] is None and row["identifier_kind"] == "phone"
+    assert row["identifier"] == seeded.lookup.phone("+4930901820")
+    assert "901820" not in row["identifier"]
+    ok(complete(lane, "s-1", 986))
+    event = seeded.store.query_one("SELECT data FROM outbox WHERE type = 'transaction.completed'")
+    assert event is not None
+    assert json.loads(event["data"])["identifier"] == {"method": "phone",
+                                                       "value": row["identifier"]}
+
+
+def test_void_after_completion_reverses_the_redemption(seeded: EdgeService, lanes: Lanes,
+                                                       issuer: Issuer) -> None:
+    lane = lanes(1)[0]
+    code = issuer.coupon()
+    ok(lane.request("coupon.apply", {"txn": "s-1", "code": code, "basket": BASKET}))
+    ok(complete(lane, "s-1", 887))
+    voided = ok(lane.request("txn.void", {"txn": "s-1"}))
+    assert len(voided["reversed"]) == 1
+    assert ok(lane.request("txn.void", {"txn": "s-1"})) == voided  # once, however often asked
+    ok(lane.request("coupon.apply", {"txn": "s-2", "code": code, "basket": BASKET}))
+    refused(lane.request("txn.void", {"txn": "never-was"}), "txn_unknown")
+    types = [r["type"] for r in seeded.store.query("SELECT type FROM outbox ORDER BY seq")]
+    assert types.count("coupon.redemption_reversed") == 1
+
+
+def test_removed_coupon_is_free_for_another_lane(seeded: EdgeService, lanes: Lanes,
+                                                 issuer: Issuer) -> None:
+    one, two = lanes(2)
+    code = issuer.coupon()
+    held = ok(one.request("coupon.apply", {"txn": "s-1", "code": code, "basket": BASKET}))
+    message = refused(two.request("coupon.apply", {"txn": "s-9", "code": code,
+                                                   "basket": BASKET}), "coupon_reserved")
+    assert "lane-1" in message
+    ok(one.request("coupon.remove", {"txn": "s-1", "reservation": held["reservation"]}))
+    ok(two.request("coupon.apply", {"txn": "s-9", "code": code, "basket": BASKET}))
+    assert ok(complete(one, "s-1", 986))["redemptions"] == []
+
+
+# ---------------------------------------------------------------- exactly once
+
+
+def test_repeated_request_id_has_its_effect_once(seeded: EdgeService, lanes: Lanes,
+                                                 issuer: Issuer) -> None:
+    lane = lanes(1)[0]
+    code = issuer.coupon()
+    first = lane.request("coupon.apply", {"txn": "s-1", "code": code, "basket": BASKET},
+                         request_id="01890a5d-ac96-774b-bcce-b302099a8057")
+    second = lane.request("coupon.apply", {"txn": "s-1", "code": code, "basket": BASKET},
+                          request_id="01890a5d-ac96-774b-bcce-b302099a8057")
+    assert first == second
+    done = complete(lane, "s-1", 887, request_id="01890a5d-ac96-774b-bcce-b302099a8058")
+    assert complete(lane, "s-1", 887, request_id="01890a5d-ac96-774b-bcce-b302099a8058") == done
+    # A new request id for the same sale (the lane restarted) gets the first result too.
+    assert ok(complete(lane, "s-1", 887))["redemptions"] == ok(done)["redemptions"]
+    assert len(seeded.store.query("SELECT * FROM reservations")) == 1
+    assert len(seeded.store.query("SELECT * FROM redemptions")) == 1
+    assert len(seeded.store.query("SELECT * FROM outbox WHERE type = 'coupon.redeemed'")) == 1
+
+
+def race(lanes: list[DeviceClient], code: str, round_: int) -> list[dict[str, Any]]:
+    """Every lane applies `code` at the same instant; the replies in lane order."""
+    start = threading.Barrier(len(lanes))
+    replies: list[dict[str, Any]] = [{} for _ in lanes]
+
+    def go(i: int, lane: DeviceClient) -> None:
+        start.wait()
+        replies[i] = lane.request("coupon.apply", {"txn": f"r{round_}-{i}", "code": code,
+                                                   "basket": BASKET}, timeout=15)
+
+    threads = [threading.Thread(target=go, args=(i, lane)) for i, lane in enumerate(lanes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return replies
+
+
+def test_second_lane_cannot_reserve_a_single_use_coupon_twenty_lanes_fifty_times(
+        seeded: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
+    twenty = lanes(20)
+    for round_ in range(50):
+        code = issuer.coupon(jti=f"cpn-race-{round_}")
+        replies = race(twenty, code, round_)
+        winners = [r for r in replies if r.get("ok")]
+        assert len(winners) == 1, (round_, replies)
+        assert all(r["error"]["code"] == "coupon_reserved" for r in replies if not r["ok"])
+        held = seeded.store.query("SELECT COUNT(*) AS n FROM reservations WHERE coupon_id = ? "
+                                  "AND state = 'held'", (f"cpn-race-{round_}",))
+        assert held[0]["n"] == 1
+
+
+def test_coupon_with_three_uses_is_reserved_exactly_three_times_under_ten_lanes(
+        seeded: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
+    ten = lanes(10)
+    for round_ in range(10):
+        code = issuer.coupon(jti=f"cpn-three-{round_}", max=3)
+        replies = race(ten, code, round_)
+        assert sum(1 for r in replies if r["ok"]) == 3, replies
+    # And once redeemed, the three uses are spent for good.
+    code = issuer.coupon(jti="cpn-three-spent", max=3)
+    for i, lane in enumerate(ten[:3]):
+        ok(lane.request("coupon.apply", {"txn": f"t-{i}", "code": code, "basket": BASKET}))
+        ok(complete(lane, f"t-{i}", 887))
+    message = refused(ten[3].request("coupon.apply", {"txn": "t-x", "code": code,
+                                                      "basket": BASKET}), "coupon_used")
+    assert "3 times" in message
+
+
+@pytest.fixture
+def short_hold(settings: Settings) -> Settings:
+    return settings.with_overrides(reservation_ttl_s=1)
+
+
+@pytest.fixture
+def quick_edge(short_hold: Settings, broker: Any) -> Iterator[EdgeService]:
+    service = EdgeService(short_hold)
+    service.start()
+    assert service.bus.wait_connected(10)
+    yield service
+    service.stop()
+
+
+def test_abandoned_basket_hold_lapses_and_the_coupon_is_usable_again(
+        quick_edge: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
+    one, two = lanes(2)
+    code = issuer.coupon(jti="cpn-abandoned")
+    ok(one.request("coupon.apply", {"txn": "s-1", "code": code, "basket": BASKET}))
+    refused(two.request("coupon.apply", {"txn": "s-2", "code": code, "basket": BASKET}),
+            "coupon_reserved")
+    assert wait_until(lambda: quick_edge.checkout.sweep() == 1, timeout=5)
+    assert quick_edge.store.query("SELECT state FROM reservations") == [{"state": "expired"}]
+    ok(two.request("coupon.apply", {"txn": "s-2", "code": code, "basket": BASKET}))
+    # The abandoned sale comes back and completes: its coupon is no longer its to redeem.
+    late = ok(complete(one, "s-1", 887))
+    assert late["redemptions"] == []
+    assert [r["code"] for r in late["released"]] == ["coupon_reserved"]
+    assert len(ok(complete(two, "s-2", 887))["redemptions"]) == 1
+
+
+def test_lapsed_hold_still_redeems_when_nobody_took_the_coupon(
+        quick_edge: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
+    lane = lanes(1)[0]
+    ok(lane.request("coupon.apply", {"txn": "s-1", "code": issuer.coupon(), "basket": BASKET}))
+    assert wait_until(lambda: quick_edge.checkout.sweep() == 1, timeout=5)
+    assert len(ok(complete(lane, "s-1", 887))["redemptions"]) == 1
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_checkout_requests_get_clear_errors_and_lanes_keep_working(
+        seeded: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
+    lane, other = lanes(2)
+    bad: list[tuple[str, dict[str, Any], str]] = [
+        ("identify", {"txn": "s-1"}, "bad_request"),
+        ("identify", {"txn": "s-1", "code": "x", "phone": "1"}, "bad_request"),
+        ("identify", {"txn": "s-1", "phone": "12"}, "bad_request"),
+        ("identify", {"txn": "s 1 with spaces", "code": "4000123412341234"}, "bad_request"),
+        ("coupon.apply", {"txn": "s-1", "code": issuer.coupon()}, "bad_request"),
+        ("coupon.apply", {"txn": "s-1", "code": issuer.coupon(),
+                          "basket": {**BASKET, "total_minor": 5}}, "bad_request"),
+        ("coupon.apply", {"txn": "s-1", "code": issuer.coupon(),
+                          "basket": {**BASKET, "lines": [{"sku": "a", "qty": 1.5,
+                                                          "unit_minor": 100}]}}, "bad_request"),
+        ("coupon.apply", {"txn": "s-1", "code": "garbage!!", "basket": BASKET}, "coupon_forged"),
+        ("coupon.apply", {"txn": "s-1", "code": issuer.coupon()[:-5], "basket": BASKET},
+         "coupon_forged"),
+        ("coupon.remove", {"txn": "s-1", "reservation": "nope"}, "txn_unknown"),
+        ("txn.complete", {"txn": "s-1", "basket": BASKET, "total_minor": -1}, "bad_request"),
+        ("txn.complete", {"txn": "s-1", "basket": BASKET, "total_minor": 1,
+                          "tenders": [{"kind": "card", "amount_minor": "1"}]}, "bad_request"),
+        ("txn.void", {}, "bad_request"),
+    ]
+    for method, data, code in bad:
+        refused(lane.request(method, data), code)
+    ok(other.request("coupon.apply", {"txn": "s-9", "code": issuer.coupon(), "basket": BASKET}))
+    ok(lane.request("coupon.apply", {"txn": "s-2", "code": issuer.coupon(), "basket": BASKET}))
+
+
+def test_kiosk_cannot_call_pos_methods(seeded: EdgeService, device: Callable[..., DeviceClient],
+                                       issuer: Issuer) -> None:
+    # The broker's ACL drops a kiosk's req/coupon.apply; the edge would refuse it as well.
+    from edge.dispatch import Caller
+    from edge.protocol import new_envelope
+
+    envelope = new_envelope("coupon.apply", {"txn": "k-1", "code": issuer.coupon(),
+                                             "basket": BASKET})
+    reply = json.loads(seeded.dispatcher.handle_request(Caller("kiosk", "kiosk-1"),
+                                                        "coupon.apply", envelope.to_json()).body)
+    assert reply["error"]["code"] == "forbidden"
+    assert seeded.store.query("SELECT * FROM reservations") == []
