@@ -19,7 +19,9 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given, settings as hyp_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from edge.basket import Basket, Line, Pricing, Rule, parse_basket, parse_discount
 from edge.coupons import CouponRefused, parse_campaign, revoke, upsert_campaigns
