@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
 
 from edge.broker import BrokerProcess, wait_for_port
+from edge.coupons import CouponBook, parse_campaign, upsert_campaigns
+from edge.customers import Lookup, parse_customer, upsert_customers
 from edge.datadir import DataDir, write_private
 from edge.devices import enrol, sync_broker_files
 from edge.errors import StartupError
@@ -25,9 +29,32 @@ from edge.settings import Settings, load_settings
 from edge.staff.accounts import add_user
 from edge.store import Store
 from edge.supervise import stop_process
+from edge.tokens import COUPON_TYP, SigningKey, TrustedKeys
 
 DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2"), ("printer", "printer-1"),
                 ("scanner", "scanner-1"), ("kiosk", "kiosk-1")]
+DEMO_APP_KID = "demo-app-1"
+DEMO_SHOPPERS = [
+    {"id": "c-anna", "display_name": "Anna", "tier": "gold", "points": 1240,
+     "card": "4000 1234 1234 1234", "phone": "+49 151 23456789",
+     "consent": {"personalised": True, "marketing": True}},
+    {"id": "c-ben", "display_name": "Ben", "tier": "silver", "points": 310,
+     "card": "4000 1234 5678 0002", "consent": {"personalised": True}},
+    {"id": "c-chloe", "display_name": "Chloé", "tier": "member", "points": 45,
+     "phone": "+49 160 5550199"},
+    {"id": "c-deniz", "display_name": "Deniz", "tier": "gold", "points": 2890,
+     "card": "4000 1234 5678 0003", "consent": {"personalised": True}},
+]
+DEMO_CAMPAIGNS = [
+    {"id": "cmp-save10", "name": "Save 10", "description": "10% off a basket of €20 or more",
+     "code": "SAVE10", "disc": {"kind": "percent", "value": 10}, "min_minor": 2000,
+     "offer": True},
+    {"id": "cmp-dairy", "name": "Dairy week", "description": "20% off dairy",
+     "offer": True, "tiers": ["gold", "silver"], "disc": {"kind": "percent", "value": 20},
+     "cats": ["dairy"], "stack": True},
+    {"id": "cmp-coffee", "name": "Coffee €2 off", "description": "€2 off ground coffee",
+     "disc": {"kind": "amount", "value_minor": 200, "currency": "EUR"}, "skus": ["8000070"]},
+]
 
 
 def _port_or_free(port: int) -> int:
@@ -47,8 +74,63 @@ def _env(settings: Settings) -> dict[str, str]:
     return settings.with_overrides(log_level="WARNING").environ()
 
 
+def _demo_app_key(datadir: DataDir) -> SigningKey:
+    """The demo's stand-in for the shopper app's signing key (the app signs coupons and
+    member QR codes; the edge only ever holds the public half)."""
+    jwk = datadir.secret_json("demo-app-key", lambda: {
+        **json.loads(OKPAlgorithm.to_jwk(Ed25519PrivateKey.generate())), "kid": DEMO_APP_KID})
+    private = OKPAlgorithm.from_jwk(json.dumps(jwk))
+    assert isinstance(private, Ed25519PrivateKey)
+    return SigningKey(DEMO_APP_KID, private)
+
+
+def _coupon(app: SigningKey, name: str, now: int, **claims: Any) -> str:
+    body = {"jti": f"demo-{name}-{now}", "cmp": f"cmp-{name}", "nbf": now - 60,
+            "exp": now + 30 * 86400, **claims}
+    return app.sign(body, COUPON_TYP)
+
+
+def _seed(settings: Settings, datadir: DataDir, store: Store, app: SigningKey
+          ) -> dict[str, Any]:
+    """Shoppers with app coupons in their wallets, and campaigns, as the hub would send them.
+
+    Returns what the simulated lanes scan: shoppers (cards, phones, member codes) and loose
+    coupons (a plain campaign code, a flyer coupon for many, a single-use bearer coupon).
+    """
+    now = int(time.time())
+    lookup = Lookup(datadir.secret_token("lookup-key"), settings.country)
+    book = CouponBook(settings, store, TrustedKeys(store, settings.trusted_keys))
+    records = []
+    for shopper in DEMO_SHOPPERS:
+        cid = str(shopper["id"])
+        wallet = [
+            _coupon(app, f"birthday-{cid}", now, sub=cid, disc={"kind": "amount",
+                    "value_minor": 300, "currency": "EUR"}, min_minor=1500),
+            _coupon(app, f"dairy-{cid}", now, sub=cid, cats=["dairy"], stack=True,
+                    disc={"kind": "percent", "value": 20}),
+        ]
+        records.append(parse_customer({**shopper, "wallet": wallet}, lookup))
+    campaigns = [parse_campaign(c, settings.locale) for c in DEMO_CAMPAIGNS]
+    store.write(lambda db: (upsert_customers(db, records, book.wallet_entry),
+                            upsert_campaigns(db, campaigns)))
+    return {
+        "currency": settings.currency,
+        "shoppers": [{"card": DEMO_SHOPPERS[1]["card"]}, {"phone": DEMO_SHOPPERS[2]["phone"]},
+                     {"card": DEMO_SHOPPERS[3]["card"]}, {"card": "4000 9999 9999 9999"},
+                     {"member_jwk": {**json.loads(OKPAlgorithm.to_jwk(app.private)),
+                                     "kid": app.kid}, "customer": "c-anna", "kid": app.kid}],
+        "coupons": ["SAVE10", "HELLO5",
+                    _coupon(app, "flyer", now, max=1000, disc={"kind": "percent", "value": 5}),
+                    _coupon(app, "coffee", now, skus=["8000070"], disc={
+                        "kind": "amount", "value_minor": 200, "currency": "EUR"}),
+                    _coupon(app, "one-off", now, disc={"kind": "amount", "value_minor": 500,
+                                                       "currency": "EUR"}, min_minor=2500)],
+    }
+
+
 def _prepare(settings: Settings) -> tuple[DataDir, str]:
-    """Data dir, demo devices and a manager account with a fresh password."""
+    """Data dir, demo devices, shoppers and campaigns, and a manager account with a fresh
+    password."""
     datadir = DataDir(settings.data_path).ensure()
     store = Store(datadir.database)
     try:
@@ -58,9 +140,14 @@ def _prepare(settings: Settings) -> tuple[DataDir, str]:
         password = secrets.token_urlsafe(9)
         add_user(store, "manager", password, "manager", replace=True)
         sync_broker_files(settings, datadir, store)
+        app = _demo_app_key(datadir)
+        write_private(Path(settings.trusted_keys),
+                      json.dumps({"keys": [app.public_jwk()]}, indent=2), replace=True)
+        scans = _seed(settings, datadir, store, app)
     finally:
         store.close()
-    spec = {"store": settings.store_id, "mqtt_url": settings.mqtt_url, "devices": enrolled}
+    spec = {"store": settings.store_id, "mqtt_url": settings.mqtt_url, "devices": enrolled,
+            **scans}
     write_private(datadir.root / "demo-devices.json", json.dumps(spec, indent=2), replace=True)
     return datadir, password
 
@@ -82,8 +169,10 @@ def _wait_healthy(url: str, proc: subprocess.Popen[Any], timeout: float = 30) ->
 def run_demo(data_dir: str, http_port: int, mqtt_port: int) -> None:
     mqtt_port = _port_or_free(mqtt_port)
     http_port = _port_or_free(http_port)
-    settings = load_settings(data_dir=str(Path(data_dir).resolve()),
-                             mqtt_url=f"mqtt://127.0.0.1:{mqtt_port}", http_port=http_port)
+    root = Path(data_dir).resolve()
+    settings = load_settings(data_dir=str(root), mqtt_url=f"mqtt://127.0.0.1:{mqtt_port}",
+                             http_port=http_port,
+                             trusted_keys=str(root / "demo-trusted-keys.json"))
     datadir, password = _prepare(settings)
     broker = BrokerProcess(settings, datadir, quiet=True).start()
     children: list[subprocess.Popen[Any]] = []
@@ -109,8 +198,10 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int) -> None:
         print(f"""
 Demo store "{settings.store_name}" ({settings.store_id}) is running.
 
-  Devices (staff page): {base}/staff/devices
+  Checkout (staff page): {base}/staff/checkout
       sign in as:       manager / {password}
+      try scanning:     4000123412341234 (Anna's loyalty card), then SAVE10
+  Devices (staff page): {base}/staff/devices
   Devices (API):        curl -u manager:{password} {base}/api/v1/devices
   Health:               {base}/healthz
   Metrics:              {base}/metrics
@@ -119,6 +210,7 @@ Demo store "{settings.store_name}" ({settings.store_id}) is running.
   Data:                 {datadir.root}
 
 Simulated devices: {", ".join(f"{k} {i}" for k, i in DEMO_DEVICES)}.
+The lanes run a checkout every few seconds (shoppers, app coupons, refusals): one line each.
 Press Ctrl-C to stop.
 """, flush=True)
         while not stopping:
