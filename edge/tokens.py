@@ -142,7 +142,7 @@ class TrustedKeys:
         with self._lock:
             self._keys = keys
             self._verified.clear()
-        log.info("trusting %d signing keys", len(keys))
+        log.debug("trusting %d signing keys", len(keys))
 
     def kids(self) -> list[str]:
         return sorted(self._keys)

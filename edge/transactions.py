@@ -134,9 +134,6 @@ class Checkout:
             "SELECT rowid, * FROM reservations WHERE device_id = ? AND txn = ? AND "
             "state IN ('held', 'expired') ORDER BY rowid", (device, txn)).fetchall()
 
-    def _customer_of(self, sale: Sale) -> Customer | None:
-        return get_customer(self.store, sale.customer_id) if sale.customer_id else None
-
     # ------------------------------------------------------------ identify
 
     def identify(self, device: str, txn: str, code: str | None, phone: str | None
