@@ -111,8 +111,9 @@ def _seed(settings: Settings, datadir: DataDir, store: Store, app: SigningKey
         ]
         records.append(parse_customer({**shopper, "wallet": wallet}, lookup))
     campaigns = [parse_campaign(c, settings.locale) for c in DEMO_CAMPAIGNS]
-    store.write(lambda db: (upsert_customers(db, records, book.wallet_entry),
-                            upsert_campaigns(db, campaigns)))
+    with store.transaction() as db:
+        upsert_customers(db, records, book.wallet_entry)
+        upsert_campaigns(db, campaigns)
     return {
         "currency": settings.currency,
         "shoppers": [{"card": DEMO_SHOPPERS[1]["card"]}, {"phone": DEMO_SHOPPERS[2]["phone"]},
