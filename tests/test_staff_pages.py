@@ -7,59 +7,26 @@ Debian's Chromium driven by Playwright (never a downloaded browser).
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from edge.settings import Settings
 from edge.staff.accounts import add_user
 from edge.store import Store
 from pos_bridge.device import DeviceClient
+from tests import browser as chromium
+from tests.browser import TIMEOUT_MS
 from tests.conftest import wait_until
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # the tests run as root
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    # Without these Chromium tries outside connections that this machine refuses.
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+# The shared browser fixtures, bound here so pytest finds them for this module.
+playwright, browser, page = chromium.playwright, chromium.browser, chromium.page
+
 MANAGER = "mia"
 MANAGER_PW = "manager-password-1"
-TIMEOUT_MS = 10_000
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}")
-    with sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                         args=CHROMIUM_ARGS)
-    yield browser
-    browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    """A fresh browser context (no cookies) per test."""
-    context = browser.new_context(viewport={"width": 1100, "height": 700})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    yield page
-    context.close()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Staff web pages: sign-in, and the live device overview."""
+"""Staff web pages: sign-in, the live device overview and the checkout page."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from flask import (
 
 from edge.staff.accounts import authenticate
 from edge.staff.auth import csrf, current_user, require_staff
+from edge.staff.checkout import bp as checkout_bp
 
 bp = Blueprint("staff", __name__, url_prefix="/staff", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -67,6 +68,7 @@ def devices() -> Any:
 def init_app(app: Flask) -> None:
     csrf.init_app(app)
     app.register_blueprint(bp)
+    app.register_blueprint(checkout_bp)
 
     @app.get("/")
     def root() -> Any:

@@ -1,0 +1,250 @@
+"""The staff checkout page in a real headless Chromium, against `edge serve` and Mosquitto.
+
+Customers and the cashier account are seeded through the edge's own CLI before the edge
+starts; coupons and member codes are signed by the `issuer` fixture, as the shopper app
+signs them. The scanner is the keyboard: it types into whatever has the focus and presses
+Enter, so these tests also prove that the scan field keeps the focus.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Locator, Page, expect
+
+from edge.settings import Settings
+from tests import browser as chromium
+from tests.conftest import Issuer, edge_cli, edge_env, wait_until
+
+# The shared browser fixtures, bound here so pytest finds them for this module.
+playwright, browser, page = chromium.playwright, chromium.browser, chromium.page
+
+CASHIER = "carla"
+CASHIER_PW = "cashier-password-1"
+CARD = "4000123412341234"
+ANNA = {"id": "c-1", "display_name": "Anna", "tier": "gold", "points": 120, "card": CARD,
+        "phone": "+4915123456789"}
+
+
+def edge_command(settings: Settings, *args: str, stdin: str | None = None) -> None:
+    done = subprocess.run([*edge_cli(), *args], env=edge_env(settings), input=stdin,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, f"edge {' '.join(args)} failed:\n{done.stderr}"
+
+
+@pytest.fixture
+def seeded(settings: Settings, tmp_path: Path) -> None:
+    """Anna in the customer cache and a cashier account, written before the edge starts."""
+    customers = tmp_path / "customers.jsonl"
+    customers.write_text(json.dumps(ANNA) + "\n")
+    edge_command(settings, "customers", "import", str(customers))
+    edge_command(settings, "staff", "add", CASHIER, "--role", "cashier", "--password-stdin",
+                 stdin=CASHIER_PW + "\n")
+
+
+@pytest.fixture
+def checkout_edge(settings: Settings, seeded: None,
+                  edge_process: subprocess.Popen[bytes]) -> str:
+    """The seeded edge, running and connected to its broker; its base URL."""
+    base = f"http://127.0.0.1:{settings.http_port}"
+    assert wait_until(
+        lambda: requests.get(f"{base}/healthz", timeout=2).json()["broker"]["connected"], 15), \
+        "the edge process did not connect to the test broker"
+    return base
+
+
+@pytest.fixture
+def till(page: Page, checkout_edge: str) -> Iterator[Page]:
+    """The checkout page, signed in as the cashier; fails the test on any script error."""
+    script_errors: list[str] = []
+    page.on("pageerror", lambda err: script_errors.append(str(err)))
+    sign_in(page, checkout_edge)
+    yield page
+    assert script_errors == []
+
+
+def sign_in(page: Page, base: str) -> None:
+    page.goto(f"{base}/staff/checkout")
+    expect(page).to_have_url(f"{base}/staff/login?next=/staff/checkout")
+    page.get_by_label("Username").fill(CASHIER)
+    page.get_by_label("Password").fill(CASHIER_PW)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{base}/staff/checkout")
+    expect(page.locator("#scan")).to_be_focused()
+
+
+def scanner(page: Page, code: str) -> None:
+    """What a USB scanner does: type into the focused field, then Enter."""
+    page.keyboard.type(code)
+    page.keyboard.press("Enter")
+
+
+def basket_total(page: Page, amount: str) -> None:
+    field = page.get_by_label("Basket total")
+    field.fill(amount)
+    field.press("Enter")
+    expect(page.locator("#scan")).to_be_focused()
+
+
+def coupons(page: Page) -> Locator:
+    return page.locator("#coupons li")
+
+
+def forge(token: str) -> str:
+    """The same coupon with one character of its signature changed."""
+    header, claims, signature = token.split(".")
+    i = len(signature) // 2
+    return f"{header}.{claims}.{signature[:i]}{'B' if signature[i] == 'A' else 'A'}" \
+           f"{signature[i + 1:]}"
+
+
+def test_cashier_identifies_shopper_redeems_coupon_and_it_cannot_be_used_again(
+        till: Page, issuer: Issuer) -> None:
+    coupon = issuer.coupon()
+    scanner(till, CARD)
+    customer = till.locator("#customer")
+    expect(customer).to_contain_text("Anna")
+    expect(customer).to_contain_text("gold")
+    expect(customer).to_contain_text("120 points")
+
+    basket_total(till, "20.00")
+    scanner(till, coupon)
+    expect(coupons(till)).to_have_count(1)
+    expect(coupons(till).first).to_contain_text("€2.00")
+    expect(till.locator("#to-pay")).to_have_text("€18.00")
+    expect(till.get_by_role("alert")).to_be_hidden()
+
+    till.get_by_role("button", name="Redeem").click()
+    expect(till.locator("#sale-state")).to_have_text("redeemed")
+    expect(till.get_by_role("status")).to_have_text(
+        "Redeemed: 1 coupon, €2.00 off. To pay €18.00.")
+    expect(till.locator("#scan")).to_be_focused()
+
+    till.get_by_role("button", name="New sale").click()
+    expect(till.locator("#sale-state")).to_have_text("open")
+    expect(coupons(till)).to_have_count(0)
+    basket_total(till, "20.00")
+    scanner(till, coupon)
+    refusal = till.get_by_role("alert")
+    expect(refusal).to_be_visible()
+    expect(refusal).to_have_text(re.compile(r"^Coupon already used at "))
+    expect(coupons(till)).to_have_count(0)
+    expect(till.locator("#scan")).to_be_focused()
+
+
+def test_coupon_below_minimum_spend_says_how_much_more(till: Page, issuer: Issuer) -> None:
+    basket_total(till, "20,00")
+    scanner(till, issuer.coupon(min_minor=5000))
+    refusal = till.get_by_role("alert")
+    expect(refusal).to_be_visible()
+    expect(refusal).to_contain_text("Spend €30.00 more")
+    expect(coupons(till)).to_have_count(0)
+
+
+def test_forged_coupon_is_refused_and_the_next_scan_still_works(till: Page,
+                                                               issuer: Issuer) -> None:
+    basket_total(till, "20.00")
+    scanner(till, forge(issuer.coupon()))
+    refusal = till.get_by_role("alert")
+    expect(refusal).to_have_text("This coupon is not genuine: do not accept it.")
+    expect(coupons(till)).to_have_count(0)
+
+    scanner(till, issuer.coupon(disc={"kind": "amount", "value_minor": 500, "currency": "EUR"}))
+    expect(coupons(till)).to_have_count(1)
+    expect(coupons(till).first).to_contain_text("€5.00")
+    expect(refusal).to_be_hidden()
+
+
+def test_undone_coupon_can_be_applied_in_another_sale(till: Page, checkout_edge: str,
+                                                      issuer: Issuer) -> None:
+    coupon = issuer.coupon()
+    other = till.context.new_page()  # a second lane, same cashier
+    other.goto(f"{checkout_edge}/staff/checkout?lane=lane-2")
+    expect(other.locator("h1")).to_contain_text("lane lane-2")
+
+    scanner(till, issuer.member("c-1"))
+    expect(till.locator("#customer")).to_contain_text("Anna")
+    basket_total(till, "20.00")
+    scanner(till, coupon)
+    expect(coupons(till)).to_have_count(1)
+
+    basket_total(other, "30.00")
+    scanner(other, coupon)
+    expect(other.get_by_role("alert")).to_have_text(
+        re.compile(r"^This coupon is being used on staff-web right now"))
+
+    expect(till.get_by_label("Basket total")).not_to_be_editable()
+    till.get_by_role("button", name="Undo coupon").click()
+    expect(coupons(till)).to_have_count(0)
+    expect(till.get_by_role("status")).to_contain_text("Coupon taken off")
+    expect(till.get_by_label("Basket total")).to_be_editable()
+    expect(till.locator("#scan")).to_be_focused()
+
+    scanner(other, coupon)
+    expect(coupons(other)).to_have_count(1)
+    expect(coupons(other).first).to_contain_text("€3.00")
+    expect(other.get_by_role("alert")).to_be_hidden()
+
+
+def test_voiding_a_redeemed_sale_gives_the_coupon_back(till: Page, issuer: Issuer) -> None:
+    coupon = issuer.coupon()
+    basket_total(till, "20.00")
+    scanner(till, coupon)
+    expect(coupons(till)).to_have_count(1)
+    till.get_by_role("button", name="Redeem").click()
+    expect(till.locator("#sale-state")).to_have_text("redeemed")
+
+    till.get_by_role("button", name="Undo last sale").click()
+    expect(till.locator("#sale-state")).to_have_text("voided")
+    expect(till.get_by_role("status")).to_contain_text("voided: 1 coupon given back.")
+    expect(till.get_by_role("button", name="Undo last sale")).to_be_hidden()
+
+    till.get_by_role("button", name="New sale").click()
+    basket_total(till, "20.00")
+    scanner(till, coupon)
+    expect(coupons(till)).to_have_count(1)
+    expect(coupons(till).first).to_contain_text("€2.00")
+    expect(till.get_by_role("alert")).to_be_hidden()
+
+
+def test_checkout_actions_need_the_csrf_token_and_a_session(till: Page,
+                                                            checkout_edge: str) -> None:
+    scan_url = f"{checkout_edge}/staff/checkout/scan"
+    body = {"txn": "web-test-1", "code": CARD}
+
+    # The session cookie alone does not do: another site could make the browser send it.
+    refused = till.request.post(scan_url, data=body)
+    assert refused.status == 400
+    assert "CSRF" in refused.json()["error"]["message"]
+
+    token = till.locator('meta[name="csrf-token"]').get_attribute("content")
+    assert token
+    accepted = till.request.post(scan_url, data=body, headers={"X-CSRFToken": token})
+    assert accepted.status == 200
+    answer = accepted.json()
+    assert answer["action"] == "identify"
+    assert answer["reply"]["ok"] is True
+    assert answer["reply"]["data"]["customer"]["display_name"] == "Anna"
+
+    # Signed out: the JSON actions answer 401, the page sends to the sign-in.
+    anonymous = requests.post(scan_url, json=body, timeout=5, allow_redirects=False)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "unauthorized"
+    page_answer = requests.get(f"{checkout_edge}/staff/checkout", timeout=5,
+                               allow_redirects=False)
+    assert page_answer.status_code == 302
+    assert page_answer.headers["Location"].endswith("/staff/login?next=/staff/checkout")
+
+
+def test_lane_must_be_a_device_id(checkout_edge: str) -> None:
+    answer = requests.post(f"{checkout_edge}/staff/checkout/scan?lane=Lane_4",
+                           json={"txn": "web-test-2", "code": CARD},
+                           auth=(CASHIER, CASHIER_PW), timeout=5)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["detail"] == {"field": "lane"}
