@@ -266,11 +266,16 @@ class CouponBook:
                 f"(minimum {money(coupon.min_minor, basket.currency, loc)}).",
                 min_minor=coupon.min_minor, short_minor=short)
         if pricing.eligible_minor(coupon.rule) <= 0:
-            reason = "no_eligible_lines" if not any(
-                coupon.rule.eligible(line) for line in basket.lines) else "nothing_left"
-            message = ("None of the items in this basket is part of this offer." if reason ==
-                       "no_eligible_lines" else
-                       "Other coupons already take the full price of the items in this offer.")
+            eligible = [i for i, line in enumerate(basket.lines) if coupon.rule.eligible(line)]
+            if not eligible:
+                reason, message = ("no_eligible_lines",
+                                   "None of the items in this basket is part of this offer.")
+            elif all(basket.lines[i].total_minor == 0 for i in eligible):
+                reason, message = ("nothing_to_discount", "The items in this offer cost "
+                                   "nothing in this basket, so there is nothing to take off.")
+            else:
+                reason, message = ("nothing_left", "Other coupons already take the full price "
+                                   "of the items in this offer.")
             raise CouponRefused("coupon_not_applicable", message, reason=reason)
 
 

@@ -207,6 +207,12 @@ def test_coupon_for_items_not_in_the_basket_is_not_applicable(svc: EdgeService,
     assert "None of the items" in exc.message
 
 
+def test_coupon_on_free_items_says_there_is_nothing_to_take_off(svc: EdgeService,
+                                                                issuer: Issuer) -> None:
+    exc = refusal(svc, issuer.coupon(), bkt=basket(("bag", 1, 0, [])))
+    assert (exc.code, exc.detail["reason"]) == ("coupon_not_applicable", "nothing_to_discount")
+
+
 def test_amount_coupon_in_another_currency_is_not_applicable(svc: EdgeService,
                                                              issuer: Issuer) -> None:
     exc = refusal(svc, issuer.coupon(disc={"kind": "amount", "value_minor": 500,

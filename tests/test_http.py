@@ -106,6 +106,8 @@ def test_staff_login_needs_the_csrf_token(client: FlaskClient) -> None:
 def test_staff_pages_redirect_to_login_and_never_to_another_site(client: FlaskClient) -> None:
     resp = client.get("/staff/devices")
     assert resp.status_code == 302 and "/staff/login" in resp.headers["Location"]
+    resp = client.get("/staff/checkout?lane=lane-4")
+    assert resp.headers["Location"].endswith("/staff/login?next=/staff/checkout?lane%3Dlane-4")
     token = _csrf(client.get("/staff/login").get_data(as_text=True))
     resp = client.post("/staff/login?next=//evil.example/x",
                        data={"username": "mia", "password": MANAGER_PW, "csrf_token": token})

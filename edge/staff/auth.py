@@ -44,7 +44,8 @@ def require_staff(role: str) -> Callable[[F], F]:
                 if request.path.startswith("/api/"):
                     raise Unauthorized("Sign in with a staff account (HTTP Basic or the staff "
                                        "login page).")
-                return redirect(url_for("staff.login", next=request.path))
+                # With the query: /staff/checkout?lane=lane-4 must come back to lane-4.
+                return redirect(url_for("staff.login", next=request.full_path.rstrip("?")))
             if not user.may(role):
                 raise Forbidden(f"This needs a {role} account.")
             # Cookie sessions can be ridden by other sites; Basic auth cannot.
