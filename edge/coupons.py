@@ -211,10 +211,16 @@ class CouponBook:
 
     # ------------------------------------------------------------ rules without the ledger
 
-    def check_revoked(self, coupon: Coupon) -> None:
-        row = self.store.query_one(
+    def _revocation(self, coupon_id: str, campaign_id: str) -> dict[str, Any] | None:
+        return self.store.query_one(
             "SELECT scope, reason FROM revocations WHERE (scope = 'coupon' AND id = ?) "
-            "OR (scope = 'campaign' AND id = ?) LIMIT 1", (coupon.id, coupon.campaign))
+            "OR (scope = 'campaign' AND id = ?) LIMIT 1", (coupon_id, campaign_id))
+
+    def revoked(self, coupon_id: str, campaign_id: str) -> bool:
+        return self._revocation(coupon_id, campaign_id) is not None
+
+    def check_revoked(self, coupon: Coupon) -> None:
+        row = self._revocation(coupon.id, coupon.campaign)
         if row is not None:
             what = "campaign has been withdrawn" if row["scope"] == "campaign" else \
                 "coupon has been cancelled"

@@ -146,15 +146,20 @@ class Checkout:
             if sale is None:
                 conn.execute("INSERT INTO transactions (device_id, txn, state, opened_at) "
                              "VALUES (?, ?, 'open', ?)", (device, txn, self._ts()))
-            # Kept even when nobody matches, so the hub can link the sale later.
-            conn.execute(
-                "UPDATE transactions SET customer_id = ?, identifier_kind = ?, identifier = ? "
-                "WHERE device_id = ? AND txn = ?",
-                (customer.id if customer else None, kind, value, device, txn))
-            queue_event(conn, "customer.identified", {
-                "txn": txn, "customer_id": customer.id if customer else None,
-                "method": kind, **({} if customer else {"identifier": value}),
-                "after_sale": bool(sale and sale.state == "completed")}, device_id=device)
+            customer_id = customer.id if customer else None
+            # The same shopper scanned again (or the lane repeating itself after a restart)
+            # is one identification, not two.
+            if sale is None or (sale.customer_id, sale.identifier_kind, sale.identifier) != (
+                    customer_id, kind, value):
+                # Kept even when nobody matches, so the hub can link the sale later.
+                conn.execute(
+                    "UPDATE transactions SET customer_id = ?, identifier_kind = ?, "
+                    "identifier = ? WHERE device_id = ? AND txn = ?",
+                    (customer_id, kind, value, device, txn))
+                queue_event(conn, "customer.identified", {
+                    "txn": txn, "customer_id": customer_id,
+                    "method": kind, **({} if customer else {"identifier": value}),
+                    "after_sale": bool(sale and sale.state == "completed")}, device_id=device)
         if customer is None:
             raise CustomerUnknown(detail={"method": kind})
         now = self.clock()
@@ -219,7 +224,7 @@ class Checkout:
                 "ORDER BY w.clipped_at, w.coupon_id", (customer_id,)):
             expires = datetime.fromtimestamp(r["expires_at"], UTC) if r["expires_at"] else None
             if r["used"] >= r["max_uses"] or (expires is not None and self.book.expired(
-                    expires, at)):
+                    expires, at)) or self.book.revoked(r["coupon_id"], r["campaign_id"]):
                 continue
             out.append({"coupon": r["coupon_id"], "campaign": r["campaign_id"],
                         "description": r["description"], "code": r["token"],
@@ -228,13 +233,17 @@ class Checkout:
 
     def offers(self, customer: Customer, now: float) -> list[dict[str, Any]]:
         """Campaigns shown to this shopper: current, for their tier."""
+        at = datetime.fromtimestamp(now, UTC)
         rows = self.store.query(
-            "SELECT id, name, description, code, tiers FROM campaigns WHERE offer = 1 "
-            "AND (starts_at IS NULL OR starts_at <= ?) AND (ends_at IS NULL OR ends_at > ?) "
-            "ORDER BY id", (now, now))
+            "SELECT id, name, description, code, tiers, ends_at FROM campaigns WHERE offer = 1 "
+            "AND (starts_at IS NULL OR starts_at <= ?) ORDER BY id", (now,))
+        # An offer ends when its code would: at the end of the store's local day.
         return [{"campaign": r["id"], "name": r["name"], "description": r["description"],
                  **({"code": r["code"]} if r["code"] else {})}
-                for r in rows if not r["tiers"] or customer.tier in json.loads(r["tiers"])]
+                for r in rows if (not r["tiers"] or customer.tier in json.loads(r["tiers"]))
+                and not (r["ends_at"] and self.book.expired(
+                    datetime.fromtimestamp(r["ends_at"], UTC), at))
+                and not self.book.revoked(r["id"], r["id"])]
 
     # ------------------------------------------------------------ coupons
 
@@ -259,9 +268,11 @@ class Checkout:
             if (mine is None or _lapsed(mine, now)) and not coupon.plain:
                 self._check_uses(conn, coupon, device, txn, now)
             self._check_stacking(coupon, [c for _, c in others])
+            # Priced in the order the coupons were applied, as txn.complete prices them.
             pricing = Pricing.start(basket)
-            for _, other in others:
-                pricing.take(other.rule)
+            for row, other in others:
+                if mine is None or row["rowid"] < mine["rowid"]:
+                    pricing.take(other.rule)
             self.book.check_basket(coupon, basket, pricing)
             discount = pricing.take(coupon.rule)
             expires = now + self.settings.reservation_ttl_s
@@ -413,6 +424,9 @@ class Checkout:
         for row in self._held(conn, sale.device_id, sale.txn):
             try:
                 coupon = self.book.read(row["code"])
+                # Dates and the online-only flag were judged when the coupon was applied;
+                # a revocation since then (a stolen coupon) still stops it.
+                self.book.check_revoked(coupon)
                 self._check_customer(coupon, sale)
                 if _lapsed(row, now) and not coupon.plain:
                     # The hold lapsed: another lane may have taken the coupon meanwhile.

@@ -373,3 +373,46 @@ def test_member_code_lifetime_and_expiry_are_honoured(svc: EdgeService, issuer: 
             svc.checkout.identify("lane-1", "t-2", token, None)
         assert getattr(info.value, "code", None) == "customer_unknown"
         assert info.value.detail["reason"] == reason  # type: ignore[attr-defined]
+
+
+def test_coupon_revoked_after_it_was_applied_is_not_redeemed(svc: EdgeService,
+                                                             issuer: Issuer) -> None:
+    svc.checkout.apply("lane-1", "t-1", issuer.coupon(jti="cpn-late-revoke"), BASKET)
+    svc.store.write(lambda db: revoke(db, "coupon", "cpn-late-revoke", "reported stolen"))
+    done = svc.checkout.complete("lane-1", "t-1", BASKET, [], BASKET.total_minor)
+    assert done["redemptions"] == []
+    assert [r["code"] for r in done["released"]] == ["coupon_revoked"]
+
+
+def test_identifying_the_same_shopper_twice_is_one_identification(svc: EdgeService) -> None:
+    for _ in range(2):
+        svc.checkout.identify("lane-1", "t-1", "4000123412341234", None)
+    events = svc.store.query("SELECT type FROM outbox WHERE type = 'customer.identified'")
+    assert len(events) == 1
+
+
+def test_wallet_leaves_out_revoked_coupons(settings: Settings, issuer: Issuer) -> None:
+    svc = EdgeService(settings)
+    try:
+        record = parse_customer({**CUSTOMER, "wallet": [
+            issuer.coupon(jti="cpn-keep", sub="c-1"),
+            issuer.coupon(jti="cpn-gone", sub="c-1")]}, svc.lookup)
+        svc.store.write(lambda db: upsert_customers(db, [record], svc.coupons.wallet_entry))
+        svc.store.write(lambda db: revoke(db, "coupon", "cpn-gone", None))
+        wallet = svc.checkout.identify("lane-1", "t-1", "4000123412341234", None)["wallet"]
+        assert [w["coupon"] for w in wallet] == ["cpn-keep"]
+    finally:
+        svc.stop()
+
+
+def test_reapplying_a_coupon_prices_it_in_the_order_it_was_first_applied(
+        svc: EdgeService, issuer: Issuer) -> None:
+    half = issuer.coupon(stack=True, disc={"kind": "percent", "value": 50})
+    five = issuer.coupon(stack=True, disc={"kind": "amount", "value_minor": 500,
+                                           "currency": "EUR"})
+    first = svc.checkout.apply("lane-1", "t-1", half, BASKET)["discount_minor"]
+    svc.checkout.apply("lane-1", "t-1", five, BASKET)
+    again = svc.checkout.apply("lane-1", "t-1", half, BASKET)["discount_minor"]
+    assert first == again == 493  # half of 9.86, before the 5.00 coupon applied after it
+    done = svc.checkout.complete("lane-1", "t-1", BASKET, [], 0)
+    assert [r["discount_minor"] for r in done["redemptions"]] == [493, 493]
