@@ -14,6 +14,9 @@ What runs, all on 127.0.0.1 in a temporary data dir that is removed at the end:
   its own login. Each load process drives all of its clients from one thread (select, then
   `loop_read`/`loop_write`), so no client waits for another's network thread.
 
+The rig (broker, edge, echo, load processes, figures) is shared with `checkout.py` in
+`bench/rig.py`.
+
 Every lane sends the same ping envelope at QoS 1 with Response Topic
 `store/{s}/pos/{id}/res/rtt` and a Correlation Data counter, to `req/ping` (the edge) or to
 `evt/bench/echo` (the echo); only the topic and the responder differ. The round trip is
@@ -43,21 +46,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
-import multiprocessing as mp
 import os
 import random
-import selectors
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -66,101 +61,40 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from rig import (
+    DRAIN_S,
+    STORE,
+    Child,
+    NetLoop,
+    bench_settings,
+    cpu_seconds,
+    cpu_steal,
+    echo_topic_of,
+    edge_warnings,
+    exit_on_sigterm,
+    json_ms,
+    percentile,
+    rss_mb,
+    run_slice,
+    start_broker,
+    start_echo,
+    start_edge,
+    start_loaders,
+    steal_pct,
+    turns,
+    verdict,
+)
 
-from edge.broker import BrokerProcess
 from edge.datadir import DataDir
-from edge.devices import enrol, sync_broker_files
+from edge.devices import enrol
 from edge.mqtt import BrokerAddress, make_client, parse_mqtt_url
-from edge.protocol import event_topic, new_envelope, request_topic
-from edge.settings import Settings, load_settings
+from edge.protocol import new_envelope, request_topic
 from edge.store import Store
-from edge.supervise import stop_process
 
-STORE = "bench"
-KEEPALIVE = 60
-DRAIN_S = 3.0  # how long to wait for replies still in flight when a window closes
 RSS_TARGET_MB = 120.0
 C_RPS_TARGET = 1000.0
 P99_FACTOR = 2.0
 
-
-# ---------------------------------------------------------------- network loop
-
-
-class NetLoop:
-    """Drives several paho clients from one thread: select, read, write and keep-alive.
-
-    Publishing outside a paho callback writes straight to the socket (no network thread);
-    anything queued inside a callback (replies, PUBACKs) is flushed after each read.
-    """
-
-    def __init__(self, control: Connection | None = None) -> None:
-        self.sel = selectors.DefaultSelector()
-        self.clients: dict[mqtt.Client, int] = {}  # client -> selector events registered
-        self._misc_at = 0.0
-        if control is not None:
-            self.sel.register(control.fileno(), selectors.EVENT_READ, None)
-
-    def connect(self, client: mqtt.Client, address: BrokerAddress, ready: list[bool],
-                timeout: float = 10.0) -> None:
-        """Connect `client` and step until `ready[0]` (set by its callbacks) is true."""
-        client.connect(address.host, address.port, keepalive=KEEPALIVE)
-        sock = client.socket()
-        assert sock is not None
-        self.sel.register(sock, selectors.EVENT_READ, client)
-        self.clients[client] = selectors.EVENT_READ
-        deadline = time.monotonic() + timeout
-        while not ready[0]:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{client._client_id!r} got no CONNACK/SUBACK in {timeout} s")
-            self.step(0.05)
-
-    def step(self, timeout: float) -> bool:
-        """Handle network events for up to `timeout` s; True when the control pipe is readable."""
-        control = False
-        for key, events in self.sel.select(max(timeout, 0.0)):
-            client: mqtt.Client | None = key.data
-            if client is None:
-                control = True
-                continue
-            if events & selectors.EVENT_READ and client.loop_read() and client.socket() is None:
-                self._drop(client, key.fileobj)  # connection lost: on_disconnect counted it
-                continue
-            if events & selectors.EVENT_WRITE:
-                client.loop_write()
-        self.flush()
-        now = time.monotonic()
-        if now >= self._misc_at:
-            self._misc_at = now + 1.0
-            for c in self.clients:
-                c.loop_misc()
-        return control
-
-    def flush(self) -> None:
-        """Write whatever the clients have queued; wait for writability only if a socket is full."""
-        for c, events in self.clients.items():
-            if c.want_write():
-                c.loop_write()
-            wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if c.want_write() else 0)
-            if wanted != events:
-                sock = c.socket()
-                if sock is not None:
-                    self.sel.modify(sock, wanted, c)
-                    self.clients[c] = wanted
-
-    def _drop(self, client: mqtt.Client, fileobj: Any) -> None:
-        with contextlib.suppress(KeyError, ValueError, OSError):
-            self.sel.unregister(fileobj)
-        self.clients.pop(client, None)
-
-    def close(self) -> None:
-        """Disconnect every client cleanly and close the selector."""
-        for c in list(self.clients):
-            sock = c.socket()
-            if sock is not None:
-                self._drop(c, sock)
-            c.disconnect()
-        self.sel.close()
 
 
 # ---------------------------------------------------------------- lanes (load processes)
@@ -168,10 +102,6 @@ class NetLoop:
 
 def reply_topic_of(lane_id: str) -> str:
     return f"store/{STORE}/pos/{lane_id}/res/rtt"
-
-
-def echo_topic_of(lane_id: str) -> str:
-    return event_topic(STORE, "pos", lane_id, "bench") + "/echo"
 
 
 class Lane:
@@ -334,48 +264,6 @@ def load_main(conn: Connection, address: BrokerAddress, creds: list[tuple[str, s
         net.close()
 
 
-# ---------------------------------------------------------------- echo responder
-
-
-def echo_main(conn: Connection, address: BrokerAddress, username: str, password: str) -> None:
-    """The floor: a plain paho client (`loop_forever`) that bounces each request to its
-    Response Topic at QoS 1, with its Correlation Data."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    subscribed = threading.Event()
-    client = make_client("bench-echo", address, username=username, password=password)
-
-    def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason_code: Any, _p: Any) -> None:
-        if reason_code.is_failure:
-            raise RuntimeError(f"echo: the broker refused the login ({reason_code})")
-        c.subscribe(f"store/{STORE}/pos/+/evt/bench/echo", qos=1)
-
-    def on_message(c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        req = msg.properties
-        target = getattr(req, "ResponseTopic", None)
-        if not target:
-            return
-        props = Properties(PacketTypes.PUBLISH)
-        corr = getattr(req, "CorrelationData", None)
-        if corr is not None:
-            props.CorrelationData = corr
-        c.publish(target, msg.payload, qos=1, properties=props)
-
-    def control() -> None:
-        """Say 'ready' once subscribed, then disconnect when the parent says stop (or dies)."""
-        if subscribed.wait(20):
-            conn.send(("ready", 1))
-            with contextlib.suppress(EOFError, OSError):
-                conn.recv()
-        client.disconnect()
-
-    client.on_connect = on_connect
-    client.on_subscribe = lambda *_args: subscribed.set()
-    client.on_message = on_message
-    client.connect(address.host, address.port, keepalive=KEEPALIVE)
-    threading.Thread(target=control, name="echo-control", daemon=True).start()
-    client.loop_forever()
-
-
 # ---------------------------------------------------------------- figures
 
 
@@ -405,125 +293,7 @@ class Figures:
                    replies_all=sum(p["replies"] for p in parts))
 
 
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of sorted values (NaN when there are none)."""
-    if not sorted_values:
-        return math.nan
-    rank = math.ceil(pct / 100.0 * len(sorted_values))
-    return sorted_values[min(max(rank, 1), len(sorted_values)) - 1]
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    """A memory figure of a process from /proc/PID/status, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"no {field} in /proc/{pid}/status")
-
-
-def cpu_steal() -> tuple[float, float]:
-    """(steal, total) jiffies of the whole machine so far, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return float(values[7]) if len(values) > 7 else 0.0, float(sum(values[:8]))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # ---------------------------------------------------------------- the run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_healthy(http_port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """Poll /healthz until the edge reports the broker connected."""
-    deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{http_port}/healthz"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"edge serve exited with {proc.returncode}")
-        with contextlib.suppress(OSError, ValueError), \
-                opener.open(url, timeout=1) as resp:
-            if json.load(resp)["broker"]["connected"]:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"the edge did not report the broker connected within {timeout} s")
-
-
-@contextlib.contextmanager
-def edge_process(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`edge serve` as its own process; SIGTERM (then SIGKILL) on the way out."""
-    env = settings.with_overrides(log_level="WARNING").environ()
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "serve"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        stop_process(proc)
-
-
-@dataclass
-class Child:
-    """A helper process and our end of its pipe."""
-
-    proc: mp.process.BaseProcess
-    conn: Connection
-
-    def expect(self, kind: str, timeout: float) -> Any:
-        if not self.conn.poll(timeout):
-            raise TimeoutError(f"{self.proc.name} did not answer within {timeout:.0f} s")
-        try:
-            msg = self.conn.recv()
-        except EOFError:
-            self.proc.join(1)
-            raise RuntimeError(f"{self.proc.name} exited (code {self.proc.exitcode})") from None
-        if msg[0] != kind:
-            raise RuntimeError(f"{self.proc.name} said {msg!r}, expected {kind!r}")
-        return msg[1]
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.conn.send(("stop",))
-        self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(5)
-        self.conn.close()
-
-
-@contextlib.contextmanager
-def child(target: Any, name: str, *args: Any) -> Iterator[Child]:
-    ctx = mp.get_context("spawn")
-    ours, theirs = ctx.Pipe()
-    proc = ctx.Process(target=target, name=name, args=(theirs, *args), daemon=True)
-    proc.start()
-    theirs.close()
-    c = Child(proc, ours)
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
-def run_slice(loaders: list[Child], lanes: int, procs: int,
-              spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run one measured slice of a load on every load process at once; their figures."""
-    start_at = time.monotonic() + 0.2
-    for p, ld in enumerate(loaders):
-        ld.conn.send(("run", {**spec, "active": len(range(p, lanes, procs)),
-                              "start_at": start_at}))
-    timeout = spec["warmup"] + spec["seconds"] + DRAIN_S + 30
-    return [ld.expect("done", timeout) for ld in loaders]
 
 
 LOADS = (
@@ -547,38 +317,20 @@ class Rig:
 def build_rig(stack: contextlib.ExitStack, args: argparse.Namespace) -> Rig:
     """Data dir, broker, lanes, edge, echo and load processes; all undone by `stack`."""
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bus-rtt-")))
-    settings = load_settings(
-        {}, store_id=STORE, data_dir=str(tmp / "data"),
-        mqtt_url=f"mqtt://127.0.0.1:{free_port()}", http_port=free_port(),
-        broker_bin=shutil.which("mosquitto") or "/usr/sbin/mosquitto")
+    settings = bench_settings(tmp / "data")
     datadir = DataDir(settings.data_path).ensure()
     store = Store(datadir.database)
     stack.callback(store.close)
-    edge_creds = datadir.edge_mqtt_credentials()
-    sync_broker_files(settings, datadir, store)
-    broker = BrokerProcess(settings, datadir, quiet=True).start()
-    stack.callback(broker.stop)
+    start_broker(stack, settings, datadir, store)
     lanes = [enrol(settings, datadir, store, "pos", f"lane-{i + 1:02d}")
              for i in range(args.lanes)]
     time.sleep(0.2)  # enrol() SIGHUPs the broker to re-read passwd and acl
     address = parse_mqtt_url(settings.mqtt_url)
 
     log_path = tmp / "edge.log"
-    edge = stack.enter_context(edge_process(settings, log_path))
-    try:
-        wait_healthy(settings.http_port, edge, 30)
-    except (RuntimeError, TimeoutError):
-        sys.stderr.write(log_path.read_text(errors="replace"))
-        raise
-    time.sleep(0.5)
-    rss_start = rss_mb(edge.pid)
-
-    echo = stack.enter_context(child(echo_main, "echo", address, edge_creds["username"],
-                                     edge_creds["password"]))
-    loaders = [stack.enter_context(child(
-        load_main, f"load-{p}", address,
-        [(e.id, e.username, e.password) for e in lanes[p::args.procs]]))
-        for p in range(args.procs)]
+    edge, rss_start = start_edge(stack, settings, log_path)
+    echo = start_echo(stack, address, datadir)
+    loaders = start_loaders(stack, load_main, address, lanes, args.procs)
     echo.expect("ready", 20)
     for ld in loaders:
         ld.expect("ready", 30)
@@ -593,21 +345,15 @@ def measure_load(rig: Rig, args: argparse.Namespace, key: str) -> dict[str, Any]
     parts: dict[str, list[dict[str, Any]]] = {"echo": [], "edge": []}
     edge_cpu = 0.0
     steal_before = cpu_steal()
-    # Echo and edge take turns (echo, edge, edge, echo, ...) so that drift and noise from
-    # other work on the machine fall on both alike.
-    for r in range(args.rounds):
-        for target in ("echo", "edge") if r % 2 == 0 else ("edge", "echo"):
-            cpu_before = cpu_seconds(rig.edge.pid)
-            parts[target] += run_slice(rig.loaders, lanes, args.procs,
-                                       {**spec, "target": target})
-            if target == "edge":
-                edge_cpu += cpu_seconds(rig.edge.pid) - cpu_before
-    steal_after = cpu_steal()
+    for target in turns(args.rounds):
+        cpu_before = cpu_seconds(rig.edge.pid)
+        parts[target] += run_slice(rig.loaders, lanes, args.procs, {**spec, "target": target})
+        if target == "edge":
+            edge_cpu += cpu_seconds(rig.edge.pid) - cpu_before
+    steal = steal_pct(steal_before, cpu_steal())
     figs = {t: Figures.merge(parts[t], args.seconds) for t in parts}
-    steal_pct = 100.0 * (steal_after[0] - steal_before[0]) / max(
-        steal_after[1] - steal_before[1], 1e-9)
     return {"figures": figs, "edge_cpu_us": edge_cpu / max(figs["edge"].replies_all, 1) * 1e6,
-            "steal_pct": steal_pct}
+            "steal_pct": steal}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -628,8 +374,8 @@ def figures_of(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
     for key, _ in LOADS:
         for target in ("edge", "echo"):
             f = figs[key][target]
-            result[f"{key}_{target}_p50_ms"] = _ms(f.p50_ms)
-            result[f"{key}_{target}_p99_ms"] = _ms(f.p99_ms)
+            result[f"{key}_{target}_p50_ms"] = json_ms(f.p50_ms)
+            result[f"{key}_{target}_p99_ms"] = json_ms(f.p99_ms)
             result[f"{key}_{target}_rps"] = round(f.rps, 1)
             result[f"{key}_{target}_lost"] = f.lost
             result[f"{key}_{target}_errors"] = f.errors
@@ -680,25 +426,12 @@ def print_human(args: argparse.Namespace, out: dict[str, Any], result: dict[str,
         edge, echo = out["loads"][key]["figures"]["edge"], out["loads"][key]["figures"]["echo"]
         print(f"  ({key}) edge p99 {edge.p99_ms:.3f} ms <= {P99_FACTOR:g} x echo p99 "
               f"{echo.p99_ms:.3f} ms = {P99_FACTOR * echo.p99_ms:.3f}: "
-              f"{_yes(met[f'{key}_p99_le_2x_echo'])}")
+              f"{verdict(met[f'{key}_p99_le_2x_echo'])}")
     print(f"  (c) edge {out['loads']['c']['figures']['edge'].rps:.0f} requests/s >= "
-          f"{C_RPS_TARGET:.0f}: {_yes(met['c_rps_ge_1000'])}")
+          f"{C_RPS_TARGET:.0f}: {verdict(met['c_rps_ge_1000'])}")
     print(f"  edge VmRSS after start {out['rss_start']:.1f} MiB <= {RSS_TARGET_MB:.0f}: "
-          f"{_yes(met['rss_le_120mb'])}")
-    print(f"  no lost replies, error replies or disconnects: {_yes(met['no_lost_or_errors'])}")
-
-
-def _ms(value: float) -> float | None:
-    """A latency for the JSON line: rounded to the microsecond, null when nothing was measured."""
-    return None if math.isnan(value) else round(value, 3)
-
-
-def _yes(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
-def _exit_on_sigterm(_signum: int, _frame: Any) -> None:
-    raise SystemExit(143)
+          f"{verdict(met['rss_le_120mb'])}")
+    print(f"  no lost replies, error replies or disconnects: {verdict(met['no_lost_or_errors'])}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -715,12 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.lanes, args.procs, args.rounds) < 1 or args.seconds <= 0 or args.rate <= 0:
         parser.error("--lanes, --procs, --rounds, --seconds and --rate must be positive")
     args.procs = min(args.procs, args.lanes)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the broker and edge are stopped too
+    signal.signal(signal.SIGTERM, exit_on_sigterm)  # so the broker and edge are stopped too
     out = run(args)
     result = figures_of(args, out)
     print_human(args, out, result)
-    noted = [line for line in out["edge_log"].splitlines()
-             if " WARNING " in line or " ERROR " in line or line.startswith("Traceback")]
+    noted = edge_warnings(out["edge_log"])
     if noted:
         print(f"\nthe edge logged {len(noted)} warnings or errors; the last ones:", file=sys.stderr)
         print("\n".join(noted[-5:]), file=sys.stderr)
