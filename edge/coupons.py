@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
+from datetime import time as day_time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -32,6 +36,8 @@ from edge.wording import day, money
 PLAIN_CODE_RE = re.compile(r"^[A-Za-z0-9-]{3,32}$")
 COUPON_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_USES = 1_000_000
+SIGNED_CACHE = 10_000
+SIGNED_TTL_S = 60.0
 
 
 class CouponRefused(EdgeError):
@@ -140,7 +146,7 @@ def coupon_from_terms(terms: dict[str, Any], *, coupon_id: str, campaign: str, p
 def end_of_local_day(moment: datetime, zone: ZoneInfo) -> datetime:
     """The first instant after the local calendar day containing `moment`."""
     local = moment.astimezone(zone)
-    next_day = datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=zone)
+    next_day = datetime.combine(local.date() + timedelta(days=1), day_time(0), tzinfo=zone)
     return next_day.astimezone(UTC)
 
 
@@ -153,6 +159,11 @@ class CouponBook:
         self.keys = keys
         self.zone = settings.zone
         self.skew = timedelta(seconds=settings.clock_skew_s)
+        # Signed coupons already read, by token: a sale reads its coupon at apply and again
+        # at complete, and the signature check is the dearest step of both. An entry lasts
+        # until the keys change or a minute passes (a campaign's description may change).
+        self._signed: OrderedDict[str, tuple[int, float, Coupon]] = OrderedDict()
+        self._signed_lock = threading.Lock()
 
     # ------------------------------------------------------------ reading a code
 
@@ -169,6 +180,19 @@ class CouponBook:
                             reason="malformed")
 
     def _read_signed(self, token: str) -> Coupon:
+        now = time.monotonic()
+        with self._signed_lock:
+            hit = self._signed.get(token)
+        if hit is not None and hit[0] == self.keys.generation and now - hit[1] < SIGNED_TTL_S:
+            return hit[2]
+        coupon = self._verify_signed(token)
+        with self._signed_lock:
+            self._signed[token] = (self.keys.generation, now, coupon)
+            if len(self._signed) > SIGNED_CACHE:
+                self._signed.popitem(last=False)
+        return coupon
+
+    def _verify_signed(self, token: str) -> Coupon:
         try:
             claims = self.keys.verify(token, COUPON_TYP)
         except TokenRejected as exc:

@@ -93,16 +93,19 @@ class Customer:
 
 def get_customer(store: Store, customer_id: str) -> Customer | None:
     row = store.query_one("SELECT * FROM customers WHERE id = ?", (customer_id,))
-    if row is None:
-        return None
-    return Customer(row["id"], row["display_name"], row["tier"], row["points"],
-                    json.loads(row["consent"]))
+    return _customer(row) if row else None
 
 
 def find_by_hash(store: Store, kind: str, digest: str) -> Customer | None:
-    row = store.query_one("SELECT customer_id FROM customer_lookup WHERE hash = ? AND kind = ?",
-                          (digest, kind))
-    return get_customer(store, row["customer_id"]) if row else None
+    row = store.query_one(
+        "SELECT c.* FROM customer_lookup l JOIN customers c ON c.id = l.customer_id "
+        "WHERE l.hash = ? AND l.kind = ?", (digest, kind))
+    return _customer(row) if row else None
+
+
+def _customer(row: dict[str, Any]) -> Customer:
+    return Customer(row["id"], row["display_name"], row["tier"], row["points"],
+                    json.loads(row["consent"]))
 
 
 # ---------------------------------------------------------------- import

@@ -84,7 +84,8 @@ class ReplyCache:
         self.size = size
         self.ttl_s = ttl_s
         self._items: OrderedDict[tuple[str, str], tuple[float, str, Reply]] = OrderedDict()
-        self._inflight: dict[tuple[str, str], threading.Event] = {}
+        # Keys being handled now; an Event only once a repeat has to wait for the first.
+        self._inflight: dict[tuple[str, str], threading.Event | None] = {}
         self._lock = threading.Lock()
 
     def claim(self, key: tuple[str, str]) -> tuple[str, Reply] | None:
@@ -97,10 +98,12 @@ class ReplyCache:
                 hit = self._items.get(key)
                 if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
                     return hit[1], hit[2]
-                waiting = self._inflight.get(key)
-                if waiting is None:
-                    self._inflight[key] = threading.Event()
+                if key not in self._inflight:
+                    self._inflight[key] = None
                     return None
+                waiting = self._inflight[key]
+                if waiting is None:
+                    waiting = self._inflight[key] = threading.Event()
             waiting.wait(30)
 
     def store(self, key: tuple[str, str], fingerprint: str, reply: Reply) -> None:

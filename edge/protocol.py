@@ -185,6 +185,9 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
 def decode_json(payload: bytes) -> Any:
     """Decode an envelope's bytes: at most 64 KiB of UTF-8 JSON, or BadRequest."""
     if len(payload) > MAX_ENVELOPE_BYTES:
@@ -195,7 +198,7 @@ def decode_json(payload: bytes) -> Any:
     except UnicodeDecodeError:
         raise BadRequest("Message is not UTF-8 text.", detail={"reason": "encoding"}) from None
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        return _DECODER.decode(text)
     except ValueError:
         raise BadRequest("Message is not valid JSON.", detail={"reason": "json"}) from None
 

@@ -141,7 +141,7 @@ class Settings:
     hub_offline_after_s: int = _opt(300, "Without an answer from the hub for this long the store "
                                     "counts as offline: coupons marked online-only are refused.",
                                     _positive)
-    bus_workers: int = _opt(4, "Threads that run bus handlers; messages of one device stay in "
+    bus_workers: int = _opt(2, "Threads that run bus handlers; messages of one device stay in "
                             "order.", _positive)
     bus_device_backlog: int = _opt(500, "Messages one device may have waiting before more are "
                                    "dropped, so a flooding device cannot starve the others.",
