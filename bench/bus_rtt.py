@@ -47,7 +47,6 @@ import argparse
 import contextlib
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -62,7 +61,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from rig import (
-    DRAIN_S,
     STORE,
     Child,
     NetLoop,
@@ -73,6 +71,7 @@ from rig import (
     edge_warnings,
     exit_on_sigterm,
     json_ms,
+    pace,
     percentile,
     rss_mb,
     run_slice,
@@ -185,50 +184,13 @@ class Lane:
 
 def run_phase(net: NetLoop, lanes: list[Lane], spec: dict[str, Any]) -> dict[str, Any]:
     """Run one load over `lanes` (closed loop if rate is 0, else paced) and collect figures."""
-    rate: float = spec["rate"]
-    delay = spec["start_at"] - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-    t0 = time.perf_counter()
-    measure_from = t0 + spec["warmup"]
-    end = measure_from + spec["seconds"]
-    ready: list[Lane] = []
-    for lane in lanes:
-        lane.reset(spec["target"], measure_from, end, ready if rate <= 0 else None)
-    period = 1.0 / rate if rate > 0 else 0.0
-    next_at = {lane.id: t0 + random.uniform(0.0, period) for lane in lanes}
-    max_lag = 0.0
-    if rate <= 0:
-        for lane in lanes:
-            lane.send()
-    while True:
-        now = time.perf_counter()
-        if now >= end:
-            break
-        if rate > 0:
-            for lane in lanes:
-                due = next_at[lane.id]
-                while due <= now and due < end:
-                    if due >= measure_from:
-                        max_lag = max(max_lag, now - due)
-                    lane.send()
-                    due += period
-                next_at[lane.id] = due
-            timeout = min([*next_at.values(), end]) - time.perf_counter()
-        else:
-            timeout = end - now
-        net.step(min(timeout, 0.25))
-        if rate <= 0 and ready:
-            now = time.perf_counter()
-            batch = ready[:]
-            ready.clear()
-            if now < end:
-                for lane in batch:
-                    lane.send()
-                net.flush()
-    drain_until = time.perf_counter() + DRAIN_S
-    while any(lane.pending for lane in lanes) and time.perf_counter() < drain_until:
-        net.step(0.05)
+    closed = spec["rate"] <= 0
+    ready: list[Lane] = []  # closed loop: lanes whose reply came, to send again
+    max_lag = pace(
+        net, lanes, spec,
+        reset=lambda lane, measure_from, end: lane.reset(
+            spec["target"], measure_from, end, ready if closed else None),
+        start=Lane.send, due=ready, follow_up=Lane.send)
     return {
         "latencies": [x for lane in lanes for x in lane.latencies],
         "completed": sum(lane.completed for lane in lanes),

@@ -96,7 +96,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
 from rig import (
-    DRAIN_S,
     STORE,
     Child,
     NetLoop,
@@ -108,6 +107,7 @@ from rig import (
     exit_on_sigterm,
     free_port,
     json_ms,
+    pace,
     percentile,
     rss_mb,
     run_slice,
@@ -338,53 +338,21 @@ class Lane:
 def run_phase(net: NetLoop, lanes: list[Lane], due: list[tuple[Lane, Sale | None]],
               spec: dict[str, Any]) -> dict[str, Any]:
     """Run one load over `lanes` (closed loop if rate is 0, else paced) and collect figures."""
-    rate: float = spec["rate"]
-    delay = spec["start_at"] - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-    t0 = time.perf_counter()
-    measure_from = t0 + spec["warmup"]
-    end = measure_from + spec["seconds"]
-    due.clear()
-    for lane in lanes:
-        lane.reset(spec["target"], measure_from, end, closed=rate <= 0)
-    period = 1.0 / rate if rate > 0 else 0.0
-    next_at = {lane.id: t0 + random.uniform(0.0, period) for lane in lanes}
-    max_lag = 0.0
-    if rate <= 0:
-        for lane in lanes:
+    closed = spec["rate"] <= 0
+
+    def follow_up(item: tuple[Lane, Sale | None]) -> None:
+        """The next step of a sale, or (closed loop) a new sale once one has finished."""
+        lane, sale = item
+        if sale is None:
             lane.start_sale()
-    while True:
-        now = time.perf_counter()
-        if now >= end:
-            break
-        if rate > 0:
-            for lane in lanes:
-                at = next_at[lane.id]
-                while at <= now and at < end:
-                    if at >= measure_from:
-                        max_lag = max(max_lag, now - at)
-                    lane.start_sale()
-                    at += period
-                next_at[lane.id] = at
-            timeout = min([*next_at.values(), end]) - time.perf_counter()
         else:
-            timeout = end - now
-        net.step(min(timeout, 0.25))
-        if due:
-            batch = due[:]
-            due.clear()
-            if time.perf_counter() < end:  # after the window, sales in flight are abandoned
-                for lane, sale in batch:
-                    if sale is None:
-                        lane.start_sale()
-                    else:
-                        lane.send(sale)
-                net.flush()
-    drain_until = time.perf_counter() + DRAIN_S
-    while any(lane.pending for lane in lanes) and time.perf_counter() < drain_until:
-        net.step(0.05)
-    due.clear()
+            lane.send(sale)
+
+    max_lag = pace(
+        net, lanes, spec,
+        reset=lambda lane, measure_from, end: lane.reset(
+            spec["target"], measure_from, end, closed=closed),
+        start=Lane.start_sale, due=due, follow_up=follow_up)
     return {
         "latencies": [[x for lane in lanes for x in lane.latencies[i]]
                       for i in range(len(METHODS))],

@@ -25,6 +25,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import random
 import selectors
 import shutil
 import signal
@@ -34,11 +35,11 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -135,6 +136,83 @@ class NetLoop:
                 self._drop(c, sock)
             c.disconnect()
         self.sel.close()
+
+
+# ---------------------------------------------------------------- pacing
+
+
+class PacedLane(Protocol):
+    """What `pace` needs of a lane: an id and its requests still awaiting a reply."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def pending(self) -> Sized: ...
+
+
+LaneT = TypeVar("LaneT", bound=PacedLane)
+DueT = TypeVar("DueT")
+
+
+def pace(net: NetLoop, lanes: Sequence[LaneT], spec: dict[str, Any], *,
+         reset: Callable[[LaneT, float, float], None], start: Callable[[LaneT], None],
+         due: list[DueT], follow_up: Callable[[DueT], None]) -> float:
+    """Drive `lanes` through one phase of `spec` (rate, start_at, warmup, seconds); the worst
+    lag (s) behind the open-loop schedule within the measured window.
+
+    At `spec["start_at"]` (monotonic) each lane is `reset(lane, measure_from, end)`. With a
+    rate, `start(lane)` runs on each lane's own fixed schedule (a random offset, then every
+    1/rate s); with rate 0 (closed loop) it runs once per lane up front. After each network
+    step the work the callbacks queued on `due` is handed to `follow_up` while the window is
+    open (and dropped after it). When the window closes, replies still in flight get
+    `DRAIN_S` to arrive.
+    """
+    rate: float = spec["rate"]
+    delay = spec["start_at"] - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    t0 = time.perf_counter()
+    measure_from = t0 + spec["warmup"]
+    end = measure_from + spec["seconds"]
+    due.clear()
+    for lane in lanes:
+        reset(lane, measure_from, end)
+    period = 1.0 / rate if rate > 0 else 0.0
+    next_at = {lane.id: t0 + random.uniform(0.0, period) for lane in lanes}
+    max_lag = 0.0
+    if rate <= 0:
+        for lane in lanes:
+            start(lane)
+    while True:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        if rate > 0:
+            for lane in lanes:
+                at = next_at[lane.id]
+                while at <= now and at < end:
+                    if at >= measure_from:
+                        max_lag = max(max_lag, now - at)
+                    start(lane)
+                    at += period
+                next_at[lane.id] = at
+            timeout = min([*next_at.values(), end]) - time.perf_counter()
+        else:
+            timeout = end - now
+        net.step(min(timeout, 0.25))
+        if due:
+            batch = due[:]
+            due.clear()
+            if time.perf_counter() < end:  # after the window, work still queued is abandoned
+                for item in batch:
+                    follow_up(item)
+                net.flush()
+    drain_until = time.perf_counter() + DRAIN_S
+    while any(len(lane.pending) for lane in lanes) and time.perf_counter() < drain_until:
+        net.step(0.05)
+    due.clear()
+    return max_lag
 
 
 # ---------------------------------------------------------------- echo responder
