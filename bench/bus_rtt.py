@@ -58,10 +58,9 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from rig import (
     STORE,
+    BenchLane,
     Child,
     NetLoop,
     bench_settings,
@@ -86,7 +85,7 @@ from rig import (
 
 from edge.datadir import DataDir
 from edge.devices import enrol
-from edge.mqtt import BrokerAddress, make_client, parse_mqtt_url
+from edge.mqtt import BrokerAddress, parse_mqtt_url
 from edge.protocol import new_envelope, request_topic
 from edge.store import Store
 
@@ -99,26 +98,14 @@ P99_FACTOR = 2.0
 # ---------------------------------------------------------------- lanes (load processes)
 
 
-def reply_topic_of(lane_id: str) -> str:
-    return f"store/{STORE}/pos/{lane_id}/res/rtt"
 
-
-class Lane:
+class Lane(BenchLane):
     """One POS lane: a paho client that sends pings and times the replies."""
 
     def __init__(self, lane_id: str, username: str, password: str, address: BrokerAddress) -> None:
-        self.id = lane_id
-        self.client = make_client(f"bench-{lane_id}", address, username=username,
-                                  password=password)
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
-        self.client.on_disconnect = self._on_disconnect
-        self.ready = [False]
+        super().__init__(lane_id, username, password, address, "rtt")
         self.topics = {"edge": request_topic(STORE, "pos", lane_id, "ping"),
                        "echo": echo_topic_of(lane_id)}
-        self.props = Properties(PacketTypes.PUBLISH)
-        self.props.ResponseTopic = reply_topic_of(lane_id)
         self.seq = 0
         self.reset("echo", 0.0, 0.0, [])
 
@@ -136,8 +123,8 @@ class Lane:
         self.completed = 0  # replies that arrived inside the window
         self.sent = 0  # requests sent inside the window
         self.errors = 0  # edge replies that were not ok
-        self.replies = 0  # every reply, warm-up included
         self.disconnects = 0
+        self.replies = 0  # every reply, warm-up included
 
     def send(self) -> None:
         self.seq += 1
@@ -152,18 +139,6 @@ class Lane:
 
     def measured_pending(self) -> int:
         return sum(1 for t in self.pending.values() if self.measure_from <= t < self.measure_to)
-
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason_code: Any,
-                    _p: Any) -> None:
-        if reason_code.is_failure:
-            raise RuntimeError(f"lane {self.id}: the broker refused the login ({reason_code})")
-        client.subscribe(reply_topic_of(self.id), qos=1)
-
-    def _on_subscribe(self, *_args: Any) -> None:
-        self.ready[0] = True
-
-    def _on_disconnect(self, *_args: Any) -> None:
-        self.disconnects += 1
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         now = time.perf_counter()

@@ -92,11 +92,10 @@ import jwt
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
 from rig import (
     STORE,
+    BenchLane,
     Child,
     NetLoop,
     bench_settings,
@@ -124,7 +123,7 @@ from edge.basket import percent_of
 from edge.customers import Lookup, parse_customer, upsert_customers
 from edge.datadir import DataDir
 from edge.devices import Enrolment, enrol
-from edge.mqtt import BrokerAddress, make_client, parse_mqtt_url
+from edge.mqtt import BrokerAddress, parse_mqtt_url
 from edge.protocol import format_ts, new_envelope, request_topic, uuid7
 from edge.settings import Settings
 from edge.store import Store
@@ -149,9 +148,6 @@ def card_of(index: int) -> str:
 
 # ---------------------------------------------------------------- lanes (load processes)
 
-
-def reply_topic_of(lane_id: str) -> str:
-    return f"store/{STORE}/pos/{lane_id}/res/bench"
 
 
 class CouponSigner:
@@ -188,28 +184,19 @@ class Sale:
     failed: bool = False
 
 
-class Lane:
+class Lane(BenchLane):
     """One POS lane: a paho client that rings up sales and times each reply."""
 
     def __init__(self, lane_id: str, username: str, password: str, address: BrokerAddress,
                  signer: CouponSigner, customers: int, tag: str,
                  due: list[tuple[Lane, Sale | None]]) -> None:
-        self.id = lane_id
-        self.client = make_client(f"bench-{lane_id}", address, username=username,
-                                  password=password)
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
-        self.client.on_disconnect = self._on_disconnect
-        self.ready = [False]
+        super().__init__(lane_id, username, password, address, "bench")
         self.signer = signer
         self.customers = customers
         self.tag = tag
         self.due = due  # (lane, sale) whose next step is due; (lane, None): start a sale
         self.targets = {"edge": [request_topic(STORE, "pos", lane_id, m) for m in METHODS],
                         "echo": [echo_topic_of(lane_id)] * len(METHODS)}
-        self.props = Properties(PacketTypes.PUBLISH)
-        self.props.ResponseTopic = reply_topic_of(lane_id)
         self.seq = 0
         self.sales = 0
         self.coupons: list[str] = []  # fresh coupons for edge sales, signed before a slice
@@ -233,9 +220,9 @@ class Lane:
         self.failed_sales = 0  # sales finished inside the window with a reply not ok
         self.sent = 0  # requests sent inside the window
         self.errors = 0  # edge replies that were not ok
+        self.disconnects = 0
         self.error_samples: list[str] = []
         self.replies = 0  # every reply, warm-up included
-        self.disconnects = 0
         self.coupons_used = 0
         self.signed_inline = 0  # coupons signed during the slice because the pool ran dry
 
@@ -290,18 +277,6 @@ class Lane:
 
     def measured_pending(self) -> int:
         return sum(1 for _, t in self.pending.values() if self.measure_from <= t < self.measure_to)
-
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason_code: Any,
-                    _p: Any) -> None:
-        if reason_code.is_failure:
-            raise RuntimeError(f"lane {self.id}: the broker refused the login ({reason_code})")
-        client.subscribe(reply_topic_of(self.id), qos=1)
-
-    def _on_subscribe(self, *_args: Any) -> None:
-        self.ready[0] = True
-
-    def _on_disconnect(self, *_args: Any) -> None:
-        self.disconnects += 1
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         now = time.perf_counter()

@@ -218,6 +218,42 @@ def pace(net: NetLoop, lanes: Sequence[LaneT], spec: dict[str, Any], *,
 # ---------------------------------------------------------------- echo responder
 
 
+class BenchLane:
+    """A load lane's paho client: its login, the Response Topic it asks replies on, ready once
+    subscribed to it, and a count of dropped connections. Subclasses time their own replies
+    in `_on_message`."""
+
+    def __init__(self, lane_id: str, username: str, password: str, address: BrokerAddress,
+                 reply_suffix: str) -> None:
+        self.id = lane_id
+        self.reply_topic = f"store/{STORE}/pos/{lane_id}/res/{reply_suffix}"
+        self.client = make_client(f"bench-{lane_id}", address, username=username,
+                                  password=password)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self.client.on_disconnect = self._on_disconnect
+        self.ready = [False]
+        self.disconnects = 0
+        self.props = Properties(PacketTypes.PUBLISH)
+        self.props.ResponseTopic = self.reply_topic
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason_code: Any,
+                    _p: Any) -> None:
+        if reason_code.is_failure:
+            raise RuntimeError(f"lane {self.id}: the broker refused the login ({reason_code})")
+        client.subscribe(self.reply_topic, qos=1)
+
+    def _on_subscribe(self, *_args: Any) -> None:
+        self.ready[0] = True
+
+    def _on_disconnect(self, *_args: Any) -> None:
+        self.disconnects += 1
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        raise NotImplementedError
+
+
 def echo_topic_of(lane_id: str) -> str:
     """Where a lane sends what the echo should bounce: a two-level event the edge ignores."""
     return event_topic(STORE, "pos", lane_id, "bench") + "/echo"
