@@ -107,12 +107,14 @@ def _flag(value: Any, name: str, default: bool) -> bool:
     return value
 
 
-def describe(disc: Discount, rule: Rule, locale: str) -> str:
+def describe(rule: Rule, locale: str) -> str:
     """A short description when the campaign gives none: "10% off", "€5.00 off"."""
+    disc = rule.discount
     if disc.kind == "percent":
         value = f"{disc.percent.normalize():f}%"
     else:
-        value = money(disc.amount_minor, disc.currency or "EUR", locale)
+        assert disc.currency is not None  # parse_discount requires it for amounts
+        value = money(disc.amount_minor, disc.currency, locale)
     scope = " selected items" if rule.skus or rule.cats else ""
     return f"{value} off{scope}"
 
@@ -140,7 +142,7 @@ def coupon_from_terms(terms: dict[str, Any], *, coupon_id: str, campaign: str, p
         max_uses=max_uses, rule=rule, min_minor=min_minor,
         stackable=_flag(terms.get("stack"), "stack", False),
         offline_ok=_flag(terms.get("off"), "off", True), plain=plain,
-        description=description or describe(rule.discount, rule, locale))
+        description=description or describe(rule, locale))
 
 
 def end_of_local_day(moment: datetime, zone: ZoneInfo) -> datetime:
@@ -235,12 +237,13 @@ class CouponBook:
 
     # ------------------------------------------------------------ rules without the ledger
 
-    def _revocation(self, coupon_id: str, campaign_id: str) -> dict[str, Any] | None:
+    def _revocation(self, coupon_id: str | None, campaign_id: str) -> dict[str, Any] | None:
         return self.store.query_one(
             "SELECT scope, reason FROM revocations WHERE (scope = 'coupon' AND id = ?) "
             "OR (scope = 'campaign' AND id = ?) LIMIT 1", (coupon_id, campaign_id))
 
-    def revoked(self, coupon_id: str, campaign_id: str) -> bool:
+    def revoked(self, coupon_id: str | None, campaign_id: str) -> bool:
+        """Is the coupon (None: any coupon of the campaign) or its campaign withdrawn?"""
         return self._revocation(coupon_id, campaign_id) is not None
 
     def check_revoked(self, coupon: Coupon) -> None:

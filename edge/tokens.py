@@ -155,9 +155,6 @@ class TrustedKeys:
         self.generation += 1
         log.debug("trusting %d signing keys", len(keys))
 
-    def kids(self) -> list[str]:
-        return sorted(self._keys)
-
     def verify(self, token: str, typ: str) -> dict[str, Any]:
         """The claims of a genuine token of this `typ`; raises TokenRejected otherwise.
 

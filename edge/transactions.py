@@ -243,7 +243,7 @@ class Checkout:
                 for r in rows if (not r["tiers"] or customer.tier in json.loads(r["tiers"]))
                 and not (r["ends_at"] and self.book.expired(
                     datetime.fromtimestamp(r["ends_at"], UTC), at))
-                and not self.book.revoked(r["id"], r["id"])]
+                and not self.book.revoked(None, r["id"])]
 
     # ------------------------------------------------------------ coupons
 

@@ -88,9 +88,8 @@ def test_a_sale_with_an_app_coupon_from_scan_to_redemption(seeded: EdgeService, 
     # The redeemed coupon leaves the wallet, and a second use is refused with where and when.
     again = ok(lane.request("identify", {"txn": "s-2", "phone": "+49 151 23456789"}))
     assert again["wallet"] == []
-    message = refused(lane.request("coupon.apply", {"txn": "s-2", "code": applied and
-                                                    who["wallet"][0]["code"], "basket": BASKET}),
-                      "coupon_used")
+    message = refused(lane.request("coupon.apply", {"txn": "s-2", "code": who["wallet"][0]["code"],
+                                                    "basket": BASKET}), "coupon_used")
     assert message.startswith("Coupon already used at Demo Store on ")
 
 

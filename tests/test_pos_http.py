@@ -100,8 +100,8 @@ def test_http_answers_are_the_same_envelopes_as_on_the_bus(
         resp = requests.post(url(settings, "lane-7", "coupon.apply"), data=payload,
                              headers=auth, timeout=5)
         assert resp.status_code == 200
-        assert resp.json()["error"] == {**resp.json()["error"], "code": "bad_request",
-                                        "detail": {"reason": reason}}
+        error = resp.json()["error"]
+        assert (error["code"], error["detail"]) == ("bad_request", {"reason": reason})
     resp = requests.post(url(settings, "lane-7", "no.such.method"),
                          data=new_envelope("no.such.method").to_json(), headers=auth, timeout=5)
     assert resp.json()["error"]["code"] == "bad_request"
