@@ -23,6 +23,7 @@ SKU_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 MAX_LINES = 500
 MAX_QTY = 9999
+MAX_NAME = 80
 MAX_UNIT_MINOR = 10**9
 
 
@@ -32,6 +33,7 @@ class Line:
     qty: int
     unit_minor: int
     categories: frozenset[str]
+    name: str = ""  # what the receipt prints; the POS's own text, cleaned when printed
 
     @property
     def total_minor(self) -> int:
@@ -50,7 +52,8 @@ class Basket:
     def to_dict(self) -> dict[str, Any]:
         return {"currency": self.currency, "total_minor": self.total_minor,
                 "lines": [{"sku": ln.sku, "qty": ln.qty, "unit_minor": ln.unit_minor,
-                           "categories": sorted(ln.categories)} for ln in self.lines]}
+                           "categories": sorted(ln.categories),
+                           **({"name": ln.name} if ln.name else {})} for ln in self.lines]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +114,13 @@ def parse_basket(obj: Any, currency: str) -> Basket:
                 isinstance(c, str) and SKU_RE.match(c) for c in cats):
             raise BadRequest(f"{where}.categories must be a list of category ids.",
                              detail={"field": f"{where}.categories"})
+        name = raw.get("name", "")
+        if not isinstance(name, str) or len(name) > MAX_NAME:
+            raise BadRequest(f"{where}.name must be text of at most {MAX_NAME} characters.",
+                             detail={"field": f"{where}.name"})
         lines.append(Line(sku, _int(raw.get("qty"), f"{where}.qty", 1, MAX_QTY),
                           _int(raw.get("unit_minor"), f"{where}.unit_minor", 0, MAX_UNIT_MINOR),
-                          frozenset(cats)))
+                          frozenset(cats), name))
     basket = Basket(currency, tuple(lines))
     total = obj.get("total_minor")
     if total is not None and total != basket.total_minor:

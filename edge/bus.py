@@ -27,10 +27,13 @@ from edge.metrics import Metrics
 from edge.mqtt import is_refused, make_client, parse_mqtt_url, publish_offline
 from edge.protocol import (
     DEVICE_KINDS,
+    MAX_ENVELOPE_BYTES,
     Topic,
+    command_topic,
     decode_json,
     edge_status_topic,
     encode,
+    new_envelope,
     now_rfc3339,
     parse_topic,
     reply_topic,
@@ -125,6 +128,7 @@ class Bus:
             username, password = creds["username"], creds["password"]
         else:
             username, password = address.username, address.password or ""
+        self.login = (username, password)  # also what printers hosted in the edge log in with
         self.client = make_client(f"edge-{settings.store_id}", address, username=username,
                                   password=password)
         self.address = address
@@ -134,6 +138,7 @@ class Bus:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.executor = SerialExecutor(settings.bus_workers, settings.bus_device_backlog)
+        self.on_status: Callable[[str, str, dict[str, Any]], None] | None = None
         self._started = False
 
     # ------------------------------------------------------------ lifecycle
@@ -249,6 +254,16 @@ class Bus:
             log.warning("status from %s, which is not enrolled here", topic.device_key)
             return
         self.refresh_presence_gauge()
+        if self.on_status is not None:
+            self.on_status(topic.kind, topic.device, status)
+
+    def command(self, kind: str, device: str, name: str, data: dict[str, Any]) -> None:
+        """Send a command envelope to a device (`cmd/{name}`, QoS 1)."""
+        body = new_envelope(name, data).to_json()
+        if len(body) > MAX_ENVELOPE_BYTES:
+            raise ValueError(f"a {name} command of {len(body)} bytes is over the "
+                             f"{MAX_ENVELOPE_BYTES}-byte envelope limit")
+        self.client.publish(command_topic(self.store_id, kind, device, name), body, qos=1)
 
     def refresh_presence_gauge(self) -> None:
         counts = {row["kind"]: row["n"] for row in self.store.query(

@@ -328,6 +328,7 @@ class Campaign:
     tiers: list[str] | None
     starts_at: float | None
     ends_at: float | None
+    segments: list[str] | None = None
 
 
 def _instant(value: Any, name: str) -> float | None:
@@ -365,6 +366,10 @@ def parse_campaign(obj: Any, locale: str) -> Campaign:
     if tiers is not None and (not isinstance(tiers, list)
                               or not all(isinstance(t, str) for t in tiers)):
         raise ValueError("tiers must be a list of tier names")
+    segments = obj.get("segments")
+    if segments is not None and (not isinstance(segments, list)
+                                 or not all(isinstance(g, str) for g in segments)):
+        raise ValueError("segments must be a list of segment names")
     offer = _flag(obj.get("offer"), "offer", False)
     starts, ends = _instant(obj.get("starts_at"), "starts_at"), _instant(obj.get("ends_at"),
                                                                            "ends_at")
@@ -378,7 +383,7 @@ def parse_campaign(obj: Any, locale: str) -> Campaign:
     coupon_from_terms(terms, coupon_id=cid, campaign=cid, plain=True,
                       description=description or name, locale=locale)
     return Campaign(cid, name, description, code.upper() if code else None, terms, offer,
-                    tiers, starts, ends)
+                    tiers, starts, ends, segments)
 
 
 def upsert_campaigns(db: Any, campaigns: list[Campaign]) -> None:
@@ -386,13 +391,16 @@ def upsert_campaigns(db: Any, campaigns: list[Campaign]) -> None:
     now = datetime.now(UTC).isoformat()
     db.conn.executemany(
         "INSERT INTO campaigns (id, name, description, code, terms, offer, tiers, starts_at, "
-        "ends_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+        "ends_at, updated_at, segments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE "
         "SET name = excluded.name, description = excluded.description, code = excluded.code, "
         "terms = excluded.terms, offer = excluded.offer, tiers = excluded.tiers, "
+        "segments = excluded.segments, "
         "starts_at = excluded.starts_at, ends_at = excluded.ends_at, "
         "updated_at = excluded.updated_at",
         [(c.id, c.name, c.description, c.code, json.dumps(c.terms), int(c.offer),
-          json.dumps(c.tiers) if c.tiers is not None else None, c.starts_at, c.ends_at, now)
+          json.dumps(c.tiers) if c.tiers is not None else None, c.starts_at, c.ends_at, now,
+          json.dumps(c.segments) if c.segments is not None else None)
          for c in campaigns])
 
 

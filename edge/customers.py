@@ -85,6 +85,12 @@ class Customer:
     tier: str
     points: int
     consent: dict[str, bool]
+    segments: tuple[str, ...] = ()
+
+    @property
+    def personalised(self) -> bool:
+        """May receipts, kiosks and offers use this shopper's profile?"""
+        return bool(self.consent.get("personalised"))
 
     def summary(self) -> dict[str, Any]:
         return {"id": self.id, "display_name": self.display_name, "tier": self.tier,
@@ -93,19 +99,19 @@ class Customer:
 
 def get_customer(store: Store, customer_id: str) -> Customer | None:
     row = store.query_one("SELECT * FROM customers WHERE id = ?", (customer_id,))
-    return _customer(row) if row else None
+    return customer_from_row(row) if row else None
 
 
 def find_by_hash(store: Store, kind: str, digest: str) -> Customer | None:
     row = store.query_one(
         "SELECT c.* FROM customer_lookup l JOIN customers c ON c.id = l.customer_id "
         "WHERE l.hash = ? AND l.kind = ?", (digest, kind))
-    return _customer(row) if row else None
+    return customer_from_row(row) if row else None
 
 
-def _customer(row: dict[str, Any]) -> Customer:
+def customer_from_row(row: Any) -> Customer:
     return Customer(row["id"], row["display_name"], row["tier"], row["points"],
-                    json.loads(row["consent"]))
+                    json.loads(row["consent"]), tuple(json.loads(row["segments"] or "[]")))
 
 
 # ---------------------------------------------------------------- import
@@ -122,6 +128,7 @@ class CustomerRecord:
     consent: dict[str, bool]
     lookups: list[tuple[str, str]] = field(default_factory=list)  # (kind, hash)
     wallet: list[str] = field(default_factory=list)  # coupon tokens clipped to the customer
+    segments: list[str] = field(default_factory=list)  # marketing segments, for offers
 
 
 def _strings(obj: dict[str, Any], one: str, many: str) -> list[str]:
@@ -163,7 +170,12 @@ def parse_customer(obj: Any, lookup: Lookup) -> CustomerRecord:
     lookups += [("email", lookup.email(e)) for e in _strings(obj, "email", "emails")]
     lookups += [("card", lookup.card(c)) for c in _strings(obj, "card", "cards")]
     wallet = _strings(obj, "coupon", "wallet")
-    return CustomerRecord(cid, name.strip(), tier, points, consent, lookups, wallet)
+    segments = obj.get("segments", [])
+    if not isinstance(segments, list) or len(segments) > 50 or not all(
+            isinstance(g, str) and 0 < len(g) <= 64 for g in segments):
+        raise ValueError("segments must be a list of at most 50 segment names")
+    return CustomerRecord(cid, name.strip(), tier, points, consent, lookups, wallet,
+                          sorted(set(segments)))
 
 
 def upsert_customers(db: Any, records: Iterable[CustomerRecord],
@@ -177,12 +189,13 @@ def upsert_customers(db: Any, records: Iterable[CustomerRecord],
     conn = db.conn
     for rec in records:
         conn.execute(
-            "INSERT INTO customers (id, display_name, tier, points, consent, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "INSERT INTO customers (id, display_name, tier, points, consent, segments, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
             "display_name = excluded.display_name, tier = excluded.tier, "
             "points = excluded.points, consent = excluded.consent, "
-            "updated_at = excluded.updated_at",
-            (rec.id, rec.display_name, rec.tier, rec.points, json.dumps(rec.consent), now))
+            "segments = excluded.segments, updated_at = excluded.updated_at",
+            (rec.id, rec.display_name, rec.tier, rec.points, json.dumps(rec.consent),
+             json.dumps(rec.segments), now))
         conn.execute("DELETE FROM customer_lookup WHERE customer_id = ?", (rec.id,))
         # A number that moved to another customer (a card re-issued) belongs to the newer one.
         conn.executemany(
@@ -194,9 +207,14 @@ def upsert_customers(db: Any, records: Iterable[CustomerRecord],
         for token in rec.wallet:
             entry = wallet_entry(rec.id, token)
             if entry is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO wallet (customer_id, coupon_id, campaign_id, "
-                    "description, expires_at, max_uses, token, clipped_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rec.id, entry["coupon"], entry["campaign"], entry["description"],
-                     entry["expires_at"], entry["max_uses"], token.strip(), now))
+                add_to_wallet(conn, rec.id, entry, token, now)
+
+
+def add_to_wallet(conn: Any, customer_id: str, entry: dict[str, Any], token: str,
+                  clipped_at: str) -> None:
+    """Put a coupon (a `CouponBook.wallet_entry`) in the customer's wallet."""
+    conn.execute(
+        "INSERT OR REPLACE INTO wallet (customer_id, coupon_id, campaign_id, description, "
+        "expires_at, max_uses, token, clipped_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (customer_id, entry["coupon"], entry["campaign"], entry["description"],
+         entry["expires_at"], entry["max_uses"], token.strip(), clipped_at))

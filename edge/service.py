@@ -17,7 +17,10 @@ from edge.dispatch import Dispatcher, ReplyCache, register_builtin
 from edge.hublink import HubLink
 from edge.metrics import Metrics
 from edge.pos import register_pos_methods
+from edge.printers import PrinterHost
+from edge.receipts import Receipts
 from edge.settings import Settings
+from edge.spool import Spool
 from edge.store import Store
 from edge.tokens import TrustedKeys, store_signing_key
 from edge.transactions import Checkout
@@ -41,10 +44,17 @@ class EdgeService:
         self.lookup = Lookup(self.datadir.secret_token("lookup-key"), settings.country)
         self.hub = HubLink(settings)
         self.coupons = CouponBook(settings, self.store, self.keys)
+        self.receipts = Receipts(settings, self.coupons, self.signing_key)
+        self.spool = Spool(settings, self.store)
         self.checkout = Checkout(settings, self.store, self.keys, self.coupons, self.lookup,
-                                 self.hub)
+                                 self.hub, self.receipts, self.spool)
         register_pos_methods(self.dispatcher, self.checkout)
+        self.dispatcher.event("job")(self.spool.on_job_event)
         self.bus = Bus(settings, self.datadir, self.store, self.dispatcher, self.metrics)
+        self.bus.on_status = self._device_status
+        self.spool.send = lambda printer, job, document: self.bus.command(
+            "printer", printer, "print", {"job": job, "document": document})
+        self.printers = PrinterHost(settings, self.datadir, self.store, self.bus.login)
         self.scheduler = BackgroundScheduler(timezone=settings.zone)
         self.scheduler.add_job(self.dispatcher.cache.prune, "interval", seconds=60,
                                id="reply_cache_prune", coalesce=True, max_instances=1)
@@ -52,6 +62,8 @@ class EdgeService:
                                coalesce=True, max_instances=1)
         self.scheduler.add_job(self.checkout.sweep, "interval", seconds=30,
                                id="reservation_sweep", coalesce=True, max_instances=1)
+        self.scheduler.add_job(self.spool.tick, "interval", seconds=1, id="print_spool",
+                               coalesce=True, max_instances=1)
         if not self.hub.standalone:
             self.scheduler.add_job(self.hub.probe, "interval", seconds=30, id="hub_probe",
                                    coalesce=True, max_instances=1,
@@ -62,14 +74,25 @@ class EdgeService:
         """Connect the bus and start scheduled jobs."""
         self.bus.refresh_presence_gauge()
         self.bus.start()
+        self.printers.start()
         self.scheduler.start()
+        # Receipts not yet printed when the edge last stopped are sent again (the printers'
+        # journals keep them from printing twice) as soon as the bus is up.
+        self.scheduler.add_job(self.spool.resume, id="print_resume")
         self.started_at = time.time()
 
     def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        self.printers.stop()
         self.bus.stop()
         self.store.close()
+
+    def _device_status(self, kind: str, device: str, status: dict[str, Any]) -> None:
+        if kind == "printer" and status.get("state") == "online" and \
+                status.get("printer", "ready") == "ready" and status.get("paper") != "empty" \
+                and status.get("cover") != "open":
+            self.spool.on_printer_ready(device)
 
     def outbox_state(self) -> dict[str, Any]:
         row = self.store.query_one(

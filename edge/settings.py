@@ -141,6 +141,17 @@ class Settings:
     hub_offline_after_s: int = _opt(300, "Without an answer from the hub for this long the store "
                                     "counts as offline: coupons marked online-only are refused.",
                                     _positive)
+    store_address: str = _opt("", "The store's address as printed under its name on receipts "
+                              "(separate lines with ' | ').")
+    survey_url: str = _opt("https://feedback.example.com/r", "Where the survey QR on receipts "
+                           "points; the store and sale are added as ?s=...&t=...; empty = no "
+                           "survey QR.", _check_http_url)
+    receipt_offer_days: int = _opt(14, "How long the next-visit coupon printed on a receipt is "
+                                   "valid, days (never past its campaign's end); 0 = print no "
+                                   "offers.", _non_negative)
+    print_retries: int = _opt(6, "How often a receipt is sent again to a printer that does not "
+                              "answer or cannot be reached (backoff 2, 4, 8... s) before it is "
+                              "shown to staff as failed.", _non_negative)
     bus_workers: int = _opt(2, "Threads that run bus handlers; messages of one device stay in "
                             "order.", _positive)
     bus_device_backlog: int = _opt(500, "Messages one device may have waiting before more are "

@@ -260,3 +260,60 @@ def _m0002(db: sqlite_utils.Database) -> None:
         CREATE INDEX redemptions_sale ON redemptions(device_id, txn);
         """
     )
+
+
+@MIGRATIONS(name="0003_receipts")
+def _m0003(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        ALTER TABLE customers ADD COLUMN segments TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE campaigns ADD COLUMN segments TEXT;
+        -- Receipt printers and the lanes that print on them. `connection` set: the edge runs
+        -- the printer service itself (a network printer); empty: a pos_bridge process beside
+        -- the printer (USB, serial) serves it.
+        CREATE TABLE printers (
+            id TEXT PRIMARY KEY,
+            connection TEXT,
+            profile TEXT NOT NULL DEFAULT 'default',
+            lanes TEXT NOT NULL DEFAULT '[]',
+            added_at TEXT NOT NULL
+        );
+        -- The durable print spool: one row per receipt, written with the sale it belongs to.
+        CREATE TABLE print_jobs (
+            job TEXT PRIMARY KEY,
+            device_id TEXT NOT NULL,
+            txn TEXT,
+            printer TEXT,
+            state TEXT NOT NULL
+                CHECK (state IN ('queued', 'sending', 'held', 'printed', 'failed')),
+            reason TEXT,
+            document TEXT NOT NULL,
+            customer_id TEXT,
+            personalised INTEGER NOT NULL DEFAULT 0,
+            offer_coupon TEXT,
+            copy_of TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            printed_at TEXT
+        );
+        CREATE INDEX print_jobs_open ON print_jobs(next_attempt_at)
+            WHERE state IN ('queued', 'sending', 'held');
+        CREATE INDEX print_jobs_recent ON print_jobs(created_at);
+        CREATE INDEX print_jobs_customer ON print_jobs(customer_id);
+        -- Next-visit coupons this store signed and printed.
+        CREATE TABLE issued_coupons (
+            id TEXT PRIMARY KEY,
+            campaign_id TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            device_id TEXT,
+            txn TEXT,
+            issued_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        CREATE INDEX issued_coupons_customer ON issued_coupons(customer_id, issued_at);
+        CREATE INDEX transactions_customer ON transactions(customer_id, completed_at)
+            WHERE customer_id IS NOT NULL;
+        """
+    )

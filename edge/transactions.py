@@ -27,12 +27,21 @@ from typing import Any
 
 from edge.basket import Basket, Pricing
 from edge.coupons import Coupon, CouponBook, CouponRefused
-from edge.customers import Customer, IdentifierError, Lookup, find_by_hash, get_customer
+from edge.customers import (
+    Customer,
+    IdentifierError,
+    Lookup,
+    customer_from_row,
+    find_by_hash,
+    get_customer,
+)
 from edge.errors import BadRequest, EdgeError
 from edge.hublink import HubLink
 from edge.outbox import queue_event
 from edge.protocol import format_ts, uuid7
+from edge.receipts import Receipts
 from edge.settings import Settings
+from edge.spool import Spool
 from edge.store import Store
 from edge.tokens import COUPON_TYP, MEMBER_TYP, TokenRejected, TrustedKeys, looks_like_jws
 from edge.wording import clock_time, moment
@@ -97,8 +106,10 @@ class Checkout:
     """The POS methods' domain: identify, apply, remove, complete, void."""
 
     def __init__(self, settings: Settings, store: Store, keys: TrustedKeys, book: CouponBook,
-                 lookup: Lookup, hub: HubLink) -> None:
+                 lookup: Lookup, hub: HubLink, receipts: Receipts, spool: Spool) -> None:
         self.settings = settings
+        self.receipts = receipts
+        self.spool = spool
         self.store = store
         self.keys = keys
         self.book = book
@@ -395,6 +406,14 @@ class Checkout:
                       "discount_minor": discount, "currency": basket.currency,
                       "total_minor": total_minor, "receipt": {"job": job}}
             completed_at = self._ts(now)
+            row = conn.execute("SELECT * FROM customers WHERE id = ?",
+                               (sale.customer_id,)).fetchone() if sale.customer_id else None
+            customer = customer_from_row(row) if row else None
+            receipt = self.receipts.build(
+                conn, job=job, device=device, txn=txn, customer=customer, basket=basket,
+                tenders=[t.__dict__ for t in tenders], total_minor=total_minor,
+                redemptions=redemptions, now=now)
+            self.spool.create(conn, job, device, txn, receipt, sale.customer_id)
             conn.execute(
                 "UPDATE transactions SET state = 'completed', completed_at = ?, total_minor = ?, "
                 "currency = ?, basket = ?, tenders = ?, receipt_job = ?, result = ? "
@@ -412,6 +431,8 @@ class Checkout:
                 "tenders": [t.__dict__ for t in tenders],
                 "redemptions": [r["redemption"] for r in redemptions],
                 "completed_at": completed_at}, device_id=device, occurred_at=completed_at)
+        # Committed: the receipt goes to the printer now (and again later until it printed).
+        self.spool.send_now(job)
         return result
 
     def _redeem(self, conn: sqlite3.Connection, sale: Sale, basket: Basket, now: float

@@ -1,0 +1,170 @@
+"""Receipt printers: which lane prints where, and the printer services the edge runs itself.
+
+A printer is a device of kind `printer` (it has its own MQTT login like any device) plus a
+row of `printers`: its profile (python-escpos capability database), the lanes whose
+receipts it prints and, for a printer the edge can reach itself (a network printer on
+port 9100, or a device file on the edge box), its connection. The edge runs the printer
+service for those in its own process, logged in with its own credentials; a USB or serial
+printer at a till gets the same service as its own `python -m pos_bridge.printer` process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from edge.datadir import DataDir
+from edge.devices import Enrolment, check_device, enrol
+from edge.errors import BadRequest
+from edge.protocol import ID_RE, now_rfc3339
+from edge.settings import Settings
+from edge.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Printer:
+    id: str
+    connection: str | None
+    profile: str
+    lanes: list[str]
+
+    @property
+    def hosted(self) -> bool:
+        """Does the edge run this printer's service itself?"""
+        return bool(self.connection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "connection": self.connection, "profile": self.profile,
+                "lanes": self.lanes, "hosted": self.hosted}
+
+
+def check_profile(profile: str) -> None:
+    from escpos.capabilities import CAPABILITIES
+
+    if profile not in CAPABILITIES["profiles"]:
+        near = sorted(p for p in CAPABILITIES["profiles"] if p.lower()[:4] == profile.lower()[:4])
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise BadRequest(f"Unknown printer profile {profile!r}{hint}; the profiles are those of "
+                         "python-escpos' capability database, e.g. TM-T88V, TM-T20II, default.")
+
+
+def check_connection(connection: str) -> None:
+    from pos_bridge.printer import parse_connection
+
+    try:
+        parse_connection(connection)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def add_printer(settings: Settings, datadir: DataDir, store: Store, printer_id: str, *,
+                lanes: list[str], connection: str | None, profile: str,
+                rotate: bool = False) -> tuple[Printer, Enrolment | None]:
+    """Register (or change) a printer; enrols its device login the first time."""
+    check_device("printer", printer_id)
+    bad = [lane for lane in lanes if not ID_RE.match(lane)]
+    if bad:
+        raise BadRequest(f"Lane ids are 1-32 of a-z, 0-9 and '-': {', '.join(bad)}")
+    check_profile(profile)
+    if connection:
+        check_connection(connection)
+    known = store.query_one("SELECT 1 AS x FROM devices WHERE kind = 'printer' AND id = ?",
+                            (printer_id,))
+    enrolment = enrol(settings, datadir, store, "printer", printer_id, rotate=rotate) \
+        if known is None or rotate else None
+    with store.transaction() as db:
+        conn = db.conn
+        # A lane prints on one printer: moving it here takes it off any other.
+        for row in conn.execute("SELECT id, lanes FROM printers WHERE id != ?",
+                                (printer_id,)).fetchall():
+            rest = [lane for lane in json.loads(row["lanes"]) if lane not in lanes]
+            conn.execute("UPDATE printers SET lanes = ? WHERE id = ?",
+                         (json.dumps(rest), row["id"]))
+        conn.execute("INSERT INTO printers (id, connection, profile, lanes, added_at) "
+                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                     "connection = excluded.connection, profile = excluded.profile, "
+                     "lanes = excluded.lanes",
+                     (printer_id, connection or None, profile, json.dumps(sorted(set(lanes))),
+                      now_rfc3339()))
+    printer = get_printer(store, printer_id)
+    assert printer is not None
+    return printer, enrolment
+
+
+def get_printer(store: Store, printer_id: str) -> Printer | None:
+    row = store.query_one("SELECT * FROM printers WHERE id = ?", (printer_id,))
+    return _printer(row) if row else None
+
+
+def list_printers(store: Store) -> list[Printer]:
+    return [_printer(r) for r in store.query("SELECT * FROM printers ORDER BY id")]
+
+
+def remove_printer(store: Store, printer_id: str) -> bool:
+    with store.transaction() as db:
+        return bool(db.conn.execute("DELETE FROM printers WHERE id = ?",
+                                    (printer_id,)).rowcount)
+
+
+def _printer(row: Any) -> Printer:
+    return Printer(row["id"], row["connection"], row["profile"], json.loads(row["lanes"]))
+
+
+class PrinterHost:
+    """The printer services the edge runs in its own process (printers with a connection)."""
+
+    def __init__(self, settings: Settings, datadir: DataDir, store: Store,
+                 login: tuple[str, str]) -> None:
+        self.settings = settings
+        self.datadir = datadir
+        self.store = store
+        self.login = login
+        self.services: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def start(self) -> None:
+        """Start each hosted printer's service in the background (never delays the edge)."""
+        for printer in list_printers(self.store):
+            if printer.hosted:
+                threading.Thread(target=self._run, args=(printer,), daemon=True,
+                                 name=f"printer-{printer.id}").start()
+
+    def _run(self, printer: Printer) -> None:
+        from pos_bridge.printer import PrinterService
+
+        from pos_bridge.device import DeviceClient, DeviceError
+
+        assert printer.connection is not None
+        device = DeviceClient(self.settings.store_id, "printer", printer.id,
+                              self.settings.mqtt_url, *self.login, model=printer.profile,
+                              sw="store-edge/printer")
+        journal = self.datadir.root / "printers" / f"{printer.id}.journal.db"
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        service = PrinterService(device, printer.connection, printer.profile, journal)
+        with self._lock:
+            if self._stopped:
+                return
+            self.services[printer.id] = service
+        service.start()
+        while not self._stopped:
+            try:
+                device.connect(timeout=10)
+                log.info("printer %s (%s, %s) is served by the edge", printer.id,
+                         printer.connection, printer.profile)
+                return
+            except DeviceError as exc:
+                log.warning("printer %s: %s; trying again", printer.id, exc)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            services = list(self.services.values())
+        for service in services:
+            service.stop()
+            service.device.close()

@@ -1,0 +1,227 @@
+"""Receipt documents: what the shopper reads on paper, built once from the completed sale.
+
+A document is JSON blocks (docs/receipts.md §1) worded here, at the edge, in the store's
+locale and time zone, so the printer, the staff preview and the CRM all show the same words.
+A shopper who consented to personalisation gets a greeting, today's savings, their points,
+a survey QR and one next-visit offer chosen for them: a coupon this store signs with its own
+Ed25519 key, which the checkout (and every store that trusts this store's key) accepts on
+a later visit. Anyone else gets a plain receipt that says nothing about them.
+
+The document and the offer are written inside `txn.complete`'s transaction, so a sale,
+its receipt job and the coupon it printed exist together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from babel.numbers import format_decimal
+
+from edge.basket import Basket
+from edge.coupons import CouponBook
+from edge.customers import Customer, add_to_wallet
+from edge.protocol import format_ts, uuid7
+from edge.settings import Settings
+from edge.tokens import COUPON_TYP, SigningKey
+from edge.wording import day, moment, money
+
+RECENT_DAYS = 90
+RECENT_SALES = 20
+# Terms a campaign passes on to the coupons printed for it (ARCHITECTURE §5 claims).
+OFFER_TERMS = ("disc", "min_minor", "skus", "cats", "stack", "off")
+TENDER_LABELS = {"card": "Card", "cash": "Cash", "voucher": "Voucher", "gift_card": "Gift card",
+                 "mobile": "Mobile payment"}
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A next-visit coupon printed on a receipt."""
+
+    coupon: str
+    campaign: str
+    token: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Receipt:
+    document: dict[str, Any]
+    offer: Offer | None
+
+    @property
+    def personalised(self) -> bool:
+        return bool(self.document["personalised"])
+
+
+class Receipts:
+    """Builds receipt documents and picks and signs the next-visit offer."""
+
+    def __init__(self, settings: Settings, book: CouponBook, key: SigningKey) -> None:
+        self.settings = settings
+        self.book = book
+        self.key = key
+
+    # ------------------------------------------------------------ the document
+
+    def build(self, conn: sqlite3.Connection, *, job: str, device: str, txn: str,
+              customer: Customer | None, basket: Basket, tenders: list[dict[str, Any]],
+              total_minor: int, redemptions: list[dict[str, Any]], now: float) -> Receipt:
+        s = self.settings
+        cur, loc = basket.currency, s.locale
+
+        def fmt(minor: int) -> str:
+            return money(minor, cur, loc)
+
+        items = []
+        for line in basket.lines:
+            item: dict[str, Any] = {"name": line.name or line.sku,
+                                    "amount": fmt(line.total_minor)}
+            if line.qty != 1:
+                item["qty"] = f"{line.qty} \u00d7 {fmt(line.unit_minor)}"
+            items.append(item)
+        blocks: list[dict[str, Any]] = [
+            {"type": "header", "title": s.store_name, "logo": True,
+             "lines": [p.strip() for p in s.store_address.split("|") if p.strip()]},
+            {"type": "lines", "items": items},
+        ]
+        discount = sum(r["discount_minor"] for r in redemptions)
+        if redemptions:
+            blocks.append({"type": "discounts", "items": [
+                {"name": r["description"], "amount": fmt(-r["discount_minor"])}
+                for r in redemptions]})
+        rows: list[dict[str, Any]] = []
+        if discount:
+            rows.append({"label": "Subtotal", "amount": fmt(basket.total_minor)})
+        rows.append({"label": "Total", "amount": fmt(total_minor), "strong": True})
+        paid = 0
+        for t in tenders:
+            rows.append({"label": TENDER_LABELS.get(t["kind"], t["kind"].replace("_", " ")
+                                                    .capitalize()),
+                         "amount": fmt(t["amount_minor"])})
+            paid += t["amount_minor"]
+        if paid > total_minor and any(t["kind"] == "cash" for t in tenders):
+            rows.append({"label": "Change", "amount": fmt(paid - total_minor)})
+        blocks.append({"type": "totals", "rows": rows})
+
+        personal = customer is not None and customer.personalised
+        offer = None
+        if personal:
+            assert customer is not None
+            if discount:
+                blocks.append({"type": "savings", "text": f"You saved {fmt(discount)} today"})
+            blocks.append({"type": "customer", "greeting": f"Thank you, {customer.display_name}!",
+                           "rows": [{"label": "Points", "value": format_decimal(
+                               customer.points, locale=loc)},
+                               {"label": "Tier", "value": customer.tier.capitalize()}]})
+            offer = self.offer_for(conn, customer, basket, device=device, txn=txn, now=now)
+            if offer is not None:
+                campaign = conn.execute("SELECT name, description FROM campaigns WHERE id = ?",
+                                        (offer.campaign,)).fetchone()
+                until = day(datetime.fromtimestamp(offer.expires_at, UTC), s.zone, loc)
+                what = campaign["description"] or campaign["name"]
+                blocks.append({"type": "offer", "title": f"Next visit: {what}",
+                               "text": f"Just for you, until {until}. Show this code at the till.",
+                               "code": offer.token})
+            if s.survey_url:
+                blocks.append({"type": "qr", "caption": "How did we do today? Tell us:",
+                               "data": f"{s.survey_url}?{urlencode({'s': s.store_id, 't': txn})}"})
+        when = moment(datetime.fromtimestamp(now, UTC), s.zone, loc)
+        footer = [f"{device} \u00b7 {txn} \u00b7 {when}", f"Receipt {job}"]
+        if not personal:
+            footer.insert(0, f"Thank you for shopping at {s.store_name}")
+        blocks.append({"type": "footer", "lines": footer})
+        document = {"v": 1, "kind": "receipt", "job": job, "copy": False,
+                    "personalised": personal, "blocks": blocks}
+        return Receipt(document, offer)
+
+    # ------------------------------------------------------------ the next-visit offer
+
+    def offer_for(self, conn: sqlite3.Connection, customer: Customer, basket: Basket, *,
+                  device: str, txn: str, now: float) -> Offer | None:
+        """Choose, sign and record one coupon for the shopper's next visit (or None)."""
+        if self.settings.receipt_offer_days == 0:
+            return None
+        campaign = self.choose(conn, customer, basket, now)
+        if campaign is None:
+            return None
+        expires = now + self.settings.receipt_offer_days * 86400
+        if campaign["ends_at"] is not None:
+            expires = min(expires, campaign["ends_at"])
+        terms = json.loads(campaign["terms"])
+        coupon_id = f"rc-{uuid7()}"
+        claims = {"jti": coupon_id, "cmp": campaign["id"], "sub": customer.id,
+                  "iss": f"store:{self.settings.store_id}", "iat": int(now), "nbf": int(now),
+                  "exp": int(expires), **{k: terms[k] for k in OFFER_TERMS if k in terms}}
+        token = self.key.sign(claims, COUPON_TYP)
+        conn.execute("INSERT INTO issued_coupons (id, campaign_id, customer_id, device_id, txn, "
+                     "issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (coupon_id, campaign["id"], customer.id, device, txn, now, int(expires)))
+        # In the shopper's wallet too, so the app and the kiosk show what the paper shows.
+        entry = self.book.wallet_entry(customer.id, token)
+        if entry is not None:
+            add_to_wallet(conn, customer.id, entry, token,
+                          format_ts(datetime.fromtimestamp(now, UTC)))
+        return Offer(coupon_id, campaign["id"], token, int(expires))
+
+    def choose(self, conn: sqlite3.Connection, customer: Customer, basket: Basket,
+               now: float) -> sqlite3.Row | None:
+        """The best current offer campaign for this shopper.
+
+        Only campaigns marked `offer`, running now, not withdrawn, for the shopper's tier and
+        segments (when the campaign names any), and not already in the shopper's hands from
+        an earlier receipt. Among those, a campaign for what the shopper buys (categories or
+        products of this basket and their recent sales here) beats one for their segment,
+        which beats one for their tier, which beats one for everybody; ties go by id.
+        """
+        at = datetime.fromtimestamp(now, UTC)
+        rows = conn.execute(
+            "SELECT id, name, description, terms, tiers, segments, ends_at FROM campaigns "
+            "WHERE offer = 1 AND (starts_at IS NULL OR starts_at <= ?) AND id NOT IN ("
+            "SELECT campaign_id FROM issued_coupons WHERE customer_id = ? AND expires_at > ? "
+            "AND id NOT IN (SELECT coupon_id FROM redemptions WHERE reversed_at IS NULL)) "
+            "ORDER BY id", (now, customer.id, now)).fetchall()
+        if not rows:
+            return None
+        cats, skus = self._buys(conn, customer, basket, now)
+        best: tuple[int, sqlite3.Row] | None = None
+        for row in rows:
+            tiers = json.loads(row["tiers"]) if row["tiers"] else None
+            segments = json.loads(row["segments"]) if row["segments"] else None
+            if tiers and customer.tier not in tiers:
+                continue
+            if segments and not set(segments) & set(customer.segments):
+                continue
+            if row["ends_at"] is not None and self.book.expired(
+                    datetime.fromtimestamp(row["ends_at"], UTC), at):
+                continue
+            if self.book.revoked(None, row["id"]):
+                continue
+            terms = json.loads(row["terms"])
+            score = (8 if cats & set(terms.get("cats", [])) or skus & set(terms.get("skus", []))
+                     else 0) + (4 if segments else 0) + (2 if tiers else 0)
+            if terms.get("cats") or terms.get("skus"):
+                # A campaign for products the shopper never buys is a poor offer.
+                score += 0 if score >= 8 else -1
+            if best is None or score > best[0]:
+                best = (score, row)
+        return best[1] if best else None
+
+    def _buys(self, conn: sqlite3.Connection, customer: Customer, basket: Basket,
+              now: float) -> tuple[set[str], set[str]]:
+        """Categories and products in this basket and the shopper's recent sales here."""
+        cats = {c for line in basket.lines for c in line.categories}
+        skus = {line.sku for line in basket.lines}
+        since = format_ts(datetime.fromtimestamp(now - RECENT_DAYS * 86400, UTC))
+        for (raw,) in conn.execute(
+                "SELECT basket FROM transactions WHERE customer_id = ? AND state = 'completed' "
+                "AND completed_at >= ? ORDER BY completed_at DESC LIMIT ?",
+                (customer.id, since, RECENT_SALES)):
+            for line in json.loads(raw or "{}").get("lines", []):
+                skus.add(line.get("sku", ""))
+                cats.update(line.get("categories", []))
+        return cats, skus
