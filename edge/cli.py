@@ -119,6 +119,69 @@ def devices_remove(kind: str, device_id: str) -> None:
 
 
 @main.group()
+def printers() -> None:
+    """Receipt printers and the lanes that print on them."""
+
+
+@printers.command("add")
+@click.argument("printer_id", metavar="ID")
+@click.option("--lane", "lanes", multiple=True, required=True,
+              help="A lane whose receipts print here (repeat for several).")
+@click.option("--connect", "connection", default=None,
+              help="tcp://HOST:9100 (or file:///dev/usb/lp0): the edge runs this printer's "
+                   "service itself. Leave out for a printer served by its own pos_bridge "
+                   "process (USB, serial at the till).")
+@click.option("--profile", default="default", show_default=True,
+              help="python-escpos printer profile, e.g. TM-T88V, TM-T20II.")
+@click.option("--rotate", is_flag=True, help="Give the printer's login a new password.")
+@_fails_cleanly
+def printers_add(printer_id: str, lanes: tuple[str, ...], connection: str | None, profile: str,
+                 rotate: bool) -> None:
+    """Add or change a printer; prints the printer, and its login the first time."""
+    from edge.printers import add_printer
+
+    settings = load_settings()
+    datadir, store = _open(settings)
+    printer, enrolment = add_printer(settings, datadir, store, printer_id, lanes=list(lanes),
+                                     connection=connection, profile=profile, rotate=rotate)
+    store.close()
+    _emit({**printer.to_dict(), **({"username": enrolment.username,
+                                    "password": enrolment.password} if enrolment else {})})
+
+
+@printers.command("list")
+@_fails_cleanly
+def printers_list() -> None:
+    """Print the printers as a JSON array."""
+    from edge.printers import list_printers
+
+    _, store = _open(load_settings())
+    _emit([p.to_dict() for p in list_printers(store)])
+    store.close()
+
+
+@printers.command("remove")
+@click.argument("printer_id", metavar="ID")
+@_fails_cleanly
+def printers_remove(printer_id: str) -> None:
+    """Remove a printer and its login; its lanes then have no printer."""
+    from edge.devices import remove
+    from edge.errors import NotFound
+    from edge.printers import remove_printer
+
+    settings = load_settings()
+    datadir, store = _open(settings)
+    found = remove_printer(store, printer_id)
+    try:
+        remove(settings, datadir, store, "printer", printer_id)
+    except NotFound:
+        if not found:
+            raise NotFound(f"No printer {printer_id!r} is set up.") from None
+    store.close()
+    _emit({"id": printer_id, "removed": True})
+
+
+@main.group()
 def staff() -> None:
     """Staff accounts for the web pages."""
 

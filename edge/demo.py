@@ -25,19 +25,24 @@ from edge.customers import Lookup, parse_customer, upsert_customers
 from edge.datadir import DataDir, write_private
 from edge.devices import enrol, sync_broker_files
 from edge.errors import StartupError
+from edge.printers import add_printer
 from edge.settings import Settings, load_settings
 from edge.staff.accounts import add_user
 from edge.store import Store
 from edge.supervise import stop_process
 from edge.tokens import COUPON_TYP, SigningKey, TrustedKeys
 
-DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2"), ("printer", "printer-1"),
-                ("scanner", "scanner-1"), ("kiosk", "kiosk-1")]
+DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2"), ("scanner", "scanner-1"),
+                ("kiosk", "kiosk-1")]
+# Each lane prints on its own virtual network printer, served by the edge like a real one;
+# two printer models, so the receipts show both profiles' code pages at work.
+DEMO_PRINTERS = [("printer-1", "TM-T20II", ["lane-1", "staff-web"]),
+                 ("printer-2", "TM-T88V", ["lane-2"])]
 DEMO_APP_KID = "demo-app-1"
 DEMO_SHOPPERS = [
     {"id": "c-anna", "display_name": "Anna", "tier": "gold", "points": 1240,
      "card": "4000 1234 1234 1234", "phone": "+49 151 23456789",
-     "consent": {"personalised": True, "marketing": True}},
+     "consent": {"personalised": True, "marketing": True}, "segments": ["coffee-lovers"]},
     {"id": "c-ben", "display_name": "Ben", "tier": "silver", "points": 310,
      "card": "4000 1234 5678 0002", "consent": {"personalised": True}},
     {"id": "c-chloe", "display_name": "Chloé", "tier": "member", "points": 45,
@@ -53,7 +58,11 @@ DEMO_CAMPAIGNS = [
      "offer": True, "tiers": ["gold", "silver"], "disc": {"kind": "percent", "value": 20},
      "cats": ["dairy"], "stack": True},
     {"id": "cmp-coffee", "name": "Coffee €2 off", "description": "€2 off ground coffee",
-     "disc": {"kind": "amount", "value_minor": 200, "currency": "EUR"}, "skus": ["8000070"]},
+     "disc": {"kind": "amount", "value_minor": 200, "currency": "EUR"}, "skus": ["8000070"],
+     "offer": True, "segments": ["coffee-lovers"]},
+    {"id": "cmp-fruit", "name": "Fruit bowl", "description": "€1 off fruit",
+     "disc": {"kind": "amount", "value_minor": 100, "currency": "EUR"}, "cats": ["fruit"],
+     "offer": True},
 ]
 
 
@@ -129,15 +138,18 @@ def _seed(settings: Settings, datadir: DataDir, store: Store, app: SigningKey
     }
 
 
-def _prepare(settings: Settings) -> tuple[DataDir, str]:
-    """Data dir, demo devices, shoppers and campaigns, and a manager account with a fresh
-    password."""
+def _prepare(settings: Settings, printer_ports: dict[str, int]) -> tuple[DataDir, str]:
+    """Data dir, demo devices and printers, shoppers and campaigns, and a manager account
+    with a fresh password."""
     datadir = DataDir(settings.data_path).ensure()
     store = Store(datadir.database)
     try:
         datadir.edge_mqtt_credentials()
         enrolled = [enrol(settings, datadir, store, kind, dev_id, rotate=True).to_dict()
                     for kind, dev_id in DEMO_DEVICES]
+        for printer_id, profile, lanes in DEMO_PRINTERS:
+            add_printer(settings, datadir, store, printer_id, lanes=lanes, profile=profile,
+                        connection=f"tcp://127.0.0.1:{printer_ports[printer_id]}")
         password = secrets.token_urlsafe(9)
         add_user(store, "manager", password, "manager", replace=True)
         sync_broker_files(settings, datadir, store)
@@ -174,7 +186,9 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int) -> None:
     settings = load_settings(data_dir=str(root), mqtt_url=f"mqtt://127.0.0.1:{mqtt_port}",
                              http_port=http_port,
                              trusted_keys=str(root / "demo-trusted-keys.json"))
-    datadir, password = _prepare(settings)
+    printer_ports = {printer_id: _port_or_free(9100 + i)
+                     for i, (printer_id, _, _) in enumerate(DEMO_PRINTERS)}
+    datadir, password = _prepare(settings, printer_ports)
     broker = BrokerProcess(settings, datadir, quiet=True).start()
     children: list[subprocess.Popen[Any]] = []
     stopping = False
@@ -186,6 +200,13 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
+        printouts = datadir.root / "printouts"
+        for printer_id, profile, _ in DEMO_PRINTERS:
+            children.append(subprocess.Popen(
+                [sys.executable, "-m", "pos_bridge.virtual_printer", "--port",
+                 str(printer_ports[printer_id]), "--profile", profile, "--out",
+                 str(printouts / printer_id)], stdout=subprocess.DEVNULL,
+                start_new_session=True))
         edge = subprocess.Popen([sys.executable, "-m", "edge.cli", "serve"], env=_env(settings),
                                 start_new_session=True)
         children.append(edge)
@@ -196,12 +217,16 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int) -> None:
                                 str(datadir.root / "demo-devices.json")], env=_env(settings),
                                start_new_session=True)
         children.append(sim)
+        printer_lines = "\n".join(
+            f"  {pid} ({profile}) for {', '.join(lanes)}: tcp://127.0.0.1:{printer_ports[pid]}"
+            f", printouts in {printouts / pid}" for pid, profile, lanes in DEMO_PRINTERS)
         print(f"""
 Demo store "{settings.store_name}" ({settings.store_id}) is running.
 
   Checkout (staff page): {base}/staff/checkout
       sign in as:       manager / {password}
       try scanning:     4000123412341234 (Anna's loyalty card), then SAVE10
+  Receipts (staff page): {base}/staff/receipts  (every sale's receipt, with a preview)
   Devices (staff page): {base}/staff/devices
   Devices (API):        curl -u manager:{password} {base}/api/v1/devices
   Health:               {base}/healthz
@@ -211,6 +236,8 @@ Demo store "{settings.store_name}" ({settings.store_id}) is running.
   Data:                 {datadir.root}
 
 Simulated devices: {", ".join(f"{k} {i}" for k, i in DEMO_DEVICES)}.
+Virtual receipt printers (real ESC/POS over TCP, served by the edge):
+{printer_lines}
 The lanes run a checkout every few seconds (shoppers, app coupons, refusals): one line each.
 Press Ctrl-C to stop.
 """, flush=True)

@@ -124,16 +124,34 @@ class PrinterHost:
         self.datadir = datadir
         self.store = store
         self.login = login
-        self.services: dict[str, Any] = {}
+        self.services: dict[str, tuple[Printer, Any]] = {}  # id -> (as configured, service)
         self._lock = threading.Lock()
         self._stopped = False
 
     def start(self) -> None:
-        """Start each hosted printer's service in the background (never delays the edge)."""
-        for printer in list_printers(self.store):
-            if printer.hosted:
-                threading.Thread(target=self._run, args=(printer,), daemon=True,
-                                 name=f"printer-{printer.id}").start()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Serve the hosted printers as the table now lists them (a scheduled job, so a
+        printer added or changed with `edge printers add` is served without a restart).
+        Each service starts in the background and never delays the edge."""
+        wanted = {p.id: p for p in list_printers(self.store) if p.hosted}
+        with self._lock:
+            if self._stopped:
+                return
+            gone = [pid for pid, (printer, _) in self.services.items()
+                    if wanted.get(pid) != printer]
+            stopping = [self.services.pop(pid)[1] for pid in gone]
+            new = [p for pid, p in wanted.items() if pid not in self.services]
+            for printer in new:
+                self.services[printer.id] = (printer, None)
+        for service in stopping:
+            if service is not None:
+                service.stop()
+                service.device.close()
+        for printer in new:
+            threading.Thread(target=self._run, args=(printer,), daemon=True,
+                             name=f"printer-{printer.id}").start()
 
     def _run(self, printer: Printer) -> None:
         from pos_bridge.printer import PrinterService
@@ -148,9 +166,9 @@ class PrinterHost:
         journal.parent.mkdir(parents=True, exist_ok=True)
         service = PrinterService(device, printer.connection, printer.profile, journal)
         with self._lock:
-            if self._stopped:
+            if self._stopped or self.services.get(printer.id) != (printer, None):
                 return
-            self.services[printer.id] = service
+            self.services[printer.id] = (printer, service)
         service.start()
         while not self._stopped:
             try:
@@ -164,7 +182,8 @@ class PrinterHost:
     def stop(self) -> None:
         with self._lock:
             self._stopped = True
-            services = list(self.services.values())
+            services = [service for _, service in self.services.values() if service is not None]
+            self.services.clear()
         for service in services:
             service.stop()
             service.device.close()

@@ -64,6 +64,8 @@ class EdgeService:
                                id="reservation_sweep", coalesce=True, max_instances=1)
         self.scheduler.add_job(self.spool.tick, "interval", seconds=1, id="print_spool",
                                coalesce=True, max_instances=1)
+        self.scheduler.add_job(self.printers.refresh, "interval", seconds=30,
+                               id="printer_refresh", coalesce=True, max_instances=1)
         if not self.hub.standalone:
             self.scheduler.add_job(self.hub.probe, "interval", seconds=30, id="hub_probe",
                                    coalesce=True, max_instances=1,

@@ -222,18 +222,35 @@ class Spool:
 
     # ------------------------------------------------------------ staff
 
-    def recent(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
-        sql = ("SELECT job, device_id, txn, printer, state, reason, personalised, copy_of, "
-               "attempts, created_at, printed_at FROM print_jobs")
-        args: tuple[Any, ...] = ()
+    LISTED = ("job, device_id, txn, printer, state, reason, personalised, copy_of, attempts, "
+              "created_at, updated_at, printed_at")
+
+    def recent(self, limit: int = 50, *, state: str | None = None,
+               lane: str | None = None) -> list[dict[str, Any]]:
+        """The newest jobs first, optionally of one state or lane (the staff list)."""
+        where, args = [], []
         if state:
-            sql += " WHERE state = ?"
-            args = (state,)
+            where.append("state = ?")
+            args.append(state)
+        if lane:
+            where.append("device_id = ?")
+            args.append(lane)
+        sql = f"SELECT {self.LISTED} FROM print_jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         rows = self.store.query(sql + " ORDER BY created_at DESC, job DESC LIMIT ?",
                                 (*args, limit))
-        for r in rows:
-            r["reason_text"] = REASON_TEXT.get(r["reason"] or "", r["reason"])
-        return rows
+        return [self._described(r) for r in rows]
+
+    def job(self, job: str) -> dict[str, Any] | None:
+        row = self.store.query_one(f"SELECT {self.LISTED} FROM print_jobs WHERE job = ?", (job,))
+        return self._described(row) if row else None
+
+    @staticmethod
+    def _described(row: dict[str, Any]) -> dict[str, Any]:
+        row["reason_text"] = REASON_TEXT.get(row["reason"] or "", row["reason"])
+        row["created"] = format_ts(datetime.fromtimestamp(row["created_at"], UTC))
+        return row
 
     def counts(self) -> dict[str, int]:
         return {r["state"]: r["n"] for r in self.store.query(

@@ -200,7 +200,8 @@ def _minor(value: Any, field: str, low: int) -> int:
 
 
 def basket(lines: Iterable[Mapping[str, Any]], currency: str) -> dict[str, Any]:
-    """A basket for the wire from lines `{"sku", "unit_minor", "qty"?=1, "categories"?=[]}`.
+    """A basket for the wire from lines `{"sku", "unit_minor", "qty"?=1, "categories"?=[],
+    "name"?}` (the name is what the receipt prints).
 
     Checks that quantities and prices are whole numbers and adds `total_minor`, the sum of
     qty x unit_minor before any coupon. Raises ValueError on a line the edge would reject.
@@ -216,8 +217,11 @@ def basket(lines: Iterable[Mapping[str, Any]], currency: str) -> dict[str, Any]:
             raise ValueError(f"line {i}: categories must be a list of category ids")
         qty = _minor(line.get("qty", 1), f"line {i}: qty", 1)
         unit_minor = _minor(line.get("unit_minor"), f"line {i}: unit_minor", 0)
+        name = line.get("name")
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"line {i}: name must be text")
         out.append({"sku": sku, "qty": qty, "unit_minor": unit_minor,
-                    "categories": list(categories)})
+                    "categories": list(categories), **({"name": name} if name else {})})
         total += qty * unit_minor
     return {"currency": currency, "lines": out, "total_minor": total}
 

@@ -145,7 +145,7 @@ class Checkout:
 
     def basket(self) -> dict[str, Any]:
         return basket([{"sku": sku, "qty": qty, "unit_minor": BY_SKU[sku].unit_minor,
-                        "categories": list(BY_SKU[sku].categories)}
+                        "categories": list(BY_SKU[sku].categories), "name": BY_SKU[sku].name}
                        for sku, qty in self.lines.items()], self.currency)
 
     @property

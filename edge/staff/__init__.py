@@ -1,4 +1,4 @@
-"""Staff web pages: sign-in, the live device overview and the checkout page."""
+"""Staff web pages: sign-in, the live device overview, the checkout page and receipts."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from flask import (
 from edge.staff.accounts import authenticate
 from edge.staff.auth import csrf, current_user, require_staff
 from edge.staff.checkout import bp as checkout_bp
+from edge.staff.receipts import bp as receipts_bp
 
 bp = Blueprint("staff", __name__, url_prefix="/staff", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -69,6 +70,7 @@ def init_app(app: Flask) -> None:
     csrf.init_app(app)
     app.register_blueprint(bp)
     app.register_blueprint(checkout_bp)
+    app.register_blueprint(receipts_bp)
 
     @app.get("/")
     def root() -> Any:

@@ -1,0 +1,143 @@
+"""Staff receipts page: recent receipts, their state, a preview, and Reprint.
+
+The preview is drawn from the job's stored document by the same renderer the printer
+service uses (ESC/POS bytes, then the virtual printer's raster), so what staff see is
+what the paper shows, for the printer's own profile.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from edge.errors import BadRequest
+from edge.protocol import ID_RE
+from edge.service import EdgeService
+from edge.staff.auth import current_user, require_staff
+from edge.wording import moment
+
+bp = Blueprint("receipts", __name__, url_prefix="/staff/receipts")
+
+STATES = ("queued", "sending", "held", "printed", "failed")
+PREVIEWS = 64
+
+
+class PreviewCache:
+    """The last previews drawn (a receipt's document never changes once written)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            png = self._items.get(key)
+            if png is not None:
+                self._items.move_to_end(key)
+            return png
+
+    def put(self, key: str, png: bytes) -> None:
+        with self._lock:
+            self._items[key] = png
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+_previews = PreviewCache(PREVIEWS)
+
+
+def _service() -> EdgeService:
+    svc: EdgeService = current_app.extensions["edge"]
+    return svc
+
+
+def _job(job: str) -> str:
+    # Job ids are uuid7 text: 36 characters of hex and '-'.
+    if not (0 < len(job) <= 64 and all(c in "0123456789abcdef-" for c in job)):
+        abort(404)
+    return job
+
+
+@bp.get("/")
+@require_staff("cashier")
+def page() -> Any:
+    svc = _service()
+    state = request.args.get("state") or None
+    if state not in (None, *STATES):
+        state = None
+    lane = request.args.get("lane") or None
+    if lane is not None and not ID_RE.match(lane):
+        lane = None
+    jobs = [_worded(svc, j) for j in svc.spool.recent(100, state=state, lane=lane)]
+    return render_template("receipts.html", user=current_user(), store=svc.settings, jobs=jobs,
+                           counts=svc.spool.counts(), state=state, lane=lane, states=STATES)
+
+
+@bp.get("/<job>")
+@require_staff("cashier")
+def detail(job: str) -> Any:
+    svc = _service()
+    row = svc.spool.job(_job(job))
+    if row is None:
+        abort(404)
+    return render_template("receipt.html", user=current_user(), store=svc.settings,
+                           job=_worded(svc, row))
+
+
+def _worded(svc: EdgeService, row: dict[str, Any]) -> dict[str, Any]:
+    """Times in the store's zone, as staff read them."""
+    s = svc.settings
+    row["when"] = moment(datetime.fromtimestamp(row["created_at"], UTC), s.zone, s.locale)
+    if row.get("printed_at"):
+        row["printed_when"] = moment(datetime.fromisoformat(row["printed_at"]), s.zone,
+                                     s.locale)
+    return row
+
+
+@bp.get("/<job>.png")
+@require_staff("cashier")
+def preview(job: str) -> Response:
+    from pos_bridge.receipt_render import render_png
+
+    svc = _service()
+    found = svc.spool.document(_job(job))
+    if found is None:
+        abort(404)
+    document, profile = found
+    key = f"{job}:{profile}"
+    png = _previews.get(key)
+    if png is None:
+        png = render_png(document, profile or "default")
+        _previews.put(key, png)
+    response = Response(png, mimetype="image/png")
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@bp.post("/<job>/reprint")
+@require_staff("cashier")
+def reprint(job: str) -> Any:
+    svc = _service()
+    try:
+        new_job = svc.spool.reprint(_job(job))
+    except BadRequest as exc:
+        flash(exc.message, "error")
+        return redirect(url_for("receipts.detail", job=job))
+    flash("Sent to the printer again." if new_job == job else
+          "A new receipt was sent to the printer.", "ok")
+    return redirect(url_for("receipts.detail", job=new_job))
