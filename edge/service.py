@@ -70,6 +70,7 @@ class EdgeService:
             self.scheduler.add_job(self.hub.probe, "interval", seconds=30, id="hub_probe",
                                    coalesce=True, max_instances=1,
                                    next_run_time=datetime.now(settings.zone))
+        self._printers_ready: dict[str, bool] = {}
         self.started_at: float | None = None
 
     def start(self) -> None:
@@ -91,9 +92,15 @@ class EdgeService:
         self.store.close()
 
     def _device_status(self, kind: str, device: str, status: dict[str, Any]) -> None:
-        if kind == "printer" and status.get("state") == "online" and \
-                status.get("printer", "ready") == "ready" and status.get("paper") != "empty" \
-                and status.get("cover") != "open":
+        """A printer that becomes ready (back online, paper loaded, cover closed) gets what
+        waits for it at once, instead of at the next retry."""
+        if kind != "printer":
+            return
+        ready = status.get("state") == "online" and status.get("printer", "ready") == "ready" \
+            and status.get("paper") != "empty" and status.get("cover") != "open"
+        was = self._printers_ready.get(device, False)
+        self._printers_ready[device] = ready
+        if ready and not was:
             self.spool.on_printer_ready(device)
 
     def outbox_state(self) -> dict[str, Any]:

@@ -179,6 +179,10 @@ class Spool:
             if row["state"] == "printed":
                 return  # a repeated answer to a re-sent job
             if state == "printed":
+                if row["printed_at"] is not None:  # known printed already: no second event
+                    conn.execute("UPDATE print_jobs SET state = 'printed', reason = NULL, "
+                                 "updated_at = ? WHERE job = ?", (now, job))
+                    return
                 printed_at = format_ts(datetime.fromtimestamp(now, UTC))
                 conn.execute("UPDATE print_jobs SET state = 'printed', reason = NULL, "
                              "printed_at = ?, updated_at = ? WHERE job = ?",
@@ -214,11 +218,13 @@ class Spool:
             "printed_at": printed_at}, device_id=row["device_id"], occurred_at=printed_at)
 
     def on_printer_ready(self, printer: str) -> int:
-        """A printer reported itself ready: its held jobs are due now."""
+        """A printer became ready (or its service came online): everything of it that is
+        unfinished is due now, including jobs sent while its service was away."""
         with self.store.transaction() as db:
-            held = db.conn.execute("UPDATE print_jobs SET next_attempt_at = 0 WHERE "
-                                   "printer = ? AND state = 'held'", (printer,)).rowcount
-        return self.tick() if held else 0
+            waiting = db.conn.execute(
+                "UPDATE print_jobs SET next_attempt_at = 0, state = 'queued' WHERE "
+                "printer = ? AND state IN ('queued', 'sending', 'held')", (printer,)).rowcount
+        return self.tick() if waiting else 0
 
     # ------------------------------------------------------------ staff
 
@@ -290,7 +296,11 @@ class Spool:
                              "WHERE job = ?", (printer, now, job))
             else:
                 document = json.loads(row["document"])
-                document.update(job=new_job, copy=row["state"] == "printed")
+                copy = row["state"] == "printed"
+                document.update(job=new_job, copy=copy)
+                if copy:  # a second paper for a sale must say so, at the top
+                    document["blocks"].insert(0, {"type": "text", "text": "*** COPY ***",
+                                                  "align": "center", "strong": True})
                 conn.execute(
                     "INSERT INTO print_jobs (job, device_id, txn, printer, state, document, "
                     "customer_id, personalised, copy_of, created_at, updated_at) "
