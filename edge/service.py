@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -81,7 +82,7 @@ class EdgeService:
         self.scheduler.start()
         # Receipts not yet printed when the edge last stopped are sent again (the printers'
         # journals keep them from printing twice) as soon as the bus is up.
-        self.scheduler.add_job(self.spool.resume, id="print_resume")
+        threading.Thread(target=self._resume_printing, name="print-resume", daemon=True).start()
         self.started_at = time.time()
 
     def stop(self) -> None:
@@ -90,6 +91,13 @@ class EdgeService:
         self.printers.stop()
         self.bus.stop()
         self.store.close()
+
+    def _resume_printing(self) -> None:
+        if self.bus.wait_connected(30):
+            try:
+                self.spool.resume()
+            except Exception:  # the spool's own job sends them a second later
+                log.exception("could not resume the print spool")
 
     def _device_status(self, kind: str, device: str, status: dict[str, Any]) -> None:
         """A printer that becomes ready (back online, paper loaded, cover closed) gets what

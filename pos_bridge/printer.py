@@ -649,6 +649,13 @@ class PrinterService:
             self._held.pop(job.job, None)
             self._answer(job.job, "printed")
             return True
+        if sent and after.printer == "unreachable":
+            # Every byte went out, then the printer vanished: it may well have printed. Not
+            # knowing, the journal keeps the job as `printing`, so it is never printed again
+            # without a person looking at the paper first.
+            self._held.pop(job.job, None)
+            self._answer(job.job, "failed", "interrupted")
+            return False
         # It did not print whole: start again from the top when the printer is ready, or
         # let the edge send it again when the printer cannot be reached.
         self._journal.forget(job.job)

@@ -197,3 +197,33 @@ def edge_process(settings: Settings, broker: BrokerProcess) -> Iterator[subproce
     proc = start_edge(settings)
     yield proc
     stop_process(proc)
+
+
+def start_edge_on_bus(settings: Settings) -> subprocess.Popen[bytes]:
+    """`edge serve`, once /healthz says it is on the bus (a request sent before the edge
+    subscribed would be lost)."""
+    import requests
+
+    proc = start_edge(settings)
+    url = f"http://127.0.0.1:{settings.http_port}/healthz"
+    if not wait_until(lambda: requests.get(url, timeout=2).json()["broker"]["connected"], 15):
+        stop_process(proc)
+        pytest.fail(f"edge serve did not connect to the broker:\n{edge_log(settings).read_text()}")
+    return proc
+
+
+@pytest.fixture
+def virtual_printer() -> Iterator[Callable[[str], Any]]:
+    """Factory: a started virtual network printer of a profile; all stopped after the test."""
+    from pos_bridge.virtual_printer import VirtualPrinter
+
+    made: list[VirtualPrinter] = []
+
+    def _printer(profile: str = "TM-T20II") -> VirtualPrinter:
+        vp = VirtualPrinter(profile=profile).start()
+        made.append(vp)
+        return vp
+
+    yield _printer
+    for vp in made:
+        vp.stop()

@@ -49,10 +49,8 @@ BASKET = {"currency": "EUR", "total_minor": 1246, "lines": [
 
 
 @pytest.fixture
-def printer(tmp_path: Any) -> Iterator[VirtualPrinter]:
-    vp = VirtualPrinter(profile="TM-T20II").start()
-    yield vp
-    vp.stop()
+def printer(virtual_printer: Callable[[str], VirtualPrinter]) -> VirtualPrinter:
+    return virtual_printer("TM-T20II")
 
 
 def seed(edge: EdgeService, *customers: dict[str, Any]) -> None:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import requests
 
 from edge.datadir import DataDir
 from edge.printers import add_printer
@@ -24,7 +23,7 @@ from edge.store import Store
 from edge.supervise import stop_process
 from pos_bridge.device import DeviceClient
 from pos_bridge.virtual_printer import VirtualPrinter
-from tests.conftest import start_edge, wait_until
+from tests.conftest import start_edge_on_bus, wait_until
 
 BASKET = {"currency": "EUR", "total_minor": 450, "lines": [
     {"sku": "bread", "qty": 1, "unit_minor": 450, "categories": ["bakery"],
@@ -32,10 +31,8 @@ BASKET = {"currency": "EUR", "total_minor": 450, "lines": [
 
 
 @pytest.fixture
-def printer() -> Iterator[VirtualPrinter]:
-    vp = VirtualPrinter(profile="TM-T88V").start()
-    yield vp
-    vp.stop()
+def printer(virtual_printer: Callable[[str], VirtualPrinter]) -> VirtualPrinter:
+    return virtual_printer("TM-T88V")
 
 
 @pytest.fixture
@@ -43,17 +40,9 @@ def edge_with_printer(settings: Settings, datadir: DataDir, store: Store, broker
                       printer: VirtualPrinter) -> Iterator[list[subprocess.Popen[bytes]]]:
     add_printer(settings, datadir, store, "printer-1", lanes=["lane-1"],
                 connection=printer.address, profile="TM-T88V")
-    procs = [started(settings)]
+    procs = [start_edge_on_bus(settings)]
     yield procs
     stop_process(procs[-1])
-
-
-def started(settings: Settings) -> subprocess.Popen[bytes]:
-    """`edge serve`, once it is on the bus (a request sent before it subscribed is lost)."""
-    proc = start_edge(settings)
-    url = f"http://127.0.0.1:{settings.http_port}/healthz"
-    assert wait_until(lambda: requests.get(url, timeout=2).json()["broker"]["connected"], 15)
-    return proc
 
 
 def jobs(settings: Settings) -> dict[str, str]:
@@ -89,7 +78,7 @@ def test_receipts_queued_at_a_kill_print_exactly_once_after_restart(
     printer.set_paper("ok")
     time.sleep(0.5)
     assert printer.printouts == []  # nobody prints while the edge is down
-    edge_with_printer.append(started(settings))
+    edge_with_printer.append(start_edge_on_bus(settings))
     papers = printer.wait_printouts(5, timeout=20)
     assert wait_until(lambda: set(jobs(settings).values()) == {"printed"}, 15), jobs(settings)
     assert sorted(sum(p.find_text(j) for p in papers) for j in queued) == [1] * 5
@@ -103,7 +92,7 @@ def test_kill_while_printing_a_burst_never_prints_a_receipt_twice(
     lane = device("pos", "lane-1")
     burst = [complete(lane, f"b-{i}") for i in range(12)]
     kill(edge_with_printer[-1])  # some printed, some on their way, some still queued
-    edge_with_printer.append(started(settings))
+    edge_with_printer.append(start_edge_on_bus(settings))
     assert wait_until(lambda: all(s in ("printed", "failed") for s in jobs(settings).values()),
                       30), jobs(settings)
     time.sleep(1.0)

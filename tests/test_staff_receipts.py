@@ -6,7 +6,7 @@ The edge runs as `edge serve` with a virtual network printer (real TCP, real ESC
 
 from __future__ import annotations
 
-import subprocess
+import sqlite3
 from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
@@ -27,7 +27,7 @@ from edge.supervise import stop_process
 from pos_bridge.device import DeviceClient
 from pos_bridge.virtual_printer import VirtualPrinter
 from tests import browser as chromium
-from tests.conftest import start_edge, wait_until
+from tests.conftest import start_edge_on_bus, wait_until
 
 playwright, browser, page = chromium.playwright, chromium.browser, chromium.page
 
@@ -38,10 +38,8 @@ BASKET = {"currency": "EUR", "total_minor": 1298, "lines": [
 
 
 @pytest.fixture
-def printer() -> Iterator[VirtualPrinter]:
-    vp = VirtualPrinter(profile="TM-T20II").start()
-    yield vp
-    vp.stop()
+def printer(virtual_printer: Callable[[str], VirtualPrinter]) -> VirtualPrinter:
+    return virtual_printer("TM-T20II")
 
 
 @pytest.fixture
@@ -51,11 +49,8 @@ def base(settings: Settings, datadir: DataDir, store: Store, broker: Any,
     add_printer(settings, datadir, store, "printer-1", lanes=["lane-1"],
                 connection=printer.address, profile="TM-T20II")
     add_user(store, CASHIER, CASHIER_PW, "cashier")
-    proc: subprocess.Popen[bytes] = start_edge(settings.with_overrides(print_retries=0))
-    url = f"http://127.0.0.1:{settings.http_port}"
-    assert wait_until(lambda: requests.get(f"{url}/healthz", timeout=2).json()["broker"][
-        "connected"], 15)
-    yield url
+    proc = start_edge_on_bus(settings.with_overrides(print_retries=0))
+    yield f"http://127.0.0.1:{settings.http_port}"
     stop_process(proc)
 
 
@@ -68,14 +63,26 @@ def complete(lane: DeviceClient, txn: str) -> str:
     return job
 
 
+def job_state(settings: Settings, job: str) -> str | None:
+    conn = sqlite3.connect(settings.data_path / "edge.db", timeout=10)
+    try:
+        row = conn.execute("SELECT state FROM print_jobs WHERE job = ?", (job,)).fetchone()
+    finally:
+        conn.close()
+    return row[0] if row else None
+
+
 def test_receipts_page_previews_a_receipt_and_reprints_a_failed_one(
-        base: str, page: Page, printer: VirtualPrinter, device: Callable[..., DeviceClient],
-        tmp_path: Path) -> None:
+        base: str, settings: Settings, page: Page, printer: VirtualPrinter,
+        device: Callable[..., DeviceClient], tmp_path: Path) -> None:
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
     lane = device("pos", "lane-1")
     printed = complete(lane, "s-1")
     printer.wait_printouts(1)
+    # Pull the cable only once the printer service has confirmed s-1 (it reads the status
+    # after the last byte; a printer gone at that moment leaves the receipt `interrupted`).
+    assert wait_until(lambda: job_state(settings, printed) == "printed", 10)
     printer.set_reachable(False)
     failed = complete(lane, "s-2")
 

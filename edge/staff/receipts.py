@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import (
     Blueprint,
@@ -30,6 +30,7 @@ from edge.service import EdgeService
 from edge.staff.auth import current_user, require_staff
 from edge.wording import moment
 
+T = TypeVar("T")
 bp = Blueprint("receipts", __name__, url_prefix="/staff/receipts")
 
 STATES = ("queued", "sending", "held", "printed", "failed")
@@ -73,6 +74,12 @@ def _job(job: str) -> str:
     return job
 
 
+def _found(value: T | None) -> T:
+    if value is None:
+        abort(404)
+    return value
+
+
 @bp.get("/")
 @require_staff("cashier")
 def page() -> Any:
@@ -92,9 +99,7 @@ def page() -> Any:
 @require_staff("cashier")
 def detail(job: str) -> Any:
     svc = _service()
-    row = svc.spool.job(_job(job))
-    if row is None:
-        abort(404)
+    row = _found(svc.spool.job(_job(job)))
     return render_template("receipt.html", user=current_user(), store=svc.settings,
                            job=_worded(svc, row))
 
@@ -114,11 +119,7 @@ def _worded(svc: EdgeService, row: dict[str, Any]) -> dict[str, Any]:
 def preview(job: str) -> Response:
     from pos_bridge.receipt_render import render_png
 
-    svc = _service()
-    found = svc.spool.document(_job(job))
-    if found is None:
-        abort(404)
-    document, profile = found
+    document, profile = _found(_service().spool.document(_job(job)))
     key = f"{job}:{profile}"
     png = _previews.get(key)
     if png is None:
