@@ -154,9 +154,8 @@ class PrinterHost:
                              name=f"printer-{printer.id}").start()
 
     def _run(self, printer: Printer) -> None:
-        from pos_bridge.printer import PrinterService
-
         from pos_bridge.device import DeviceClient, DeviceError
+        from pos_bridge.printer import PrinterService
 
         assert printer.connection is not None
         device = DeviceClient(self.settings.store_id, "printer", printer.id,
