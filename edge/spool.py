@@ -124,6 +124,11 @@ class Spool:
         """Send what is due (a scheduled job, and at start-up); how many were sent."""
         now = self.clock()
         limit = self.settings.print_retries
+        # Most seconds nothing is due: find that out without taking the writer.
+        if self.store.query_one(
+                "SELECT 1 AS due FROM print_jobs WHERE state IN ('queued', 'sending', 'held') "
+                "AND next_attempt_at <= ? AND printer IS NOT NULL LIMIT 1", (now,)) is None:
+            return 0
         with self.store.transaction() as db:
             conn = db.conn
             # Sent, but no answer in time: the printer service is away. Try again later.
