@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
+from difflib import get_close_matches
 from typing import Any
 
 from edge.datadir import DataDir
@@ -44,13 +45,19 @@ class Printer:
 
 
 def check_profile(profile: str) -> None:
+    """The renderer's own check, with a hint a person can act on."""
     from escpos.capabilities import CAPABILITIES
 
-    if profile not in CAPABILITIES["profiles"]:
-        near = sorted(p for p in CAPABILITIES["profiles"] if p.lower()[:4] == profile.lower()[:4])
+    from pos_bridge.receipt_render import check_profile as renderer_knows
+
+    try:
+        renderer_knows(profile)
+    except ValueError:
+        near = get_close_matches(profile, list(CAPABILITIES["profiles"]), n=4, cutoff=0.75)
         hint = f" (did you mean {', '.join(near)}?)" if near else ""
         raise BadRequest(f"Unknown printer profile {profile!r}{hint}; the profiles are those of "
-                         "python-escpos' capability database, e.g. TM-T88V, TM-T20II, default.")
+                         "python-escpos' capability database, e.g. TM-T88V, TM-T20II, "
+                         "default.") from None
 
 
 def check_connection(connection: str) -> None:

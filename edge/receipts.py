@@ -46,6 +46,7 @@ class Offer:
     campaign: str
     token: str
     expires_at: float
+    what: str  # the campaign's description (or name), as the receipt words it
 
 
 @dataclass(frozen=True)
@@ -120,11 +121,8 @@ class Receipts:
                                {"label": "Tier", "value": customer.tier.capitalize()}]})
             offer = self.offer_for(conn, customer, basket, device=device, txn=txn, now=now)
             if offer is not None:
-                campaign = conn.execute("SELECT name, description FROM campaigns WHERE id = ?",
-                                        (offer.campaign,)).fetchone()
                 until = day(datetime.fromtimestamp(offer.expires_at, UTC), s.zone, loc)
-                what = campaign["description"] or campaign["name"]
-                blocks.append({"type": "offer", "title": f"Next visit: {what}",
+                blocks.append({"type": "offer", "title": f"Next visit: {offer.what}",
                                "text": f"Just for you, until {until}. Show this code at the till.",
                                "code": offer.token})
             if s.survey_url:
@@ -166,7 +164,8 @@ class Receipts:
         if entry is not None:
             add_to_wallet(conn, customer.id, entry, token,
                           format_ts(datetime.fromtimestamp(now, UTC)))
-        return Offer(coupon_id, campaign["id"], token, int(expires))
+        return Offer(coupon_id, campaign["id"], token, int(expires),
+                     campaign["description"] or campaign["name"])
 
     def choose(self, conn: sqlite3.Connection, customer: Customer, basket: Basket,
                now: float) -> sqlite3.Row | None:
@@ -202,11 +201,10 @@ class Receipts:
             if self.book.revoked(None, row["id"]):
                 continue
             terms = json.loads(row["terms"])
-            score = (8 if cats & set(terms.get("cats", [])) or skus & set(terms.get("skus", []))
-                     else 0) + (4 if segments else 0) + (2 if tiers else 0)
-            if terms.get("cats") or terms.get("skus"):
-                # A campaign for products the shopper never buys is a poor offer.
-                score += 0 if score >= 8 else -1
+            for_products = set(terms.get("cats", [])) | set(terms.get("skus", []))
+            # What the shopper buys first; a campaign for products they never buy is poor.
+            bought = 8 if for_products & (cats | skus) else (-1 if for_products else 0)
+            score = bought + (4 if segments else 0) + (2 if tiers else 0)
             if best is None or score > best[0]:
                 best = (score, row)
         return best[1] if best else None

@@ -267,14 +267,12 @@ class Spool:
         return {r["state"]: r["n"] for r in self.store.query(
             "SELECT state, COUNT(*) AS n FROM print_jobs GROUP BY state")}
 
-    def document(self, job: str) -> tuple[dict[str, Any], str | None] | None:
-        """A job's document and the profile of its printer (for the preview)."""
+    def document(self, job: str) -> tuple[str, str | None] | None:
+        """A job's document (JSON text, as stored) and its printer's profile (the preview)."""
         row = self.store.query_one(
             "SELECT j.document, p.profile FROM print_jobs j LEFT JOIN printers p "
             "ON p.id = j.printer WHERE j.job = ?", (job,))
-        if row is None:
-            return None
-        return json.loads(row["document"]), row["profile"]
+        return (row["document"], row["profile"]) if row else None
 
     def reprint(self, job: str) -> str:
         """Staff pressed Reprint: a failed or held job is tried again as it is (it never

@@ -62,6 +62,11 @@ def test_removed_device_can_no_longer_log_in(settings: Settings, broker: BrokerP
     (("devices", "add", "fridge", "f1"), "Unknown device kind 'fridge'"),
     (("devices", "add", "pos", "Lane 1"), "must be 1-32 characters"),
     (("devices", "remove", "pos", "ghost"), "No pos device 'ghost'"),
+    (("printers", "add", "p1", "--lane", "lane-1", "--profile", "TM-T88X"),
+     "Unknown printer profile 'TM-T88X' (did you mean TM-T88V"),
+    (("printers", "add", "p1", "--lane", "lane-1", "--connect", "lpt://printer"), "lpt"),
+    (("printers", "add", "p1", "--lane", "Lane 1"), "Lane ids are 1-32"),
+    (("printers", "remove", "ghost"), "No printer 'ghost'"),
 ])
 def test_bad_device_commands_fail_with_one_clear_line(settings: Settings, args: tuple[str, ...],
                                                       words: str) -> None:

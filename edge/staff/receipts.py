@@ -7,9 +7,9 @@ what the paper shows, for the printer's own profile.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
+import json
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from flask import (
@@ -37,29 +37,12 @@ STATES = ("queued", "sending", "held", "printed", "failed")
 PREVIEWS = 64
 
 
-class PreviewCache:
-    """The last previews drawn (a receipt's document never changes once written)."""
+@lru_cache(maxsize=PREVIEWS)
+def _preview_png(document: str, profile: str) -> bytes:
+    """A receipt drawn for a printer profile; cached, as a written document never changes."""
+    from pos_bridge.receipt_render import render_png
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[str, bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> bytes | None:
-        with self._lock:
-            png = self._items.get(key)
-            if png is not None:
-                self._items.move_to_end(key)
-            return png
-
-    def put(self, key: str, png: bytes) -> None:
-        with self._lock:
-            self._items[key] = png
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-
-_previews = PreviewCache(PREVIEWS)
+    return render_png(json.loads(document), profile)
 
 
 def _service() -> EdgeService:
@@ -117,15 +100,8 @@ def _worded(svc: EdgeService, row: dict[str, Any]) -> dict[str, Any]:
 @bp.get("/<job>.png")
 @require_staff("cashier")
 def preview(job: str) -> Response:
-    from pos_bridge.receipt_render import render_png
-
     document, profile = _found(_service().spool.document(_job(job)))
-    key = f"{job}:{profile}"
-    png = _previews.get(key)
-    if png is None:
-        png = render_png(document, profile or "default")
-        _previews.put(key, png)
-    response = Response(png, mimetype="image/png")
+    response = Response(_preview_png(document, profile or "default"), mimetype="image/png")
     response.headers["Cache-Control"] = "private, max-age=3600"
     return response
 
