@@ -1,0 +1,74 @@
+"""The hub's database: SQLite (a file in the hub's data dir) by default, PostgreSQL when the
+hub is given a `postgresql://` URL. One engine per process; writes go through `write()`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+
+from cloud_sync.hub.schema import metadata
+
+
+def engine_url(url: str) -> str:
+    """`postgresql://…` means the psycopg 3 driver; other URLs pass through."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class HubDB:
+    """The engine, the schema, and one write path that works the same on both databases."""
+
+    def __init__(self, url: str) -> None:
+        self.url = engine_url(url)
+        self.sqlite = self.url.startswith("sqlite")
+        if self.sqlite:
+            path = self.url.split("///", 1)[1] if "///" in self.url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                self.url, connect_args={"timeout": 30, "check_same_thread": False},
+                pool_size=8, max_overflow=8)
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            # pysqlite's own BEGIN handling is switched off in _sqlite_pragmas; say BEGIN here.
+            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        else:
+            self.engine = create_engine(self.url, pool_size=10, max_overflow=10,
+                                        pool_pre_ping=True)
+        # SQLite has one writer at a time: writers queue here rather than on "database is
+        # locked". PostgreSQL takes concurrent writers; the lock is not used there.
+        self._write_lock = threading.Lock()
+        metadata.create_all(self.engine)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction; commits on success, rolls back on error."""
+        if self.sqlite:
+            with self._write_lock, self.engine.begin() as conn:
+                yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # we say BEGIN ourselves (see HubDB.__init__)
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode = WAL")
+    # FULL: an event the hub acknowledged survives a power cut (the edge deletes it then).
+    cur.execute("PRAGMA synchronous = FULL")
+    cur.execute("PRAGMA busy_timeout = 30000")
+    cur.close()
