@@ -1,0 +1,331 @@
+"""The `edge-hub` command (ARCHITECTURE §10): run and administer the CRM hub.
+
+Commands that IT automates print one JSON line; errors are one line on stderr and a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+
+from cloud_sync.hub.db import HubDB
+from cloud_sync.hub.settings import HubSettings, load_hub_settings
+from edge.errors import EdgeError, StartupError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fails_cleanly(fn: F) -> F:
+    """Known errors become one line on stderr and a non-zero exit."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StartupError as exc:
+            click.echo(f"edge-hub: {exc}", err=True)
+            sys.exit(2)
+        except EdgeError as exc:
+            click.echo(f"edge-hub: {exc.message}", err=True)
+            sys.exit(1)
+
+    return cast(F, wrapper)
+
+
+def _emit(obj: Any) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False))
+
+
+@contextmanager
+def _database() -> Iterator[tuple[HubSettings, HubDB]]:
+    """The settings and an open database, disposed of afterwards."""
+    from cloud_sync.hub.app import hub_datadir
+
+    settings = load_hub_settings()
+    hub_datadir(settings)
+    try:
+        db = HubDB(settings.db_url)
+    except Exception as exc:  # a driver's own error: say which database, not a traceback
+        raise StartupError(f"cannot open the hub database ({exc.__class__.__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}); check "
+                           "HUB_DATABASE_URL") from None
+    try:
+        yield settings, db
+    finally:
+        db.dispose()
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"cannot read {path}: {exc}") from None
+
+
+def _write_qr(path: str, text: str) -> str:
+    from cloud_sync.hub.keys import qr_png
+
+    try:
+        Path(path).write_bytes(qr_png(text))
+    except OSError as exc:
+        raise StartupError(f"cannot write {path}: {exc.strerror}") from None
+    return str(Path(path).resolve())
+
+
+@click.group()
+def main() -> None:
+    """CRM hub: store sync API, change feed, master data and the regional dashboard."""
+
+
+@main.command()
+@_fails_cleanly
+def serve() -> None:
+    """Run the hub in the foreground until SIGTERM or SIGINT (waitress)."""
+    import waitress
+
+    from cloud_sync.hub.app import create_app
+
+    settings = load_hub_settings()
+    try:
+        db = HubDB(settings.db_url)
+    except Exception as exc:
+        raise StartupError(f"cannot open the hub database ({exc.__class__.__name__}); check "
+                           "HUB_DATABASE_URL") from None
+    app = create_app(settings, db)
+    try:
+        server = waitress.create_server(app, host=settings.http_host, port=settings.http_port,
+                                        threads=settings.threads, ident="store-edge-hub")
+    except OSError as exc:
+        db.dispose()
+        raise StartupError(f"cannot listen on {settings.http_host}:{settings.http_port} "
+                           f"({exc.strerror}); change HUB_HTTP_PORT") from None
+    gc.collect()
+    gc.freeze()  # the app lives as long as the process: keep it out of full collections
+    port = getattr(server, "effective_port", settings.http_port)
+    click.echo(f"edge-hub: serving on http://{settings.http_host}:{port}", err=True)
+    _emit({"listening": f"http://{settings.http_host}:{port}", "port": port})
+    sys.stdout.flush()
+
+    def _raise(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
+    signal.signal(signal.SIGINT, _raise)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        db.dispose()
+        click.echo("edge-hub: stopped", err=True)
+
+
+@main.group("stores")
+def stores_group() -> None:
+    """Register stores and give them tokens."""
+
+
+@stores_group.command("add")
+@click.argument("store_id", metavar="STORE")
+@click.option("--region", required=True, help="The region whose managers see this store.")
+@click.option("--name", default=None, help="A name people recognise (default: the id).")
+@click.option("--rotate", is_flag=True, help="Give a registered store a new token.")
+@_fails_cleanly
+def stores_add(store_id: str, region: str, name: str | None, rotate: bool) -> None:
+    """Register a store; prints {"store","region","token"} (the token is shown only here)."""
+    from cloud_sync.hub.stores import add_store
+
+    with _database() as (_, db):
+        token = add_store(db, store_id, region, name, rotate=rotate)
+    _emit({"store": store_id, "region": region, "token": token})
+
+
+@stores_group.command("list")
+@_fails_cleanly
+def stores_list() -> None:
+    """Print the stores, their regions and sync state as a JSON array."""
+    from cloud_sync.hub.stores import list_stores
+
+    with _database() as (_, db):
+        _emit(list_stores(db))
+
+
+@main.group()
+def managers() -> None:
+    """Regional managers who sign in to the dashboard."""
+
+
+@managers.command("add")
+@click.argument("username", metavar="USER")
+@click.option("--region", default=None, help="The region this manager sees.")
+@click.option("--all-regions", is_flag=True, help="This manager sees every region.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of stdin (else it is asked for).")
+@_fails_cleanly
+def managers_add(username: str, region: str | None, all_regions: bool,
+                 password_stdin: bool) -> None:
+    """Add a manager (or set a manager's password and region); prints the manager."""
+    from cloud_sync.hub.managers import add_manager
+
+    if bool(region) == all_regions:
+        raise StartupError("give exactly one of --region R and --all-regions")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with _database() as (_, db):
+        add_manager(db, username, password, None if all_regions else region)
+    _emit({"manager": username, "region": None if all_regions else region})
+
+
+@main.group()
+def customers() -> None:
+    """Customer master data sent to every store."""
+
+
+@customers.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--country", default="DE", show_default=True,
+              help="Phone numbers without +country code are read as numbers of this country.")
+@_fails_cleanly
+def customers_import(file: str, country: str) -> None:
+    """Import customers from JSON Lines; prints {"imported","skipped","problems"}."""
+    from cloud_sync.hub.feed import import_customers
+
+    lines = _read_lines(file)
+    with _database() as (_, db):
+        _emit(import_customers(db, lines, country=country.upper()))
+
+
+@customers.command("erase")
+@click.argument("customer_id", metavar="ID")
+@_fails_cleanly
+def customers_erase(customer_id: str) -> None:
+    """Erase a customer at the hub and, through the feed, at every store."""
+    from cloud_sync.hub.feed import erase_customer
+
+    with _database() as (_, db):
+        _emit(erase_customer(db, customer_id))
+
+
+@main.group()
+def campaigns() -> None:
+    """Campaigns sent to every store."""
+
+
+@campaigns.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--locale", default="en_IE", show_default=True,
+              help="Locale the campaign descriptions are checked in.")
+@_fails_cleanly
+def campaigns_import(file: str, locale: str) -> None:
+    """Import campaigns from JSON Lines; prints {"imported","skipped","problems"}."""
+    from cloud_sync.hub.feed import import_campaigns
+
+    lines = _read_lines(file)
+    with _database() as (_, db):
+        _emit(import_campaigns(db, lines, locale))
+
+
+@campaigns.command("revoke")
+@click.argument("campaign_id", metavar="ID")
+@click.option("--reason", default="", help="Why (shown to staff).")
+@_fails_cleanly
+def campaigns_revoke(campaign_id: str, reason: str) -> None:
+    """Withdraw a campaign at every store."""
+    from cloud_sync.hub.feed import revoke
+
+    with _database() as (_, db):
+        _emit(revoke(db, "campaign", campaign_id, reason))
+
+
+@main.group()
+def coupons() -> None:
+    """Coupons signed by the hub for the shopper app."""
+
+
+@coupons.command("issue")
+@click.option("--campaign", "campaign_id", required=True, help="An imported campaign's id.")
+@click.option("--customer", default=None, help="Bind the coupon to this customer.")
+@click.option("--max", "max_uses", type=int, default=None, help="Uses allowed (default 1).")
+@click.option("--days", type=int, default=30, show_default=True, help="Days it is valid.")
+@click.option("--qr", default=None, type=click.Path(dir_okay=False),
+              help="Also write the coupon as a QR code PNG here.")
+@_fails_cleanly
+def coupons_issue(campaign_id: str, customer: str | None, max_uses: int | None, days: int,
+                  qr: str | None) -> None:
+    """Sign a coupon; prints {"coupon","token","qr"?}."""
+    from cloud_sync.hub.keys import hub_signing_key, issue_coupon
+
+    with _database() as (settings, db):
+        jti, token = issue_coupon(db, hub_signing_key(settings), campaign_id, customer,
+                                  max_uses, days)
+    out: dict[str, Any] = {"coupon": jti, "token": token}
+    if qr:
+        out["qr"] = _write_qr(qr, token)
+    _emit(out)
+
+
+@coupons.command("revoke")
+@click.argument("coupon_id", metavar="ID")
+@click.option("--reason", default="", help="Why (shown to staff).")
+@_fails_cleanly
+def coupons_revoke(coupon_id: str, reason: str) -> None:
+    """Revoke one coupon at every store."""
+    from cloud_sync.hub.feed import revoke
+
+    with _database() as (_, db):
+        _emit(revoke(db, "coupon", coupon_id, reason))
+
+
+@main.group()
+def members() -> None:
+    """Member codes (what the app shows to identify a shopper)."""
+
+
+@members.command("issue")
+@click.argument("customer_id", metavar="CUSTOMER")
+@click.option("--qr", default=None, type=click.Path(dir_okay=False),
+              help="Also write the code as a QR code PNG here.")
+@_fails_cleanly
+def members_issue(customer_id: str, qr: str | None) -> None:
+    """Sign a member code (valid 5 minutes); prints {"customer","token","expires_at","qr"?}."""
+    from cloud_sync.hub.keys import hub_signing_key, issue_member
+
+    settings = load_hub_settings()
+    token, expires_at = issue_member(hub_signing_key(settings), customer_id)
+    out: dict[str, Any] = {"customer": customer_id, "token": token, "expires_at": expires_at}
+    if qr:
+        out["qr"] = _write_qr(qr, token)
+    _emit(out)
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """The keys coupons are signed with."""
+
+
+@keys_group.command("show")
+@_fails_cleanly
+def keys_show() -> None:
+    """Print the JWK Set the hub publishes (its key and the stores' keys)."""
+    from cloud_sync.hub.feed import jwk_set
+    from cloud_sync.hub.keys import hub_signing_key
+
+    with _database() as (settings, db), db.read() as conn:
+        _emit(jwk_set(conn, hub_signing_key(settings)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""The change feed the stores pull, and the master data behind it.
+
+Every change has a `seq`; a store asks for what came after the last `seq` it applied (its
+cursor). Customers, campaigns, revocations, keys and erasures go to every store; rows with
+a `store_id` are for that store only. A newer change of the same customer, campaign or key
+set replaces the older one in the feed, so the feed stays small and old personal data does
+not linger in it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from cloud_sync.hub.db import HubDB
+from cloud_sync.hub.schema import (
+    campaigns,
+    changes,
+    customers,
+    events,
+    issued_coupons,
+    redemptions,
+    revocations,
+    stores,
+)
+from edge.coupons import COUPON_ID_RE, parse_campaign
+from edge.customers import CUSTOMER_ID_RE, Lookup, parse_customer
+from edge.errors import BadRequest, NotFound
+from edge.tokens import SigningKey
+
+DEFAULT_LIMIT = 500
+MAX_LIMIT = 1000
+KINDS = ("customer", "campaign", "revocation", "keys", "erasure", "redemption")
+# Kinds where only the newest change per `ref` matters to a store that has not seen it yet.
+_SUPERSEDED = ("customer", "campaign", "keys")
+# Any constant: the advisory lock that keeps feed appends in commit order on PostgreSQL.
+_FEED_LOCK = 0x5EED
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def append_changes(conn: Connection, items: list[tuple[str, str, dict[str, Any], str | None]],
+                   now: float | None = None) -> None:
+    """Add (kind, ref, payload, store_id or None) changes inside the caller's transaction.
+
+    On PostgreSQL, seq numbers come from a sequence and transactions may commit out of
+    order, so a store could move its cursor past a seq that commits later and never see
+    it; one lock held until commit keeps feed writers in seq order.
+    """
+    if not items:
+        return
+    now = time.time() if now is None else now
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_FEED_LOCK})")
+    superseded = [(k, ref) for k, ref, _, _ in items if k in _SUPERSEDED]
+    for kind in _SUPERSEDED:
+        refs = sorted({ref for k, ref in superseded if k == kind})
+        if refs:
+            conn.execute(delete(changes).where(changes.c.kind == kind)
+                         .where(changes.c.ref.in_(refs)))
+    conn.execute(changes.insert(), [
+        {"kind": kind, "ref": ref, "payload": _dumps(payload), "store_id": store_id,
+         "created_ts": now} for kind, ref, payload, store_id in items])
+
+
+def parse_cursor(cursor: str | None, limit: str | None) -> tuple[int, int]:
+    """The seq to read after and how many changes to read; BadRequest for bad values."""
+    after = 0
+    if cursor:
+        if not cursor.isdigit() or len(cursor) > 18:
+            raise BadRequest("cursor must be the cursor of an earlier answer.",
+                             code="bad_cursor", detail={"cursor": cursor[:40]})
+        after = int(cursor)
+    size = DEFAULT_LIMIT
+    if limit is not None and limit != "":
+        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+            raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}.",
+                             code="bad_limit")
+        size = int(limit)
+    return after, size
+
+
+def read_changes(db: HubDB, store_id: str, cursor: str | None = None,
+                 limit: str | None = None) -> dict[str, Any]:
+    """`{"cursor", "changes", "more"}`: the changes for `store_id` after `cursor`."""
+    after, size = parse_cursor(cursor, limit)
+    with db.read() as conn:
+        rows = conn.execute(
+            select(changes.c.seq, changes.c.kind, changes.c.payload)
+            .where(changes.c.seq > after)
+            .where(changes.c.store_id.is_(None) | (changes.c.store_id == store_id))
+            .order_by(changes.c.seq).limit(size + 1)).all()
+    more = len(rows) > size
+    rows = rows[:size]
+    out = [{"seq": int(seq), "kind": kind, **json.loads(payload)} for seq, kind, payload in rows]
+    return {"cursor": str(rows[-1][0]) if rows else (cursor or ""), "changes": out,
+            "more": more}
+
+
+def _lines(lines: Iterable[str]) -> Iterable[tuple[int, Any, str | None]]:
+    """(line number, parsed JSON or None, problem or None) for the non-blank lines."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line), None
+        except ValueError as exc:
+            yield number, None, f"not JSON: {exc}"
+
+
+def _upsert(conn: Connection, table: Any, key: str, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[key],
+        set_={c: stmt.excluded[c] for c in rows[0] if c != key}), rows)
+
+
+def import_customers(db: HubDB, lines: Iterable[str], country: str = "DE") -> dict[str, Any]:
+    """Import customers (one JSON record per line) and send them to every store.
+
+    A bad line is skipped and reported with its number and reason; `country` reads phone
+    numbers written without +country code, as the edge does.
+    """
+    # Only to validate: the edges hash identifiers with their own key.
+    lookup = Lookup("hub-validation", country)
+    latest: dict[str, dict[str, Any]] = {}
+    problems: list[dict[str, Any]] = []
+    for number, obj, problem in _lines(lines):
+        if problem is None:
+            try:
+                record = parse_customer(obj, lookup)
+                latest[record.id] = obj
+                continue
+            except ValueError as exc:
+                problem = str(exc)
+        problems.append({"line": number, "reason": problem})
+    now = time.time()
+    with db.write() as conn:
+        _upsert(conn, customers, "id", [{"id": cid, "record": _dumps(obj), "updated_ts": now}
+                                        for cid, obj in latest.items()])
+        append_changes(conn, [("customer", cid, {"customer": obj}, None)
+                              for cid, obj in latest.items()], now)
+    return {"imported": len(latest), "skipped": len(problems), "problems": problems}
+
+
+def import_campaigns(db: HubDB, lines: Iterable[str], locale: str = "en_IE") -> dict[str, Any]:
+    """Import campaigns (one JSON record per line) and send them to every store."""
+    latest: dict[str, dict[str, Any]] = {}
+    problems: list[dict[str, Any]] = []
+    for number, obj, problem in _lines(lines):
+        if problem is None:
+            try:
+                latest[parse_campaign(obj, locale).id] = obj
+                continue
+            except ValueError as exc:
+                problem = str(exc)
+        problems.append({"line": number, "reason": problem})
+    now = time.time()
+    with db.write() as conn:
+        _upsert(conn, campaigns, "id", [{"id": cid, "record": _dumps(obj), "updated_ts": now}
+                                        for cid, obj in latest.items()])
+        append_changes(conn, [("campaign", cid, {"campaign": obj}, None)
+                              for cid, obj in latest.items()], now)
+    return {"imported": len(latest), "skipped": len(problems), "problems": problems}
+
+
+def erase_customer(db: HubDB, customer_id: str) -> dict[str, Any]:
+    """Forget a customer at the hub and tell every store to do the same.
+
+    The feed's earlier `customer` changes hold the person's data, so they go; events and
+    redemptions stay for the figures but no longer say whose they were.
+    """
+    if not isinstance(customer_id, str) or not CUSTOMER_ID_RE.match(customer_id):
+        raise BadRequest(f"{customer_id!r} is not a customer id", code="bad_customer_id")
+    with db.write() as conn:
+        gone = conn.execute(delete(customers).where(customers.c.id == customer_id)).rowcount
+        conn.execute(delete(changes).where(changes.c.kind == "customer")
+                     .where(changes.c.ref == customer_id))
+        rows = conn.execute(select(events.c.event_id, events.c.data)
+                            .where(events.c.customer_id == customer_id)).all()
+        if rows:
+            conn.execute(update(events).where(events.c.event_id == bindparam("eid")).values(
+                customer_id=None, data=bindparam("scrubbed")),
+                [{"eid": eid, "scrubbed": _dumps(_scrub(json.loads(data)))}
+                 for eid, data in rows])
+        conn.execute(update(redemptions).where(redemptions.c.customer_id == customer_id)
+                     .values(customer_id=None))
+        conn.execute(update(issued_coupons).where(issued_coupons.c.customer_id == customer_id)
+                     .values(customer_id=None))
+        append_changes(conn, [("erasure", customer_id, {"customer_id": customer_id}, None)])
+    return {"customer": customer_id, "erased": True, "had_record": bool(gone),
+            "events_anonymised": len(rows)}
+
+
+def _scrub(data: dict[str, Any]) -> dict[str, Any]:
+    """An event's data without who it was about (the id and any raw identifier)."""
+    return {k: (None if k == "customer_id" else v) for k, v in data.items()
+            if k != "identifier"}
+
+
+def revoke(db: HubDB, scope: str, id_: str, reason: str | None = None) -> dict[str, Any]:
+    """Revoke a coupon or a whole campaign at every store."""
+    if scope not in ("coupon", "campaign"):
+        raise BadRequest("scope must be coupon or campaign", code="bad_scope")
+    if not isinstance(id_, str) or not COUPON_ID_RE.match(id_):
+        raise BadRequest(f"{id_!r} is not a {scope} id", code=f"bad_{scope}_id")
+    reason = (reason or "")[:200]
+    now = time.time()
+    with db.write() as conn:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(revocations).values(scope=scope, id=id_, reason=reason,
+                                                  revoked_ts=now)
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=["scope", "id"], set_={"reason": reason}))
+        append_changes(conn, [("revocation", f"{scope}:{id_}",
+                               {"scope": scope, "id": id_, "reason": reason}, None)], now)
+    return {"scope": scope, "id": id_, "reason": reason, "revoked": True}
+
+
+def jwk_set(conn: Connection, hub_key: SigningKey) -> dict[str, Any]:
+    """The keys stores trust: the hub's and every store's published public key."""
+    keys = [hub_key.public_jwk()]
+    for (text,) in conn.execute(select(stores.c.public_jwk)
+                                .where(stores.c.public_jwk.isnot(None)).order_by(stores.c.id)):
+        keys.append(json.loads(text))
+    return {"keys": keys}
+
+
+def publish_keys(db: HubDB, hub_key: SigningKey) -> bool:
+    """Append a `keys` change when the key set differs from the last one sent; changed?"""
+    with db.write() as conn:
+        jwks = jwk_set(conn, hub_key)
+        last = conn.execute(select(changes.c.payload).where(changes.c.kind == "keys")
+                            .order_by(changes.c.seq.desc()).limit(1)).scalar()
+        if last is not None and json.loads(last) == {"jwks": jwks}:
+            return False
+        append_changes(conn, [("keys", "jwks", {"jwks": jwks}, None)])
+    return True
+
+
+def customer_record(db: HubDB, customer_id: str) -> dict[str, Any]:
+    """A customer's record as imported; NotFound if the hub has none."""
+    with db.read() as conn:
+        text = conn.execute(select(customers.c.record)
+                            .where(customers.c.id == customer_id)).scalar()
+    if text is None:
+        raise NotFound(f"The hub has no customer {customer_id}.", code="customer_unknown")
+    result: dict[str, Any] = json.loads(text)
+    return result

@@ -1,0 +1,355 @@
+"""Event batches from the stores' outboxes: validated whole, stored once, in one transaction.
+
+A batch is all or nothing: one invalid event refuses the batch (400 `bad_events`, listing
+each bad event by index so the edge can dead-letter exactly those and resend the rest) and
+nothing of it is stored. Events are deduplicated on `event_id`, so a batch sent again after
+a lost answer has its effect once. `coupon.redeemed` events feed the chain-wide redemption
+ledger, which is where offline double spends across stores are detected (ARCHITECTURE §5).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from cloud_sync.hub.db import HubDB
+from cloud_sync.hub.feed import append_changes
+from cloud_sync.hub.schema import conflicts, events, issued_coupons, redemptions, stores
+from cloud_sync.hub.settings import HubSettings
+from edge.errors import BadRequest, EdgeError
+from edge.outbox import EVENT_TYPES
+from edge.protocol import ID_RE
+
+EVENT_ID_RE = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+# RFC 3339 with a zone; fromisoformat then does the calendar checks.
+_TS_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+_REF_MAX = 128
+# Plain campaign codes (SAVE10) are shared by everybody: many uses are the point.
+SHARED_CODE_PREFIX = "code:"
+
+
+class BatchTooLarge(EdgeError):
+    code = "batch_too_large"
+    status = 413
+    default_message = "The batch is too large; send fewer events at a time."
+
+
+@dataclass(frozen=True)
+class Event:
+    """One validated event, with the typed columns copied out of its data."""
+
+    event_id: str
+    type: str
+    occurred_at: str
+    occurred_ts: float
+    device_id: str | None
+    data: dict[str, Any]
+    customer_id: str | None
+    total_minor: int | None
+    discount_minor: int | None
+    currency: str | None
+    coupon_id: str | None
+
+
+class _Bad(Exception):
+    """One event's first problem, as `field: reason`."""
+
+
+def _ts(value: Any, name: str) -> float:
+    if not isinstance(value, str) or not _TS_RE.match(value):
+        raise _Bad(f"{name}: not an RFC 3339 time with a zone, e.g. 2026-11-22T14:03:05.120Z")
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")
+                                      ).timestamp()
+    except ValueError:
+        raise _Bad(f"{name}: not a real date and time") from None
+
+
+def _ref(data: dict[str, Any], key: str, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= _REF_MAX:
+        raise _Bad(f"data.{key}: {'missing or ' if required else ''}not text of 1-"
+                   f"{_REF_MAX} characters")
+    return value
+
+
+def _int(data: dict[str, Any], key: str, *, low: int | None = None,
+         required: bool = True) -> int | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    # bool is an int in Python, but true is not an amount of money.
+    if not isinstance(value, int) or isinstance(value, bool) or (
+            low is not None and value < low):
+        more = f", {low} or more" if low is not None else ""
+        raise _Bad(f"data.{key}: {'missing or ' if required else ''}not a whole number{more}")
+    return value
+
+
+def _currency(data: dict[str, Any], required: bool = True) -> str | None:
+    value = data.get("currency")
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not _CURRENCY_RE.match(value):
+        raise _Bad("data.currency: not an ISO 4217 code such as EUR")
+    return value
+
+
+def parse_event(obj: Any, store_id: str) -> Event:
+    """Validate one event of `store_id`'s batch; raises _Bad with the first problem."""
+    if not isinstance(obj, dict):
+        raise _Bad("not a JSON object")
+    event_id = obj.get("event_id")
+    if not isinstance(event_id, str) or not EVENT_ID_RE.match(event_id):
+        raise _Bad("event_id: missing or not 8-64 of letters, digits and '-'")
+    type_ = obj.get("type")
+    if type_ not in EVENT_TYPES:
+        raise _Bad(f"type: {type_!r} is not an event type")
+    occurred_ts = _ts(obj.get("occurred_at"), "occurred_at")
+    if obj.get("store_id") != store_id:
+        raise _Bad(f"store_id: {obj.get('store_id')!r} is not this batch's store {store_id}")
+    device_id = obj.get("device_id")
+    if device_id is not None and (not isinstance(device_id, str) or not ID_RE.match(device_id)):
+        raise _Bad("device_id: not a device id")
+    data = obj.get("data")
+    if not isinstance(data, dict):
+        raise _Bad("data: not a JSON object")
+    customer_id = total = discount = currency = coupon = None
+    if type_ == "coupon.redeemed":
+        _ref(data, "redemption")
+        coupon = _ref(data, "coupon")
+        _ref(data, "campaign")
+        discount = _int(data, "discount_minor", low=0)
+        currency = _currency(data)
+        _int(data, "max_uses", low=1, required=False)
+        customer_id = _ref(data, "customer_id", required=False)
+    elif type_ == "coupon.redemption_reversed":
+        _ref(data, "redemption")
+        coupon = _ref(data, "coupon")
+    elif type_ == "transaction.completed":
+        _ref(data, "txn")
+        total = _int(data, "total_minor")
+        currency = _currency(data)
+        customer_id = _ref(data, "customer_id", required=False)
+        discount = _int(data, "discount_minor", low=0, required=False)
+    elif type_ == "customer.identified":
+        _ref(data, "txn")
+        customer_id = _ref(data, "customer_id", required=False)
+    elif type_ == "receipt.printed":
+        _ref(data, "job")
+        customer_id = _ref(data, "customer_id", required=False)
+    else:
+        # Other types carry what the edge knows; a customer id, if any, is kept for
+        # erasure and per-customer reports.
+        cid = data.get("customer_id")
+        customer_id = cid if isinstance(cid, str) and 0 < len(cid) <= 64 else None
+    return Event(event_id, type_, obj["occurred_at"], occurred_ts, device_id, data,
+                 customer_id, total, discount, currency, coupon)
+
+
+def validate_batch(settings: HubSettings, store_id: str, body: Any) -> tuple[str, list[Event],
+                                                                             dict[str, Any]]:
+    """The batch id, its events and the edge's queue report; raises 400/413 otherwise."""
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object with batch_id and events.",
+                         code="bad_batch")
+    batch_id = body.get("batch_id")
+    if not isinstance(batch_id, str) or not 0 < len(batch_id) <= 64:
+        raise BadRequest("batch_id must be text of 1-64 characters.", code="bad_batch")
+    raw = body.get("events")
+    if not isinstance(raw, list) or not raw:
+        raise BadRequest("events must be a non-empty list.", code="bad_batch")
+    if len(raw) > settings.max_batch_events:
+        raise BatchTooLarge(f"A batch holds at most {settings.max_batch_events} events; this "
+                            f"one has {len(raw)}.",
+                            detail={"max_events": settings.max_batch_events})
+    report = _edge_report(body.get("edge"))
+    parsed: list[Event] = []
+    rejected: list[dict[str, Any]] = []
+    for index, obj in enumerate(raw):
+        try:
+            parsed.append(parse_event(obj, store_id))
+        except _Bad as exc:
+            eid = obj.get("event_id") if isinstance(obj, dict) else None
+            rejected.append({"index": index, "event_id": eid if isinstance(eid, str) else None,
+                             "error": str(exc)})
+    if rejected:
+        raise BadRequest(f"{len(rejected)} of {len(raw)} events are not valid; nothing of "
+                         "this batch was stored.", code="bad_events",
+                         detail={"rejected": rejected})
+    return batch_id, parsed, report
+
+
+def _edge_report(edge: Any) -> dict[str, Any]:
+    """The edge's queue figures (our extension); a malformed report refuses the batch."""
+    if edge is None:
+        return {}
+    if not isinstance(edge, dict):
+        raise BadRequest("edge must be an object {queue_depth, oldest_age_s, dead_letters}.",
+                         code="bad_batch")
+    out: dict[str, Any] = {}
+    for key in ("queue_depth", "dead_letters"):
+        value = edge.get(key)
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise BadRequest(f"edge.{key} must be a whole number, 0 or more.",
+                                 code="bad_batch")
+            out[key] = value
+    age = edge.get("oldest_age_s")
+    if age is not None and (not isinstance(age, int | float) or isinstance(age, bool)
+                            or age < 0):
+        raise BadRequest("edge.oldest_age_s must be a number of seconds or null.",
+                         code="bad_batch")
+    out["oldest_age_s"] = None if age is None else float(age)
+    return out
+
+
+def _insert(conn: Connection, table: Any) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING in the connection's dialect."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+def ingest(db: HubDB, settings: HubSettings, store_id: str, body: Any) -> dict[str, Any]:
+    """Store one batch of `store_id`'s events (see the module doc); the 200 answer."""
+    batch_id, parsed, report = validate_batch(settings, store_id, body)
+    now = time.time()
+    # Within the batch the first copy of an id counts; later copies are duplicates.
+    unique: dict[str, Event] = {}
+    repeats: list[str] = []
+    for ev in parsed:
+        if ev.event_id in unique:
+            repeats.append(ev.event_id)
+        else:
+            unique[ev.event_id] = ev
+    # Sorted: concurrent batches on PostgreSQL then take row locks in one order.
+    rows = [{"event_id": ev.event_id, "store_id": store_id, "type": ev.type,
+             "occurred_at": ev.occurred_at, "occurred_ts": ev.occurred_ts,
+             "device_id": ev.device_id, "customer_id": ev.customer_id,
+             "total_minor": ev.total_minor, "discount_minor": ev.discount_minor,
+             "currency": ev.currency, "coupon_id": ev.coupon_id,
+             "data": json.dumps(ev.data, separators=(",", ":"), ensure_ascii=False),
+             "batch_id": batch_id, "received_ts": now}
+            for ev in sorted(unique.values(), key=lambda e: e.event_id)]
+    with db.write() as conn:
+        inserted = {r[0] for r in conn.execute(
+            _insert(conn, events).returning(events.c.event_id), rows)}
+        missed = [eid for eid in unique if eid not in inserted]
+        owners: dict[str, str] = {}
+        if missed:
+            owners = dict(conn.execute(select(events.c.event_id, events.c.store_id)
+                                       .where(events.c.event_id.in_(missed))).all())
+        accepted = [eid for eid in unique if eid in inserted]
+        duplicates = [eid for eid in missed if owners.get(eid) == store_id] + repeats
+        rejected = [{"event_id": eid, "error": "event_id_taken"}
+                    for eid in missed if owners.get(eid) != store_id]
+        new = [unique[eid] for eid in accepted]
+        _apply_redemptions(conn, store_id, new, now)
+        values: dict[str, Any] = {"last_contact_ts": now, "last_batch_ts": now}
+        if report:
+            values.update(report, reported_ts=now)
+        conn.execute(update(stores).where(stores.c.id == store_id).values(**values))
+    return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
+
+
+def _apply_redemptions(conn: Connection, store_id: str, new: list[Event], now: float) -> None:
+    """The new events' effect on the redemption ledger, the feed and the conflicts."""
+    redeemed = [ev for ev in new if ev.type == "coupon.redeemed"]
+    reversed_ = [ev for ev in new if ev.type == "coupon.redemption_reversed"]
+    if not redeemed and not reversed_:
+        return
+    issued: dict[str, int] = {}
+    need = {ev.coupon_id for ev in redeemed if "max_uses" not in ev.data or
+            ev.data["max_uses"] is None}
+    if need:
+        issued = dict(conn.execute(select(issued_coupons.c.id, issued_coupons.c.max_uses)
+                                   .where(issued_coupons.c.id.in_(need))).all())
+    feed: list[dict[str, Any]] = []
+    ledger = []
+    for ev in redeemed:
+        d = ev.data
+        assert ev.coupon_id is not None
+        max_uses = d.get("max_uses") or issued.get(ev.coupon_id, 1)
+        ledger.append({"id": d["redemption"], "event_id": ev.event_id, "store_id": store_id,
+                       "coupon_id": ev.coupon_id, "campaign_id": d["campaign"],
+                       "customer_id": ev.customer_id, "max_uses": max_uses,
+                       "discount_minor": ev.discount_minor, "currency": ev.currency,
+                       "redeemed_at": ev.occurred_at, "redeemed_ts": ev.occurred_ts})
+    if ledger:
+        got = {r[0] for r in conn.execute(
+            _insert(conn, redemptions).returning(redemptions.c.id), ledger)}
+        feed += [{"redemption": {"id": r["id"], "coupon": r["coupon_id"],
+                                 "campaign": r["campaign_id"], "store_id": store_id,
+                                 "redeemed_at": r["redeemed_at"]}}
+                 for r in ledger if r["id"] in got]
+    for ev in reversed_:
+        row = conn.execute(
+            update(redemptions)
+            .where(redemptions.c.id == ev.data["redemption"])
+            .where(redemptions.c.store_id == store_id)
+            .where(redemptions.c.reversed_at.is_(None))
+            .values(reversed_at=ev.occurred_at)
+            .returning(redemptions.c.coupon_id, redemptions.c.campaign_id,
+                       redemptions.c.redeemed_at)).first()
+        if row is not None:
+            feed.append({"redemption": {"id": ev.data["redemption"], "coupon": row[0],
+                                        "campaign": row[1], "store_id": store_id,
+                                        "redeemed_at": row[2], "reversed_at": ev.occurred_at}})
+    touched = sorted({ev.coupon_id for ev in redeemed + reversed_
+                      if ev.coupon_id and not ev.coupon_id.startswith(SHARED_CODE_PREFIX)})
+    check_conflicts(conn, touched, now)
+    # Last: appending to the feed serialises writers on PostgreSQL until commit.
+    append_changes(conn, [("redemption", c["redemption"]["id"], c, None) for c in feed], now)
+
+
+def check_conflicts(conn: Connection, coupon_ids: list[str], now: float) -> None:
+    """Record (or resolve) coupons used more often than their `max` across the chain."""
+    if not coupon_ids:
+        return
+    if conn.dialect.name == "postgresql":
+        # Two stores' batches for one coupon may commit at once: whoever counts second
+        # waits here and then sees the other's redemption (READ COMMITTED re-reads).
+        for cid in coupon_ids:
+            conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(cid))))
+    live: dict[str, list[Any]] = defaultdict(list)
+    for row in conn.execute(
+            select(redemptions.c.coupon_id, redemptions.c.id, redemptions.c.store_id,
+                   redemptions.c.campaign_id, redemptions.c.max_uses)
+            .where(redemptions.c.coupon_id.in_(coupon_ids))
+            .where(redemptions.c.reversed_at.is_(None))
+            .order_by(redemptions.c.redeemed_ts, redemptions.c.id)):
+        live[row.coupon_id].append(row)
+    known = {row.coupon_id: row for row in conn.execute(
+        select(conflicts).where(conflicts.c.coupon_id.in_(coupon_ids)))}
+    for cid in coupon_ids:
+        rows = live.get(cid, [])
+        old = known.get(cid)
+        max_uses = max((r.max_uses for r in rows), default=old.max_uses if old else 1)
+        uses = len(rows)
+        if uses > max_uses:
+            values = {"campaign_id": rows[0].campaign_id, "max_uses": max_uses, "uses": uses,
+                      "stores": json.dumps(sorted({r.store_id for r in rows})),
+                      "redemptions": json.dumps([r.id for r in rows]),
+                      "updated_ts": now, "resolved_ts": None}
+            if old is None:
+                conn.execute(conflicts.insert().values(coupon_id=cid, detected_ts=now,
+                                                       **values))
+            else:
+                conn.execute(update(conflicts).where(conflicts.c.coupon_id == cid)
+                             .values(**values))
+        elif old is not None and (old.resolved_ts is None or old.uses != uses):
+            conn.execute(update(conflicts).where(conflicts.c.coupon_id == cid).values(
+                uses=uses, redemptions=json.dumps([r.id for r in rows]), updated_ts=now,
+                resolved_ts=old.resolved_ts or now))

@@ -1,0 +1,163 @@
+"""The hub's signing key, the stores' published keys, and tokens the hub issues.
+
+The hub signs app coupons and member codes with its Ed25519 key (kid `hub-1`, kept in
+secrets/signing-key.json, mode 0600). Each store publishes the public half of the key it
+signs receipt coupons with; the feed sends the whole set to every store, so a receipt
+coupon from one store is honoured at the others.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
+from sqlalchemy import select, update
+
+from cloud_sync.hub.db import HubDB
+from cloud_sync.hub.feed import publish_keys
+from cloud_sync.hub.schema import campaigns, customers, issued_coupons, stores
+from cloud_sync.hub.settings import HubSettings
+from edge.coupons import COUPON_ID_RE
+from edge.customers import CUSTOMER_ID_RE
+from edge.errors import BadRequest, NotFound
+from edge.protocol import format_ts, uuid7
+from edge.tokens import COUPON_TYP, MEMBER_TYP, SigningKey, public_key_from_jwk
+
+HUB_KID = "hub-1"
+MEMBER_MAX_MINUTES = 5  # ARCHITECTURE §5: a member code lives at most 5 minutes
+_PUBLIC_FIELDS = ("kty", "crv", "x", "kid", "use", "alg")
+
+
+def hub_signing_key(settings: HubSettings) -> SigningKey:
+    """The hub's key, created on first use in the data dir's secrets/."""
+    from cloud_sync.hub.app import hub_datadir
+
+    def make() -> dict[str, Any]:
+        jwk: dict[str, Any] = json.loads(OKPAlgorithm.to_jwk(Ed25519PrivateKey.generate()))
+        return {**jwk, "kid": HUB_KID}
+
+    jwk = hub_datadir(settings).secret_json("signing-key", make)
+    private = OKPAlgorithm.from_jwk(json.dumps(jwk))
+    assert isinstance(private, Ed25519PrivateKey)
+    return SigningKey(str(jwk["kid"]), private)
+
+
+def check_store_jwk(store_id: str, jwk: Any) -> dict[str, Any]:
+    """The public part of a store's key as it will be published; BadRequest otherwise."""
+    if not isinstance(jwk, dict):
+        raise BadRequest("The body must be the store's public JWK (a JSON object).",
+                         code="bad_key")
+    if "d" in jwk:
+        # Never keep or pass on a private key, even one sent by mistake.
+        raise BadRequest("That is a private key; send only the public part (no \"d\").",
+                         code="bad_key")
+    kid = jwk.get("kid")
+    if not isinstance(kid, str) or not kid.startswith(f"store-{store_id}-") or len(kid) > 80:
+        raise BadRequest(f"The key's kid must start with store-{store_id}-.", code="bad_key")
+    try:
+        public_key_from_jwk(jwk)
+    except ValueError as exc:
+        raise BadRequest(f"Not an Ed25519 public key: {exc}.", code="bad_key") from None
+    if jwk.get("alg", "EdDSA") != "EdDSA" or jwk.get("use", "sig") != "sig":
+        raise BadRequest("The key must be for EdDSA signatures.", code="bad_key")
+    return {**{k: jwk[k] for k in _PUBLIC_FIELDS if k in jwk}, "use": "sig", "alg": "EdDSA"}
+
+
+def put_store_key(db: HubDB, hub_key: SigningKey, store_id: str, jwk: Any) -> dict[str, Any]:
+    """Save a store's public key; the feed gets a new key set if it changed."""
+    public = check_store_jwk(store_id, jwk)
+    text = json.dumps(public, sort_keys=True, separators=(",", ":"))
+    with db.write() as conn:
+        old = conn.execute(select(stores.c.public_jwk).where(stores.c.id == store_id)).scalar()
+        changed = old != text
+        if changed:
+            conn.execute(update(stores).where(stores.c.id == store_id).values(public_jwk=text))
+    if changed:
+        publish_keys(db, hub_key)
+    return {"store": store_id, "kid": public["kid"], "changed": changed}
+
+
+def issue_coupon(db: HubDB, key: SigningKey, campaign_id: str, customer: str | None = None,
+                 max_uses: int | None = None, days: int = 30,
+                 not_before: datetime | None = None) -> tuple[str, str]:
+    """Sign a coupon of a stored campaign (its terms become the claims); (jti, token).
+
+    The coupon is recorded so the hub knows its `max` when its redemptions sync.
+    """
+    if max_uses is not None and not 1 <= max_uses <= 10_000:
+        raise BadRequest("--max must be from 1 to 10000", code="bad_max")
+    if not 1 <= days <= 3660:
+        raise BadRequest("--days must be from 1 to 3660", code="bad_days")
+    if customer is not None and not CUSTOMER_ID_RE.match(customer):
+        raise BadRequest(f"{customer!r} is not a customer id", code="bad_customer_id")
+    if not COUPON_ID_RE.match(campaign_id):
+        raise BadRequest(f"{campaign_id!r} is not a campaign id", code="bad_campaign_id")
+    with db.read() as conn:
+        text = conn.execute(select(campaigns.c.record)
+                            .where(campaigns.c.id == campaign_id)).scalar()
+        if customer is not None and conn.execute(
+                select(customers.c.id).where(customers.c.id == customer)).first() is None:
+            raise NotFound(f"The hub has no customer {customer}; import it first.",
+                           code="customer_unknown")
+    if text is None:
+        raise NotFound(f"The hub has no campaign {campaign_id}; import it first.",
+                       code="campaign_unknown")
+    record = json.loads(text)
+    start = not_before or datetime.now(UTC)
+    nbf = int(start.timestamp())
+    exp = int((start + timedelta(days=days)).timestamp())
+    # The campaign's own dates bound the coupon's.
+    for field, pick in (("starts_at", max), ("ends_at", min)):
+        if record.get(field):
+            bound = int(datetime.fromisoformat(record[field].replace("Z", "+00:00")).timestamp())
+            if field == "starts_at":
+                nbf = pick(nbf, bound)
+            else:
+                exp = pick(exp, bound)
+    if exp <= nbf:
+        raise BadRequest(f"Campaign {campaign_id} has ended; no coupon can be issued.",
+                         code="campaign_ended")
+    jti = uuid7()
+    claims: dict[str, Any] = {"jti": jti, "cmp": campaign_id, "nbf": nbf, "exp": exp,
+                              "max": max_uses or 1}
+    claims.update({k: record[k] for k in ("disc", "min_minor", "skus", "cats", "stack", "off")
+                   if k in record})
+    if customer is not None:
+        claims["sub"] = customer
+    token = key.sign(claims, COUPON_TYP)
+    with db.write() as conn:
+        conn.execute(issued_coupons.insert().values(
+            id=jti, campaign_id=campaign_id, customer_id=customer, max_uses=claims["max"],
+            expires_ts=float(exp), issued_ts=time.time()))
+    return jti, token
+
+
+def issue_member(key: SigningKey, customer_id: str, minutes: int = 5) -> tuple[str, str]:
+    """A member code for the app to show; (token, expires_at RFC 3339)."""
+    if not CUSTOMER_ID_RE.match(customer_id):
+        raise BadRequest(f"{customer_id!r} is not a customer id", code="bad_customer_id")
+    if not 1 <= minutes <= MEMBER_MAX_MINUTES:
+        raise BadRequest(f"a member code lives 1 to {MEMBER_MAX_MINUTES} minutes",
+                         code="bad_minutes")
+    iat = int(time.time())
+    exp = iat + minutes * 60
+    token = key.sign({"sub": customer_id, "iat": iat, "exp": exp, "jti": uuid7()}, MEMBER_TYP)
+    return token, format_ts(datetime.fromtimestamp(exp, UTC))
+
+
+def qr_png(text: str) -> bytes:
+    """A QR code of `text` as PNG bytes (error correction M: survives a scuffed screen)."""
+    import qrcode
+    from qrcode.constants import ERROR_CORRECT_M
+
+    qr = qrcode.QRCode(error_correction=ERROR_CORRECT_M, box_size=8, border=4)
+    qr.add_data(text)
+    qr.make(fit=True)
+    buf = io.BytesIO()
+    qr.make_image().save(buf)
+    return buf.getvalue()
