@@ -7,6 +7,7 @@ error's status, whether it came from the domain, from Flask/werkzeug or from a c
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -48,7 +49,10 @@ def healthz() -> tuple[Response, int]:
 @bp.get("/metrics")
 def metrics() -> Response:
     svc = service()
-    svc.outbox_state()
+    try:
+        svc.sender.queue_report()  # the queue gauges, fresh
+    except sqlite3.Error:
+        log.warning("metrics: the database did not answer")
     return Response(generate_latest(svc.metrics.registry), mimetype=CONTENT_TYPE_LATEST)
 
 

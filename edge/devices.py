@@ -17,6 +17,7 @@ import sqlite_utils
 from edge.broker import Login, hash_password, verify_password, write_broker_files
 from edge.datadir import DataDir
 from edge.errors import BadRequest, Conflict, NotFound
+from edge.outbox import queue_event
 from edge.protocol import DEVICE_KINDS, ID_RE, now_rfc3339, parse_ts
 from edge.settings import Settings
 from edge.store import Store
@@ -129,6 +130,9 @@ def parse_status(payload: Any) -> dict[str, Any]:
     return payload
 
 
+STATUS_WORTH_SYNCING = ("state", "printer", "paper", "cover", "model", "sw")
+
+
 def record_status(store: Store, kind: str, device_id: str, payload: dict[str, Any]) -> bool:
     """Store a device's presence; False when the device is not enrolled here."""
     seen = now_rfc3339()
@@ -139,7 +143,14 @@ def record_status(store: Store, kind: str, device_id: str, payload: dict[str, An
         if row is None:
             return False
         # A Last Will says only "offline": keep what the device last told about itself.
-        merged = {**json.loads(row[0]), **payload} if payload["state"] == "offline" else payload
+        before = json.loads(row[0])
+        merged = {**before, **payload} if payload["state"] == "offline" else payload
+        # The CRM hears of changes (online/offline, paper, cover), not of every heartbeat.
+        if any(before.get(k) != merged.get(k) for k in STATUS_WORTH_SYNCING):
+            queue_event(db.conn, "device.status", {
+                "kind": kind, "device": device_id,
+                **{k: merged[k] for k in STATUS_WORTH_SYNCING if k in merged}},
+                device_id=device_id, occurred_at=seen)
         db.execute("UPDATE devices SET state = ?, last_seen = ?, status = ? "
                    "WHERE kind = ? AND id = ?",
                    (payload["state"], seen, json.dumps(merged, separators=(",", ":")),

@@ -33,3 +33,16 @@ class Metrics:
                                   registry=r)
         self.outbox_oldest_age = Gauge("edge_outbox_oldest_age_seconds",
                                        "Age of the oldest event waiting for the hub", registry=r)
+        self.sync_events = Counter("edge_sync_events", "Outbox events that left the queue, by "
+                                   "outcome (delivered, dead_letter)", ["outcome"], registry=r)
+        self.sync_failures = Counter("edge_sync_failures", "Sends to the hub that failed and "
+                                     "will be tried again", registry=r)
+        self.sync_last_success = Gauge("edge_sync_last_success_timestamp_seconds",
+                                       "When the hub last took a batch (Unix time)", registry=r)
+        self.sync_dead_letters = Gauge("edge_sync_dead_letters", "Events the hub refused, kept "
+                                       "for staff", registry=r)
+        self.sync_changes = Counter("edge_sync_changes", "Changes from the hub applied here, by "
+                                    "kind", ["kind"], registry=r)
+        self.sync_pull_last_success = Gauge("edge_sync_pull_last_success_timestamp_seconds",
+                                            "When the change feed was last read to its end "
+                                            "(Unix time)", registry=r)

@@ -30,4 +30,6 @@ def queue_event(conn: sqlite3.Connection, type_: str, data: dict[str, Any], *,
         "VALUES (?, ?, ?, ?, ?, ?)",
         (event_id, type_, occurred_at or now_rfc3339(), device_id,
          json.dumps(data, separators=(",", ":")), time.time()))
+    if hasattr(conn, "outbox_written"):  # the store's writer: kick the sender after commit
+        conn.outbox_written = True
     return event_id

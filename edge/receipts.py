@@ -223,3 +223,13 @@ class Receipts:
                 skus.add(line.get("sku", ""))
                 cats.update(line.get("categories", []))
         return cats, skus
+
+
+PERSONAL_BLOCKS = frozenset({"savings", "customer", "offer"})
+
+
+def anonymise_document(document: dict[str, Any]) -> dict[str, Any]:
+    """A receipt document without the shopper's parts (erasure): greeting, points, savings
+    and the coupon signed for them; the sale itself stays as it was."""
+    blocks = [b for b in document.get("blocks", []) if b.get("type") not in PERSONAL_BLOCKS]
+    return {**document, "personalised": False, "blocks": blocks}

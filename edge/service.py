@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from cloud_sync.puller import Puller
+from cloud_sync.sender import Sender
 from edge.bus import Bus
 from edge.coupons import CouponBook
 from edge.customers import Lookup
 from edge.datadir import DataDir
 from edge.dispatch import Dispatcher, ReplyCache, register_builtin
+from edge.errors import StartupError
 from edge.hublink import HubLink
 from edge.metrics import Metrics
 from edge.pos import register_pos_methods
@@ -34,6 +39,9 @@ class EdgeService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        if settings.hub_url and not settings.hub_token:
+            raise StartupError("config error: hub_url is set but hub_token is empty; set "
+                               "EDGE_HUB_TOKEN to the token `edge-hub stores add` printed")
         self.datadir = DataDir(settings.data_path).ensure()
         self.store = Store(self.datadir.database)
         self.metrics = Metrics()
@@ -57,6 +65,12 @@ class EdgeService:
             "printer", printer, "print", {"job": job, "document": document})
         self.printers = PrinterHost(settings, self.datadir, self.store, self.bus.login)
         self.scheduler = BackgroundScheduler(timezone=settings.zone)
+        self.sender = Sender(settings, self.store, self.hub, self.metrics,
+                             wake=lambda delay: self._run_job_in("sync_send", delay))
+        self.puller = Puller(settings, self.store, self.hub, self.metrics, self.keys,
+                             self.coupons, self.lookup, self.signing_key,
+                             wake=lambda delay: self._run_job_in("sync_pull", delay))
+        self.store.on_outbox = self.sender.kick
         self.scheduler.add_job(self.dispatcher.cache.prune, "interval", seconds=60,
                                id="reply_cache_prune", coalesce=True, max_instances=1)
         self.scheduler.add_job(self.store.checkpoint, "interval", minutes=5, id="wal_checkpoint",
@@ -68,9 +82,15 @@ class EdgeService:
         self.scheduler.add_job(self.printers.refresh, "interval", seconds=30,
                                id="printer_refresh", coalesce=True, max_instances=1)
         if not self.hub.standalone:
+            now = datetime.now(settings.zone)
             self.scheduler.add_job(self.hub.probe, "interval", seconds=30, id="hub_probe",
-                                   coalesce=True, max_instances=1,
-                                   next_run_time=datetime.now(settings.zone))
+                                   coalesce=True, max_instances=1, next_run_time=now)
+            self.scheduler.add_job(self.sender.run, "interval", seconds=settings.sync_interval_s,
+                                   id="sync_send", coalesce=True, max_instances=1,
+                                   next_run_time=now)
+            self.scheduler.add_job(self.puller.run, "interval",
+                                   seconds=settings.sync_pull_interval_s, id="sync_pull",
+                                   coalesce=True, max_instances=1, next_run_time=now)
         self._printers_ready: dict[str, bool] = {}
         self.started_at: float | None = None
 
@@ -86,8 +106,11 @@ class EdgeService:
         self.started_at = time.time()
 
     def stop(self) -> None:
+        self.store.on_outbox = None
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        self.sender.close()
+        self.puller.close()
         self.printers.stop()
         self.bus.stop()
         self.store.close()
@@ -111,14 +134,11 @@ class EdgeService:
         if ready and not was:
             self.spool.on_printer_ready(device)
 
-    def outbox_state(self) -> dict[str, Any]:
-        row = self.store.query_one(
-            "SELECT COUNT(*) AS depth, MIN(created_at) AS oldest FROM outbox")
-        depth = row["depth"] if row else 0
-        age = round(time.time() - row["oldest"], 1) if row and row["oldest"] else None
-        self.metrics.outbox_depth.set(depth)
-        self.metrics.outbox_oldest_age.set(age or 0)
-        return {"depth": depth, "oldest_age_s": age}
+    def _run_job_in(self, job_id: str, delay: float) -> None:
+        """Run a scheduled job `delay` seconds from now (a kick, or the end of a backoff)."""
+        when = datetime.now(self.settings.zone) + timedelta(seconds=delay)
+        with contextlib.suppress(JobLookupError):  # a stand-alone store, or stopping
+            self.scheduler.modify_job(job_id, next_run_time=when)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, report) for /healthz: the database must answer; the rest is reported."""
@@ -131,8 +151,10 @@ class EdgeService:
                   "url": f"{self.bus.address.host}:{self.bus.address.port}"}
         if self.bus.refused:
             broker["refused"] = self.bus.refused
-        queue: dict[str, Any] = self.outbox_state() if database["ok"] else {"depth": None}
+        queue: dict[str, Any] = self.sender.state() if database["ok"] else {"depth": None}
         queue["bus_backlog"] = self.bus.executor.depth()
+        if not self.hub.standalone:
+            queue["pull"] = self.puller.state()
         ok = database["ok"]
         status = "ok" if ok and broker["connected"] else ("degraded" if ok else "failing")
         return ok, {"status": status, "store": self.settings.store_id, "database": database,

@@ -152,6 +152,22 @@ class Settings:
     print_retries: int = _opt(6, "How often a receipt is sent again to a printer that does not "
                               "answer or cannot be reached (backoff 2, 4, 8... s) before it is "
                               "shown to staff as failed.", _non_negative)
+    sync_batch_events: int = _opt(500, "Most events sent to the hub in one request.", _positive)
+    sync_batch_bytes: int = _opt(1_000_000, "Most bytes of events sent to the hub in one request "
+                                 "(keep it under the hub's HUB_MAX_BATCH_BYTES).", _positive)
+    sync_interval_s: int = _opt(5, "How often the sender looks for events to send when nothing "
+                                "new woke it, seconds (new events are sent at once).", _positive)
+    sync_backoff_max_s: int = _opt(300, "Longest wait between tries while the hub is down or "
+                                   "busy, seconds (the waits double, with jitter, up to this).",
+                                   _positive)
+    sync_connect_timeout_s: int = _opt(5, "Time allowed to connect to the hub, seconds.",
+                                       _positive)
+    sync_read_timeout_s: int = _opt(30, "Time allowed for the hub's answer, seconds.", _positive)
+    sync_backlog_warn_s: int = _opt(900, "Staff pages warn when the oldest event not yet sent "
+                                    "to the hub is older than this, seconds.", _positive)
+    sync_pull_interval_s: int = _opt(60, "How often the edge asks the hub for changes "
+                                     "(customers, campaigns, revocations, keys, erasures), "
+                                     "seconds.", _positive)
     bus_workers: int = _opt(2, "Threads that run bus handlers; messages of one device stay in "
                             "order.", _positive)
     bus_device_backlog: int = _opt(500, "Messages one device may have waiting before more are "

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
@@ -24,8 +24,17 @@ Params = tuple[Any, ...] | dict[str, Any]
 MIGRATIONS = Migrations("edge")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+class WriterConnection(sqlite3.Connection):
+    """The write connection. `queue_event` marks it when a transaction adds outbox events,
+    so the store can tell the sync sender once that transaction has committed."""
+
+    outbox_written = False
+
+
+def _connect(path: Path, factory: type[sqlite3.Connection] = sqlite3.Connection
+             ) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10,
+                           factory=factory)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute("PRAGMA foreign_keys = ON")
@@ -41,7 +50,9 @@ class Store:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
-        self._writer = _connect(path)
+        self._writer = cast(WriterConnection, _connect(path, WriterConnection))
+        # Called (outside the lock) after a commit that queued outbox events: the sender's kick.
+        self.on_outbox: Callable[[], None] | None = None
         self._writer.execute("PRAGMA journal_mode = WAL")
         self._write_db = sqlite_utils.Database(self._writer)
         self._local = threading.local()
@@ -59,9 +70,13 @@ class Store:
             try:
                 yield self._write_db
             except BaseException:
+                self._writer.outbox_written = False
                 self._writer.execute("ROLLBACK")
                 raise
             self._writer.execute("COMMIT")
+            queued, self._writer.outbox_written = self._writer.outbox_written, False
+        if queued and self.on_outbox is not None:
+            self.on_outbox()
 
     def write(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         """Run `fn(db)` in one write transaction and return its result."""
@@ -315,5 +330,32 @@ def _m0003(db: sqlite_utils.Database) -> None:
         CREATE INDEX issued_coupons_customer ON issued_coupons(customer_id, issued_at);
         CREATE INDEX transactions_customer ON transactions(customer_id, completed_at)
             WHERE customer_id IS NOT NULL;
+        """
+    )
+
+
+@MIGRATIONS(name="0004_sync")
+def _m0004(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- Events the hub refused as such (4xx other than 408/429): kept for staff, never
+        -- dropped; a manager may send one again after the cause is fixed.
+        CREATE TABLE dead_letters (
+            event_id TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            occurred_at TEXT NOT NULL,
+            device_id TEXT,
+            data TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            status INTEGER,
+            error TEXT NOT NULL,
+            failed_at REAL NOT NULL
+        );
+        -- Small durable facts of the sync: the change-feed cursor, the last success, ...
+        CREATE TABLE sync_state (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
         """
     )

@@ -155,6 +155,14 @@ class TrustedKeys:
         self.generation += 1
         log.debug("trusting %d signing keys", len(keys))
 
+    def trust(self, jwks: dict[str, dict[str, Any]]) -> None:
+        """Trust these keys at once, before the hub's key set is committed to the table (so
+        coupons in the same page of changes can be read); `reload()` settles it after."""
+        keys = dict(self._keys)
+        keys.update({kid: public_key_from_jwk(jwk) for kid, jwk in jwks.items()})
+        self._keys = keys
+        self.generation += 1
+
     def verify(self, token: str, typ: str) -> dict[str, Any]:
         """The claims of a genuine token of this `typ`; raises TokenRejected otherwise.
 

@@ -287,7 +287,8 @@ def test_plain_campaign_code_works_once_per_sale_for_everyone(svc: EdgeService) 
 
 def test_online_only_coupon_is_refused_while_the_hub_is_unreachable(
         settings: Settings, issuer: Issuer) -> None:
-    service = make_service(settings.with_overrides(hub_url="http://127.0.0.1:9"))
+    service = make_service(settings.with_overrides(hub_url="http://127.0.0.1:9",
+                                                  hub_token="t0ken"))
     try:
         exc = refusal(service, issuer.coupon(off=False))
         assert (exc.code, exc.detail["reason"]) == ("coupon_not_applicable", "offline")
