@@ -1,13 +1,331 @@
-"""The regional dashboard of the CRM hub (login, per-store KPIs, sync health, conflicts)."""
+"""The regional dashboard of the CRM hub: sign-in, per-store KPIs, sync health, conflicts,
+charts, the live refresh, `/dashboard.json` and the CSV export.
+
+Views are thin: they decide *which stores* the signed-in manager may see (their region, or
+every region for a manager without one) and hand exactly those to `kpis`; nothing of
+another region reaches a template, the JSON or the CSV.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+import csv
+import io
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from babel.dates import format_timedelta
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_wtf.csrf import CSRFProtect
+
+from cloud_sync.hub import charts, kpis
+from cloud_sync.hub.managers import Manager, authenticate, get_manager
+from edge.wording import moment, money, to_major
 
 bp = Blueprint("hub_dashboard", __name__, template_folder="templates", static_folder="static",
-               static_url_path="/dashboard-static")
+               static_url_path="/assets")
+csrf = CSRFProtect()
+LOCALE = "en_IE"   # the edge's default wording locale; the dashboard is in English
+REFRESH_S = 10
+OPEN_ENDPOINTS = {"hub_dashboard.login", "hub_dashboard.static"}
+# The live refresh and scripts get a status, not the login page's HTML.
+DATA_ENDPOINTS = {"hub_dashboard.live", "hub_dashboard.data", "hub_dashboard.export"}
+# Same origin only; the SVG charts are inline markup, so nothing needs 'unsafe-inline'.
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def current_manager() -> Manager | None:
+    """The manager of this request's session, re-read so a removed account stops at once."""
+    if "hub_manager" not in g:
+        name = session.get("hub_manager")
+        g.hub_manager = get_manager(current_app.extensions["hub"].db, name) if name else None
+    manager: Manager | None = g.hub_manager
+    return manager
+
+
+@bp.before_request
+def _require_login() -> Any:
+    if request.endpoint in OPEN_ENDPOINTS or current_manager() is not None:
+        return None
+    if request.endpoint in DATA_ENDPOINTS:
+        return jsonify(error={"code": "unauthorized", "message": "Please sign in."}), 401
+    return redirect(url_for("hub_dashboard.login", next=request.full_path.rstrip("?")))
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.endpoint != "hub_dashboard.static":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _safe_next(target: str | None) -> str:
+    if target and target.startswith("/") and not urlsplit(target).netloc and "\\" not in target:
+        return target
+    return url_for("hub_dashboard.home")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    """The sign-in form (CSRF-protected like every form of the hub)."""
+    error = None
+    if request.method == "POST":
+        manager = authenticate(current_app.extensions["hub"].db,
+                               request.form.get("username", "").strip(),
+                               request.form.get("password", ""))
+        if manager is not None:
+            session.clear()
+            session["hub_manager"] = manager.username
+            session.permanent = True
+            return redirect(_safe_next(request.args.get("next")))
+        error = "Wrong username or password (after 5 wrong tries the account waits 5 minutes)."
+    return render_template("login.html", error=error, manager=None,
+                           username=request.form.get("username", ""))
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    """Sign out (a POST with the CSRF token, so no other site can sign a manager out)."""
+    session.clear()
+    return redirect(url_for("hub_dashboard.login"))
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a request looks at: the stores the manager may see, narrowed by the query."""
+
+    manager: Manager
+    region: str | None          # the region shown; None = every region (managers without one)
+    store: kpis.StoreRef | None  # one store's page
+    stores: list[kpis.StoreRef]
+    regions: list[str]          # the region selector's choices (managers without a region)
+
+    def args(self) -> dict[str, str]:
+        return {"region": self.region} if self.manager.all_regions and self.region else {}
+
+
+def _scope(store_id: str | None = None) -> Scope:
+    """The stores of this request; another region's store or region is a 404, not a 403, so
+    a manager cannot even learn that it exists."""
+    db = current_app.extensions["hub"].db
+    manager = current_manager()
+    assert manager is not None  # _require_login ran
+    if store_id is not None:
+        store = kpis.get_store(db, store_id)
+        if store is None or not manager.sees(store.region):
+            abort(404)
+        return Scope(manager, store.region, store, [store], [])
+    wanted = request.args.get("region", "").strip() or None
+    if manager.region is not None:
+        if wanted not in (None, manager.region):
+            abort(404)
+        return Scope(manager, manager.region, None, kpis.stores_in(db, manager.region), [])
+    choices = kpis.regions(db)
+    if wanted is not None and wanted not in choices:
+        abort(404)
+    return Scope(manager, wanted, None, kpis.stores_in(db, wanted), choices)
+
+
+def _period() -> tuple[kpis.Period, str | None]:
+    """The period asked for, or the last 7 days with a sentence saying what was wrong."""
+    hub = current_app.extensions["hub"]
+    zone, now = hub.settings.zone, time.time()
+    key = request.args.get("period", kpis.DEFAULT_PERIOD)
+    try:
+        return kpis.period_of(key, zone, now, request.args.get("from", ""),
+                              request.args.get("to", "")), None
+    except kpis.PeriodError as exc:
+        return kpis.period_of(kpis.DEFAULT_PERIOD, zone, now), \
+            f"{exc} Showing the last 7 days instead."
+
+
+def _period_args(period: kpis.Period) -> dict[str, str]:
+    if period.key == "custom":
+        return {"period": "custom", "from": period.first.isoformat(),
+                "to": period.last.isoformat()}
+    return {"period": period.key}
+
+
+def format_money(amounts: dict[str, int]) -> str:
+    """Minor units per currency for people: "€12.98", several currencies joined by " · "."""
+    if not amounts:
+        return "–"
+    return " · ".join(money(minor, cur, LOCALE) for cur, minor in sorted(amounts.items()))
+
+
+def format_pct(value: float | None) -> str:
+    """A share in %, one decimal ("66.7 %"); "–" when there is nothing to divide."""
+    return "–" if value is None else f"{value:.1f} %"
+
+
+def format_ago(ts: float | None, now: float) -> str:
+    """How long ago, for people: "4 minutes ago", "never"."""
+    if ts is None:
+        return "never"
+    if now - ts < 5:
+        return "just now"
+    return str(format_timedelta(timedelta(seconds=ts - now), add_direction=True,
+                                locale=LOCALE))
+
+
+def format_age(seconds: float | None) -> str:
+    """A duration such as the age of a store's oldest unsent event: "3 hours"."""
+    if seconds is None:
+        return "–"
+    if seconds < 1:
+        return "0 seconds"
+    return str(format_timedelta(timedelta(seconds=seconds), locale=LOCALE))
+
+
+def _context(scope: Scope, period: kpis.Period, period_error: str | None) -> dict[str, Any]:
+    """Everything the page and its live part show, from `kpis` only."""
+    hub = current_app.extensions["hub"]
+    db, zone, now = hub.db, hub.settings.zone, time.time()
+    ids = [s.id for s in scope.stores]
+    rows = kpis.store_kpis(db, scope.stores, period.start_ts, period.end_ts)
+    series = kpis.daily_series(db, ids, period, zone)
+    names = {s.id: s.name for s in scope.stores}
+    labels = [d.strftime("%-d %b") for d in series.days]
+    redeemed = [sum(day) for day in zip(*series.redemptions.values(), strict=True)] \
+        if series.redemptions else [0] * len(labels)
+    where = scope.store.name if scope.store else \
+        (f"region {scope.region}" if scope.region else "all regions")
+    return {
+        "scope": scope, "manager": scope.manager, "period": period,
+        "period_error": period_error, "periods": kpis.PERIODS, "now": now,
+        "query": {**_period_args(period), **scope.args()},
+        "rows": rows, "total": kpis.totals(rows, "Region total" if scope.region else "Total"),
+        "health": kpis.sync_health(db, scope.stores, now, hub.settings.stale_after_s),
+        "open_conflicts": kpis.open_conflicts(db, ids),
+        "resolved_conflicts": kpis.resolved_conflicts(db, ids),
+        "store_names": names, "refresh_s": REFRESH_S,
+        "sales_chart": charts.line_chart(
+            "chart-sales", f"Completed sales per day, {where}", labels,
+            [(names[s], values) for s, values in series.transactions.items()], "sales"),
+        "redemptions_chart": charts.bar_chart(
+            "chart-redemptions", f"Coupon redemptions per day, {where}", labels, redeemed,
+            "redemptions"),
+        "updated": moment(datetime.fromtimestamp(now, UTC), zone, LOCALE),
+        "zone": hub.settings.tz,
+    }
+
+
+@bp.get("/")
+def home() -> Any:
+    """The dashboard of the manager's region (or the chosen region, or all of them)."""
+    scope = _scope()
+    return render_template("dashboard.html", **_context(scope, *_period()))
+
+
+@bp.get("/stores/<store_id>")
+def store_page(store_id: str) -> Any:
+    """One store's dashboard; another region's store is a 404."""
+    scope = _scope(store_id)
+    return render_template("dashboard.html", **_context(scope, *_period()))
+
+
+@bp.get("/dashboard/live")
+def live() -> Any:
+    """The part of the page that refreshes itself (the page's script fetches it)."""
+    scope = _scope(request.args.get("store") or None)
+    return render_template("dashboard_live.html", **_context(scope, *_period()))
+
+
+@bp.get("/dashboard.json")
+def data() -> Any:
+    """The same figures for scripts: money as integer minor units per currency."""
+    scope = _scope(request.args.get("store") or None)
+    period, error = _period()
+    ctx = _context(scope, period, error)
+    return jsonify(
+        period={"key": period.key, "from": period.first.isoformat(),
+                "to": period.last.isoformat(), "zone": ctx["zone"], "warning": error},
+        region=scope.region, generated_ts=ctx["now"],
+        stores=[kpis.as_dict(r) for r in ctx["rows"]], total=kpis.as_dict(ctx["total"]),
+        sync=[{"store_id": h.store_id, "last_contact_ts": h.last_contact_ts,
+               "last_batch_ts": h.last_batch_ts, "queue_depth": h.queue_depth,
+               "oldest_age_s": h.oldest_age_s, "dead_letters": h.dead_letters,
+               "reported_ts": h.reported_ts, "stopped_syncing": h.stale}
+              for h in ctx["health"]],
+        conflicts=[{"coupon_id": c.coupon_id, "campaign_id": c.campaign_id,
+                    "uses": c.uses, "max_uses": c.max_uses, "stores": c.stores,
+                    "other_region_stores": c.other_stores, "detected_ts": c.detected_ts,
+                    "resolved_ts": c.resolved_ts}
+                   for c in ctx["open_conflicts"] + ctx["resolved_conflicts"]])
+
+
+def safe_cell(value: object) -> object:
+    """A CSV cell a spreadsheet will not run: text starting = + - @ (or tab/CR) gets a quote.
+
+    Numbers pass unchanged, so a spreadsheet still sums them.
+    """
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def csv_rows(rows: list[kpis.StoreKpis], total: kpis.StoreKpis, period: kpis.Period
+             ) -> Iterable[list[object]]:
+    """The KPI table as CSV rows (header first); money in major units, a column per currency."""
+    currencies = kpis.money_columns(rows)
+    yield (["store_id", "store", "region", "from", "to", "transactions",
+            "identified_customers", "identified_pct", "voids"]
+           + [f"sales_{c}" for c in currencies]
+           + ["redemptions"] + [f"discount_{c}" for c in currencies]
+           + ["kiosk_sessions", "receipts_printed"])
+    for row in [*rows, total]:
+        yield ([row.store_id, row.name, row.region, period.first.isoformat(),
+                period.last.isoformat(), row.transactions, row.identified,
+                "" if row.identified_pct is None else row.identified_pct, row.voids]
+               + [to_major(row.sales.get(c, 0), c) for c in currencies]
+               + [row.redemptions] + [to_major(row.discount.get(c, 0), c) for c in currencies]
+               + [row.kiosk_sessions, row.receipts])
+
+
+@bp.get("/dashboard.csv")
+def export() -> Any:
+    """The per-store KPI table of the chosen period as a CSV download."""
+    scope = _scope(request.args.get("store") or None)
+    period, _ = _period()
+    db = current_app.extensions["hub"].db
+    rows = kpis.store_kpis(db, scope.stores, period.start_ts, period.end_ts)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    for line in csv_rows(rows, kpis.totals(rows), period):
+        writer.writerow([safe_cell(v) for v in line])
+    what = scope.store.id if scope.store else (scope.region or "all-regions")
+    name = f"dashboard-{what}-{period.first.isoformat()}-{period.last.isoformat()}.csv"
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def init_app(app: Flask) -> None:
-    """Register the dashboard blueprint."""
+    """Register the dashboard and CSRF protection; the store API (bearer tokens, no cookies)
+    is exempt from CSRF."""
+    from cloud_sync.hub import api
+
+    csrf.init_app(app)
+    csrf.exempt(api.bp)
     app.register_blueprint(bp)
+    app.jinja_env.filters.update(money=format_money, pct=format_pct)
+    app.jinja_env.globals.update(ago=format_ago, age=format_age)
