@@ -1,0 +1,248 @@
+"""Hub fixtures: a private PostgreSQL cluster, hub settings on either database, and a real
+`edge-hub serve` process.
+
+Import the fixtures a test module uses from here (`from tests.hubfix import hub_server`).
+`hub_db_url` is parametrised over SQLite and PostgreSQL, so every test that uses it (or a
+fixture built on it) runs on both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud_sync.hub.settings import HubSettings, load_hub_settings
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class PostgresCluster:
+    """A throw-away PostgreSQL cluster on a free port, trusted local logins.
+
+    PostgreSQL refuses to run as root: when the tests do, the cluster belongs to the
+    `postgres` user and its programs run through `runuser`.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        # Not under pytest's tmp dir: that is 0700 root, and the postgres user must enter it.
+        self.root = Path(tempfile.mkdtemp(prefix="hub-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "postgres.log"
+        self.as_root = os.geteuid() == 0
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(PG_BIN / args[0]), *args[1:]]
+        if self.as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            log = self.log.read_text() if self.log.exists() else ""
+            raise RuntimeError(f"{args[0]} failed: {done.stderr}{done.stdout}\n{log}")
+
+    def start(self) -> PostgresCluster:
+        if self.as_root:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                  "--no-sync")
+        # fsync off: test data need not survive a power cut, and it keeps the tests quick.
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o",
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                  "-c fsync=off -c max_connections=200", "start")
+        return self
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]
+
+    def create_database(self) -> str:
+        name = f"hub_{uuid.uuid4().hex[:12]}"
+        self._admin(f'CREATE DATABASE "{name}"')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One PostgreSQL cluster for the whole test session."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip("PostgreSQL 15 is not installed (apt-get install postgresql)")
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PostgresCluster) -> Iterator[str]:
+    """A fresh, empty database in the session's cluster."""
+    name = pg_cluster.create_database()
+    yield pg_cluster.url(name)
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def hub_db_url(request: pytest.FixtureRequest) -> str:
+    """HUB_DATABASE_URL for the test: empty (SQLite in the data dir) or a new PostgreSQL db."""
+    if request.param == "sqlite":
+        return ""
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def hub_settings(tmp_path: Path, hub_db_url: str) -> HubSettings:
+    """Settings of a hub with its own data dir and a free port."""
+    return load_hub_settings(hub_env_for(tmp_path / "hub-data", hub_db_url, free_port()))
+
+
+def hub_env_for(data_dir: Path, db_url: str, port: int) -> dict[str, str]:
+    return {"HUB_DATA_DIR": str(data_dir), "HUB_DATABASE_URL": db_url,
+            "HUB_HTTP_HOST": "127.0.0.1", "HUB_HTTP_PORT": str(port), "HUB_THREADS": "8"}
+
+
+def hub_env(settings: HubSettings) -> dict[str, str]:
+    """The process environment for an `edge-hub` command on these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env.update(hub_env_for(settings.data_dir, settings.database_url, settings.http_port))
+    env.update({"HUB_MAX_BATCH_EVENTS": str(settings.max_batch_events),
+                "HUB_MAX_BATCH_BYTES": str(settings.max_batch_bytes)})
+    return env
+
+
+def hub_cli() -> list[str]:
+    return [sys.executable, "-m", "cloud_sync.hub.cli"]
+
+
+def run_hub(settings: HubSettings, *args: str, input: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    """Run one `edge-hub` command with these settings (not checked)."""
+    return subprocess.run([*hub_cli(), *args], env=hub_env(settings), capture_output=True,
+                          text=True, input=input, timeout=60, cwd=REPO)
+
+
+@dataclass
+class HubServer:
+    settings: HubSettings
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.http_port}"
+
+    def add_store(self, store_id: str, region: str = "north") -> str:
+        """Register a store through the CLI; its token."""
+        import json
+
+        done = run_hub(self.settings, "stores", "add", store_id, "--region", region)
+        assert done.returncode == 0, done.stderr
+        token: str = json.loads(done.stdout)["token"]
+        return token
+
+
+def start_hub(settings: HubSettings) -> HubServer:
+    """`edge-hub serve` on the settings' port, once it answers."""
+    log = settings.data_dir.parent / "hub-serve.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([*hub_cli(), "serve"], env=hub_env(settings), stdout=out,
+                                stderr=subprocess.STDOUT, cwd=REPO)
+    if not wait_for_port(settings.http_port):
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"edge-hub serve did not start:\n{log.read_text()}")
+    return HubServer(settings, proc, log)
+
+
+def stop_hub(server: HubServer, timeout: float = 15.0) -> int:
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            server.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+    return server.proc.wait()
+
+
+@pytest.fixture
+def hub_server(hub_settings: HubSettings) -> Iterator[HubServer]:
+    """A real `edge-hub serve` process (output in hub-serve.log beside the data dir)."""
+    server = start_hub(hub_settings)
+    yield server
+    stop_hub(server)
+
+
+@pytest.fixture
+def hub_store(hub_server: HubServer) -> Callable[..., str]:
+    """Factory: register a store at the running hub; its token."""
+
+    def _add(store_id: str, region: str = "north") -> str:
+        return hub_server.add_store(store_id, region)
+
+    return _add
+
+
+def event(store_id: str, type_: str = "device.status", **fields: Any) -> dict[str, Any]:
+    """A valid event of `type_` (data from `data=`), with a fresh event id."""
+    from edge.protocol import now_rfc3339, uuid7
+
+    body: dict[str, Any] = {"event_id": uuid7(), "type": type_, "occurred_at": now_rfc3339(),
+                            "store_id": store_id, "device_id": "pos-1", "data": {}}
+    body.update(fields)
+    return body
+
+
+def redeemed(store_id: str, coupon: str, *, redemption: str | None = None,
+             campaign: str = "cmp-test", max_uses: int | None = None) -> dict[str, Any]:
+    """A coupon.redeemed event of `coupon` at `store_id`."""
+    from edge.protocol import uuid7
+
+    data: dict[str, Any] = {"redemption": redemption or uuid7(), "coupon": coupon,
+                            "campaign": campaign, "discount_minor": 250, "currency": "EUR",
+                            "customer_id": None, "txn": "t-1"}
+    if max_uses is not None:
+        data["max_uses"] = max_uses
+    return event(store_id, "coupon.redeemed", data=data)
