@@ -20,6 +20,8 @@ from edge.staff.accounts import authenticate
 from edge.staff.auth import csrf, current_user, require_staff
 from edge.staff.checkout import bp as checkout_bp
 from edge.staff.receipts import bp as receipts_bp
+from edge.staff.sync import bp as sync_bp
+from edge.staff.sync import sync_warning
 
 bp = Blueprint("staff", __name__, url_prefix="/staff", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -71,6 +73,13 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.register_blueprint(checkout_bp)
     app.register_blueprint(receipts_bp)
+    app.register_blueprint(sync_bp)
+
+    @app.context_processor
+    def _sync_banner() -> dict[str, Any]:
+        if not request.path.startswith("/staff/") or current_user() is None:
+            return {}
+        return {"sync_warning": sync_warning()}
 
     @app.get("/")
     def root() -> Any:

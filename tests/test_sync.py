@@ -1,0 +1,329 @@
+"""The edge's outbox sender against a real `edge-hub serve` process: a hub that is down for
+10,000 events, a hub (or the proxy in front of it) answering 500 and 429 with Retry-After,
+an event the hub refuses, and an edge SIGKILLed while a batch is in flight.
+
+The proxy here stands where a load balancer would: between the edge and the real hub,
+answering for the hub when told to, or holding the hub's answer back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from cloud_sync.hub.db import HubDB
+from cloud_sync.hub.schema import events as hub_events
+from cloud_sync.hub.settings import HubSettings, load_hub_settings
+from edge.outbox import queue_event
+from edge.protocol import uuid7
+from edge.service import EdgeService
+from edge.settings import Settings
+from edge.store import Store
+from edge.supervise import stop_process
+from tests.conftest import free_port, start_edge, wait_until
+from tests.hubfix import HubServer, hub_env_for, run_hub, start_hub, stop_hub
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def hub_sqlite(tmp_path: Path) -> HubSettings:
+    """A hub on SQLite with a free port (not started)."""
+    return load_hub_settings(hub_env_for(tmp_path / "hub-data", "", free_port()))
+
+
+def add_store(hub: HubSettings, store_id: str, region: str = "north") -> str:
+    done = run_hub(hub, "stores", "add", store_id, "--region", region)
+    assert done.returncode == 0, done.stderr
+    token: str = json.loads(done.stdout)["token"]
+    return token
+
+
+def edge_for(settings: Settings, url: str, token: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"hub_url": url, "hub_token": token, "sync_interval_s": 1,
+                              "sync_backoff_max_s": 2, "sync_pull_interval_s": 3600}
+    values.update(overrides)
+    return settings.with_overrides(**values)
+
+
+@pytest.fixture
+def services() -> Iterator[list[EdgeService]]:
+    made: list[EdgeService] = []
+    yield made
+    for svc in made:
+        svc.stop()
+
+
+def produce(store: Store, n: int, per_txn: int = 100) -> dict[str, dict[str, Any]]:
+    """Queue `n` sale events the way the checkout does (in store transactions); by id."""
+    made: dict[str, dict[str, Any]] = {}
+    for start in range(0, n, per_txn):
+        with store.transaction() as db:
+            for i in range(start, min(n, start + per_txn)):
+                data = {"txn": f"t-{i}", "customer_id": None if i % 3 else f"c-{i % 7}",
+                        "total_minor": 100 + i, "discount_minor": 0, "currency": "EUR",
+                        "lines": [{"sku": "milk", "qty": 1, "unit_minor": 100 + i}],
+                        "completed_at": "2026-11-22T10:00:00.000Z"}
+                made[queue_event(db.conn, "transaction.completed", data, device_id="lane-1")] = \
+                    data
+    return made
+
+
+def hub_rows(hub: HubSettings, store_id: str) -> dict[str, dict[str, Any]]:
+    db = HubDB(hub.db_url)
+    try:
+        with db.read() as conn:
+            rows = conn.execute(select(hub_events.c.event_id, hub_events.c.data)
+                                .where(hub_events.c.store_id == store_id)).all()
+    finally:
+        db.dispose()
+    return {r.event_id: json.loads(r.data) for r in rows}
+
+
+def outbox_depth(store: Store) -> int:
+    row = store.query_one("SELECT COUNT(*) AS n FROM outbox")
+    return int(row["n"]) if row else -1
+
+
+# ---------------------------------------------------------------- a proxy in front of the hub
+
+
+class Proxy:
+    """Forwards to the hub; `canned` answers go first (to event batches), and `hold_s` delays
+    each answer of the hub."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.canned: list[tuple[int, dict[str, str]]] = []
+        self.refuse_if: bytes | None = None  # a bare 422 for any request holding these bytes
+        self.hold_s = 0.0
+        self.log: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with proxy.lock:
+                    events = self.path.endswith("/events")
+                    canned = proxy.canned.pop(0) if proxy.canned and events else None
+                    entry: dict[str, Any] = {"at": time.monotonic(), "path": self.path}
+                    proxy.log.append(entry)
+                if canned is None and proxy.refuse_if and proxy.refuse_if in body:
+                    canned = (422, {})
+                if canned is not None:
+                    status, headers = canned
+                    entry["status"] = status
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                with proxy.lock:
+                    proxy.in_flight += 1
+                try:
+                    resp = requests.request(
+                        self.command, proxy.target + self.path, data=body or None, timeout=60,
+                        headers={k: v for k, v in self.headers.items()
+                                 if k.lower() in ("authorization", "content-type")})
+                    entry["status"] = resp.status_code
+                    if resp.headers.get("Content-Type", "").startswith("application/json"):
+                        entry["answer"] = resp.json()
+                    time.sleep(proxy.hold_s)
+                finally:
+                    with proxy.lock:
+                        proxy.in_flight -= 1
+                try:
+                    self.send_response(resp.status_code)
+                    self.send_header("Content-Type", resp.headers.get("Content-Type", ""))
+                    self.send_header("Content-Length", str(len(resp.content)))
+                    self.end_headers()
+                    self.wfile.write(resp.content)
+                except OSError:
+                    entry["undelivered"] = True  # the edge was gone before the answer
+
+            do_GET = do_POST = do_PUT = _relay  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def batches(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [e for e in self.log if e["path"].endswith("/events")]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hub(hub_sqlite: HubSettings) -> Iterator[HubServer]:
+    server = start_hub(hub_sqlite)
+    yield server
+    stop_hub(server)
+
+
+# ---------------------------------------------------------------- the tests
+
+
+def test_ten_thousand_events_made_while_the_hub_is_down_all_arrive_once(
+        settings: Settings, hub_sqlite: HubSettings, services: list[EdgeService]) -> None:
+    token = add_store(hub_sqlite, settings.store_id)
+    svc = EdgeService(edge_for(settings, f"http://127.0.0.1:{hub_sqlite.http_port}", token))
+    services.append(svc)
+    svc.scheduler.start()
+    made = produce(svc.store, 10_000)
+    # The hub is down: nothing leaves, nothing is lost, and the reason is on record.
+    assert wait_until(lambda: svc.sender.last_error is not None, 10)
+    assert "could not be reached" in (svc.sender.last_error or "")
+    assert outbox_depth(svc.store) == 10_000
+    health = svc.health()[1]["queue"]
+    assert health["depth"] == 10_000 and health["last_success"] is None
+
+    server = start_hub(hub_sqlite)
+    try:
+        assert wait_until(lambda: outbox_depth(svc.store) == 0, 90, interval=0.2), \
+            f"{outbox_depth(svc.store)} events still queued: {svc.sender.last_error}"
+        at_hub = hub_rows(hub_sqlite, settings.store_id)
+    finally:
+        stop_hub(server)
+    assert len(at_hub) == 10_000
+    assert at_hub == made  # every event, with its content as the edge wrote it
+    assert svc.health()[1]["queue"]["last_success"] is not None
+
+
+def test_hub_answering_500_then_429_is_waited_out_as_told(
+        settings: Settings, hub: HubServer, services: list[EdgeService]) -> None:
+    token = add_store(hub.settings, settings.store_id)
+    proxy = Proxy(hub.url)
+    try:
+        proxy.canned = [(500, {}), (429, {"Retry-After": "3"})]
+        svc = EdgeService(edge_for(settings, proxy.url, token))
+        services.append(svc)
+        made = produce(svc.store, 50)
+        svc.scheduler.start()
+        assert wait_until(lambda: outbox_depth(svc.store) == 0, 30, interval=0.1), \
+            svc.sender.last_error
+        tries = proxy.batches()
+        assert [t["status"] for t in tries[:3]] == [500, 429, 200]
+        after_500 = tries[1]["at"] - tries[0]["at"]
+        after_429 = tries[2]["at"] - tries[1]["at"]
+        assert after_500 >= 0.5  # backoff: half to all of the first 1 s step
+        assert after_429 >= 3.0 - 0.05  # Retry-After: 3, waited out
+        assert "429" in (svc.sender.last_error or "")
+        assert set(hub_rows(hub.settings, settings.store_id)) == set(made)
+    finally:
+        proxy.close()
+
+
+def _queue_raw(store: Store, type_: str, data: Any) -> str:
+    """An outbox row written without queue_event's checks (an older edge, a bad migration)."""
+    event_id = uuid7()
+    store.write(lambda db: db.execute(
+        "INSERT INTO outbox (event_id, type, occurred_at, device_id, data, created_at) "
+        "VALUES (?, ?, '2026-11-22T10:00:00.000Z', 'lane-1', ?, ?)",
+        (event_id, type_, json.dumps(data), time.time())))
+    return event_id
+
+
+def test_an_event_the_hub_refuses_becomes_a_dead_letter_and_the_rest_go_through(
+        settings: Settings, hub: HubServer, services: list[EdgeService]) -> None:
+    token = add_store(hub.settings, settings.store_id)
+    svc = EdgeService(edge_for(settings, hub.url, token))
+    services.append(svc)
+    before = produce(svc.store, 5)
+    bad = _queue_raw(svc.store, "coupon.redeemed", {"coupon": 5})  # no redemption, no amount
+    after = produce(svc.store, 5)
+    svc.sender.run()
+    assert outbox_depth(svc.store) == 0
+    letters = svc.sender.dead_letters()
+    assert [d["event_id"] for d in letters] == [bad]
+    assert letters[0]["status"] == 400 and letters[0]["error"]
+    assert set(hub_rows(hub.settings, settings.store_id)) == set(before) | set(after)
+    # Later batches are not held up by it.
+    later = produce(svc.store, 3)
+    svc.sender.run()
+    assert set(later) <= set(hub_rows(hub.settings, settings.store_id))
+    state = svc.health()[1]["queue"]
+    assert state["dead_letters"] == 1 and state["depth"] == 0
+
+
+def test_a_refusal_that_names_no_event_is_narrowed_down_to_the_one_event(
+        settings: Settings, hub: HubServer, services: list[EdgeService]) -> None:
+    """A proxy that answers a bare 422 for any batch holding the bad event: the sender
+    halves the batch until that event stands alone, and only it becomes a dead letter."""
+    token = add_store(hub.settings, settings.store_id)
+    proxy = Proxy(hub.url)
+    svc = EdgeService(edge_for(settings, proxy.url, token, sync_batch_events=16))
+    services.append(svc)
+    try:
+        made = produce(svc.store, 7)
+        bad = _queue_raw(svc.store, "device.status", {"marker": "refuse-me"})
+        made.update(produce(svc.store, 8))
+        proxy.refuse_if = b"refuse-me"
+        for _ in range(20):
+            svc.sender.run()
+            if outbox_depth(svc.store) == 0:
+                break
+        assert outbox_depth(svc.store) == 0
+        assert [d["event_id"] for d in svc.sender.dead_letters()] == [bad]
+        assert set(hub_rows(hub.settings, settings.store_id)) == set(made)
+    finally:
+        proxy.close()
+
+
+def test_edge_killed_while_a_batch_is_in_flight_loses_and_doubles_nothing(
+        settings: Settings, hub: HubServer, broker: Any) -> None:
+    token = add_store(hub.settings, settings.store_id)
+    proxy = Proxy(hub.url)
+    proxy.hold_s = 0.4  # the hub has stored the batch; its answer is still on the way
+    edge_settings = edge_for(settings, proxy.url, token, sync_batch_events=200)
+    store = Store(edge_settings.data_path / "edge.db")
+    made = produce(store, 3000)
+    store.close()
+    proc = start_edge(edge_settings)
+    try:
+        # Kill it once the hub has taken some batches and holds the answer to another.
+        assert wait_until(lambda: len(proxy.batches()) >= 3 and proxy.in_flight > 0, 60,
+                          interval=0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        time.sleep(proxy.hold_s + 0.2)
+        with sqlite3.connect(edge_settings.data_path / "edge.db") as conn:
+            left = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        assert 0 < left < 3000
+        proc = start_edge(edge_settings)
+
+        def drained() -> bool:
+            with sqlite3.connect(edge_settings.data_path / "edge.db") as conn:
+                return conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+
+        assert wait_until(drained, 60, interval=0.2)
+    finally:
+        stop_process(proc)
+        proxy.close()
+    at_hub = hub_rows(hub.settings, settings.store_id)
+    assert at_hub == made  # nothing lost, each event once
+    # The batch whose answer never reached the edge was sent again and kept once.
+    duplicates = sum(len(b.get("answer", {}).get("duplicates", [])) for b in proxy.batches())
+    assert duplicates > 0
