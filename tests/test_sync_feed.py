@@ -1,0 +1,211 @@
+"""What the hub feeds the stores, and what only the hub can see, end to end with a real
+`edge-hub serve` process and edges on their own data: customers, campaigns, keys and
+revocations through the change feed; an erasure request; a single-use coupon redeemed
+offline at two stores (one conflict on the dashboard); receipt coupons trusted chain-wide.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from cloud_sync.hub.settings import HubSettings
+from edge.basket import parse_basket
+from edge.coupons import CouponRefused
+from edge.service import EdgeService
+from edge.settings import Settings
+from edge.transactions import Tender
+from tests.hubfix import HubServer, run_hub, start_hub, stop_hub
+from tests.test_sync import add_store, edge_for, hub_rows, hub_sqlite  # noqa: F401 - fixture
+
+ANNA = {"id": "c-anna", "display_name": "Anna Berg", "tier": "gold", "points": 420,
+        "card": "4000 1111 2222 3333", "phone": "+49 151 23456789",
+        "consent": {"personalised": True, "marketing": False}}
+CAMPAIGN = {"id": "cmp-5off", "name": "5 off", "description": "€5 off your shop",
+            "disc": {"kind": "amount", "value_minor": 500, "currency": "EUR"},
+            "min_minor": 1000}
+BASKET = {"currency": "EUR", "lines": [{"sku": "cheese", "qty": 2, "unit_minor": 899,
+                                        "categories": ["dairy"]}]}
+
+
+@pytest.fixture
+def hub(hub_sqlite: HubSettings) -> Iterator[HubServer]:  # noqa: F811 - the imported fixture
+    server = start_hub(hub_sqlite)
+    yield server
+    stop_hub(server)
+
+
+@pytest.fixture
+def edges(settings: Settings, hub: HubServer, tmp_path: Path) -> Iterator[Any]:
+    """Factory: an edge of `store_id` registered at the hub (scheduler not started: the
+    tests run the sender and the puller when the story needs them)."""
+    made: list[EdgeService] = []
+
+    def _edge(store_id: str, region: str = "north") -> EdgeService:
+        token = add_store(hub.settings, store_id, region)
+        svc = EdgeService(edge_for(settings, hub.url, token, store_id=store_id,
+                                   data_dir=str(tmp_path / store_id), trusted_keys=""))
+        made.append(svc)
+        return svc
+
+    yield _edge
+    for svc in made:
+        svc.stop()
+
+
+def hub_cli(hub: HubServer, *args: str, stdin: str | None = None) -> Any:
+    done = run_hub(hub.settings, *args, input=stdin)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if done.stdout.strip() else None
+
+
+def import_jsonl(hub: HubServer, tmp_path: Path, kind: str, *records: dict[str, Any]) -> None:
+    path = tmp_path / f"{kind}-{time.monotonic_ns()}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = hub_cli(hub, kind, "import", str(path))
+    assert report["imported"] == len(records), report
+
+
+def sell(svc: EdgeService, txn: str, *, card: str | None = None, coupon: str | None = None,
+         lane: str = "lane-1") -> dict[str, Any]:
+    basket = parse_basket(BASKET, "EUR")
+    if card is not None:
+        svc.checkout.identify(lane, txn, card, None)
+    if coupon is not None:
+        svc.checkout.apply(lane, txn, coupon, basket)
+    return svc.checkout.complete(lane, txn, basket, [Tender("card", 1298)], 1298)
+
+
+def test_the_store_learns_customers_campaigns_keys_and_revocations_from_the_hub(
+        hub: HubServer, edges: Any, tmp_path: Path) -> None:
+    import_jsonl(hub, tmp_path, "customers", ANNA)
+    import_jsonl(hub, tmp_path, "campaigns", CAMPAIGN)
+    coupon = hub_cli(hub, "coupons", "issue", "--campaign", "cmp-5off", "--customer", "c-anna")
+    svc = edges("store-a")
+    with pytest.raises(CouponRefused) as before:  # nothing from the hub yet
+        svc.coupons.read(coupon["token"])
+    assert before.value.code == "coupon_forged"
+
+    svc.puller.run()
+    assert svc.puller.last_error is None
+    cursor = svc.puller.cursor
+    assert cursor
+    # The customer, found by the card number the cashier types (kept only as a hash).
+    found = svc.checkout.identify("lane-1", "t-1", "4000111122223333", None)
+    assert found["customer"]["display_name"] == "Anna Berg"
+    row = svc.store.query_one("SELECT * FROM customer_lookup WHERE customer_id = 'c-anna' "
+                              "AND kind = 'card'")
+    assert row is not None and "4000" not in row["hash"]
+    # The hub's key and the campaign: the hub's coupon now takes €5 off.
+    applied = svc.checkout.apply("lane-1", "t-1", coupon["token"], parse_basket(BASKET, "EUR"))
+    assert applied["discount_minor"] == 500 and applied["campaign"] == "cmp-5off"
+    # Nothing new: the cursor stays, nothing is applied twice.
+    svc.puller.run()
+    assert svc.puller.cursor == cursor
+
+    hub_cli(hub, "coupons", "revoke", coupon["coupon"], "--reason", "reported stolen")
+    svc.puller.run()
+    with pytest.raises(CouponRefused) as refused:
+        svc.checkout.apply("lane-2", "t-2", coupon["token"], parse_basket(BASKET, "EUR"))
+    assert refused.value.code == "coupon_revoked"
+
+
+def test_an_erasure_request_removes_the_person_from_the_edge_and_its_unsent_events(
+        hub: HubServer, edges: Any, tmp_path: Path) -> None:
+    import_jsonl(hub, tmp_path, "customers", ANNA)
+    svc = edges("store-a")
+    svc.puller.run()
+    sell(svc, "t-1", card="4000111122223333")
+    queued = svc.store.query("SELECT type, data FROM outbox")
+    assert any("c-anna" in e["data"] for e in queued)
+    job = svc.store.query_one("SELECT document FROM print_jobs WHERE customer_id = 'c-anna'")
+    assert job is not None and "Anna Berg" in job["document"]
+
+    hub_cli(hub, "customers", "erase", "c-anna")
+    svc.puller.run()
+    assert svc.puller.last_error is None
+    store = svc.store
+    assert store.query_one("SELECT 1 FROM customers WHERE id = 'c-anna'") is None
+    assert store.query("SELECT * FROM customer_lookup") == []
+    assert store.query("SELECT * FROM wallet WHERE customer_id = 'c-anna'") == []
+    for table in ("transactions", "print_jobs", "redemptions", "issued_coupons"):
+        assert store.query(f"SELECT 1 FROM {table} WHERE customer_id = 'c-anna'") == []
+    docs = [r["document"] for r in store.query("SELECT document FROM print_jobs")]
+    assert docs and not any("Anna" in d for d in docs)
+    left = store.query("SELECT type, data FROM outbox")
+    assert not any("c-anna" in e["data"] or "Anna" in e["data"] for e in left)
+    assert "customer.identified" not in {e["type"] for e in left}
+    assert "transaction.completed" in {e["type"] for e in left}  # the sale still counts
+    # What reaches the hub afterwards knows the sale, not the person.
+    svc.sender.run()
+    at_hub = hub_rows(hub.settings, "store-a")
+    assert at_hub and not any("c-anna" in json.dumps(d) for d in at_hub.values())
+    # Identifying by the old card now finds nobody.
+    with pytest.raises(Exception, match="(?i)customer|card|found"):
+        svc.checkout.identify("lane-1", "t-9", "4000111122223333", None)
+
+
+def _manager_session(hub: HubServer, region: str = "north") -> requests.Session:
+    hub_cli(hub, "managers", "add", f"mgr-{region}", "--region", region, "--password-stdin",
+            stdin="a-long-password\n")
+    session = requests.Session()
+    page = session.get(f"{hub.url}/login", timeout=10)
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text)
+    assert token, page.text[:500]
+    resp = session.post(f"{hub.url}/login", data={
+        "csrf_token": token.group(1), "username": f"mgr-{region}",
+        "password": "a-long-password"}, timeout=10)
+    assert resp.status_code == 200 and "/login" not in resp.url
+    return session
+
+
+def test_a_single_use_coupon_redeemed_offline_at_two_stores_is_one_conflict(
+        hub: HubServer, edges: Any, tmp_path: Path) -> None:
+    import_jsonl(hub, tmp_path, "campaigns", CAMPAIGN)
+    coupon = hub_cli(hub, "coupons", "issue", "--campaign", "cmp-5off", "--max", "1")
+    store_a, store_b = edges("store-a"), edges("store-b")
+    for svc in (store_a, store_b):
+        svc.puller.run()
+    # Neither store hears of the other meanwhile (the internet is down): both accept it.
+    assert sell(store_a, "t-a", coupon=coupon["token"])["redemptions"]
+    assert sell(store_b, "t-b", coupon=coupon["token"])["redemptions"]
+    for svc in (store_a, store_b):
+        svc.sender.run()
+        assert svc.health()[1]["queue"]["depth"] == 0
+
+    session = _manager_session(hub)
+    board = session.get(f"{hub.url}/dashboard.json", timeout=10).json()
+    conflicts = board["conflicts"]
+    assert len(conflicts) == 1, conflicts
+    assert conflicts[0]["coupon_id"] == coupon["coupon"]
+    assert sorted(conflicts[0]["stores"]) == ["store-a", "store-b"]
+    assert conflicts[0]["uses"] == 2 and conflicts[0]["max_uses"] == 1
+
+    # Back online, each store learns of the other's use: a third try is refused, with where.
+    store_a.puller.run()
+    with pytest.raises(CouponRefused) as third:
+        store_a.checkout.apply("lane-2", "t-a2", coupon["token"], parse_basket(BASKET, "EUR"))
+    assert third.value.code == "coupon_used"
+
+
+def test_a_receipt_coupon_printed_at_one_store_is_genuine_at_another(
+        hub: HubServer, edges: Any, tmp_path: Path) -> None:
+    import_jsonl(hub, tmp_path, "campaigns", CAMPAIGN)
+    store_a, store_b = edges("store-a"), edges("store-b")
+    store_a.puller.run()  # publishes store A's public key to the hub
+    jwks = requests.get(f"{hub.url}/.well-known/jwks.json", timeout=10).json()
+    assert store_a.signing_key.kid in {k["kid"] for k in jwks["keys"]}
+    assert all("d" not in k for k in jwks["keys"])  # public keys only
+    now = int(time.time())
+    token = store_a.signing_key.sign({"jti": "rcpt-1", "cmp": "cmp-5off", "nbf": now - 60,
+                                      "exp": now + 86400, "max": 1,
+                                      "disc": CAMPAIGN["disc"]}, "coupon+jwt")
+    store_b.puller.run()
+    assert store_b.coupons.read(token).campaign == "cmp-5off"
