@@ -27,6 +27,10 @@ def nice_max(value: int) -> int:
         step *= 10
 
 
+def _unit(unit: str) -> str:
+    return f" {unit}" if unit else ""
+
+
 def _legend(names: Sequence[str], y0: float) -> tuple[list[str], float]:
     """Legend entries laid out in rows across the width; returns the parts and the next y."""
     parts, x, y = [], float(LEFT), y0
@@ -58,9 +62,10 @@ def _axes(labels: Sequence[str], top: int) -> tuple[list[str], float, float]:
     plot_h = HEIGHT - TOP - BOTTOM
     slot = (WIDTH - LEFT - RIGHT) / max(len(labels), 1)
     parts = []
-    for i in range(5):
-        value = top * i // 4
-        y = TOP + plot_h - plot_h * i / 4
+    steps = next(n for n in (5, 4, 2, 1) if top % n == 0 and top >= n)  # whole-number ticks
+    for i in range(steps + 1):
+        value = top * i // steps
+        y = TOP + plot_h - plot_h * i / steps
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" '
                      f'y2="{y:.1f}"/><text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" '
                      f'text-anchor="end">{value}</text>')
@@ -87,10 +92,10 @@ def line_chart(chart_id: str, title: str, labels: Sequence[str],
                      f'points="{path}"/>')
         for (x, y), label, v in zip(points, labels, values, strict=True):
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}">'
-                         f'<title>{escape(name)}, {escape(label)}: {v} {escape(unit)}</title>'
+                         f'<title>{escape(name)}, {escape(label)}: {v}{escape(_unit(unit))}</title>'
                          f'</circle>')
     legend, height = _legend([name for name, _ in series], HEIGHT + 6)
-    desc = "; ".join(f"{name}: {sum(values)} {unit} in total" for name, values in series)
+    desc = "; ".join(f"{name}: {sum(values)}{_unit(unit)} in total" for name, values in series)
     return _frame(chart_id, title, desc or "No stores.", height, parts + legend)
 
 
@@ -105,6 +110,6 @@ def bar_chart(chart_id: str, title: str, labels: Sequence[str], values: Sequence
         x = LEFT + slot * j + (slot - bar_w) / 2
         parts.append(f'<rect class="bar" x="{x:.1f}" y="{TOP + plot_h - h:.1f}" '
                      f'width="{bar_w:.1f}" height="{h:.1f}">'
-                     f'<title>{escape(label)}: {v} {escape(unit)}</title></rect>')
-    desc = f"{sum(values)} {unit} in total over {len(labels)} days."
+                     f'<title>{escape(label)}: {v}{escape(_unit(unit))}</title></rect>')
+    desc = f"{sum(values)}{_unit(unit)} in total over {len(labels)} days."
     return _frame(chart_id, title, desc, HEIGHT, parts)

@@ -1,0 +1,314 @@
+"""The hub's regional dashboard in a real headless Chromium against a real `edge-hub serve`:
+sign-in, a region's figures equal to what its stores sent, nothing of other regions, the
+conflicts list, inline SVG charts and no request to any other origin, the CSV export, CSRF,
+404 for another region, and the numbers refreshing by themselves.
+
+Events reach the hub through its real ingest path (`cloud_sync.hub.ingest.ingest`) on the
+same database the served hub reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from playwright.sync_api import Page, expect
+
+from cloud_sync.hub.dashboard import safe_cell
+from cloud_sync.hub.db import HubDB
+from cloud_sync.hub.ingest import ingest
+from cloud_sync.hub.managers import add_manager, authenticate
+from cloud_sync.hub.settings import HubSettings, load_hub_settings
+from cloud_sync.hub.stores import add_store
+from edge.errors import BadRequest, Conflict
+from edge.supervise import stop_process
+from tests import browser as chromium
+from tests.conftest import REPO, free_port, wait_until
+
+playwright, browser, page = chromium.playwright, chromium.browser, chromium.page
+
+NORTH, NORTH_PW = "nina", "north-password-1"
+ADMIN, ADMIN_PW = "ada", "all-regions-pw-1"
+N1_NAME = "Nordstadt & Co <Markt>"  # escaped everywhere it is shown
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+def ev(store: str, type_: str, data: dict[str, Any], ago_s: float = 60) -> dict[str, Any]:
+    return {"event_id": str(uuid.uuid4()), "type": type_, "store_id": store,
+            "occurred_at": rfc3339(time.time() - ago_s), "device_id": "lane-1", "data": data}
+
+
+def sale(store: str, total_minor: int, customer: str | None = None) -> dict[str, Any]:
+    return ev(store, "transaction.completed", {"txn": uuid.uuid4().hex[:10],
+                                               "customer_id": customer,
+                                               "total_minor": total_minor,
+                                               "currency": "EUR", "redemptions": []})
+
+
+def redeemed(store: str, redemption: str, coupon: str, discount_minor: int
+             ) -> dict[str, Any]:
+    return ev(store, "coupon.redeemed", {"redemption": redemption, "coupon": coupon,
+                                         "campaign": "autumn-10", "discount_minor":
+                                         discount_minor, "currency": "EUR",
+                                         "customer_id": "cust-1", "max_uses": 1})
+
+
+@dataclass
+class Hub:
+    url: str
+    settings: HubSettings
+    db: HubDB
+
+    def send(self, store: str, *events: dict[str, Any], **edge: Any) -> None:
+        body: dict[str, Any] = {"batch_id": uuid.uuid4().hex, "events": list(events)}
+        if edge:
+            body["edge"] = edge
+        answer = ingest(self.db, self.settings, store, body)
+        assert len(answer["accepted"]) == len(events), answer
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """`edge-hub serve` with three north stores (one never synced), one south store and
+    their events, a north manager and an all-regions manager."""
+    data_dir = tmp_path_factory.mktemp("hub") / "data"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env.update(HUB_DATA_DIR=str(data_dir), HUB_HTTP_HOST="127.0.0.1", HUB_HTTP_PORT=str(port),
+               HUB_TZ="Europe/Berlin", HUB_THREADS="4")
+    settings = load_hub_settings(env)
+    db = HubDB(settings.db_url)
+    add_store(db, "north-1", "north", N1_NAME)
+    add_store(db, "north-2", "north", "Hafen")
+    add_store(db, "north-3", "north", "=Altstadt")  # never synced; a formula-like name
+    add_store(db, "south-1", "south", "Südstadt")
+    add_manager(db, NORTH, NORTH_PW, "north")
+    add_manager(db, ADMIN, ADMIN_PW, None)
+    hub = Hub(f"http://127.0.0.1:{port}", settings, db)
+    hub.send("north-1", sale("north-1", 1000, "cust-1"), sale("north-1", 2000, "cust-2"),
+             sale("north-1", 550), redeemed("north-1", "red-1", "cpn-single", 500),
+             redeemed("north-1", "red-2", "cpn-other", 300),
+             ev("north-1", "kiosk.session", {"session": "k1"}),
+             ev("north-1", "kiosk.session", {"session": "k2"}),
+             ev("north-1", "receipt.printed", {"job": "job-1", "txn": "t"}),
+             queue_depth=4, oldest_age_s=30.0, dead_letters=1)
+    hub.send("north-1", ev("north-1", "coupon.redemption_reversed",
+                           {"redemption": "red-2", "coupon": "cpn-other"}, ago_s=30))
+    hub.send("north-2", sale("north-2", 700), redeemed("north-2", "red-3", "cpn-single", 500))
+    hub.send("south-1", sale("south-1", 99900), sale("south-1", 99900))
+    log = data_dir.parent / "serve.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "cloud_sync.hub.cli", "serve"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{hub.url}/login", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        if not wait_until(up, timeout=30, interval=0.1):
+            pytest.fail(f"edge-hub serve did not start:\n{log.read_text()}")
+        yield hub
+    finally:
+        stop_process(proc)
+        db.dispose()
+
+
+def sign_in(page: Page, base: str, username: str, password: str) -> None:
+    page.goto(f"{base}/")
+    expect(page).to_have_url(f"{base}/login?next=/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+
+
+def cell(page: Page, table: str, store: str, column: str) -> Any:
+    return page.locator(f"table.{table} tr[data-store='{store}'] .{column}")
+
+
+def test_wrong_password_gets_a_clear_message(hub: Hub, page: Page) -> None:
+    page.goto(f"{hub.url}/login")
+    page.get_by_label("Username").fill(NORTH)
+    page.get_by_label("Password").fill("not-the-password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("Wrong username or password")
+    expect(page).to_have_url(f"{hub.url}/login")
+
+
+def test_north_manager_sees_north_figures_conflict_and_charts_only(
+        hub: Hub, page: Page, tmp_path: Path) -> None:
+    requests_seen: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda req: requests_seen.append(req.url))
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    sign_in(page, hub.url, NORTH, NORTH_PW)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Region north")
+
+    # What north-1 sent: 3 sales (2 identified), 35.50 €, 1 live redemption of 5 € (the other
+    # was reversed), 2 kiosk sessions, 1 receipt.
+    expected = {"transactions": "3", "sales": "€35.50", "identified": "66.7 %",
+                "redemptions": "1", "discount": "€5.00", "kiosk": "2", "receipts": "1"}
+    for column, text in expected.items():
+        expect(cell(page, "kpis", "north-1", column)).to_have_text(text)
+    expect(page.locator("table.kpis tr[data-store='north-1'] th")).to_contain_text(N1_NAME)
+    expect(cell(page, "kpis", "north-2", "sales")).to_have_text("€7.00")
+    for column, text in {"transactions": "4", "sales": "€42.50", "identified": "50.0 %",
+                         "redemptions": "2", "discount": "€10.00"}.items():
+        expect(cell(page, "kpis", "total", column)).to_have_text(text)
+    body = page.locator("body").inner_text()
+    assert "Südstadt" not in body and "south-1" not in body and "999" not in body
+
+    # Sync health: north-1's own report; north-3 never called in.
+    expect(cell(page, "health", "north-1", "queue")).to_have_text("4")
+    expect(cell(page, "health", "north-1", "dead")).to_have_text("1")
+    expect(cell(page, "health", "north-1", "state-cell")).to_have_text("Syncing")
+    expect(cell(page, "health", "north-3", "state-cell")).to_have_text("Stopped syncing")
+    expect(cell(page, "health", "north-3", "contact")).to_have_text("never")
+    expect(page.locator("#stale-alert")).to_contain_text("=Altstadt")
+
+    # One conflict: the single-use coupon redeemed at north-1 and north-2.
+    rows = page.locator("table.conflicts.open tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("cpn-single")
+    expect(rows.first).to_contain_text("autumn-10")
+    expect(rows.first.locator(".uses")).to_have_text("2 / 1")
+    expect(rows.first.locator(".stores")).to_have_text(f"{N1_NAME}, Hafen")
+
+    # Charts: inline, accessible SVG with the store names escaped.
+    charts = page.locator("svg.chart")
+    expect(charts).to_have_count(2)
+    expect(page.locator("#chart-sales")).to_have_attribute("role", "img")
+    expect(page.locator("#chart-sales > title")).to_have_text("Completed sales per day, "
+                                                              "region north")
+    expect(page.locator("#chart-sales text", has_text=N1_NAME)).to_have_count(1)
+    assert "<Markt>" not in page.locator("#chart-sales").inner_html()
+
+    shot = tmp_path / "dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    assert [u for u in requests_seen
+            if not u.startswith(hub.url + "/") and not u.startswith("data:")] == []
+    assert errors == []
+
+
+def test_csv_export_holds_the_table_and_neutralises_formulas(hub: Hub, page: Page,
+                                                             tmp_path: Path) -> None:
+    sign_in(page, hub.url, NORTH, NORTH_PW)
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download CSV").click()
+    download = info.value
+    assert download.suggested_filename.startswith("dashboard-north-")
+    path = tmp_path / "export.csv"
+    download.save_as(path)
+    rows = {r["store_id"]: r for r in csv.DictReader(io.StringIO(path.read_text()))}
+    assert set(rows) == {"north-1", "north-2", "north-3", ""}
+    n1 = rows["north-1"]
+    assert (n1["store"], n1["transactions"], n1["identified_pct"], n1["sales_EUR"],
+            n1["redemptions"], n1["discount_EUR"], n1["kiosk_sessions"],
+            n1["receipts_printed"]) == (N1_NAME, "3", "66.7", "35.50", "1", "5.00", "2", "1")
+    assert rows["north-3"]["store"] == "'=Altstadt"
+    assert rows[""]["store"] == "Total" and rows[""]["sales_EUR"] == "42.50"
+    response = page.request.get(f"{hub.url}/dashboard.csv?period=today")
+    assert response.headers["content-disposition"].startswith("attachment;")
+
+
+def test_forms_without_a_csrf_token_are_refused(hub: Hub) -> None:
+    login = requests.post(f"{hub.url}/login", data={"username": NORTH, "password": NORTH_PW},
+                          timeout=5, allow_redirects=False)
+    assert login.status_code == 400
+    logout = requests.post(f"{hub.url}/logout", timeout=5, allow_redirects=False)
+    assert logout.status_code == 400
+
+
+def test_another_regions_store_or_region_is_not_found(hub: Hub, page: Page) -> None:
+    sign_in(page, hub.url, NORTH, NORTH_PW)
+    for path in ("/stores/south-1", "/?region=south", "/dashboard.csv?region=south",
+                 "/dashboard.json?store=south-1", "/stores/no-such-store"):
+        assert page.request.get(hub.url + path).status == 404, path
+    own = page.goto(f"{hub.url}/stores/north-2")
+    assert own is not None and own.status == 200
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Hafen")
+    data = page.request.get(f"{hub.url}/dashboard.json").json()
+    assert {s["store_id"] for s in data["stores"]} == {"north-1", "north-2", "north-3"}
+
+
+def test_all_regions_manager_picks_a_region(hub: Hub, page: Page) -> None:
+    sign_in(page, hub.url, ADMIN, ADMIN_PW)
+    expect(page.get_by_role("heading", level=1)).to_have_text("All regions")
+    expect(cell(page, "kpis", "total", "transactions")).to_have_text("6")
+    page.get_by_label("Region", exact=True).select_option("south")
+    page.get_by_role("button", name="Show").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Region south")
+    expect(cell(page, "kpis", "south-1", "sales")).to_have_text("€1,998.00")
+    expect(page.locator("table.kpis tr[data-store='north-1']")).to_have_count(0)
+
+
+def test_bad_custom_dates_say_so_and_show_seven_days(hub: Hub, page: Page) -> None:
+    sign_in(page, hub.url, NORTH, NORTH_PW)
+    page.goto(f"{hub.url}/?period=custom&from=2026-02-30&to=2026-03-01")
+    expect(page.locator("#period-error")).to_contain_text("year-month-day")
+    expect(page.locator("input[value='7d']")).to_be_checked()
+    expect(cell(page, "kpis", "north-1", "transactions")).to_have_text("3")
+
+
+def test_the_page_refreshes_itself_when_a_sale_arrives(hub: Hub, page: Page) -> None:
+    sign_in(page, hub.url, NORTH, NORTH_PW)
+    count = cell(page, "kpis", "north-2", "transactions")
+    before = int(count.inner_text())
+    hub.send("north-2", sale("north-2", 1250, "cust-7"))
+    expect(count).to_have_text(str(before + 1), timeout=25_000)
+    expect(cell(page, "kpis", "north-2", "identified")).not_to_have_text("–")
+
+
+def test_signed_out_requests_get_the_login_or_401(hub: Hub) -> None:
+    page_reply = requests.get(f"{hub.url}/", timeout=5, allow_redirects=False)
+    assert page_reply.status_code == 302 and "/login" in page_reply.headers["Location"]
+    for path in ("/dashboard.json", "/dashboard.csv", "/dashboard/live"):
+        assert requests.get(hub.url + path, timeout=5).status_code == 401, path
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_get_a_quote() -> None:
+    assert [safe_cell(v) for v in ("=SUM(A1)", "+1", "-2", "@x", "\tx", "Hafen", 3, -2)] == \
+        ["'=SUM(A1)", "'+1", "'-2", "'@x", "'\tx", "Hafen", 3, -2]
+
+
+def test_manager_accounts_check_names_passwords_and_lock_after_five_failures(
+        tmp_path: Path) -> None:
+    db = HubDB(f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        for name, password in (("Bad Name", "long-enough-pw"), ("ok", "short")):
+            with pytest.raises(BadRequest):
+                add_manager(db, name, password, "north")
+        add_manager(db, "mia", "first-password", "north")
+        with pytest.raises(Conflict):
+            add_manager(db, "mia", "other-password", "north")
+        add_manager(db, "mia", "second-password", "west", replace=True)
+        mia = authenticate(db, "mia", "second-password")
+        assert mia is not None and mia.sees("west") and not mia.sees("north")
+        assert authenticate(db, "nobody", "second-password") is None
+        for _ in range(5):
+            assert authenticate(db, "mia", "wrong-password") is None
+        assert authenticate(db, "mia", "second-password") is None  # locked for 5 minutes
+        boss = add_manager(db, "boss", "boss-password", None)
+        assert boss.sees("north") and boss.sees("south")
+    finally:
+        db.dispose()
