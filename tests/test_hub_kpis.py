@@ -1,6 +1,7 @@
 """The dashboard's figures, computed from events sent through the hub's real ingest path and
 checked against what was sent: counts, money, identified share, reversals, periods in the
-hub's zone, region scoping, sync health and conflicts."""
+hub's zone, region scoping, sync health and conflicts. Every test runs on SQLite and on
+PostgreSQL (`hub_db_url` from tests/hubfix.py): the queries must mean the same on both."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.ingest import ingest
 from cloud_sync.hub.settings import HubSettings
 from cloud_sync.hub.stores import add_store
+from tests.hubfix import hub_db_url, pg_cluster, pg_url
 
+__all__ = ["hub_db_url", "pg_cluster", "pg_url"]  # fixtures used by name
 ZONE = "Europe/Berlin"  # not UTC on purpose: days must be the hub's local days
 DAY = 86400.0
 
@@ -85,8 +88,8 @@ class Store:
 
 
 @pytest.fixture
-def hub_settings(tmp_path: Path) -> HubSettings:
-    return HubSettings(data_dir=tmp_path / "hub", database_url="", tz=ZONE)
+def hub_settings(tmp_path: Path, hub_db_url: str) -> HubSettings:
+    return HubSettings(data_dir=tmp_path / "hub", database_url=hub_db_url, tz=ZONE)
 
 
 @pytest.fixture
