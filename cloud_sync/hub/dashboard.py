@@ -288,11 +288,11 @@ def csv_rows(rows: list[kpis.StoreKpis], total: kpis.StoreKpis, period: kpis.Per
              ) -> Iterable[list[object]]:
     """The KPI table as CSV rows (header first); money in major units, a column per currency."""
     currencies = kpis.money_columns(rows)
-    yield (["store_id", "store", "region", "from", "to", "transactions",
-            "identified_customers", "identified_pct", "voids"]
-           + [f"sales_{c}" for c in currencies]
-           + ["redemptions"] + [f"discount_{c}" for c in currencies]
-           + ["kiosk_sessions", "receipts_printed"])
+    header: list[object] = [
+        "store_id", "store", "region", "from", "to", "transactions", "identified_customers",
+        "identified_pct", "voids", *[f"sales_{c}" for c in currencies], "redemptions",
+        *[f"discount_{c}" for c in currencies], "kiosk_sessions", "receipts_printed"]
+    yield header
     for row in [*rows, total]:
         yield ([row.store_id, row.name, row.region, period.first.isoformat(),
                 period.last.isoformat(), row.transactions, row.identified,

@@ -9,9 +9,10 @@ are calendar days in the hub's zone (`HUB_TZ`), half-open: `start_ts <= t < end_
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, case, func, or_, select
@@ -146,6 +147,11 @@ class StoreKpis:
                 mine[currency] = mine.get(currency, 0) + minor
 
 
+def _tuples(result: Iterable[Any]) -> list[tuple[Any, ...]]:
+    """Result rows as plain tuples (aggregate columns are untyped to the type checker)."""
+    return [tuple(row) for row in result]
+
+
 def _in_period(ts: ColumnElement[float], start_ts: float, end_ts: float
                ) -> ColumnElement[bool]:
     return (ts >= start_ts) & (ts < end_ts)
@@ -161,22 +167,22 @@ def store_kpis(db: HubDB, visible: Sequence[StoreRef], start_ts: float, end_ts: 
     counted = (COMPLETED, VOIDED, KIOSK, RECEIPT)
     in_scope = events.c.store_id.in_(ids) & _in_period(events.c.occurred_ts, start_ts, end_ts)
     with db.read() as conn:
-        counts = conn.execute(
+        counts = _tuples(conn.execute(
             select(events.c.store_id, events.c.type, func.count(),
                    func.count(events.c.customer_id))
             .where(in_scope, events.c.type.in_(counted))
-            .group_by(events.c.store_id, events.c.type)).all()
-        sales = conn.execute(
+            .group_by(events.c.store_id, events.c.type)))
+        sales = _tuples(conn.execute(
             select(events.c.store_id, events.c.currency, func.sum(events.c.total_minor))
             .where(in_scope, events.c.type == COMPLETED, events.c.currency.is_not(None))
-            .group_by(events.c.store_id, events.c.currency)).all()
+            .group_by(events.c.store_id, events.c.currency)))
         # The use ledger, not the events: a redemption reversed later no longer counts.
-        redeemed = conn.execute(
+        redeemed = _tuples(conn.execute(
             select(redemptions.c.store_id, redemptions.c.currency, func.count(),
                    func.sum(redemptions.c.discount_minor))
             .where(redemptions.c.store_id.in_(ids), redemptions.c.reversed_at.is_(None),
                    _in_period(redemptions.c.redeemed_ts, start_ts, end_ts))
-            .group_by(redemptions.c.store_id, redemptions.c.currency)).all()
+            .group_by(redemptions.c.store_id, redemptions.c.currency)))
     for store_id, kind, n, with_customer in counts:
         row = rows[store_id]
         if kind == COMPLETED:
@@ -230,19 +236,19 @@ def daily_series(db: HubDB, store_ids: Sequence[str], period: Period, zone: Zone
         ev_day = _day_bucket(events.c.occurred_ts, edges).label("day")
         red_day = _day_bucket(redemptions.c.redeemed_ts, edges).label("day")
         with db.read() as conn:
-            for store_id, day, n in conn.execute(
+            for store_id, day, n in _tuples(conn.execute(
                     select(events.c.store_id, ev_day, func.count())
                     .where(events.c.store_id.in_(store_ids), events.c.type == COMPLETED,
                            _in_period(events.c.occurred_ts, period.start_ts, period.end_ts))
-                    .group_by(events.c.store_id, ev_day)):
+                    .group_by(events.c.store_id, ev_day))):
                 txn[store_id][day] = n
-            for store_id, day, n in conn.execute(
+            for store_id, day, n in _tuples(conn.execute(
                     select(redemptions.c.store_id, red_day, func.count())
                     .where(redemptions.c.store_id.in_(store_ids),
                            redemptions.c.reversed_at.is_(None),
                            _in_period(redemptions.c.redeemed_ts, period.start_ts,
                                       period.end_ts))
-                    .group_by(redemptions.c.store_id, red_day)):
+                    .group_by(redemptions.c.store_id, red_day))):
                 red[store_id][day] = n
     return DailySeries(days, txn, red)
 

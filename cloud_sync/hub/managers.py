@@ -101,7 +101,7 @@ def authenticate(db: HubDB, username: str, password: str) -> Manager | None:
         # Counted in SQL: two wrong guesses at the same moment both count.
         conn.execute(update(managers).where(where)
                      .values(failed_logins=managers.c.failed_logins + 1))
-        failures = conn.execute(select(managers.c.failed_logins).where(where)).scalar_one()
+        failures: int = conn.execute(select(managers.c.failed_logins).where(where)).scalar_one()
         if failures >= MAX_FAILURES:
             conn.execute(update(managers).where(where)
                          .values(failed_logins=0, locked_until=now + LOCK_SECONDS))
