@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects import sqlite
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.feed import append_changes
@@ -216,10 +216,25 @@ def _edge_report(edge: Any) -> dict[str, Any]:
     return out
 
 
-def _insert(conn: Connection, table: Any) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING in the connection's dialect."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
+def insert_new(conn: Connection, table: Any, rows: list[dict[str, Any]], key: str) -> set[Any]:
+    """INSERT … ON CONFLICT DO NOTHING of `rows`; the `key` values actually inserted.
+
+    SQLite takes SQLAlchemy's multi-row VALUES well. On PostgreSQL the same statement for
+    500 rows is thousands of placeholders that psycopg parses on every batch, so the rows go
+    as one array per column through unnest(): a short statement, the same every time.
+    """
+    if not rows:
+        return set()
+    if conn.dialect.name != "postgresql":
+        stmt = sqlite.insert(table).on_conflict_do_nothing().returning(table.c[key])
+        return {r[0] for r in conn.execute(stmt, rows)}
+    cols = list(rows[0])
+    arrays = ", ".join(f"%({c})b::{table.c[c].type.compile(dialect=conn.dialect)}[]"
+                       for c in cols)
+    sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT * FROM unnest({arrays}) "
+           f"ON CONFLICT DO NOTHING RETURNING {key}")
+    params = {c: [r[c] for r in rows] for c in cols}
+    return {r[0] for r in conn.exec_driver_sql(sql, params)}
 
 
 def ingest(db: HubDB, settings: HubSettings, store_id: str, body: Any) -> dict[str, Any]:
@@ -244,8 +259,7 @@ def ingest(db: HubDB, settings: HubSettings, store_id: str, body: Any) -> dict[s
              "batch_id": batch_id, "received_ts": now}
             for ev in sorted(unique.values(), key=lambda e: e.event_id)]
     with db.write() as conn:
-        inserted = {r[0] for r in conn.execute(
-            _insert(conn, events).returning(events.c.event_id), rows)}
+        inserted = insert_new(conn, events, rows, "event_id")
         missed = [eid for eid in unique if eid not in inserted]
         owners: dict[str, str] = {}
         if missed:
@@ -255,12 +269,11 @@ def ingest(db: HubDB, settings: HubSettings, store_id: str, body: Any) -> dict[s
         duplicates = [eid for eid in missed if owners.get(eid) == store_id] + repeats
         rejected = [{"event_id": eid, "error": "event_id_taken"}
                     for eid in missed if owners.get(eid) != store_id]
-        new = [unique[eid] for eid in accepted]
-        _apply_redemptions(conn, store_id, new, now)
         values: dict[str, Any] = {"last_contact_ts": now, "last_batch_ts": now}
         if report:
             values.update(report, reported_ts=now)
         conn.execute(update(stores).where(stores.c.id == store_id).values(**values))
+        _apply_redemptions(conn, store_id, [unique[eid] for eid in accepted], now)
     return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
 
 
@@ -288,8 +301,7 @@ def _apply_redemptions(conn: Connection, store_id: str, new: list[Event], now: f
                        "discount_minor": ev.discount_minor, "currency": ev.currency,
                        "redeemed_at": ev.occurred_at, "redeemed_ts": ev.occurred_ts})
     if ledger:
-        got = {r[0] for r in conn.execute(
-            _insert(conn, redemptions).returning(redemptions.c.id), ledger)}
+        got = insert_new(conn, redemptions, ledger, "id")
         feed += [{"redemption": {"id": r["id"], "coupon": r["coupon_id"],
                                  "campaign": r["campaign_id"], "store_id": store_id,
                                  "redeemed_at": r["redeemed_at"]}}
@@ -321,8 +333,10 @@ def check_conflicts(conn: Connection, coupon_ids: list[str], now: float) -> None
     if conn.dialect.name == "postgresql":
         # Two stores' batches for one coupon may commit at once: whoever counts second
         # waits here and then sees the other's redemption (READ COMMITTED re-reads).
-        for cid in coupon_ids:
-            conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(cid))))
+        # Locks taken in one (sorted) order, so two batches never wait on each other.
+        conn.exec_driver_sql(
+            "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtext(c) AS k "
+            "FROM unnest(%(ids)s::text[]) AS c ORDER BY 1) AS locks", {"ids": coupon_ids})
     live: dict[str, list[Any]] = defaultdict(list)
     for row in conn.execute(
             select(redemptions.c.coupon_id, redemptions.c.id, redemptions.c.store_id,
