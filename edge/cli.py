@@ -378,12 +378,14 @@ def serve() -> None:
 @click.option("--http-port", default=8080, show_default=True, type=int)
 @click.option("--mqtt-port", default=1883, show_default=True, type=int,
               help="Broker port; a free one is chosen when it is taken.")
+@click.option("--hub-port", default=8090, show_default=True, type=int,
+              help="Port of the demo's CRM hub; a free one is chosen when it is taken.")
 @_fails_cleanly
-def demo(data_dir: str, http_port: int, mqtt_port: int) -> None:
-    """A whole demo store on this machine: broker, edge and simulated devices."""
+def demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int) -> None:
+    """A whole demo store on this machine: broker, edge, CRM hub and simulated devices."""
     from edge.demo import run_demo
 
-    run_demo(data_dir, http_port, mqtt_port)
+    run_demo(data_dir, http_port, mqtt_port, hub_port)
 
 
 if __name__ == "__main__":

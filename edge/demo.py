@@ -6,6 +6,7 @@ Everything runs as child processes, as on a store box; Ctrl-C stops them in orde
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import socket
@@ -179,13 +180,35 @@ def _wait_healthy(url: str, proc: subprocess.Popen[Any], timeout: float = 30) ->
     raise StartupError(f"the edge did not become healthy at {url}")
 
 
-def run_demo(data_dir: str, http_port: int, mqtt_port: int) -> None:
+def _prepare_hub(root: Path, port: int, tz: str) -> tuple[dict[str, str], str, str]:
+    """The demo's CRM hub: its environment, this store's token, the manager's password."""
+    from cloud_sync.hub.db import HubDB
+    from cloud_sync.hub.demo import seed
+    from cloud_sync.hub.settings import load_hub_settings
+
+    env = {"HUB_DATA_DIR": str(root / "hub"), "HUB_HTTP_PORT": str(port), "HUB_TZ": tz}
+    hub_settings = load_hub_settings(env)
+    db = HubDB(hub_settings.db_url)
+    password = secrets.token_urlsafe(9)
+    try:
+        tokens = seed(db, hub_settings, password)
+    finally:
+        db.dispose()
+    return env, tokens["store-1"], password
+
+
+def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090) -> None:
     mqtt_port = _port_or_free(mqtt_port)
     http_port = _port_or_free(http_port)
+    hub_port = _port_or_free(hub_port)
     root = Path(data_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
     settings = load_settings(data_dir=str(root), mqtt_url=f"mqtt://127.0.0.1:{mqtt_port}",
                              http_port=http_port,
                              trusted_keys=str(root / "demo-trusted-keys.json"))
+    hub_env, hub_token, hub_password = _prepare_hub(root, hub_port, settings.tz)
+    settings = settings.with_overrides(hub_url=f"http://127.0.0.1:{hub_port}",
+                                       hub_token=hub_token, sync_pull_interval_s=15)
     printer_ports = {printer_id: _port_or_free(9100 + i)
                      for i, (printer_id, _, _) in enumerate(DEMO_PRINTERS)}
     datadir, password = _prepare(settings, printer_ports)
@@ -200,6 +223,12 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
+        hub = subprocess.Popen([sys.executable, "-m", "cloud_sync.hub.cli", "serve"],
+                               env={**{k: v for k, v in os.environ.items()
+                                       if not k.startswith("HUB_")}, **hub_env},
+                               stdout=subprocess.DEVNULL, start_new_session=True)
+        children.append(hub)
+        wait_for_port("127.0.0.1", hub_port, 30)
         printouts = datadir.root / "printouts"
         for printer_id, profile, _ in DEMO_PRINTERS:
             children.append(subprocess.Popen(
@@ -229,11 +258,18 @@ Demo store "{settings.store_name}" ({settings.store_id}) is running.
   Receipts (staff page): {base}/staff/receipts  (every sale's receipt, with a preview)
   Devices (staff page): {base}/staff/devices
   Devices (API):        curl -u manager:{password} {base}/api/v1/devices
+  Sync (staff page):    {base}/staff/sync  (what is waiting for the CRM hub)
   Health:               {base}/healthz
   Metrics:              {base}/metrics
   MQTT broker:          mqtt://127.0.0.1:{mqtt_port}
       edge login in:    {datadir.secrets}/mqtt-edge.json
   Data:                 {datadir.root}
+
+CRM hub, regional dashboard: http://127.0.0.1:{hub_port}/
+      sign in as:       regional / {hub_password}
+      two stores of region "north": this one live (its sales appear within seconds) and
+      "Harbour Street" (store-2) with two weeks of history; one offline double spend.
+      hub data:         {root / "hub"}
 
 Simulated devices: {", ".join(f"{k} {i}" for k, i in DEMO_DEVICES)}.
 Virtual receipt printers (real ESC/POS over TCP, served by the edge):

@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from cloud_sync.puller import Puller
@@ -135,10 +135,19 @@ class EdgeService:
             self.spool.on_printer_ready(device)
 
     def _run_job_in(self, job_id: str, delay: float) -> None:
-        """Run a scheduled job `delay` seconds from now (a kick, or the end of a backoff)."""
+        """Run a sync job once, `delay` seconds from now (a kick, or the end of a backoff).
+
+        A one-off job of its own beside the interval job: were the interval job moved
+        instead, a kick while it runs would be refused as a second instance. The job's own
+        lock makes a run that overlaps another return at once.
+        """
+        if not self.scheduler.running:
+            return
+        fn = {"sync_send": self.sender.run, "sync_pull": self.puller.run}[job_id]
         when = datetime.now(self.settings.zone) + timedelta(seconds=delay)
-        with contextlib.suppress(JobLookupError):  # a stand-alone store, or stopping
-            self.scheduler.modify_job(job_id, next_run_time=when)
+        with contextlib.suppress(SchedulerNotRunningError):  # stopping meanwhile
+            self.scheduler.add_job(fn, "date", run_date=when, id=f"{job_id}_soon",
+                                   replace_existing=True, misfire_grace_time=60, max_instances=2)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, report) for /healthz: the database must answer; the rest is reported."""

@@ -1,0 +1,100 @@
+"""Demo data for the hub: two stores of one region with two weeks of history, fed through
+the real ingest path, so the dashboard has numbers (and a conflict) before the live demo
+store adds its own sales."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cloud_sync.hub.db import HubDB
+from cloud_sync.hub.ingest import ingest
+from cloud_sync.hub.managers import add_manager
+from cloud_sync.hub.settings import HubSettings
+from cloud_sync.hub.stores import add_store, list_stores
+from edge.protocol import format_ts, uuid7
+
+REGION = "north"
+# (id, name, sales on an ordinary day)
+DEMO_STORES = [("store-1", "Demo Store", 60), ("store-2", "Harbour Street", 90)]
+SHOPPERS = [f"c-{n:03d}" for n in range(120)]
+CAMPAIGNS = ["cmp-save10", "cmp-dairy", "cmp-coffee", "cmp-fruit"]
+
+
+def _day_of_events(store_id: str, day: datetime, sales: int, rng: random.Random
+                   ) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+
+    def add(type_: str, at: datetime, data: dict[str, Any], device: str = "lane-1") -> None:
+        events.append({"event_id": uuid7(), "type": type_, "occurred_at": format_ts(at),
+                       "store_id": store_id, "device_id": device, "data": data})
+
+    for n in range(sales):
+        at = day + timedelta(hours=8, seconds=rng.randrange(12 * 3600))
+        lane = f"lane-{rng.randint(1, 2)}"
+        txn = f"h-{store_id}-{day:%m%d}-{n}"
+        customer = rng.choice(SHOPPERS) if rng.random() < 0.62 else None
+        total = rng.randrange(350, 9500)
+        discount = 0
+        if customer:
+            add("customer.identified", at, {"txn": txn, "customer_id": customer,
+                                            "method": "card"}, lane)
+            if rng.random() < 0.3:
+                discount = rng.choice([100, 200, 300, 500])
+                add("coupon.redeemed", at, {
+                    "redemption": uuid7(), "coupon": f"hist-{uuid7()}",
+                    "campaign": rng.choice(CAMPAIGNS), "discount_minor": discount,
+                    "currency": "EUR", "customer_id": customer, "txn": txn,
+                    "store_id": store_id, "redeemed_at": format_ts(at), "max_uses": 1}, lane)
+        add("transaction.completed", at, {
+            "txn": txn, "customer_id": customer, "total_minor": total - discount,
+            "basket_total_minor": total, "discount_minor": discount, "currency": "EUR",
+            "completed_at": format_ts(at)}, lane)
+        add("receipt.printed", at + timedelta(seconds=2), {
+            "job": uuid7(), "txn": txn, "customer_id": customer,
+            "personalised": customer is not None}, lane)
+    for _ in range(sales // 6):
+        at = day + timedelta(hours=9, seconds=rng.randrange(10 * 3600))
+        add("kiosk.session", at, {"customer_id": rng.choice(SHOPPERS),
+                                  "seconds": rng.randrange(20, 240)}, "kiosk-1")
+    return events
+
+
+def seed(db: HubDB, settings: HubSettings, manager_password: str, days: int = 14,
+         seed_value: int = 7) -> dict[str, str]:
+    """Register the demo stores and a regional manager, and ingest their history; the
+    stores' tokens by id."""
+    rng = random.Random(seed_value)
+    known = {s["store"] for s in list_stores(db)}
+    tokens = {sid: add_store(db, sid, REGION, name, rotate=sid in known)
+              for sid, name, _ in DEMO_STORES}
+    add_manager(db, "regional", manager_password, REGION, replace=True)
+    if known:
+        return tokens  # a demo run before this one seeded the history
+    today = datetime.now(settings.zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    for sid, _, per_day in DEMO_STORES:
+        for back in range(days, 0, -1):
+            day = today - timedelta(days=back)
+            sales = int(per_day * (1.25 if day.weekday() >= 4 else 1.0) * rng.uniform(.8, 1.2))
+            events = _day_of_events(sid, day.astimezone(UTC), sales, rng)
+            for start in range(0, len(events), settings.max_batch_events):
+                ingest(db, settings, sid, {"batch_id": uuid7(),
+                                           "events": events[start:start +
+                                                            settings.max_batch_events]})
+    # The same single-use coupon taken at both stores while Harbour Street was offline.
+    when = format_ts(today - timedelta(days=1, hours=-11))
+    for sid in ("store-1", "store-2"):
+        ingest(db, settings, sid, {"batch_id": uuid7(), "events": [{
+            "event_id": uuid7(), "type": "coupon.redeemed", "occurred_at": when,
+            "store_id": sid, "device_id": "lane-1", "data": {
+                "redemption": uuid7(), "coupon": "app-7f3a-single-use", "campaign": "cmp-dairy",
+                "discount_minor": 300, "currency": "EUR", "customer_id": None,
+                "txn": f"dup-{sid}", "store_id": sid, "redeemed_at": when, "max_uses": 1}}]})
+    # Harbour Street's edge reports a small, recent queue.
+    ingest(db, settings, "store-2", {"batch_id": uuid7(), "events": [{
+        "event_id": uuid7(), "type": "device.status", "occurred_at": format_ts(datetime.now(UTC)),
+        "store_id": "store-2", "device_id": "printer-1",
+        "data": {"kind": "printer", "device": "printer-1", "state": "online"}}],
+        "edge": {"queue_depth": 3, "oldest_age_s": 1.5, "dead_letters": 0}})
+    return tokens
