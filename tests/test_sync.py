@@ -327,3 +327,78 @@ def test_edge_killed_while_a_batch_is_in_flight_loses_and_doubles_nothing(
     # The batch whose answer never reached the edge was sent again and kept once.
     duplicates = sum(len(b.get("answer", {}).get("duplicates", [])) for b in proxy.batches())
     assert duplicates > 0
+
+
+# ---------------------------------------------------------------- what staff see
+
+
+def _staff_client(settings: Settings, username: str, role: str) -> Any:
+    import re
+
+    from edge import create_app
+    from edge.staff.accounts import add_user
+
+    app = create_app(settings)
+    add_user(app.extensions["edge"].store, username, "staff-password-1", role)
+    client = app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"',
+                      client.get("/staff/login").get_data(as_text=True))
+    assert token
+    client.post("/staff/login", data={"username": username, "password": "staff-password-1",
+                                      "csrf_token": token.group(1)})
+    return app, client
+
+
+def test_staff_see_dead_letters_and_an_old_backlog_and_a_manager_sends_one_again(
+        settings: Settings, hub: HubServer) -> None:
+    token = add_store(hub.settings, settings.store_id)
+    edge_settings = edge_for(settings, hub.url, token)
+    svc = EdgeService(edge_settings)
+    try:
+        bad = _queue_raw(svc.store, "coupon.redeemed", {"coupon": "cpn-9", "txn": "t-77"})
+        svc.sender.run()
+        assert [d["event_id"] for d in svc.sender.dead_letters()] == [bad]
+    finally:
+        svc.stop()
+    app, manager = _staff_client(edge_settings, "mia", "manager")
+    edge = app.extensions["edge"]
+    try:
+        page = manager.get("/staff/sync/").get_data(as_text=True)
+        assert bad in page and "coupon=cpn-9" in page and "Send again" in page
+        assert 'id="sync-warning"' in manager.get("/staff/receipts/").get_data(as_text=True)
+        # An event waiting for an hour: every staff page says so.
+        old = _queue_raw(edge.store, "device.status", {"state": "online"})
+        edge.store.write(lambda db: db.execute(
+            "UPDATE outbox SET created_at = ? WHERE event_id = ?", (time.time() - 3600, old)))
+        banner = manager.get("/staff/devices").get_data(as_text=True)
+        assert "have not reached the CRM hub" in banner and "60 min" in banner
+        assert edge.health()[1]["queue"]["backlog_old"] is True
+        # Sending again needs the CSRF token, then puts the event back in the outbox.
+        assert manager.post(f"/staff/sync/dead-letters/{bad}/send").status_code == 400
+        csrf = page.split('name="csrf_token" value="')[1].split('"')[0]
+        resp = manager.post(f"/staff/sync/dead-letters/{bad}/send", data={"csrf_token": csrf})
+        assert resp.status_code == 302
+        assert edge.store.query_one("SELECT 1 FROM outbox WHERE event_id = ?", (bad,))
+        assert edge.sender.dead_letters() == []
+    finally:
+        edge.stop()
+
+
+def test_a_cashier_sees_the_sync_page_but_cannot_send_dead_letters_again(
+        settings: Settings) -> None:
+    svc = EdgeService(edge_for(settings, "http://127.0.0.1:9", "t0ken"))
+    bad = _queue_raw(svc.store, "receipt.printed", {"job": 1})
+    svc.store.write(lambda db: db.execute(
+        "INSERT INTO dead_letters (event_id, seq, type, occurred_at, data, created_at, status, "
+        "error, failed_at) SELECT event_id, seq, type, occurred_at, data, created_at, 400, "
+        "'bad_events: job must be text', ? FROM outbox WHERE event_id = ?", (time.time(), bad)))
+    svc.stop()
+    app, cashier = _staff_client(svc.settings, "carl", "cashier")
+    try:
+        page = cashier.get("/staff/sync/").get_data(as_text=True)
+        assert "job must be text" in page and "Send again" not in page
+        csrf = page.split('name="csrf_token" value="')[1].split('"')[0]
+        assert cashier.post(f"/staff/sync/dead-letters/{bad}/send",
+                            data={"csrf_token": csrf}).status_code == 403
+    finally:
+        app.extensions["edge"].stop()
