@@ -18,7 +18,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +34,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 class PostgresCluster:
@@ -135,8 +124,8 @@ def hub_db_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def hub_settings(tmp_path: Path, hub_db_url: str) -> HubSettings:
-    """Settings of a hub with its own data dir and a free port."""
-    return load_hub_settings(hub_env_for(tmp_path / "hub-data", hub_db_url, free_port()))
+    """Settings of a hub with its own data dir (port 0: `start_hub` learns the real one)."""
+    return load_hub_settings(hub_env_for(tmp_path / "hub-data", hub_db_url, 0))
 
 
 def hub_env_for(data_dir: Path, db_url: str, port: int) -> dict[str, str]:
@@ -185,16 +174,36 @@ class HubServer:
 
 
 def start_hub(settings: HubSettings) -> HubServer:
-    """`edge-hub serve` on the settings' port, once it answers."""
+    """`edge-hub serve` on a port it picks itself (HUB_HTTP_PORT=0, so no other process can
+    take the port between choosing and binding it); returns once it listens."""
+    import json
+    import selectors
+
     log = settings.data_dir.parent / "hub-serve.log"
+    env = {**hub_env(settings), "HUB_HTTP_PORT": "0"}
     with log.open("ab") as out:
-        proc = subprocess.Popen([*hub_cli(), "serve"], env=hub_env(settings), stdout=out,
-                                stderr=subprocess.STDOUT, cwd=REPO)
-    if not wait_for_port(settings.http_port):
+        proc = subprocess.Popen([*hub_cli(), "serve"], env=env, stdout=subprocess.PIPE,
+                                stderr=out, cwd=REPO)
+    assert proc.stdout is not None
+    line = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 60
+        while not line.endswith(b"\n") and time.monotonic() < deadline:
+            if sel.select(timeout=0.5):
+                chunk = proc.stdout.read1(4096)  # type: ignore[attr-defined]
+                if not chunk:
+                    break
+                line += chunk
+    try:
+        port = int(json.loads(line)["port"])
+    except (ValueError, KeyError):
         proc.kill()
         proc.wait()
-        pytest.fail(f"edge-hub serve did not start:\n{log.read_text()}")
-    return HubServer(settings, proc, log)
+        proc.stdout.close()
+        pytest.fail(f"edge-hub serve did not start:\n{line!r}\n{log.read_text()}")
+    server = HubServer(replace(settings, http_port=port), proc, log)
+    return server
 
 
 def stop_hub(server: HubServer, timeout: float = 15.0) -> int:
@@ -204,7 +213,10 @@ def stop_hub(server: HubServer, timeout: float = 15.0) -> int:
             server.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             server.proc.kill()
-    return server.proc.wait()
+    code = server.proc.wait()
+    if server.proc.stdout is not None:
+        server.proc.stdout.close()
+    return code
 
 
 @pytest.fixture
