@@ -172,9 +172,10 @@ def managers() -> None:
 @click.option("--all-regions", is_flag=True, help="This manager sees every region.")
 @click.option("--password-stdin", is_flag=True,
               help="Read the password from the first line of stdin (else it is asked for).")
+@click.option("--replace", is_flag=True, help="Reset an existing manager's password and region.")
 @_fails_cleanly
 def managers_add(username: str, region: str | None, all_regions: bool,
-                 password_stdin: bool) -> None:
+                 password_stdin: bool, replace: bool) -> None:
     """Add a manager (or set a manager's password and region); prints the manager."""
     from cloud_sync.hub.managers import add_manager
 
@@ -185,7 +186,7 @@ def managers_add(username: str, region: str | None, all_regions: bool,
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     with _database() as (_, db):
-        add_manager(db, username, password, None if all_regions else region)
+        add_manager(db, username, password, None if all_regions else region, replace=replace)
     _emit({"manager": username, "region": None if all_regions else region})
 
 
