@@ -306,9 +306,12 @@ def hub_process(data_dir: Path, db_url: str, threads: int,
 
 def floor_main(conn: Connection, threads: int) -> None:
     """The HTTP floor: waitress with a WSGI app that reads the body and answers `{}`."""
+    import logging
+
     import waitress
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("waitress").setLevel(logging.ERROR)  # no "Task queue depth" notes
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
@@ -500,7 +503,8 @@ def drain(template: Path, work: Path, db_url: str, ids: set[str], threads: int,
                "pg_cpu_s": (pg.cpu_seconds() - pg_cpu0) if pg else None,
                "queue_report_s": report_s[0], "hub_rss_mb": rss_mb(hub.proc.pid),
                "hub_hwm_mb": rss_mb(hub.proc.pid, "VmHWM"),
-               "failures": int(sender.metrics.sync_failures._value.get()),
+               "failures": int(sender.metrics.registry.get_sample_value(
+                   "edge_sync_failures_total") or 0),
                "last_error": sender.last_error,
                "dead_letters": int(store.query_one(
                    "SELECT COUNT(*) AS n FROM dead_letters")["n"])}  # type: ignore[index]
@@ -807,7 +811,8 @@ def main(argv: list[str] | None = None) -> int:
            "baseline_http_eps": round(fm["eps"]), "baseline_http_seq_eps": round(fs["eps"]),
            "baseline_insert_sqlite_eps": fig("sqlite", "", "insert_eps"),
            "baseline_insert_pg_eps": fig("pg", "", "insert_eps"),
-           "hub_rss_mb": max(round(d["drain"]["hub_hwm_mb"], 1) for d in r["db"].values()),
+           "hub_rss_peak_mb": max(round(d[p]["hub_hwm_mb"], 1) for d in r["db"].values()
+                                  for p in ("drain", "many")),
            "missing": missing, "extra": extra, "cpu_steal_pct": round(r["steal_pct"], 1),
            "targets": {"drain_max_s": drain_target, "ingest_50_min_eps": INGEST_TARGET_EPS,
                        **{f"{name}_{k}_met": v[f"{p}_ok"] for k, v in figures.items()
