@@ -352,6 +352,8 @@ def _m0004(db: sqlite_utils.Database) -> None:
             error TEXT NOT NULL,
             failed_at REAL NOT NULL
         );
+        -- The age of the oldest waiting event is read before every batch to the hub.
+        CREATE INDEX outbox_created ON outbox(created_at);
         -- Small durable facts of the sync: the change-feed cursor, the last success, ...
         CREATE TABLE sync_state (
             key TEXT PRIMARY KEY,

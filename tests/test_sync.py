@@ -402,3 +402,23 @@ def test_a_cashier_sees_the_sync_page_but_cannot_send_dead_letters_again(
                             data={"csrf_token": csrf}).status_code == 403
     finally:
         app.extensions["edge"].stop()
+
+
+def test_device_status_changes_are_queued_for_the_hub_but_repeats_are_not(
+        edge: EdgeService, device: Any) -> None:
+    def statuses() -> list[dict[str, Any]]:
+        return [json.loads(r["data"]) for r in edge.store.query(
+            "SELECT data FROM outbox WHERE type = 'device.status' ORDER BY seq")]
+
+    printer = device("printer", "printer-1")
+    assert wait_until(lambda: len(statuses()) == 1)
+    printer.set_status(paper="ok", cover="closed")
+    assert wait_until(lambda: len(statuses()) == 2)
+    printer.set_status(paper="ok", cover="closed")  # the same again: a heartbeat
+    printer.set_status(paper="near_end", cover="closed")
+    assert wait_until(lambda: len(statuses()) == 3)
+    printer.close()
+    assert wait_until(lambda: len(statuses()) == 4)
+    seen = statuses()
+    assert [s["state"] for s in seen] == ["online", "online", "online", "offline"]
+    assert seen[2]["paper"] == "near_end" and seen[3]["device"] == "printer-1"
