@@ -99,7 +99,7 @@ def read_changes(db: HubDB, store_id: str, cursor: str | None = None,
             .order_by(changes.c.seq).limit(size + 1)).all()
     more = len(rows) > size
     rows = rows[:size]
-    out = [{"seq": int(seq), "kind": kind, **json.loads(payload)} for seq, kind, payload in rows]
+    out = [{"seq": int(row.seq), "kind": row.kind, **json.loads(row.payload)} for row in rows]
     return {"cursor": str(rows[-1][0]) if rows else (cursor or ""), "changes": out,
             "more": more}
 
@@ -191,8 +191,8 @@ def erase_customer(db: HubDB, customer_id: str) -> dict[str, Any]:
         if rows:
             conn.execute(update(events).where(events.c.event_id == bindparam("eid")).values(
                 customer_id=None, data=bindparam("scrubbed")),
-                [{"eid": eid, "scrubbed": _dumps(_scrub(json.loads(data)))}
-                 for eid, data in rows])
+                [{"eid": row.event_id, "scrubbed": _dumps(_scrub(json.loads(row.data)))}
+                 for row in rows])
         conn.execute(update(redemptions).where(redemptions.c.customer_id == customer_id)
                      .values(customer_id=None))
         conn.execute(update(issued_coupons).where(issued_coupons.c.customer_id == customer_id)
@@ -230,9 +230,10 @@ def revoke(db: HubDB, scope: str, id_: str, reason: str | None = None) -> dict[s
 def jwk_set(conn: Connection, hub_key: SigningKey) -> dict[str, Any]:
     """The keys stores trust: the hub's and every store's published public key."""
     keys = [hub_key.public_jwk()]
-    for (text,) in conn.execute(select(stores.c.public_jwk)
-                                .where(stores.c.public_jwk.isnot(None)).order_by(stores.c.id)):
-        keys.append(json.loads(text))
+    texts: list[str] = list(conn.execute(
+        select(stores.c.public_jwk).where(stores.c.public_jwk.isnot(None))
+        .order_by(stores.c.id)).scalars())
+    keys += [json.loads(text) for text in texts]
     return {"keys": keys}
 
 
