@@ -216,15 +216,8 @@ class DurablePostgres(PostgresCluster):
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
 
-    def start(self) -> DurablePostgres:
-        if self.as_root:
-            shutil.chown(self.root, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                  "--no-sync")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o",
-                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                  "-c fsync=on -c synchronous_commit=on -c full_page_writes=on "
-                  "-c max_connections=200", "start")
+    def start(self, *, durable: bool = True) -> DurablePostgres:
+        super().start(durable=durable)
         return self
 
     def settings_shown(self) -> dict[str, str]:

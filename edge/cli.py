@@ -21,25 +21,36 @@ from edge.store import Store
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _fails_cleanly(fn: F) -> F:
-    """Turn known errors into one line on stderr and a non-zero exit, never a traceback."""
+def fails_cleanly_as(prog: str) -> Callable[[F], F]:
+    """A decorator for `prog`'s commands: known errors become one line on stderr starting
+    with `prog: ` and a non-zero exit (2: configuration, 1: refused), never a traceback."""
 
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except StartupError as exc:
-            click.echo(f"edge: {exc}", err=True)
-            sys.exit(2)
-        except EdgeError as exc:
-            click.echo(f"edge: {exc.message}", err=True)
-            sys.exit(1)
+    def decorate(fn: F) -> F:
+        @wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except StartupError as exc:
+                click.echo(f"{prog}: {exc}", err=True)
+                sys.exit(2)
+            except EdgeError as exc:
+                click.echo(f"{prog}: {exc.message}", err=True)
+                sys.exit(1)
 
-    return cast(F, wrapper)
+        return cast(F, wrapper)
+
+    return decorate
 
 
-def _emit(obj: Any) -> None:
+_fails_cleanly = fails_cleanly_as("edge")
+
+
+def emit(obj: Any) -> None:
+    """One line of JSON on standard output: what scripts read."""
     click.echo(json.dumps(obj, ensure_ascii=False))
+
+
+_emit = emit
 
 
 def _open(settings: Settings) -> tuple[DataDir, Store]:

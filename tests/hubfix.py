@@ -60,15 +60,18 @@ class PostgresCluster:
             log = self.log.read_text() if self.log.exists() else ""
             raise RuntimeError(f"{args[0]} failed: {done.stderr}{done.stdout}\n{log}")
 
-    def start(self) -> PostgresCluster:
+    def start(self, *, durable: bool = False) -> PostgresCluster:
+        """initdb and start. Tests run without fsync (their data need not survive a power
+        cut, and it keeps them quick); `durable` commits as production does (benchmarks)."""
         if self.as_root:
             shutil.chown(self.root, "postgres", "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
                   "--no-sync")
-        # fsync off: test data need not survive a power cut, and it keeps the tests quick.
+        sync = ("-c fsync=on -c synchronous_commit=on -c full_page_writes=on" if durable
+                else "-c fsync=off")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o",
                   f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                  "-c fsync=off -c max_connections=200", "start")
+                  f"{sync} -c max_connections=200", "start")
         return self
 
     def stop(self) -> None:
@@ -173,14 +176,15 @@ class HubServer:
         return token
 
 
-def start_hub(settings: HubSettings) -> HubServer:
+def start_hub(settings: HubSettings, *, keep_port: bool = False) -> HubServer:
     """`edge-hub serve` on a port it picks itself (HUB_HTTP_PORT=0, so no other process can
-    take the port between choosing and binding it); returns once it listens."""
+    take the port between choosing and binding it), or on the settings' port with
+    `keep_port` (a hub coming back where the edge knows it); returns once it listens."""
     import json
     import selectors
 
     log = settings.data_dir.parent / "hub-serve.log"
-    env = {**hub_env(settings), "HUB_HTTP_PORT": "0"}
+    env = {**hub_env(settings), "HUB_HTTP_PORT": str(settings.http_port) if keep_port else "0"}
     with log.open("ab") as out:
         proc = subprocess.Popen([*hub_cli(), "serve"], env=env, stdout=subprocess.PIPE,
                                 stderr=out, cwd=REPO)

@@ -200,7 +200,7 @@ def test_ten_thousand_events_made_while_the_hub_is_down_all_arrive_once(
     health = svc.health()[1]["queue"]
     assert health["depth"] == 10_000 and health["last_success"] is None
 
-    server = start_hub(hub_sqlite)
+    server = start_hub(hub_sqlite, keep_port=True)
     try:
         assert wait_until(lambda: outbox_depth(svc.store) == 0, 90, interval=0.2), \
             f"{outbox_depth(svc.store)} events still queued: {svc.sender.last_error}"

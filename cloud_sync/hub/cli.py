@@ -7,43 +7,22 @@ non-zero exit, never a traceback.
 from __future__ import annotations
 
 import gc
-import json
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import click
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
-from edge.errors import EdgeError, StartupError
+from edge.cli import emit, fails_cleanly_as
+from edge.errors import StartupError
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fails_cleanly(fn: F) -> F:
-    """Known errors become one line on stderr and a non-zero exit."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except StartupError as exc:
-            click.echo(f"edge-hub: {exc}", err=True)
-            sys.exit(2)
-        except EdgeError as exc:
-            click.echo(f"edge-hub: {exc.message}", err=True)
-            sys.exit(1)
-
-    return cast(F, wrapper)
-
-
-def _emit(obj: Any) -> None:
-    click.echo(json.dumps(obj, ensure_ascii=False))
+_fails_cleanly = fails_cleanly_as("edge-hub")
+_emit = emit
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, select, update
@@ -125,6 +125,29 @@ def _upsert(conn: Connection, table: Any, key: str, rows: list[dict[str, Any]]) 
         set_={c: stmt.excluded[c] for c in rows[0] if c != key}), rows)
 
 
+def _import(db: HubDB, lines: Iterable[str], kind: str, table: Any,
+            record_id: Callable[[Any], str]) -> dict[str, Any]:
+    """Validate each line with `record_id` (ValueError = skip it with its reason), keep the
+    last record of each id, and write them with one `kind` change each for every store."""
+    latest: dict[str, dict[str, Any]] = {}
+    problems: list[dict[str, Any]] = []
+    for number, obj, problem in _lines(lines):
+        if problem is None:
+            try:
+                latest[record_id(obj)] = obj
+                continue
+            except ValueError as exc:
+                problem = str(exc)
+        problems.append({"line": number, "reason": problem})
+    now = time.time()
+    with db.write() as conn:
+        _upsert(conn, table, "id", [{"id": rid, "record": _dumps(obj), "updated_ts": now}
+                                    for rid, obj in latest.items()])
+        append_changes(conn, [(kind, rid, {kind: obj}, None) for rid, obj in latest.items()],
+                       now)
+    return {"imported": len(latest), "skipped": len(problems), "problems": problems}
+
+
 def import_customers(db: HubDB, lines: Iterable[str], country: str = "DE") -> dict[str, Any]:
     """Import customers (one JSON record per line) and send them to every store.
 
@@ -133,45 +156,12 @@ def import_customers(db: HubDB, lines: Iterable[str], country: str = "DE") -> di
     """
     # Only to validate: the edges hash identifiers with their own key.
     lookup = Lookup("hub-validation", country)
-    latest: dict[str, dict[str, Any]] = {}
-    problems: list[dict[str, Any]] = []
-    for number, obj, problem in _lines(lines):
-        if problem is None:
-            try:
-                record = parse_customer(obj, lookup)
-                latest[record.id] = obj
-                continue
-            except ValueError as exc:
-                problem = str(exc)
-        problems.append({"line": number, "reason": problem})
-    now = time.time()
-    with db.write() as conn:
-        _upsert(conn, customers, "id", [{"id": cid, "record": _dumps(obj), "updated_ts": now}
-                                        for cid, obj in latest.items()])
-        append_changes(conn, [("customer", cid, {"customer": obj}, None)
-                              for cid, obj in latest.items()], now)
-    return {"imported": len(latest), "skipped": len(problems), "problems": problems}
+    return _import(db, lines, "customer", customers, lambda obj: parse_customer(obj, lookup).id)
 
 
 def import_campaigns(db: HubDB, lines: Iterable[str], locale: str = "en_IE") -> dict[str, Any]:
     """Import campaigns (one JSON record per line) and send them to every store."""
-    latest: dict[str, dict[str, Any]] = {}
-    problems: list[dict[str, Any]] = []
-    for number, obj, problem in _lines(lines):
-        if problem is None:
-            try:
-                latest[parse_campaign(obj, locale).id] = obj
-                continue
-            except ValueError as exc:
-                problem = str(exc)
-        problems.append({"line": number, "reason": problem})
-    now = time.time()
-    with db.write() as conn:
-        _upsert(conn, campaigns, "id", [{"id": cid, "record": _dumps(obj), "updated_ts": now}
-                                        for cid, obj in latest.items()])
-        append_changes(conn, [("campaign", cid, {"campaign": obj}, None)
-                              for cid, obj in latest.items()], now)
-    return {"imported": len(latest), "skipped": len(problems), "problems": problems}
+    return _import(db, lines, "campaign", campaigns, lambda obj: parse_campaign(obj, locale).id)
 
 
 def erase_customer(db: HubDB, customer_id: str) -> dict[str, Any]:
