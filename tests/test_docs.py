@@ -33,3 +33,14 @@ def test_every_cli_command_is_in_the_operations_doc() -> None:
     text = (DOCS / "operations.md").read_text()
     missing = [c for c in _commands(main) if c not in text]
     assert missing == []
+
+
+def test_every_hub_command_and_setting_is_in_the_hub_doc() -> None:
+    from cloud_sync.hub.cli import main as hub_main
+    from cloud_sync.hub.settings import HubSettings
+
+    text = (DOCS / "hub.md").read_text()
+    missing = [c for c in _commands(hub_main, "edge-hub") if c not in text]
+    missing += [f"HUB_{f.upper()}" for f in HubSettings.__dataclass_fields__
+                if f not in ("database_url",) and f"HUB_{f.upper()}" not in text]
+    assert missing == []
