@@ -104,6 +104,7 @@ from rig import (
     echo_topic_of,
     edge_warnings,
     exit_on_sigterm,
+    filesystem_of,
     free_port,
     json_ms,
     pace,
@@ -415,22 +416,6 @@ def seed_ledger(store: Store, count: int, customers: int) -> None:
         "INSERT INTO redemptions (id, coupon_id, campaign_id, store_id, device_id, txn, "
         "customer_id, discount_minor, currency, redeemed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows()))
-
-
-def filesystem_of(path: Path) -> str:
-    """The type of the file system `path` lives on, from /proc/mounts."""
-    best, kind = "", "unknown"
-    resolved = str(path.resolve())
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
-            parts = line.split()
-            if len(parts) < 3:
-                continue
-            mount = parts[1].replace("\\040", " ")
-            inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
-            if inside and len(mount) >= len(best):
-                best, kind = mount, parts[2]
-    return kind
 
 
 @dataclass

@@ -498,3 +498,19 @@ def turns(rounds: int) -> Iterator[str]:
 
 def exit_on_sigterm(_signum: int, _frame: Any) -> None:
     raise SystemExit(143)
+
+
+def filesystem_of(path: Path) -> str:
+    """The type of the file system `path` lives on, from /proc/mounts."""
+    best, kind = "", "unknown"
+    resolved = str(path.resolve())
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            mount = parts[1].replace("\\040", " ")
+            inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) >= len(best):
+                best, kind = mount, parts[2]
+    return kind

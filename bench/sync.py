@@ -81,6 +81,7 @@ from rig import (  # noqa: E402
     cpu_seconds,
     cpu_steal,
     exit_on_sigterm,
+    filesystem_of,
     percentile,
     rss_mb,
     steal_pct,
@@ -610,22 +611,6 @@ def floor_sequential(url: str, bodies: list[tuple[int, bytes]]) -> dict[str, Any
     rtts.sort()
     return {"eps": sum(n for n, _ in bodies) / elapsed, "rtt_p50_ms": percentile(rtts, 50) * 1000,
             "rtt_p99_ms": percentile(rtts, 99) * 1000}
-
-
-def filesystem_of(path: Path) -> str:
-    """The type of the file system `path` lives on, from /proc/mounts."""
-    best, kind = "", "unknown"
-    resolved = str(path.resolve())
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
-            parts = line.split()
-            if len(parts) < 3:
-                continue
-            mount = parts[1].replace("\\040", " ")
-            if (resolved == mount or resolved.startswith(mount.rstrip("/") + "/")) \
-                    and len(mount) >= len(best):
-                best, kind = mount, parts[2]
-    return kind
 
 
 # ---------------------------------------------------------------- the run
