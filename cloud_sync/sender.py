@@ -62,23 +62,27 @@ class Sender:
         self._lock = threading.Lock()
         self._running = False
         self._dirty = False
+        self._wake_pending = False
 
     # ------------------------------------------------------------ scheduling
 
     def kick(self) -> None:
         """New events were committed: send them now, unless the hub asked us to wait."""
+        if self.client is None or self.wake is None:
+            return
         with self._lock:
             self._dirty = True
-            busy = self._running
-        if not busy and self.backoff.remaining() == 0 and self.wake is not None:
-            self.wake(0)
+            # One wake-up in the scheduler at a time: a busy store commits many times a second.
+            if self._running or self._wake_pending or self.backoff.remaining() > 0:
+                return
+            self._wake_pending = True
+        self.wake(0)
 
     def run(self) -> None:
         """Send batches until the outbox is empty or the hub cannot take more for now."""
-        if self.client is None or self.backoff.remaining() > 0:
-            return
         with self._lock:
-            if self._running:
+            self._wake_pending = False
+            if self.client is None or self.backoff.remaining() > 0 or self._running:
                 return
             self._running = True
         try:
@@ -92,7 +96,10 @@ class Sender:
         finally:
             with self._lock:
                 self._running = False
-                again = self._dirty and self.backoff.remaining() == 0
+                again = self._dirty and self.backoff.remaining() == 0 and \
+                    not self._wake_pending and self.wake is not None
+                if again:
+                    self._wake_pending = True
             if again and self.wake is not None:
                 self.wake(0)
 

@@ -137,17 +137,18 @@ class EdgeService:
     def _run_job_in(self, job_id: str, delay: float) -> None:
         """Run a sync job once, `delay` seconds from now (a kick, or the end of a backoff).
 
-        A one-off job of its own beside the interval job: were the interval job moved
-        instead, a kick while it runs would be refused as a second instance. The job's own
-        lock makes a run that overlaps another return at once.
+        A one-off job of its own (with a generated id) beside the interval job: moving the
+        interval job instead would be refused while it runs, and reusing one id races with
+        the scheduler removing the finished one. The sender and puller keep these to one
+        at a time, and their own locks make an overlapping run return at once.
         """
         if not self.scheduler.running:
             return
         fn = {"sync_send": self.sender.run, "sync_pull": self.puller.run}[job_id]
         when = datetime.now(self.settings.zone) + timedelta(seconds=delay)
         with contextlib.suppress(SchedulerNotRunningError):  # stopping meanwhile
-            self.scheduler.add_job(fn, "date", run_date=when, id=f"{job_id}_soon",
-                                   replace_existing=True, misfire_grace_time=60, max_instances=2)
+            self.scheduler.add_job(fn, "date", run_date=when, name=f"{job_id} (soon)",
+                                   misfire_grace_time=60)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, report) for /healthz: the database must answer; the rest is reported."""
