@@ -30,7 +30,7 @@ from cloud_sync.hub.schema import (
 )
 from edge.coupons import COUPON_ID_RE, parse_campaign
 from edge.customers import CUSTOMER_ID_RE, Lookup, parse_customer
-from edge.errors import BadRequest, NotFound
+from edge.errors import BadRequest
 from edge.tokens import SigningKey
 
 DEFAULT_LIMIT = 500
@@ -237,14 +237,3 @@ def publish_keys(db: HubDB, hub_key: SigningKey) -> bool:
             return False
         append_changes(conn, [("keys", "jwks", {"jwks": jwks}, None)])
     return True
-
-
-def customer_record(db: HubDB, customer_id: str) -> dict[str, Any]:
-    """A customer's record as imported; NotFound if the hub has none."""
-    with db.read() as conn:
-        text = conn.execute(select(customers.c.record)
-                            .where(customers.c.id == customer_id)).scalar()
-    if text is None:
-        raise NotFound(f"The hub has no customer {customer_id}.", code="customer_unknown")
-    result: dict[str, Any] = json.loads(text)
-    return result
