@@ -477,8 +477,10 @@ class Checkout:
                      "campaign": coupon.campaign, "description": coupon.description,
                      "discount_minor": discount, "currency": basket.currency}
             redemptions.append(entry)
+            # `max_uses` lets the hub tell a double spend from a coupon meant for many uses.
             queue_event(conn, "coupon.redeemed", {
-                **entry, "txn": sale.txn, "customer_id": sale.customer_id,
+                **entry, "max_uses": coupon.max_uses, "txn": sale.txn,
+                "customer_id": sale.customer_id,
                 "store_id": self.settings.store_id, "redeemed_at": redeemed_at},
                 device_id=sale.device_id, occurred_at=redeemed_at)
         return redemptions, released

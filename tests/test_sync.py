@@ -44,8 +44,10 @@ def hub_sqlite(tmp_path: Path) -> HubSettings:
     return load_hub_settings(hub_env_for(tmp_path / "hub-data", "", free_port()))
 
 
-def add_store(hub: HubSettings, store_id: str, region: str = "north") -> str:
-    done = run_hub(hub, "stores", "add", store_id, "--region", region)
+def add_store(hub: HubSettings, store_id: str, region: str = "north",
+              name: str | None = None) -> str:
+    done = run_hub(hub, "stores", "add", store_id, "--region", region,
+                   *(("--name", name) if name else ()))
     assert done.returncode == 0, done.stderr
     token: str = json.loads(done.stdout)["token"]
     return token

@@ -283,6 +283,8 @@ def _apply_redemptions(conn: Connection, store_id: str, new: list[Event], now: f
     if need:
         issued = dict(conn.execute(select(issued_coupons.c.id, issued_coupons.c.max_uses)
                                    .where(issued_coupons.c.id.in_(need))).all())
+    # Other stores' cashiers name this store to the shopper: "already used at Harbour Street".
+    store_name = conn.execute(select(stores.c.name).where(stores.c.id == store_id)).scalar()
     feed: list[dict[str, Any]] = []
     ledger = []
     for ev in redeemed:
@@ -298,7 +300,7 @@ def _apply_redemptions(conn: Connection, store_id: str, new: list[Event], now: f
         got = insert_new(conn, redemptions, ledger, "id")
         feed += [{"redemption": {"id": r["id"], "coupon": r["coupon_id"],
                                  "campaign": r["campaign_id"], "store_id": store_id,
-                                 "redeemed_at": r["redeemed_at"]}}
+                                 "store_name": store_name, "redeemed_at": r["redeemed_at"]}}
                  for r in ledger if r["id"] in got]
     for ev in reversed_:
         row = conn.execute(
@@ -312,7 +314,8 @@ def _apply_redemptions(conn: Connection, store_id: str, new: list[Event], now: f
         if row is not None:
             feed.append({"redemption": {"id": ev.data["redemption"], "coupon": row[0],
                                         "campaign": row[1], "store_id": store_id,
-                                        "redeemed_at": row[2], "reversed_at": ev.occurred_at}})
+                                        "store_name": store_name, "redeemed_at": row[2],
+                                        "reversed_at": ev.occurred_at}})
     touched = sorted({ev.coupon_id for ev in redeemed + reversed_
                       if ev.coupon_id and not ev.coupon_id.startswith(SHARED_CODE_PREFIX)})
     check_conflicts(conn, touched, now)
