@@ -39,6 +39,7 @@ from edge.store import Store
 
 log = logging.getLogger(__name__)
 TRANSIENT = frozenset({408, 429})
+ENVELOPE_BYTES = 512  # room in sync_batch_bytes for batch_id and the queue report
 NOT_THE_EVENTS = frozenset({401, 403, 404})
 
 
@@ -119,7 +120,7 @@ class Sender:
                 f'"store_id":{json.dumps(self.settings.store_id)},'
                 f'"device_id":{json.dumps(row["device_id"])},"data":{row["data"]}}}')
             size += len(row["json"]) + 1
-            if batch and size > self.settings.sync_batch_bytes - 512:
+            if batch and size > self.settings.sync_batch_bytes - ENVELOPE_BYTES:
                 break
             batch.append(row)
         return batch

@@ -50,8 +50,6 @@ def emit(obj: Any) -> None:
     click.echo(json.dumps(obj, ensure_ascii=False))
 
 
-_emit = emit
-
 
 def _open(settings: Settings) -> tuple[DataDir, Store]:
     datadir = DataDir(settings.data_path).ensure()
@@ -78,7 +76,7 @@ def init() -> None:
     store_signing_key(datadir, settings.store_id)
     sync_broker_files(settings, datadir, store)
     store.close()
-    _emit({"store": settings.store_id, "data_dir": str(datadir.root),
+    emit({"store": settings.store_id, "data_dir": str(datadir.root),
            "mosquitto_conf": str(datadir.mosquitto / "mosquitto.conf")})
 
 
@@ -100,7 +98,7 @@ def devices_add(kind: str, device_id: str, rotate: bool) -> None:
     datadir, store = _open(settings)
     result = enrol(settings, datadir, store, kind, device_id, rotate=rotate)
     store.close()
-    _emit(result.to_dict())
+    emit(result.to_dict())
 
 
 @devices.command("list")
@@ -110,7 +108,7 @@ def devices_list() -> None:
     from edge.devices import list_devices
 
     _, store = _open(load_settings())
-    _emit(list_devices(store))
+    emit(list_devices(store))
     store.close()
 
 
@@ -126,7 +124,7 @@ def devices_remove(kind: str, device_id: str) -> None:
     datadir, store = _open(settings)
     remove(settings, datadir, store, kind, device_id)
     store.close()
-    _emit({"kind": kind, "id": device_id, "removed": True})
+    emit({"kind": kind, "id": device_id, "removed": True})
 
 
 @main.group()
@@ -156,7 +154,7 @@ def printers_add(printer_id: str, lanes: tuple[str, ...], connection: str | None
     printer, enrolment = add_printer(settings, datadir, store, printer_id, lanes=list(lanes),
                                      connection=connection, profile=profile, rotate=rotate)
     store.close()
-    _emit({**printer.to_dict(), **({"username": enrolment.username,
+    emit({**printer.to_dict(), **({"username": enrolment.username,
                                     "password": enrolment.password} if enrolment else {})})
 
 
@@ -167,7 +165,7 @@ def printers_list() -> None:
     from edge.printers import list_printers
 
     _, store = _open(load_settings())
-    _emit([p.to_dict() for p in list_printers(store)])
+    emit([p.to_dict() for p in list_printers(store)])
     store.close()
 
 
@@ -189,7 +187,7 @@ def printers_remove(printer_id: str) -> None:
         if not found:
             raise NotFound(f"No printer {printer_id!r} is set up.") from None
     store.close()
-    _emit({"id": printer_id, "removed": True})
+    emit({"id": printer_id, "removed": True})
 
 
 @main.group()
@@ -214,7 +212,7 @@ def staff_add(username: str, role: str, password_stdin: bool, replace: bool) -> 
     _, store = _open(load_settings())
     user = add_user(store, username, password, role, replace=replace)
     store.close()
-    _emit({"username": user.username, "role": user.role})
+    emit({"username": user.username, "role": user.role})
 
 
 def _import_file(path: str, run: Callable[[Any, Callable[[int], None]], Any]) -> None:
@@ -228,7 +226,7 @@ def _import_file(path: str, run: Callable[[Any, Callable[[int], None]], Any]) ->
         click.echo(f"line {line}: skipped: {reason}", err=True)
     if len(report.skipped) > 20:
         click.echo(f"... and {len(report.skipped) - 20} more skipped lines", err=True)
-    _emit(report.to_dict())
+    emit(report.to_dict())
     if report.skipped:
         sys.exit(1)
 
@@ -293,7 +291,7 @@ def coupons_revoke(ident: str, campaign: bool, reason: str | None) -> None:
     _, store = _open(load_settings())
     store.write(lambda db: revoke(db, scope, ident, reason))
     store.close()
-    _emit({"revoked": ident, "scope": scope})
+    emit({"revoked": ident, "scope": scope})
 
 
 @contextmanager

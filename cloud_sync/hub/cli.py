@@ -22,8 +22,6 @@ from edge.cli import emit, fails_cleanly_as
 from edge.errors import StartupError
 
 _fails_cleanly = fails_cleanly_as("edge-hub")
-_emit = emit
-
 
 @contextmanager
 def _database() -> Iterator[tuple[HubSettings, HubDB]]:
@@ -92,7 +90,7 @@ def serve() -> None:
     gc.freeze()  # the app lives as long as the process: keep it out of full collections
     port = getattr(server, "effective_port", settings.http_port)
     click.echo(f"edge-hub: serving on http://{settings.http_host}:{port}", err=True)
-    _emit({"listening": f"http://{settings.http_host}:{port}", "port": port})
+    emit({"listening": f"http://{settings.http_host}:{port}", "port": port})
     sys.stdout.flush()
 
     def _raise(_signum: int, _frame: Any) -> None:
@@ -127,7 +125,7 @@ def stores_add(store_id: str, region: str, name: str | None, rotate: bool) -> No
 
     with _database() as (_, db):
         token = add_store(db, store_id, region, name, rotate=rotate)
-    _emit({"store": store_id, "region": region, "token": token})
+    emit({"store": store_id, "region": region, "token": token})
 
 
 @stores_group.command("list")
@@ -137,7 +135,7 @@ def stores_list() -> None:
     from cloud_sync.hub.stores import list_stores
 
     with _database() as (_, db):
-        _emit(list_stores(db))
+        emit(list_stores(db))
 
 
 @main.group()
@@ -166,7 +164,7 @@ def managers_add(username: str, region: str | None, all_regions: bool,
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     with _database() as (_, db):
         add_manager(db, username, password, None if all_regions else region, replace=replace)
-    _emit({"manager": username, "region": None if all_regions else region})
+    emit({"manager": username, "region": None if all_regions else region})
 
 
 @main.group()
@@ -185,7 +183,7 @@ def customers_import(file: str, country: str) -> None:
 
     lines = _read_lines(file)
     with _database() as (_, db):
-        _emit(import_customers(db, lines, country=country.upper()))
+        emit(import_customers(db, lines, country=country.upper()))
 
 
 @customers.command("erase")
@@ -196,7 +194,7 @@ def customers_erase(customer_id: str) -> None:
     from cloud_sync.hub.feed import erase_customer
 
     with _database() as (_, db):
-        _emit(erase_customer(db, customer_id))
+        emit(erase_customer(db, customer_id))
 
 
 @main.group()
@@ -215,7 +213,7 @@ def campaigns_import(file: str, locale: str) -> None:
 
     lines = _read_lines(file)
     with _database() as (_, db):
-        _emit(import_campaigns(db, lines, locale))
+        emit(import_campaigns(db, lines, locale))
 
 
 @campaigns.command("revoke")
@@ -227,7 +225,7 @@ def campaigns_revoke(campaign_id: str, reason: str) -> None:
     from cloud_sync.hub.feed import revoke
 
     with _database() as (_, db):
-        _emit(revoke(db, "campaign", campaign_id, reason))
+        emit(revoke(db, "campaign", campaign_id, reason))
 
 
 @main.group()
@@ -254,7 +252,7 @@ def coupons_issue(campaign_id: str, customer: str | None, max_uses: int | None, 
     out: dict[str, Any] = {"coupon": jti, "token": token}
     if qr:
         out["qr"] = _write_qr(qr, token)
-    _emit(out)
+    emit(out)
 
 
 @coupons.command("revoke")
@@ -266,7 +264,7 @@ def coupons_revoke(coupon_id: str, reason: str) -> None:
     from cloud_sync.hub.feed import revoke
 
     with _database() as (_, db):
-        _emit(revoke(db, "coupon", coupon_id, reason))
+        emit(revoke(db, "coupon", coupon_id, reason))
 
 
 @main.group()
@@ -288,7 +286,7 @@ def members_issue(customer_id: str, qr: str | None) -> None:
     out: dict[str, Any] = {"customer": customer_id, "token": token, "expires_at": expires_at}
     if qr:
         out["qr"] = _write_qr(qr, token)
-    _emit(out)
+    emit(out)
 
 
 @main.group("keys")
@@ -304,7 +302,7 @@ def keys_show() -> None:
     from cloud_sync.hub.keys import hub_signing_key
 
     with _database() as (settings, db), db.read() as conn:
-        _emit(jwk_set(conn, hub_signing_key(settings)))
+        emit(jwk_set(conn, hub_signing_key(settings)))
 
 
 if __name__ == "__main__":
