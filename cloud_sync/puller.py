@@ -10,6 +10,7 @@ is skipped with a log line and counted, never retried forever.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -32,7 +33,7 @@ from edge.hublink import HubLink
 from edge.metrics import Metrics
 from edge.settings import Settings
 from edge.store import Store
-from edge.tokens import SigningKey, TrustedKeys, public_key_from_jwk
+from edge.tokens import SigningKey, TrustedKeys, key_scope, public_key_from_jwk
 
 log = logging.getLogger(__name__)
 PAGE = 500
@@ -68,6 +69,7 @@ class Puller:
         self.last_error: str | None = None
         self.last_success: float | None = None
         self.skipped = 0
+        self.key_error: str | None = None  # the hub refused our signing key
         self._lock = threading.Lock()
 
     @property
@@ -104,18 +106,31 @@ class Puller:
             self._lock.release()
 
     def publish_key(self) -> None:
-        """Tell the hub the public key our receipt coupons are signed with (once per key)."""
+        """Tell the hub the public key our receipt coupons are signed with, once per key and
+        hub token (a rotated token means the hub dropped the key: publish it again).
+
+        A key the hub refuses (revoked after a theft: 409 `key_revoked`) is reported to staff
+        but does not stop the feed: the store still needs its customers and revocations.
+        """
         if self.signing_key is None or self.client is None:
             return
         kid = self.signing_key.kid
+        published = f"{kid} {hashlib.sha256(self.settings.hub_token.encode()).hexdigest()[:16]}"
         row = self.store.query_one("SELECT value FROM sync_state WHERE key = 'key_published'")
-        if row and row["value"] == kid:
+        if row and row["value"] == published:
             return
         resp = self.client.put_key(self.signing_key.public_jwk())
+        if resp.status_code == 409:
+            self.key_error = (f"the hub refuses this store's signing key {kid} ({_code(resp)}): "
+                              "run `edge keys rotate` to make a new one")
+            log.warning("change feed: %s", self.key_error)
+            return
         if resp.status_code not in (200, 201, 204):
             raise _failure("publishing the store's key", resp)
+        self.key_error = None
         self.store.write(lambda db: db.execute(
-            "INSERT OR REPLACE INTO sync_state (key, value) VALUES ('key_published', ?)", (kid,)))
+            "INSERT OR REPLACE INTO sync_state (key, value) VALUES ('key_published', ?)",
+            (published,)))
 
     def pull_page(self) -> bool:
         """Read and apply one page; True if the hub has more."""
@@ -163,6 +178,11 @@ class Puller:
             if (row[0] if row else "") != cursor:
                 return  # another run applied this page meanwhile
             if new_keys is not None:
+                if self.signing_key is not None and \
+                        self.signing_key.kid not in {kid for kid, _, _ in new_keys}:
+                    # The hub no longer sends our key (token rotated, hub restored): offer it
+                    # again on the next run, so other stores keep honouring our receipts.
+                    conn.execute("DELETE FROM sync_state WHERE key = 'key_published'")
                 conn.execute("DELETE FROM trusted_keys")
                 conn.executemany("INSERT INTO trusted_keys (kid, jwk, added_at) VALUES (?, ?, ?)",
                                  new_keys)
@@ -193,11 +213,13 @@ class Puller:
             try:
                 if not isinstance(kid, str) or not kid:
                     raise ValueError("no kid")
+                key_scope(kid, jwk)
                 public_key_from_jwk(jwk)
             except ValueError as exc:
                 log.warning("skipped key %r from the hub: %s", kid, exc)
                 continue
-            public = {k: jwk[k] for k in ("kty", "crv", "x", "kid", "use", "alg") if k in jwk}
+            public = {k: jwk[k] for k in ("kty", "crv", "x", "kid", "use", "alg", "store")
+                      if k in jwk}
             rows.append((kid, json.dumps(public), now))
         return rows
 
@@ -247,11 +269,19 @@ class Puller:
 
     def state(self) -> dict[str, Any]:
         return {"cursor": self.cursor or None, "last_success": rfc3339(self.last_success),
-                "last_error": self.last_error, "skipped": self.skipped}
+                "last_error": self.last_error, "skipped": self.skipped,
+                "key_error": self.key_error}
 
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+
+
+def _code(resp: requests.Response) -> str:
+    try:
+        return str(resp.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {resp.status_code}"
 
 
 def _failure(what: str, resp: requests.Response) -> PullError:

@@ -36,6 +36,8 @@ from edge.wording import day, money
 PLAIN_CODE_RE = re.compile(r"^[A-Za-z0-9-]{3,32}$")
 COUPON_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_USES = 1_000_000
+# Coupon ids of receipt offers signed by a store key: `rc:{store}:{unique part}`.
+RECEIPT_COUPON_PREFIX = "rc:"
 SIGNED_CACHE = 10_000
 SIGNED_TTL_S = 60.0
 
@@ -54,6 +56,8 @@ FORGED_MESSAGES = {
     "typ": "This is not a coupon code.",
     "unknown_key": "This coupon was not issued by us: it is signed with a key this store "
                    "does not trust.",
+    "key_scope": "This coupon is signed with a store's key, which may sign only that "
+                 "store's receipt offers: do not accept it.",
 }
 FORGED_DEFAULT = "This coupon is not genuine: do not accept it."
 
@@ -152,6 +156,42 @@ def end_of_local_day(moment: datetime, zone: ZoneInfo) -> datetime:
     return next_day.astimezone(UTC)
 
 
+class OutOfScope(ValueError):
+    """A store key signed something only the chain may sign."""
+
+
+def receipt_offer_terms(store: str, jti: str, claims: dict[str, Any],
+                        campaign: dict[str, Any] | None) -> dict[str, Any]:
+    """The terms of a coupon signed with a store's key: a receipt offer of that store.
+
+    Everything of value comes from the campaign (its row: `offer`, `terms` JSON): discount,
+    minimum, products, stacking, dates, one use. The token may only narrow it: whom it is
+    for and a shorter validity. OutOfScope when it is no receipt offer of that store;
+    ValueError when its times are not readable. The hub judges redemptions with this too.
+    """
+    if campaign is None or not campaign["offer"]:
+        raise OutOfScope("not a receipt offer campaign")
+    if not jti.startswith(f"{RECEIPT_COUPON_PREFIX}{store}:"):
+        raise OutOfScope("coupon id outside the store's namespace")
+    terms: dict[str, Any] = json.loads(campaign["terms"])
+    terms["max"] = 1
+    if claims.get("sub") is not None:
+        terms["sub"] = claims["sub"]
+    if claims.get("exp") is None:
+        raise ValueError("a store's coupon must say when it expires (exp)")
+    for name, tighter in (("nbf", max), ("exp", min)):
+        if claims.get(name) is not None:
+            _numeric_date(claims[name], name)  # ValueError when it is not a time
+            ours = terms.get(name)
+            terms[name] = claims[name] if ours is None else tighter(ours, claims[name])
+    until = claims.get("until")
+    if until is not None:
+        ours = terms.get("until")
+        terms["until"] = until if ours is None or not isinstance(until, str) \
+            else min(ours, until)
+    return terms
+
+
 class CouponBook:
     """Reads scanned codes into coupons and judges the rules that need no ledger."""
 
@@ -196,13 +236,14 @@ class CouponBook:
 
     def _verify_signed(self, token: str) -> Coupon:
         try:
-            claims = self.keys.verify(token, COUPON_TYP)
+            signed = self.keys.signer(token, COUPON_TYP)
         except TokenRejected as exc:
             message = FORGED_MESSAGES.get(exc.reason, FORGED_DEFAULT)
             if exc.typ == MEMBER_TYP:
                 message = "This is the shopper's member code, not a coupon: scan it to " \
                           "identify the shopper."
             raise CouponRefused("coupon_forged", message, reason=exc.reason) from None
+        claims = signed.claims
         jti, cmp_ = claims.get("jti"), claims.get("cmp")
         try:
             if not isinstance(jti, str) or not COUPON_ID_RE.match(jti):
@@ -210,9 +251,14 @@ class CouponBook:
             if not isinstance(cmp_, str) or not COUPON_ID_RE.match(cmp_):
                 raise ValueError("cmp must be a campaign id")
             campaign = self._campaign(cmp_)
-            return coupon_from_terms(claims, coupon_id=jti, campaign=cmp_, plain=False,
+            terms = claims if signed.store is None else \
+                receipt_offer_terms(signed.store, jti, claims, campaign)
+            return coupon_from_terms(terms, coupon_id=jti, campaign=cmp_, plain=False,
                                      description=campaign["description"] if campaign else None,
                                      locale=self.settings.locale)
+        except OutOfScope:
+            raise CouponRefused("coupon_forged", FORGED_MESSAGES["key_scope"],
+                                reason="key_scope") from None
         except ValueError as exc:
             raise CouponRefused("coupon_unknown", "This coupon's terms are not readable here: "
                                 "ask the shopper to refresh the app.", reason="claims",

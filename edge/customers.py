@@ -228,7 +228,8 @@ def add_to_wallet(conn: Any, customer_id: str, entry: dict[str, Any], token: str
 # Events that are only about the person: dropped on erasure. Others (a sale, a redemption)
 # are kept for the store's figures with the person taken out.
 PERSONAL_EVENTS = ("customer.identified", "consent.changed", "offer.clipped", "kiosk.session")
-_PERSONAL_KEYS = ("customer_id", "identifier", "display_name")
+# A coupon token bound to the person names them (`sub`): it goes too.
+_PERSONAL_KEYS = ("customer_id", "identifier", "display_name", "token")
 
 
 def erase_customer(conn: Any, customer_id: str) -> dict[str, int]:

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 from babel.numbers import format_decimal
 
 from edge.basket import Basket
-from edge.coupons import CouponBook
+from edge.coupons import RECEIPT_COUPON_PREFIX, CouponBook
 from edge.customers import Customer, add_to_wallet
 from edge.protocol import format_ts, uuid7
 from edge.settings import Settings
@@ -151,7 +151,7 @@ class Receipts:
         if campaign["ends_at"] is not None:
             expires = min(expires, campaign["ends_at"])
         terms = json.loads(campaign["terms"])
-        coupon_id = f"rc-{uuid7()}"
+        coupon_id = f"{RECEIPT_COUPON_PREFIX}{self.settings.store_id}:{uuid7()}"
         claims = {"jti": coupon_id, "cmp": campaign["id"], "sub": customer.id,
                   "iss": f"store:{self.settings.store_id}", "iat": int(now), "nbf": int(now),
                   "exp": int(expires), **{k: terms[k] for k in OFFER_TERMS if k in terms}}

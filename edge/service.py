@@ -49,7 +49,8 @@ class EdgeService:
                                                               settings.reply_cache_ttl_s))
         register_builtin(self.dispatcher)
         self.signing_key = store_signing_key(self.datadir, settings.store_id)
-        self.keys = TrustedKeys(self.store, settings.trusted_keys, self.signing_key)
+        self.keys = TrustedKeys(self.store, settings.trusted_keys, self.signing_key,
+                                settings.store_id)
         self.lookup = Lookup(self.datadir.secret_token("lookup-key"), settings.country)
         self.hub = HubLink(settings)
         self.coupons = CouponBook(settings, self.store, self.keys)

@@ -477,9 +477,10 @@ class Checkout:
                      "campaign": coupon.campaign, "description": coupon.description,
                      "discount_minor": discount, "currency": basket.currency}
             redemptions.append(entry)
-            # `max_uses` lets the hub tell a double spend from a coupon meant for many uses.
+            # The scanned coupon itself (`token`) lets the hub check that this store saw it;
+            # `max_uses` is what the store believed (the hub judges from its own records).
             queue_event(conn, "coupon.redeemed", {
-                **entry, "max_uses": coupon.max_uses, "txn": sale.txn,
+                **entry, "max_uses": coupon.max_uses, "token": row["code"], "txn": sale.txn,
                 "customer_id": sale.customer_id,
                 "store_id": self.settings.store_id, "redeemed_at": redeemed_at},
                 device_id=sale.device_id, occurred_at=redeemed_at)

@@ -121,11 +121,32 @@ def stores_group() -> None:
 @_fails_cleanly
 def stores_add(store_id: str, region: str, name: str | None, rotate: bool) -> None:
     """Register a store; prints {"store","region","token"} (the token is shown only here)."""
+    from cloud_sync.hub.feed import publish_keys
+    from cloud_sync.hub.keys import hub_signing_key
     from cloud_sync.hub.stores import add_store
 
-    with _database() as (_, db):
+    with _database() as (settings, db):
         token = add_store(db, store_id, region, name, rotate=rotate)
+        if rotate:  # its key left the key set until the store offers it with the new token
+            publish_keys(db, hub_signing_key(settings))
     emit({"store": store_id, "region": region, "token": token})
+
+
+@stores_group.command("retire")
+@click.argument("store_id", metavar="STORE")
+@click.option("--reason", default="", help="Why (kept with the retirement).")
+@_fails_cleanly
+def stores_retire(store_id: str, reason: str) -> None:
+    """Take a store out of service: its token stops working and its signing key is revoked
+    at every store at their next pull; its history stays."""
+    from cloud_sync.hub.feed import publish_keys
+    from cloud_sync.hub.keys import hub_signing_key
+    from cloud_sync.hub.stores import retire_store
+
+    with _database() as (settings, db):
+        result = retire_store(db, store_id, reason)
+        publish_keys(db, hub_signing_key(settings))
+    emit(result)
 
 
 @stores_group.command("list")
@@ -303,6 +324,19 @@ def keys_show() -> None:
 
     with _database() as (settings, db), db.read() as conn:
         emit(jwk_set(conn, hub_signing_key(settings)))
+
+
+@keys_group.command("revoke")
+@click.argument("kid", metavar="KID")
+@click.option("--reason", default="", help="Why (kept with the revocation).")
+@_fails_cleanly
+def keys_revoke(kid: str, reason: str) -> None:
+    """Stop trusting a store's signing key (a stolen box): out of the JWK Set and out of
+    every store at its next pull; the store must make a new key (`edge keys rotate`)."""
+    from cloud_sync.hub.keys import hub_signing_key, revoke_key
+
+    with _database() as (settings, db):
+        emit(revoke_key(db, hub_signing_key(settings), kid, reason))
 
 
 if __name__ == "__main__":

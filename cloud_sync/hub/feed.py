@@ -25,7 +25,9 @@ from cloud_sync.hub.schema import (
     events,
     issued_coupons,
     redemptions,
+    retired_stores,
     revocations,
+    revoked_keys,
     stores,
 )
 from edge.coupons import COUPON_ID_RE, parse_campaign
@@ -195,7 +197,7 @@ def erase_customer(db: HubDB, customer_id: str) -> dict[str, Any]:
 def _scrub(data: dict[str, Any]) -> dict[str, Any]:
     """An event's data without who it was about (the id and any raw identifier)."""
     return {k: (None if k == "customer_id" else v) for k, v in data.items()
-            if k != "identifier"}
+            if k not in ("identifier", "token")}
 
 
 def revoke(db: HubDB, scope: str, id_: str, reason: str | None = None) -> dict[str, Any]:
@@ -218,12 +220,18 @@ def revoke(db: HubDB, scope: str, id_: str, reason: str | None = None) -> dict[s
 
 
 def jwk_set(conn: Connection, hub_key: SigningKey) -> dict[str, Any]:
-    """The keys stores trust: the hub's and every store's published public key."""
+    """The keys stores trust: the hub's, and each store's published public key marked with
+    the store it belongs to (`"store"`: such a key signs only that store's receipt offers).
+    Revoked keys and retired stores' keys are left out."""
     keys = [hub_key.public_jwk()]
-    texts: list[str] = list(conn.execute(
-        select(stores.c.public_jwk).where(stores.c.public_jwk.isnot(None))
-        .order_by(stores.c.id)).scalars())
-    keys += [json.loads(text) for text in texts]
+    revoked = set(conn.execute(select(revoked_keys.c.kid)).scalars())
+    retired = select(retired_stores.c.store_id)
+    for store_id, text in conn.execute(
+            select(stores.c.id, stores.c.public_jwk).where(stores.c.public_jwk.isnot(None))
+            .where(stores.c.id.not_in(retired)).order_by(stores.c.id)).all():
+        jwk = json.loads(text)
+        if jwk.get("kid") not in revoked:
+            keys.append({**jwk, "store": store_id})
     return {"keys": keys}
 
 

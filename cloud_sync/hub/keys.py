@@ -20,13 +20,20 @@ from sqlalchemy import select, update
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.feed import publish_keys
-from cloud_sync.hub.schema import campaigns, customers, issued_coupons, stores
+from cloud_sync.hub.schema import campaigns, customers, issued_coupons, revoked_keys, stores
 from cloud_sync.hub.settings import HubSettings
 from edge.coupons import COUPON_ID_RE
 from edge.customers import CUSTOMER_ID_RE
-from edge.errors import BadRequest, NotFound
+from edge.errors import BadRequest, Conflict, NotFound
 from edge.protocol import format_ts, uuid7
-from edge.tokens import COUPON_TYP, MEMBER_TYP, SigningKey, public_key_from_jwk
+from edge.tokens import (
+    COUPON_TYP,
+    MEMBER_TYP,
+    SigningKey,
+    public_key_from_jwk,
+    store_kid_pattern,
+    store_of_kid,
+)
 
 HUB_KID = "hub-1"
 MEMBER_MAX_MINUTES = 5  # ARCHITECTURE §5: a member code lives at most 5 minutes
@@ -57,8 +64,9 @@ def check_store_jwk(store_id: str, jwk: Any) -> dict[str, Any]:
         raise BadRequest("That is a private key; send only the public part (no \"d\").",
                          code="bad_key")
     kid = jwk.get("kid")
-    if not isinstance(kid, str) or not kid.startswith(f"store-{store_id}-") or len(kid) > 80:
-        raise BadRequest(f"The key's kid must start with store-{store_id}-.", code="bad_key")
+    if not isinstance(kid, str) or not store_kid_pattern(store_id).match(kid):
+        raise BadRequest(f"The key's kid must be store-{store_id}- followed by digits only.",
+                         code="bad_key")
     try:
         public_key_from_jwk(jwk)
     except ValueError as exc:
@@ -69,10 +77,15 @@ def check_store_jwk(store_id: str, jwk: Any) -> dict[str, Any]:
 
 
 def put_store_key(db: HubDB, hub_key: SigningKey, store_id: str, jwk: Any) -> dict[str, Any]:
-    """Save a store's public key; the feed gets a new key set if it changed."""
+    """Save a store's public key; the feed gets a new key set if it changed. A revoked kid
+    is refused (409 `key_revoked`): the store must make a new key (`edge keys rotate`)."""
     public = check_store_jwk(store_id, jwk)
     text = json.dumps(public, sort_keys=True, separators=(",", ":"))
     with db.write() as conn:
+        if conn.execute(select(revoked_keys.c.kid)
+                        .where(revoked_keys.c.kid == public["kid"])).first() is not None:
+            raise Conflict(f"The key {public['kid']} was revoked; make a new one with "
+                           "`edge keys rotate` on the store box.", code="key_revoked")
         old = conn.execute(select(stores.c.public_jwk).where(stores.c.id == store_id)).scalar()
         changed = old != text
         if changed:
@@ -80,6 +93,32 @@ def put_store_key(db: HubDB, hub_key: SigningKey, store_id: str, jwk: Any) -> di
     if changed:
         publish_keys(db, hub_key)
     return {"store": store_id, "kid": public["kid"], "changed": changed}
+
+
+def revoke_key(db: HubDB, hub_key: SigningKey, kid: str, reason: str | None = None
+               ) -> dict[str, Any]:
+    """Stop trusting a store's key everywhere: out of the JWKS, and out of every edge at its
+    next pull. The hub's own key cannot be revoked this way."""
+    if not isinstance(kid, str) or not 0 < len(kid) <= 128:
+        raise BadRequest(f"{kid!r} is not a key id", code="bad_kid")
+    owner = store_of_kid(kid)
+    if owner is None:
+        raise BadRequest(f"{kid} is not a store's key; only store keys (store-ID-N) can be "
+                         "revoked here.", code="bad_kid")
+    now = time.time()
+    with db.write() as conn:
+        if conn.execute(select(revoked_keys.c.kid).where(revoked_keys.c.kid == kid)
+                        ).first() is None:
+            conn.execute(revoked_keys.insert().values(kid=kid, store_id=owner,
+                                                      reason=(reason or "")[:200],
+                                                      revoked_ts=now))
+        for store_id, text in conn.execute(select(stores.c.id, stores.c.public_jwk)
+                                           .where(stores.c.public_jwk.isnot(None))).all():
+            if json.loads(text).get("kid") == kid:
+                conn.execute(update(stores).where(stores.c.id == store_id)
+                             .values(public_jwk=None))
+    publish_keys(db, hub_key)
+    return {"kid": kid, "store": owner, "revoked": True}
 
 
 def issue_coupon(db: HubDB, key: SigningKey, campaign_id: str, customer: str | None = None,
