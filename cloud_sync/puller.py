@@ -255,10 +255,10 @@ class Puller:
         for name in ("id", "coupon", "campaign", "store_id", "redeemed_at"):
             if not isinstance(r.get(name), str) or not r[name]:
                 raise ValueError(f"a redemption needs {name}")
-        name = r.get("store_name")
-        if isinstance(name, str) and 0 < len(name) <= 120:  # what cashiers read out
+        store_name = r.get("store_name")
+        if isinstance(store_name, str) and 0 < len(store_name) <= 120:  # what cashiers read
             conn.execute("INSERT INTO stores (id, name) VALUES (?, ?) ON CONFLICT (id) "
-                         "DO UPDATE SET name = excluded.name", (r["store_id"], name))
+                         "DO UPDATE SET name = excluded.name", (r["store_id"], store_name))
         conn.execute(
             "INSERT INTO redemptions (id, coupon_id, campaign_id, store_id, discount_minor, "
             "currency, redeemed_at, reversed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "

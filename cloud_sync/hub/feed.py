@@ -224,12 +224,12 @@ def jwk_set(conn: Connection, hub_key: SigningKey) -> dict[str, Any]:
     the store it belongs to (`"store"`: such a key signs only that store's receipt offers).
     Revoked keys and retired stores' keys are left out."""
     keys = [hub_key.public_jwk()]
-    revoked = set(conn.execute(select(revoked_keys.c.kid)).scalars())
+    revoked: set[str] = set(conn.execute(select(revoked_keys.c.kid)).scalars())
     retired = select(retired_stores.c.store_id)
     for store_id, text in conn.execute(
             select(stores.c.id, stores.c.public_jwk).where(stores.c.public_jwk.isnot(None))
             .where(stores.c.id.not_in(retired)).order_by(stores.c.id)).all():
-        jwk = json.loads(text)
+        jwk = json.loads(str(text))
         if jwk.get("kid") not in revoked:
             keys.append({**jwk, "store": store_id})
     return {"keys": keys}

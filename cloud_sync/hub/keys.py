@@ -114,7 +114,7 @@ def revoke_key(db: HubDB, hub_key: SigningKey, kid: str, reason: str | None = No
                                                       revoked_ts=now))
         for store_id, text in conn.execute(select(stores.c.id, stores.c.public_jwk)
                                            .where(stores.c.public_jwk.isnot(None))).all():
-            if json.loads(text).get("kid") == kid:
+            if json.loads(str(text)).get("kid") == kid:
                 conn.execute(update(stores).where(stores.c.id == store_id)
                              .values(public_jwk=None))
     publish_keys(db, hub_key)
