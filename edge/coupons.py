@@ -38,6 +38,8 @@ COUPON_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_USES = 1_000_000
 # Coupon ids of receipt offers signed by a store key: `rc:{store}:{unique part}`.
 RECEIPT_COUPON_PREFIX = "rc:"
+# The campaign terms a receipt offer carries, copied as they are.
+OFFER_TERMS = ("disc", "min_minor", "skus", "cats", "stack", "off")
 SIGNED_CACHE = 10_000
 SIGNED_TTL_S = 60.0
 
@@ -174,6 +176,12 @@ def receipt_offer_terms(store: str, jti: str, claims: dict[str, Any],
     if not jti.startswith(f"{RECEIPT_COUPON_PREFIX}{store}:"):
         raise OutOfScope("coupon id outside the store's namespace")
     terms: dict[str, Any] = json.loads(campaign["terms"])
+    # An honest store copies the campaign's terms into its coupon; other terms are a forgery.
+    for name in OFFER_TERMS:
+        if name in claims and claims[name] != terms.get(name):
+            raise OutOfScope(f"{name} differs from the campaign's")
+    if claims.get("max", 1) != 1:
+        raise OutOfScope("a receipt offer is good for one use")
     terms["max"] = 1
     if claims.get("sub") is not None:
         terms["sub"] = claims["sub"]

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 from babel.numbers import format_decimal
 
 from edge.basket import Basket
-from edge.coupons import RECEIPT_COUPON_PREFIX, CouponBook
+from edge.coupons import OFFER_TERMS, RECEIPT_COUPON_PREFIX, CouponBook
 from edge.customers import Customer, add_to_wallet
 from edge.protocol import format_ts, uuid7
 from edge.settings import Settings
@@ -33,7 +33,6 @@ from edge.wording import day, moment, money
 RECENT_DAYS = 90
 RECENT_SALES = 20
 # Terms a campaign passes on to the coupons printed for it (ARCHITECTURE §5 claims).
-OFFER_TERMS = ("disc", "min_minor", "skus", "cats", "stack", "off")
 TENDER_LABELS = {"card": "Card", "cash": "Cash", "voucher": "Voucher", "gift_card": "Gift card",
                  "mobile": "Mobile payment"}
 

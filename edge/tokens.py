@@ -47,13 +47,14 @@ MAX_TOKEN_CHARS = 4096
 
 
 _JWS = jwt.PyJWS()
-_STORE_KID_RE = re.compile(r"^store-([a-z0-9][a-z0-9-]{0,31})-[0-9]{1,20}$")
+# \Z, not $: "$" also matches before a trailing newline.
+_STORE_KID_RE = re.compile(r"^store-([a-z0-9][a-z0-9-]{0,31})-[0-9]{1,20}\Z")
 
 
 def store_kid_pattern(store_id: str) -> re.Pattern[str]:
     """The exact kids a store may publish: `store-{store_id}-{digits}`. The digits after the
     last '-' make it unambiguous: store `a` cannot publish a kid of store `a-b`."""
-    return re.compile(rf"^store-{re.escape(store_id)}-[0-9]{{1,20}}$")
+    return re.compile(rf"^store-{re.escape(store_id)}-[0-9]{{1,20}}\Z")
 
 
 def store_of_kid(kid: str) -> str | None:

@@ -61,15 +61,17 @@ def append_changes(conn: Connection, items: list[tuple[str, str, dict[str, Any],
     now = time.time() if now is None else now
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_FEED_LOCK})")
+    # New rows first, old ones after: had the newest row gone first, SQLite could hand its
+    # seq to the new row, and a store whose cursor is at that seq would never see it.
+    first = conn.execute(changes.insert().returning(changes.c.seq), [
+        {"kind": kind, "ref": ref, "payload": _dumps(payload), "store_id": store_id,
+         "created_ts": now} for kind, ref, payload, store_id in items]).scalars().all()
     superseded = [(k, ref) for k, ref, _, _ in items if k in _SUPERSEDED]
     for kind in _SUPERSEDED:
         refs = sorted({ref for k, ref in superseded if k == kind})
         if refs:
             conn.execute(delete(changes).where(changes.c.kind == kind)
-                         .where(changes.c.ref.in_(refs)))
-    conn.execute(changes.insert(), [
-        {"kind": kind, "ref": ref, "payload": _dumps(payload), "store_id": store_id,
-         "created_ts": now} for kind, ref, payload, store_id in items])
+                         .where(changes.c.ref.in_(refs)).where(changes.c.seq < min(first)))
 
 
 def parse_cursor(cursor: str | None, limit: str | None) -> tuple[int, int]:
@@ -176,6 +178,9 @@ def erase_customer(db: HubDB, customer_id: str) -> dict[str, Any]:
         raise BadRequest(f"{customer_id!r} is not a customer id", code="bad_customer_id")
     with db.write() as conn:
         gone = conn.execute(delete(customers).where(customers.c.id == customer_id)).rowcount
+        # The erasure goes into the feed before the person's changes leave it, so it takes a
+        # seq no store has read past (see append_changes).
+        append_changes(conn, [("erasure", customer_id, {"customer_id": customer_id}, None)])
         conn.execute(delete(changes).where(changes.c.kind == "customer")
                      .where(changes.c.ref == customer_id))
         rows = conn.execute(select(events.c.event_id, events.c.data)
@@ -189,7 +194,6 @@ def erase_customer(db: HubDB, customer_id: str) -> dict[str, Any]:
                      .values(customer_id=None))
         conn.execute(update(issued_coupons).where(issued_coupons.c.customer_id == customer_id)
                      .values(customer_id=None))
-        append_changes(conn, [("erasure", customer_id, {"customer_id": customer_id}, None)])
     return {"customer": customer_id, "erased": True, "had_record": bool(gone),
             "events_anonymised": len(rows)}
 

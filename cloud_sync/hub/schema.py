@@ -103,6 +103,9 @@ changes = Table(
     Column("payload", Text, nullable=False),     # JSON
     Column("store_id", String(ID)),
     Column("created_ts", Float, nullable=False),
+    # Never reuse a seq (SQLite would reuse the highest after a delete): a store's cursor
+    # must never point past a change it has not read.
+    sqlite_autoincrement=True,
 )
 
 # The hub's master data, as last imported (customers hold what the edges hash for look-up).
