@@ -164,7 +164,7 @@ class EdgeService:
             broker["refused"] = self.bus.refused
         queue: dict[str, Any] = self.sender.state() if database["ok"] else {"depth": None}
         queue["bus_backlog"] = self.bus.executor.depth()
-        if not self.hub.standalone:
+        if not self.hub.standalone and database["ok"]:  # the pull state is read from it
             queue["pull"] = self.puller.state()
         ok = database["ok"]
         status = "ok" if ok and broker["connected"] else ("degraded" if ok else "failing")

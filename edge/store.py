@@ -361,3 +361,21 @@ def _m0004(db: sqlite_utils.Database) -> None:
         );
         """
     )
+
+
+@MIGRATIONS(name="0005_feed_skips")
+def _m0005(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- Changes from the hub this store could not apply (the newest 100; the total is
+        -- `feed_skipped` in sync_state): what staff see on /staff/sync. Never the record's
+        -- values, which may hold personal data: its seq, kind and a fixed reason.
+        CREATE TABLE feed_skips (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER,
+            kind TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            skipped_at TEXT NOT NULL
+        );
+        """
+    )

@@ -114,7 +114,7 @@ class Victim:
 
         for _ in range(2):
             before = last()
-            assert wait_until(lambda: last() != before, 30), self.health()
+            assert wait_until(lambda before=before: last() != before, 30), self.health()
 
     def refusal(self, code: str, txn: str | None = None) -> Refused:
         with pytest.raises(Refused) as info:
