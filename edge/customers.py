@@ -218,9 +218,9 @@ def add_to_wallet(conn: Any, customer_id: str, entry: dict[str, Any], token: str
     """Put a coupon (a `CouponBook.wallet_entry`) in the customer's wallet."""
     conn.execute(
         "INSERT OR REPLACE INTO wallet (customer_id, coupon_id, campaign_id, description, "
-        "expires_at, max_uses, token, clipped_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "expires_at, until, max_uses, token, clipped_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (customer_id, entry["coupon"], entry["campaign"], entry["description"],
-         entry["expires_at"], entry["max_uses"], token.strip(), clipped_at))
+         entry["expires_at"], entry.get("until"), entry["max_uses"], token.strip(), clipped_at))
 
 
 # ---------------------------------------------------------------- erasure

@@ -379,3 +379,10 @@ def _m0005(db: sqlite_utils.Database) -> None:
         );
         """
     )
+
+
+@MIGRATIONS(name="0006_wallet_until")
+def _m0006(db: sqlite_utils.Database) -> None:
+    # A coupon's `until` (its last local date, YYYY-MM-DD): the wallet leaves it out after
+    # that date here even though its `exp` is later (it must cover the chain's last zone).
+    db.executescript("ALTER TABLE wallet ADD COLUMN until TEXT;")

@@ -19,7 +19,7 @@ import click
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
 from edge.cli import emit, fails_cleanly_as
-from edge.errors import StartupError
+from edge.errors import BadRequest, StartupError
 
 _fails_cleanly = fails_cleanly_as("edge-hub")
 
@@ -258,18 +258,26 @@ def coupons() -> None:
 @click.option("--campaign", "campaign_id", required=True, help="An imported campaign's id.")
 @click.option("--customer", default=None, help="Bind the coupon to this customer.")
 @click.option("--max", "max_uses", type=int, default=None, help="Uses allowed (default 1).")
-@click.option("--days", type=int, default=30, show_default=True, help="Days it is valid.")
+@click.option("--until", "until_text", default=None, metavar="YYYY-MM-DD",
+              help="Last day it is valid, in each store's own zone.")
+@click.option("--days", type=int, default=None,
+              help="Valid until today (in HUB_TZ) + this many days (default 30).")
 @click.option("--qr", default=None, type=click.Path(dir_okay=False),
               help="Also write the coupon as a QR code PNG here.")
 @_fails_cleanly
-def coupons_issue(campaign_id: str, customer: str | None, max_uses: int | None, days: int,
-                  qr: str | None) -> None:
+def coupons_issue(campaign_id: str, customer: str | None, max_uses: int | None,
+                  until_text: str | None, days: int | None, qr: str | None) -> None:
     """Sign a coupon; prints {"coupon","token","qr"?}."""
     from cloud_sync.hub.keys import hub_signing_key, issue_coupon
+    from edge.coupons import parse_until
 
+    try:
+        until = parse_until(until_text, "--until")
+    except ValueError as exc:
+        raise BadRequest(f"{exc}.", code="bad_until") from None
     with _database() as (settings, db):
         jti, token = issue_coupon(db, hub_signing_key(settings), campaign_id, customer,
-                                  max_uses, days)
+                                  max_uses, days, until=until, zone=settings.zone)
     out: dict[str, Any] = {"coupon": jti, "token": token}
     if qr:
         out["qr"] = _write_qr(qr, token)

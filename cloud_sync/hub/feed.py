@@ -63,15 +63,16 @@ def append_changes(conn: Connection, items: list[tuple[str, str, dict[str, Any],
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_FEED_LOCK})")
     # New rows first, old ones after: had the newest row gone first, SQLite could hand its
     # seq to the new row, and a store whose cursor is at that seq would never see it.
-    first: list[int] = conn.execute(changes.insert().returning(changes.c.seq), [
+    inserted = conn.execute(changes.insert().returning(changes.c.seq), [
         {"kind": kind, "ref": ref, "payload": _dumps(payload), "store_id": store_id,
-         "created_ts": now} for kind, ref, payload, store_id in items]).scalars().all()
+         "created_ts": now} for kind, ref, payload, store_id in items])
+    first = min(int(row[0]) for row in inserted)
     superseded = [(k, ref) for k, ref, _, _ in items if k in _SUPERSEDED]
     for kind in _SUPERSEDED:
         refs = sorted({ref for k, ref in superseded if k == kind})
         if refs:
             conn.execute(delete(changes).where(changes.c.kind == kind)
-                         .where(changes.c.ref.in_(refs)).where(changes.c.seq < min(first)))
+                         .where(changes.c.ref.in_(refs)).where(changes.c.seq < first))
 
 
 def parse_cursor(cursor: str | None, limit: str | None) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 A batch is all or nothing: one invalid event refuses the batch (400 `bad_events`, listing
 each bad event by index so the edge can dead-letter exactly those and resend the rest) and
 nothing of it is stored. Events are deduplicated on `event_id`, so a batch sent again after
+<<<<<<< HEAD
 a lost answer has its effect once. `coupon.redeemed` events feed the chain-wide redemption
 ledger, which is where offline double spends across stores are detected (docs/sync.md).
 
@@ -10,11 +11,19 @@ The hub believes its own records over a store's claims: a redemption changes wha
 stores see (the feed) and what counts as a double spend (the conflicts) only when the
 coupon the store sent verifies against a key the hub trusts for that coupon, and its use
 limit always comes from the hub (what it issued, the campaign, a chain-signed token).
+=======
+a lost answer has its effect once. The edge's queue report is never a reason to refuse a
+batch: what of it is unusable is left out (a store whose clock stepped back reports negative
+ages), and an `occurred_at` in the future is stored as the edge said it (`received_ts` is
+the hub's own). `coupon.redeemed` events feed the chain-wide redemption
+ledger, which is where offline double spends across stores are detected (ARCHITECTURE §5).
+>>>>>>> issue11-a
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections import defaultdict
@@ -57,6 +66,8 @@ _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 _REF_MAX = 128
 # Plain campaign codes (SAVE10) are shared by everybody: many uses are the point.
 SHARED_CODE_PREFIX = "code:"
+_COUNT_MAX = 2**31 - 1  # an Integer column on PostgreSQL
+_AGE_MAX_S = 100 * 366 * 86400.0  # older than a century is no clock, it is noise
 
 
 class BatchTooLarge(EdgeError):
@@ -212,26 +223,25 @@ def validate_batch(settings: HubSettings, store_id: str, body: Any) -> tuple[str
 
 
 def _edge_report(edge: Any) -> dict[str, Any]:
-    """The edge's queue figures (our extension); a malformed report refuses the batch."""
-    if edge is None:
-        return {}
+    """The edge's queue figures (our extension), as far as they are usable.
+
+    They only describe the batch, so they never cost it its events: a figure that is not a
+    number in range is left out (the stored one stays), and a negative age (the edge's clock
+    stepped back since it queued the oldest event) counts as 0.
+    """
     if not isinstance(edge, dict):
-        raise BadRequest("edge must be an object {queue_depth, oldest_age_s, dead_letters}.",
-                         code="bad_batch")
+        return {}
     out: dict[str, Any] = {}
     for key in ("queue_depth", "dead_letters"):
         value = edge.get(key)
-        if value is not None:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise BadRequest(f"edge.{key} must be a whole number, 0 or more.",
-                                 code="bad_batch")
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _COUNT_MAX:
             out[key] = value
     age = edge.get("oldest_age_s")
-    if age is not None and (not isinstance(age, int | float) or isinstance(age, bool)
-                            or age < 0):
-        raise BadRequest("edge.oldest_age_s must be a number of seconds or null.",
-                         code="bad_batch")
-    out["oldest_age_s"] = None if age is None else float(age)
+    if age is None:
+        out["oldest_age_s"] = None  # nothing waiting
+    elif isinstance(age, int | float) and not isinstance(age, bool) and math.isfinite(age) \
+            and age <= _AGE_MAX_S:
+        out["oldest_age_s"] = max(0.0, float(age))
     return out
 
 

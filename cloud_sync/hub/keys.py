@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
@@ -22,7 +23,7 @@ from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.feed import publish_keys
 from cloud_sync.hub.schema import campaigns, customers, issued_coupons, revoked_keys, stores
 from cloud_sync.hub.settings import HubSettings
-from edge.coupons import COUPON_ID_RE
+from edge.coupons import COUPON_ID_RE, parse_until, until_exp
 from edge.customers import CUSTOMER_ID_RE
 from edge.errors import BadRequest, Conflict, NotFound
 from edge.protocol import format_ts, uuid7
@@ -122,16 +123,28 @@ def revoke_key(db: HubDB, hub_key: SigningKey, kid: str, reason: str | None = No
 
 
 def issue_coupon(db: HubDB, key: SigningKey, campaign_id: str, customer: str | None = None,
-                 max_uses: int | None = None, days: int = 30,
-                 not_before: datetime | None = None) -> tuple[str, str]:
+                 max_uses: int | None = None, days: int | None = None,
+                 not_before: datetime | None = None, until: date | None = None,
+                 zone: ZoneInfo | None = None) -> tuple[str, str]:
     """Sign a coupon of a stored campaign (its terms become the claims); (jti, token).
 
+    The coupon lasts until the end of a local date (`until`, or today in the hub's `zone` +
+    `days`, 30 by default), judged by each store in its own zone; its `exp` is the end of
+    that date in the last zone on earth (`until_exp`), never past the campaign's `ends_at`.
     The coupon is recorded so the hub knows its `max` when its redemptions sync.
     """
     if max_uses is not None and not 1 <= max_uses <= 10_000:
         raise BadRequest("--max must be from 1 to 10000", code="bad_max")
-    if not 1 <= days <= 3660:
+    if days is not None and until is not None:
+        raise BadRequest("Give --until or --days, not both.", code="bad_until")
+    if days is not None and not 1 <= days <= 3660:
         raise BadRequest("--days must be from 1 to 3660", code="bad_days")
+    today = datetime.now(zone or UTC).date()
+    if until is None:
+        until = today + timedelta(days=30 if days is None else days)
+    elif not today <= until <= today + timedelta(days=3660):
+        raise BadRequest(f"--until must be a date from today ({today.isoformat()}) to ten "
+                         "years ahead", code="bad_until")
     if customer is not None and not CUSTOMER_ID_RE.match(customer):
         raise BadRequest(f"{customer!r} is not a customer id", code="bad_customer_id")
     if not COUPON_ID_RE.match(campaign_id):
@@ -149,8 +162,10 @@ def issue_coupon(db: HubDB, key: SigningKey, campaign_id: str, customer: str | N
     record = json.loads(text)
     start = not_before or datetime.now(UTC)
     nbf = int(start.timestamp())
-    exp = int((start + timedelta(days=days)).timestamp())
-    # The campaign's own dates bound the coupon's.
+    # The campaign's own dates bound the coupon's: its local end date, then its instants.
+    if campaign_until := parse_until(record.get("until")):
+        until = min(until, campaign_until)
+    exp = until_exp(until)
     for field, pick in (("starts_at", max), ("ends_at", min)):
         if record.get(field):
             bound = int(datetime.fromisoformat(record[field].replace("Z", "+00:00")).timestamp())
@@ -158,12 +173,12 @@ def issue_coupon(db: HubDB, key: SigningKey, campaign_id: str, customer: str | N
                 nbf = pick(nbf, bound)
             else:
                 exp = pick(exp, bound)
-    if exp <= nbf:
+    if exp <= nbf or until < today:
         raise BadRequest(f"Campaign {campaign_id} has ended; no coupon can be issued.",
                          code="campaign_ended")
     jti = uuid7()
     claims: dict[str, Any] = {"jti": jti, "cmp": campaign_id, "nbf": nbf, "exp": exp,
-                              "max": max_uses or 1}
+                              "until": until.isoformat(), "max": max_uses or 1}
     claims.update({k: record[k] for k in ("disc", "min_minor", "skus", "cats", "stack", "off")
                    if k in record})
     if customer is not None:
