@@ -123,6 +123,7 @@ class Puller:
             else:
                 if self.wake is not None:
                     self.wake(0)
+            self.publish_key()  # again if the key set just read lacked our key
             self.backoff.succeeded()
             self.last_success = time.time()
             self.metrics.sync_pull_last_success.set(self.last_success)

@@ -321,3 +321,63 @@ def test_a_receipt_offer_redeemed_where_it_was_printed_is_believed_by_the_hub(
     victim.pulled()
     refused = victim.refusal(offer)
     assert refused.code == "coupon_used"
+
+
+# ---------------------------------------------------------------- the honest store's keys
+
+
+def test_a_store_whose_token_was_rotated_or_key_revoked_is_trusted_again_with_a_new_key(
+        hub: HubServer, settings: Settings, tmp_path: Path) -> None:
+    """The box that lost its token or key to a thief: it publishes its key again with the new
+    token, and after `edge keys rotate` a new kid that the hub and other stores accept."""
+    from edge.service import EdgeService
+    from tests.conftest import edge_cli, edge_env
+
+    token = add_store(hub.settings, "store-a")
+    store_settings = edge_for(settings, hub.url, token, store_id="store-a",
+                              data_dir=str(tmp_path / "store-a"), trusted_keys="")
+
+    def kids() -> set[str]:
+        jwks = requests.get(f"{hub.url}/.well-known/jwks.json", timeout=10).json()
+        return {k["kid"] for k in jwks["keys"]}
+
+    svc = EdgeService(store_settings)
+    try:
+        svc.puller.run()
+        first = svc.signing_key.kid
+        assert first == "store-store-a-1" and first in kids()
+    finally:
+        svc.stop()
+
+    rotated = hub_cli(hub, "stores", "add", "store-a", "--region", "north", "--rotate")
+    assert first not in kids()  # the old token's holder may hold the key too
+    store_settings = store_settings.with_overrides(hub_token=rotated["token"])
+    svc = EdgeService(store_settings)
+    try:
+        svc.puller.run()
+        assert first in kids() and svc.puller.key_error is None
+    finally:
+        svc.stop()
+
+    hub_cli(hub, "keys", "revoke", first)
+    svc = EdgeService(store_settings)
+    try:
+        svc.puller.run()
+        assert first not in kids()
+        assert svc.puller.last_error is None  # the feed is still read
+        assert "edge keys rotate" in (svc.puller.key_error or "")
+    finally:
+        svc.stop()
+
+    done = subprocess.run([*edge_cli(), "keys", "rotate"], env=edge_env(store_settings),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    new = json.loads(done.stdout)["kid"]
+    assert new != first and new.startswith("store-store-a-")
+    svc = EdgeService(store_settings)
+    try:
+        assert svc.signing_key.kid == new
+        svc.puller.run()
+        assert new in kids() and first not in kids() and svc.puller.key_error is None
+    finally:
+        svc.stop()
