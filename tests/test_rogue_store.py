@@ -381,3 +381,40 @@ def test_a_store_whose_token_was_rotated_or_key_revoked_is_trusted_again_with_a_
         assert new in kids() and first not in kids() and svc.puller.key_error is None
     finally:
         svc.stop()
+
+
+def test_the_chains_app_keys_are_published_and_their_coupons_believed(
+        chain: HubServer, tmp_path: Path) -> None:
+    app = Rogue(chain, "app-signer")  # only its key is used: the app's, given to the hub
+    other = Rogue(chain, "store-c")
+    for bad in ({**app.jwk("hub-1")}, {**app.jwk("store-x-1")},
+                {**app.jwk("app-1"), "d": "secret"}, {"kty": "RSA", "kid": "app-1"}):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        done = run_hub(chain.settings, "keys", "add", str(tmp_path / "bad.json"))
+        assert done.returncode == 1 and done.stderr.startswith("edge-hub: "), bad
+    (tmp_path / "app.json").write_text(json.dumps({"keys": [app.jwk("app-2026-1")]}))
+    assert hub_cli(chain, "keys", "add", str(tmp_path / "app.json")) == {"added": ["app-2026-1"]}
+    jwks = requests.get(f"{chain.url}/.well-known/jwks.json", timeout=10).json()["keys"]
+    assert [k for k in jwks if k["kid"] == "app-2026-1"][0].get("store") is None
+    # A coupon the app signed for three uses, used four times at two stores: believed, sent
+    # to the stores, and one conflict with the app's `max`.
+    token = app.sign({"jti": "app-cpn-1", "cmp": "cmp-5off", "max": 3}, "app-2026-1")
+    uses = [app.redeemed("app-cpn-1", "cmp-5off", token=token) for _ in range(2)]
+    assert app.post(*uses).status_code == 200
+    assert other.post(*[other.redeemed("app-cpn-1", "cmp-5off", token=token, max_uses=9)
+                        for _ in range(2)]).status_code == 200
+    feed = other.session.get(f"{chain.url}/api/v1/stores/store-c/changes", timeout=10).json()
+    assert sum(1 for c in feed["changes"] if c["kind"] == "redemption") == 4
+    session = _manager_session(chain)
+    conflicts = session.get(f"{chain.url}/dashboard.json", timeout=10).json()["conflicts"]
+    assert [(c["coupon_id"], c["uses"], c["max_uses"]) for c in conflicts] == [
+        ("app-cpn-1", 4, 3)]
+    # Revoked: out of the key set, and its coupons no longer believed.
+    assert hub_cli(chain, "keys", "revoke", "app-2026-1")["revoked"] is True
+    jwks = requests.get(f"{chain.url}/.well-known/jwks.json", timeout=10).json()["keys"]
+    assert "app-2026-1" not in {k["kid"] for k in jwks}
+    later = app.sign({"jti": "app-cpn-2", "cmp": "cmp-5off"}, "app-2026-1")
+    assert app.post(app.redeemed("app-cpn-2", "cmp-5off", token=later)).status_code == 200
+    feed = other.session.get(f"{chain.url}/api/v1/stores/store-c/changes", timeout=10).json()
+    assert not any(c["kind"] == "redemption" and c["redemption"]["coupon"] == "app-cpn-2"
+                   for c in feed["changes"])

@@ -334,13 +334,32 @@ def keys_show() -> None:
         emit(jwk_set(conn, hub_signing_key(settings)))
 
 
+@keys_group.command("add")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_fails_cleanly
+def keys_add(file: str) -> None:
+    """Trust the chain's app keys (a public JWK or a JWK Set file): they sign coupons and
+    member codes like the hub's key, and every store receives them."""
+    import json
+
+    from cloud_sync.hub.keys import add_chain_keys, hub_signing_key
+
+    try:
+        doc = json.loads("\n".join(_read_lines(file)))
+    except ValueError as exc:
+        raise StartupError(f"{file} is not JSON: {exc}") from None
+    with _database() as (settings, db):
+        emit(add_chain_keys(db, hub_signing_key(settings), doc))
+
+
 @keys_group.command("revoke")
 @click.argument("kid", metavar="KID")
 @click.option("--reason", default="", help="Why (kept with the revocation).")
 @_fails_cleanly
 def keys_revoke(kid: str, reason: str) -> None:
-    """Stop trusting a store's signing key (a stolen box): out of the JWK Set and out of
-    every store at its next pull; the store must make a new key (`edge keys rotate`)."""
+    """Stop trusting a store's signing key (a stolen box) or an app key: out of the JWK Set
+    and out of every store at its next pull; a store must make a new key (`edge keys
+    rotate`)."""
     from cloud_sync.hub.keys import hub_signing_key, revoke_key
 
     with _database() as (settings, db):

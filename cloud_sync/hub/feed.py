@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import (
     campaigns,
+    chain_keys,
     changes,
     customers,
     events,
@@ -225,11 +226,15 @@ def revoke(db: HubDB, scope: str, id_: str, reason: str | None = None) -> dict[s
 
 
 def jwk_set(conn: Connection, hub_key: SigningKey) -> dict[str, Any]:
-    """The keys stores trust: the hub's, and each store's published public key marked with
-    the store it belongs to (`"store"`: such a key signs only that store's receipt offers).
-    Revoked keys and retired stores' keys are left out."""
+    """The keys stores trust: the hub's and the chain's app keys (chain keys), and each
+    store's published public key marked with the store it belongs to (`"store"`: such a key
+    signs only that store's receipt offers). Revoked keys and retired stores' keys are left
+    out."""
     keys = [hub_key.public_jwk()]
     revoked: set[str] = set(conn.execute(select(revoked_keys.c.kid)).scalars())
+    keys += [json.loads(str(text)) for kid, text in conn.execute(
+        select(chain_keys.c.kid, chain_keys.c.jwk).order_by(chain_keys.c.kid)).all()
+        if kid not in revoked]
     retired = select(retired_stores.c.store_id)
     for store_id, text in conn.execute(
             select(stores.c.id, stores.c.public_jwk).where(stores.c.public_jwk.isnot(None))

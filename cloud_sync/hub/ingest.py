@@ -38,6 +38,7 @@ from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.feed import append_changes
 from cloud_sync.hub.schema import (
     campaigns,
+    chain_keys,
     conflicts,
     events,
     issued_coupons,
@@ -309,8 +310,9 @@ def ingest(db: HubDB, settings: HubSettings, store_id: str, body: Any,
 
 
 class _Keyring:
-    """The keys the hub trusts, by kid, read once per batch: its own key (a chain key) and
-    each store's current key (not revoked, store not retired) with the store it binds to."""
+    """The keys the hub trusts, by kid, read once per batch: chain keys (its own, the app's)
+    and each store's current key (not revoked, store not retired) with the store it binds
+    to."""
 
     def __init__(self, conn: Connection, hub_key: SigningKey | None) -> None:
         self.conn = conn
@@ -331,13 +333,16 @@ class _Keyring:
         if self.hub_key is not None and kid == self.hub_key.kid:
             return self.hub_key.private.public_key(), None
         store_id = store_of_kid(kid)
+        revoked = self.conn.execute(select(revoked_keys.c.kid)
+                                    .where(revoked_keys.c.kid == kid)).first()
         if store_id is None:
-            return None
+            chain = self.conn.execute(select(chain_keys.c.jwk)
+                                      .where(chain_keys.c.kid == kid)).scalar()
+            return None if chain is None or revoked is not None else \
+                (public_key_from_jwk(json.loads(chain)), None)
         text = self.conn.execute(
             select(stores.c.public_jwk).where(stores.c.id == store_id)
             .where(stores.c.id.not_in(select(retired_stores.c.store_id)))).scalar()
-        revoked = self.conn.execute(select(revoked_keys.c.kid)
-                                    .where(revoked_keys.c.kid == kid)).first()
         if not text or revoked is not None:
             return None
         jwk = json.loads(text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -17,11 +18,18 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.feed import publish_keys
-from cloud_sync.hub.schema import campaigns, customers, issued_coupons, revoked_keys, stores
+from cloud_sync.hub.schema import (
+    campaigns,
+    chain_keys,
+    customers,
+    issued_coupons,
+    revoked_keys,
+    stores,
+)
 from cloud_sync.hub.settings import HubSettings
 from edge.coupons import COUPON_ID_RE, parse_until, until_exp
 from edge.customers import CUSTOMER_ID_RE
@@ -39,6 +47,7 @@ from edge.tokens import (
 HUB_KID = "hub-1"
 MEMBER_MAX_MINUTES = 5  # ARCHITECTURE §5: a member code lives at most 5 minutes
 _PUBLIC_FIELDS = ("kty", "crv", "x", "kid", "use", "alg")
+KID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 
 
 def hub_signing_key(settings: HubSettings) -> SigningKey:
@@ -96,18 +105,64 @@ def put_store_key(db: HubDB, hub_key: SigningKey, store_id: str, jwk: Any) -> di
     return {"store": store_id, "kid": public["kid"], "changed": changed}
 
 
+def add_chain_keys(db: HubDB, hub_key: SigningKey, doc: Any) -> dict[str, Any]:
+    """Trust the chain's app keys (a public JWK or a JWK Set): they sign coupons and member
+    codes like the hub's key, go to every store in the key set, and let the hub believe
+    redemptions of the coupons they signed."""
+    keys = doc.get("keys") if isinstance(doc, dict) and "keys" in doc else [doc]
+    if not isinstance(keys, list) or not keys:
+        raise BadRequest("Give a public JWK or a JWK Set {\"keys\": [...]}.", code="bad_key")
+    rows: dict[str, str] = {}
+    for jwk in keys:
+        kid = jwk.get("kid") if isinstance(jwk, dict) else None
+        if not isinstance(kid, str) or not KID_RE.match(kid):
+            raise BadRequest("Every key needs a kid of 1-64 letters, digits and ._:-.",
+                             code="bad_key")
+        if kid == hub_key.kid or store_of_kid(kid) is not None or kid.startswith("store-"):
+            raise BadRequest(f"{kid} names the hub's or a store's key; give the app's key "
+                             "another kid.", code="bad_key")
+        assert isinstance(jwk, dict)
+        if "d" in jwk:
+            raise BadRequest(f"{kid} is a private key; give only the public part (no \"d\").",
+                             code="bad_key")
+        try:
+            public_key_from_jwk(jwk)
+        except ValueError as exc:
+            raise BadRequest(f"{kid}: not an Ed25519 public key: {exc}.", code="bad_key"
+                             ) from None
+        public = {**{k: jwk[k] for k in _PUBLIC_FIELDS if k in jwk}, "use": "sig",
+                  "alg": "EdDSA"}
+        rows[kid] = json.dumps(public, sort_keys=True, separators=(",", ":"))
+    now = time.time()
+    with db.write() as conn:
+        revoked: set[str] = set(conn.execute(
+            select(revoked_keys.c.kid).where(revoked_keys.c.kid.in_(list(rows)))).scalars())
+        if revoked:
+            raise Conflict(f"{', '.join(sorted(revoked))} was revoked; give the key a new kid.",
+                           code="key_revoked")
+        for kid, text in rows.items():
+            conn.execute(delete(chain_keys).where(chain_keys.c.kid == kid))
+            conn.execute(chain_keys.insert().values(kid=kid, jwk=text, added_ts=now))
+    publish_keys(db, hub_key)
+    return {"added": sorted(rows)}
+
+
 def revoke_key(db: HubDB, hub_key: SigningKey, kid: str, reason: str | None = None
                ) -> dict[str, Any]:
-    """Stop trusting a store's key everywhere: out of the JWKS, and out of every edge at its
-    next pull. The hub's own key cannot be revoked this way."""
+    """Stop trusting a store's or an app key everywhere: out of the JWKS, and out of every
+    edge at its next pull. The hub's own key cannot be revoked this way."""
     if not isinstance(kid, str) or not 0 < len(kid) <= 128:
         raise BadRequest(f"{kid!r} is not a key id", code="bad_kid")
     owner = store_of_kid(kid)
-    if owner is None:
-        raise BadRequest(f"{kid} is not a store's key; only store keys (store-ID-N) can be "
-                         "revoked here.", code="bad_kid")
+    with db.read() as conn:
+        chain = conn.execute(select(chain_keys.c.kid).where(chain_keys.c.kid == kid)).first()
+    if owner is None and chain is None:
+        raise BadRequest(f"{kid} is neither a store's key (store-ID-N) nor an app key added "
+                         "with `keys add`; the hub's own key cannot be revoked here.",
+                         code="bad_kid")
     now = time.time()
     with db.write() as conn:
+        conn.execute(delete(chain_keys).where(chain_keys.c.kid == kid))
         if conn.execute(select(revoked_keys.c.kid).where(revoked_keys.c.kid == kid)
                         ).first() is None:
             conn.execute(revoked_keys.insert().values(kid=kid, store_id=owner,

@@ -142,6 +142,15 @@ issued_coupons = Table(
     Column("issued_ts", Float, nullable=False),
 )
 
+# The chain's other signing keys (the shopper app's): they sign coupons and member codes
+# like the hub's own key, and are published to every store with it.
+chain_keys = Table(
+    "chain_keys", metadata,
+    Column("kid", String(128), primary_key=True),
+    Column("jwk", Text, nullable=False),          # the public JWK
+    Column("added_ts", Float, nullable=False),
+)
+
 # Signing keys the hub no longer trusts (a stolen store box, a retired store): never
 # published again, and a store may not publish a key of this kid again.
 revoked_keys = Table(
