@@ -279,6 +279,11 @@ def test_a_rogue_store_cannot_use_up_a_shoppers_coupon_it_never_saw(
     session = _manager_session(chain)
     board = session.get(f"{chain.url}/dashboard.json", timeout=10).json()
     assert board["conflicts"] == []
+    # The made-up uses are kept and flagged for the manager, each with why.
+    flagged = {(r["store_id"], r["coupon_id"], r["reason"])
+               for r in board["suspect_redemptions"]}
+    assert flagged == {("rogue", coupon["coupon"], why)
+                       for why in ("no_token", "key_scope", "malformed", "signature")}
 
 
 def test_a_rogue_store_cannot_hide_a_real_double_spend_or_resolve_it(
