@@ -174,13 +174,16 @@ def edge_log(settings: Settings) -> Path:
     return settings.data_path.parent / "edge-serve.log"
 
 
-def start_edge(settings: Settings) -> subprocess.Popen[bytes]:
-    """Start `edge serve` with the test's settings and wait for its HTTP port (output is
-    appended to `edge_log()`, so restarts in one test keep the whole story)."""
+def start_edge(settings: Settings, extra_env: dict[str, str] | None = None
+               ) -> subprocess.Popen[bytes]:
+    """Start `edge serve` with the test's settings (and `extra_env`) and wait for its HTTP
+    port (output is appended to `edge_log()`, so restarts in one test keep the whole
+    story)."""
     from edge.broker import wait_for_port
 
     with edge_log(settings).open("ab") as log:
-        proc = subprocess.Popen([*edge_cli(), "serve"], env=edge_env(settings),
+        proc = subprocess.Popen([*edge_cli(), "serve"],
+                                env={**edge_env(settings), **(extra_env or {})},
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port("127.0.0.1", settings.http_port, 20)

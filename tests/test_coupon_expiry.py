@@ -183,16 +183,23 @@ def test_a_plain_code_with_until_ends_at_each_stores_midnight(
         parse_campaign({**save10, "until": "30/11/2026"}, "en_IE")
 
 
+def printed_offer(svc: EdgeService) -> dict[str, Any]:
+    """The next-visit offer block of the receipt of a sale to the shopper with card 4000…"""
+    svc.checkout.identify("lane-1", "t-1", "4000 1234 1234 1234", None)
+    svc.checkout.complete("lane-1", "t-1", BASKET, [], BASKET.total_minor)
+    row = svc.store.query_one("SELECT document FROM print_jobs")
+    assert row is not None
+    block: dict[str, Any] = next(b for b in json.loads(row["document"])["blocks"]
+                                 if b["type"] == "offer")
+    return block
+
+
 def test_the_receipt_offer_lasts_to_a_local_date_and_prints_it(
         stores: Callable[..., EdgeService]) -> None:
     helsinki = stores("Europe/Helsinki", receipt_offer_days=14)
     # 00:30 on 23 Nov in Helsinki is still 22 Nov in UTC: the date is the store's.
     at(helsinki, "2026-11-23T00:30:00+02:00")
-    helsinki.checkout.identify("lane-1", "t-1", "4000 1234 1234 1234", None)
-    helsinki.checkout.complete("lane-1", "t-1", BASKET, [], BASKET.total_minor)
-    row = helsinki.store.query_one("SELECT document FROM print_jobs")
-    assert row is not None
-    offer = next(b for b in json.loads(row["document"])["blocks"] if b["type"] == "offer")
+    offer = printed_offer(helsinki)
     assert offer["text"] == "Just for you, until 7 Dec 2026. Show this code at the till."
     claims = jwt.decode(offer["code"], options={"verify_signature": False})
     assert claims["until"] == "2026-12-07"
@@ -216,11 +223,7 @@ def test_the_receipt_offer_never_outlasts_its_campaign(
     lisbon.store.write(lambda db: upsert_campaigns(db, [parse_campaign(
         {**FRUIT, "ends_at": ends_at}, "en_IE")]))
     at(lisbon, "2026-11-25T10:00:00+00:00")
-    lisbon.checkout.identify("lane-1", "t-1", "4000 1234 1234 1234", None)
-    lisbon.checkout.complete("lane-1", "t-1", BASKET, [], BASKET.total_minor)
-    row = lisbon.store.query_one("SELECT document FROM print_jobs")
-    assert row is not None
-    offer = next(b for b in json.loads(row["document"])["blocks"] if b["type"] == "offer")
+    offer = printed_offer(lisbon)
     assert offer["text"] == "Just for you, until 30 Nov 2026. Show this code at the till."
     claims = jwt.decode(offer["code"], options={"verify_signature": False})
     assert (claims["until"], claims["exp"]) == ("2026-11-30", int(ts(ends_at)))

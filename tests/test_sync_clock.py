@@ -28,12 +28,12 @@ from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import events as hub_events
 from cloud_sync.hub.schema import stores as hub_stores
 from cloud_sync.hub.settings import HubSettings
-from edge.broker import BrokerProcess, wait_for_port
+from edge.broker import BrokerProcess
 from edge.protocol import format_ts
 from edge.settings import Settings
 from edge.store import Store
 from edge.supervise import stop_process
-from tests.conftest import REPO, edge_cli, edge_log, wait_until
+from tests.conftest import REPO, edge_log, start_edge, wait_until
 from tests.hubfix import (  # noqa: F401 (fixtures used by name)
     HubServer,
     event,
@@ -69,18 +69,8 @@ def faked(offset: str) -> dict[str, str]:
 
 
 def start_faked_edge(settings: Settings, offset: str) -> subprocess.Popen[bytes]:
-    """`edge serve` (as tests.conftest.start_edge) with its wall clock at `offset`."""
-    with edge_log(settings).open("ab") as log:
-        proc = subprocess.Popen([*edge_cli(), "serve"], env={**settings.environ(),
-                                                             **faked(offset)},
-                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port("127.0.0.1", settings.http_port, 20)
-    except TimeoutError:
-        proc.kill()
-        proc.wait()
-        pytest.fail(f"edge serve did not start:\n{edge_log(settings).read_text()}")
-    return proc
+    """`edge serve` (tests.conftest.start_edge) with its wall clock at `offset`."""
+    return start_edge(settings, faked(offset))
 
 
 QUEUE_AHEAD = """
