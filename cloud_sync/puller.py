@@ -23,11 +23,15 @@ from cloud_sync.client import Backoff, HubClient, retry_after, rfc3339
 from edge.coupons import CouponBook, parse_campaign, revoke, upsert_campaigns
 from edge.customers import (
     IdentifierError,
+    KeyBundle,
     Lookup,
     erase_customer,
+    forget_customer,
     parse_customer,
+    save_bundle,
     upsert_customers,
 )
+from edge.datadir import DataDir
 from edge.hublink import HubLink
 from edge.metrics import Metrics
 from edge.settings import Settings
@@ -53,7 +57,8 @@ class Puller:
     def __init__(self, settings: Settings, store: Store, link: HubLink, metrics: Metrics,
                  keys: TrustedKeys, coupons: CouponBook, lookup: Lookup,
                  signing_key: SigningKey | None = None,
-                 wake: Callable[[float], None] | None = None) -> None:
+                 wake: Callable[[float], None] | None = None,
+                 datadir: DataDir | None = None) -> None:
         self.settings = settings
         self.store = store
         self.link = link
@@ -63,6 +68,8 @@ class Puller:
         self.lookup = lookup
         self.signing_key = signing_key
         self.wake = wake
+        self.datadir = datadir  # where the hub's look-up key bundle is kept
+        self._replay = False
         self.client = HubClient(settings) if not link.standalone else None
         self.backoff = Backoff(cap=settings.sync_backoff_max_s)
         self.last_error: str | None = None
@@ -133,8 +140,11 @@ class Puller:
                 raise TypeError("changes is not a list")
         except (ValueError, KeyError, TypeError) as exc:
             raise PullError(f"the change feed's answer is not usable ({exc})") from None
+        self._replay = False
         if changes:
             self.apply(changes, cursor, new_cursor)
+        if self._replay:
+            return True  # a new look-up key: the feed is read again from the start
         return bool(page.get("more")) and new_cursor != cursor
 
     # ------------------------------------------------------------ applying a page
@@ -145,23 +155,50 @@ class Puller:
         # Keys first: a customer's wallet in the same page may hold coupons signed with them.
         key_sets = [c for c in changes if isinstance(c, dict) and c.get("kind") == "keys"]
         new_keys = self._key_rows(key_sets[-1]) if key_sets else None
+        # The look-up key bundle too: customers in the same page are hashed with it.
+        bundles = [c for c in changes if isinstance(c, dict) and c.get("kind") == "lookup_key"]
+        bundle = self._bundle(bundles[-1]) if bundles else None
+        old_bundle = self.lookup.bundle
+        rekey = bundle is not None and bundle.kid != old_bundle.kid
+        if rekey:
+            assert bundle is not None
+            self.lookup.rekey(bundle)
+        applied = False
         try:
-            self._apply_page(changes, cursor, new_cursor, new_keys, counts)
+            applied = self._apply_page(changes, cursor, new_cursor, new_keys, counts, rekey)
         finally:
             if new_keys is not None:
                 self.keys.reload()  # from the table: the new set if committed, else the old
+            if rekey and not applied:
+                self.lookup.rekey(old_bundle)
+        if rekey and applied and bundle is not None:
+            # After the commit: a crash before this line reads the feed again from the start
+            # with the old file, and the first page brings the bundle back.
+            if self.datadir is not None:
+                save_bundle(self.datadir, bundle)
+            log.info("new look-up key from the hub: look-ups cleared%s",
+                     ", reading the change feed again" if cursor else "")
+            self._replay = bool(cursor)
         for kind, n in counts.items():
             self.metrics.sync_changes.labels(kind=kind).inc(n)
         return counts
 
     def _apply_page(self, changes: list[Any], cursor: str, new_cursor: str,
-                    new_keys: list[tuple[str, str, str]] | None, counts: dict[str, int]) -> None:
+                    new_keys: list[tuple[str, str, str]] | None, counts: dict[str, int],
+                    rekey: bool = False) -> bool:
+        """Apply the page in one transaction; False if another run applied it meanwhile."""
         with self.store.transaction() as db:
             conn = db.conn
             row = conn.execute("SELECT value FROM sync_state WHERE key = 'pull_cursor'"
                                ).fetchone()
             if (row[0] if row else "") != cursor:
-                return  # another run applied this page meanwhile
+                return False  # another run applied this page meanwhile
+            if rekey:
+                # Hashes made with the old key match nothing any more; the feed read again
+                # from the start (compacted) brings every customer back hashed anew.
+                conn.execute("DELETE FROM customer_lookup")
+                if cursor:
+                    new_cursor = ""
             if new_keys is not None:
                 conn.execute("DELETE FROM trusted_keys")
                 conn.executemany("INSERT INTO trusted_keys (kid, jwk, added_at) VALUES (?, ?, ?)",
@@ -179,6 +216,14 @@ class Puller:
                 counts[str(kind)] = counts.get(str(kind), 0) + 1
             conn.execute("INSERT OR REPLACE INTO sync_state (key, value) "
                          "VALUES ('pull_cursor', ?)", (new_cursor,))
+        return True
+
+    def _bundle(self, change: dict[str, Any]) -> KeyBundle | None:
+        try:
+            return KeyBundle.from_json(change.get("lookup_key"))
+        except ValueError as exc:
+            log.warning("skipped a look-up key bundle from the hub: %s", exc)
+            return None
 
     def _key_rows(self, change: dict[str, Any]) -> list[tuple[str, str, str]] | None:
         keys = change.get("jwks", {}).get("keys") if isinstance(change.get("jwks"), dict) \
@@ -213,8 +258,13 @@ class Puller:
             if scope not in ("coupon", "campaign") or not isinstance(ident, str) or not ident:
                 raise ValueError("a revocation needs scope coupon|campaign and an id")
             revoke(db, scope, ident, reason if isinstance(reason, str) else None)
-        elif kind == "keys":
+        elif kind in ("keys", "lookup_key"):
             pass  # applied before the others (see apply)
+        elif kind == "forget":
+            customer_id = change["customer_id"]
+            if not isinstance(customer_id, str) or not customer_id:
+                raise ValueError("a forget needs a customer_id")
+            forget_customer(conn, customer_id)
         elif kind == "erasure":
             customer_id = change["customer_id"]
             if not isinstance(customer_id, str) or not customer_id:

@@ -16,7 +16,7 @@ from cloud_sync.puller import Puller
 from cloud_sync.sender import Sender
 from edge.bus import Bus
 from edge.coupons import CouponBook
-from edge.customers import Lookup
+from edge.customers import Lookup, local_bundle
 from edge.datadir import DataDir
 from edge.dispatch import Dispatcher, ReplyCache, register_builtin
 from edge.errors import StartupError
@@ -50,7 +50,7 @@ class EdgeService:
         register_builtin(self.dispatcher)
         self.signing_key = store_signing_key(self.datadir, settings.store_id)
         self.keys = TrustedKeys(self.store, settings.trusted_keys, self.signing_key)
-        self.lookup = Lookup(self.datadir.secret_token("lookup-key"), settings.country)
+        self.lookup = Lookup(local_bundle(self.datadir), settings.country)
         self.hub = HubLink(settings)
         self.coupons = CouponBook(settings, self.store, self.keys)
         self.receipts = Receipts(settings, self.coupons, self.signing_key)
@@ -69,7 +69,8 @@ class EdgeService:
                              wake=lambda delay: self._run_job_in("sync_send", delay))
         self.puller = Puller(settings, self.store, self.hub, self.metrics, self.keys,
                              self.coupons, self.lookup, self.signing_key,
-                             wake=lambda delay: self._run_job_in("sync_pull", delay))
+                             wake=lambda delay: self._run_job_in("sync_pull", delay),
+                             datadir=self.datadir)
         self.store.on_outbox = self.sender.kick
         self.scheduler.add_job(self.dispatcher.cache.prune, "interval", seconds=60,
                                id="reply_cache_prune", coalesce=True, max_instances=1)

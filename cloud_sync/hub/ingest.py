@@ -268,7 +268,20 @@ def ingest(db: HubDB, settings: HubSettings, store_id: str, body: Any) -> dict[s
             values.update(report, reported_ts=now)
         conn.execute(update(stores).where(stores.c.id == store_id).values(**values))
         _apply_redemptions(conn, store_id, [unique[eid] for eid in accepted], now)
+        # After the redemptions: a first sighting appends to the feed, which on PostgreSQL
+        # holds the feed's lock until commit.
+        _record_sightings(conn, store_id, [unique[eid] for eid in accepted], now)
     return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
+
+
+def _record_sightings(conn: Connection, store_id: str, new: list[Event], now: float) -> None:
+    """Customers this store identified or sold to: their record now goes to its region."""
+    from cloud_sync.hub.lookups import SIGHTING_EVENTS, record_sightings, store_region
+
+    seen = {ev.customer_id for ev in new if ev.type in SIGHTING_EVENTS and ev.customer_id}
+    region = store_region(conn, store_id) if seen else None
+    if region is not None:
+        record_sightings(conn, region, [c for c in seen if c is not None], now)
 
 
 def _apply_redemptions(conn: Connection, store_id: str, new: list[Event], now: float) -> None:

@@ -38,9 +38,12 @@ def add_store(db: HubDB, store_id: str, region: str, name: str | None = None,
     if not isinstance(region, str) or not ID_RE.match(region):
         raise BadRequest(f"{region!r} is not a region id: 1-32 of a-z, 0-9 and '-'",
                          code="bad_region")
+    from cloud_sync.hub.lookups import store_bundle_changes
+
     token = secrets.token_urlsafe(32)
     with db.write() as conn:
-        existing = conn.execute(select(stores.c.id).where(stores.c.id == store_id)).first()
+        existing = conn.execute(select(stores.c.id, stores.c.region)
+                                .where(stores.c.id == store_id)).first()
         if existing is not None and not rotate:
             raise Conflict(f"store {store_id} is already registered; use --rotate to give it "
                            "a new token", code="store_exists")
@@ -53,6 +56,9 @@ def add_store(db: HubDB, store_id: str, region: str, name: str | None = None,
             if name:
                 values["name"] = name
             conn.execute(update(stores).where(stores.c.id == store_id).values(**values))
+        if existing is None or existing.region != region:
+            # The region's look-up key: the store reads the feed again with it.
+            store_bundle_changes(conn, [store_id], time.time())
     return token
 
 
