@@ -12,6 +12,7 @@ from typing import Any
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from cloud_sync.lookup import OnlineLookup
 from cloud_sync.puller import Puller
 from cloud_sync.sender import Sender
 from edge.bus import Bus
@@ -55,8 +56,10 @@ class EdgeService:
         self.coupons = CouponBook(settings, self.store, self.keys)
         self.receipts = Receipts(settings, self.coupons, self.signing_key)
         self.spool = Spool(settings, self.store)
+        self.online_lookup = None if self.hub.standalone else \
+            OnlineLookup(settings, self.hub, self.metrics)
         self.checkout = Checkout(settings, self.store, self.keys, self.coupons, self.lookup,
-                                 self.hub, self.receipts, self.spool)
+                                 self.hub, self.receipts, self.spool, self.online_lookup)
         register_pos_methods(self.dispatcher, self.checkout)
         self.dispatcher.event("job")(self.spool.on_job_event)
         self.bus = Bus(settings, self.datadir, self.store, self.dispatcher, self.metrics)
@@ -112,6 +115,8 @@ class EdgeService:
             self.scheduler.shutdown(wait=False)
         self.sender.close()
         self.puller.close()
+        if self.online_lookup is not None:
+            self.online_lookup.close()
         self.printers.stop()
         self.bus.stop()
         self.store.close()

@@ -107,7 +107,8 @@ def post_lookup(store_id: str) -> Any:
     hub_key: keys.SigningKey = current_app.extensions["hub_key"]
     try:
         return jsonify(lookups.online_lookup(hub.db, hub.settings, hub_key, caller,
-                                             _json_body()))
+                                             _json_body(),
+                                             current_app.extensions["hub_throttle_log"]))
     except lookups.TooManyLookups as exc:
         resp, status = _error(exc)
         resp.headers["Retry-After"] = str(exc.retry_after)
@@ -172,6 +173,7 @@ def init_app(app: Flask) -> None:
     hub_key = keys.hub_signing_key(hub.settings)
     app.extensions["hub_key"] = hub_key
     app.extensions["hub_contacts"] = _Contacts()
+    app.extensions["hub_throttle_log"] = lookups.ThrottleLog(hub.db)
     feed.publish_keys(hub.db, hub_key)
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)

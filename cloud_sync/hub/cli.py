@@ -206,7 +206,7 @@ def customers_expire_regions(days: int | None) -> None:
     from cloud_sync.hub.lookups import expire_regions
 
     with _database() as (settings, db):
-        emit(expire_regions(db, days or settings.customer_seen_days))
+        emit(expire_regions(db, settings.customer_seen_days if days is None else days))
 
 
 @main.group()

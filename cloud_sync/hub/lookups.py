@@ -15,12 +15,14 @@ online look-up (docs/sync.md "Customers in the feed", docs/hub.md "Online look-u
 
 from __future__ import annotations
 
+import atexit
 import base64
 import hashlib
 import hmac
 import json
 import math
 import secrets
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -64,6 +66,7 @@ SIGHTING_EVENTS = ("customer.identified", "transaction.completed")
 # ingest then writes nothing for a regular shopper's every sale.
 _SEEN_GRANULARITY_S = 86400.0
 _WINDOW_S = 60.0  # the rate limit's rolling window
+_COUNTED = ("found", "not_found", "bad")  # what the limit counts: every answered look-up
 MEMBER_MAX_LIFE_S = 300
 CLOCK_SKEW_S = 120
 _VALUE_MAX = 320
@@ -438,8 +441,54 @@ def member_subject(hub_key: SigningKey, token: str, now: float) -> str | None:
     return sub
 
 
+class ThrottleLog:
+    """Audit rows for throttled look-ups, one per store and kind per second.
+
+    A rogue store firing thousands of look-ups a minute must not cost the hub a durable
+    write each: the refusals are counted here and written within a second (and at exit).
+    """
+
+    def __init__(self, db: HubDB, every_s: float = 1.0) -> None:
+        self.db = db
+        self.every_s = every_s
+        self._pending: dict[tuple[str, str], list[float]] = {}  # -> [first ts, count]
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        atexit.register(self.flush)
+
+    def note(self, store_id: str, kind: str, now: float) -> None:
+        with self._lock:
+            entry = self._pending.setdefault((store_id, kind), [now, 0])
+            entry[1] += 1
+            if self._timer is None:
+                self._timer = threading.Timer(self.every_s, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending, self._timer = self._pending, {}, None
+        if pending:
+            with self.db.write() as conn:
+                conn.execute(lookup_audit.insert(), [
+                    {"ts": ts, "store_id": store, "kind": kind, "outcome": "throttled",
+                     "customer_id": None, "count": int(n)}
+                    for (store, kind), (ts, n) in sorted(pending.items())])
+
+
+def _window(conn: Connection, store_id: str, now: float) -> tuple[int, float | None]:
+    """Look-ups the limit counts in the last minute, and the oldest one's time."""
+    row = conn.execute(
+        select(func.count(), func.min(lookup_audit.c.ts))
+        .where(lookup_audit.c.store_id == store_id)
+        .where(lookup_audit.c.outcome.in_(_COUNTED))
+        .where(lookup_audit.c.ts > now - _WINDOW_S)).one()
+    return int(row[0]), row[1]
+
+
 def online_lookup(db: HubDB, settings: HubSettings, hub_key: SigningKey, store_id: str,
-                  body: Any, now: float | None = None) -> dict[str, Any]:
+                  body: Any, throttle_log: ThrottleLog | None = None,
+                  now: float | None = None) -> dict[str, Any]:
     """`{"customer": record}` for the caller's region; raises 400/404/429 (audited)."""
     now = time.time() if now is None else now
     problem: BadRequest | None = None
@@ -448,21 +497,26 @@ def online_lookup(db: HubDB, settings: HubSettings, hub_key: SigningKey, store_i
         kind, value = _parse_request(body)
     except BadRequest as exc:
         problem = exc
+    audit_kind = kind if kind in (*LOOKUP_KINDS, "member") else "bad"
+    limit = settings.lookup_per_minute
+    # Past the limit already: refused without taking the write lock (the flood's path).
+    with db.read() as conn:
+        count, oldest = _window(conn, store_id, now)
+    if count >= limit:
+        return _throttled(db, throttle_log, store_id, audit_kind, now, oldest)
     sub = member_subject(hub_key, value, now) if kind == "member" else None
-    outcome, record, customer_id, wait = "bad", None, None, 0
+    if kind == "member" and sub is None and problem is None:
+        problem = BadRequest("That member code was not signed by the chain or has expired.",
+                             code="bad_member_code")
+    outcome, record, customer_id = "bad", None, None
     with db.write() as conn:
         if conn.dialect.name == "postgresql":
             # Hub processes count one store's look-ups one at a time.
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%(k)s))",
                                  {"k": f"lookup:{store_id}"})
-        counted = conn.execute(
-            select(func.count(), func.min(lookup_audit.c.ts))
-            .where(lookup_audit.c.store_id == store_id)
-            .where(lookup_audit.c.ts > now - _WINDOW_S)
-            .where(lookup_audit.c.outcome != "throttled")).one()
-        if counted[0] >= settings.lookup_per_minute:
+        count, oldest = _window(conn, store_id, now)
+        if count >= limit:
             outcome = "throttled"
-            wait = max(1, math.ceil(counted[1] + _WINDOW_S - now))
         elif problem is None:
             if kind == "member":
                 if sub is not None and conn.execute(
@@ -479,11 +533,12 @@ def online_lookup(db: HubDB, settings: HubSettings, hub_key: SigningKey, store_i
                 record_sightings(conn, region, [customer_id], now)
                 record = customer_records(conn, [customer_id],
                                           region_bundle(conn, region)).get(customer_id)
-        conn.execute(lookup_audit.insert().values(
-            ts=now, store_id=store_id, kind=kind if kind in (*LOOKUP_KINDS, "member") else "bad",
-            outcome=outcome, customer_id=customer_id))
+        if outcome != "throttled":
+            conn.execute(lookup_audit.insert().values(
+                ts=now, store_id=store_id, kind=audit_kind, outcome=outcome,
+                customer_id=customer_id, count=1))
     if outcome == "throttled":
-        raise TooManyLookups(wait)
+        return _throttled(db, throttle_log, store_id, audit_kind, now, oldest)
     if problem is not None:
         raise problem
     if record is None:
@@ -492,11 +547,23 @@ def online_lookup(db: HubDB, settings: HubSettings, hub_key: SigningKey, store_i
     return {"customer": record}
 
 
+def _throttled(db: HubDB, throttle_log: ThrottleLog | None, store_id: str, kind: str,
+               now: float, oldest: float | None) -> dict[str, Any]:
+    if throttle_log is not None:
+        throttle_log.note(store_id, kind, now)
+    else:
+        with db.write() as conn:
+            conn.execute(lookup_audit.insert().values(
+                ts=now, store_id=store_id, kind=kind, outcome="throttled", count=1))
+    raise TooManyLookups(max(1, math.ceil((oldest or now) + _WINDOW_S - now)))
+
+
 def audit_report(db: HubDB, store_id: str | None = None, since_minutes: int | None = None,
                  now: float | None = None) -> dict[str, Any]:
     """Online look-ups per store and outcome (optionally one store, the last N minutes)."""
     now = time.time() if now is None else now
-    query = (select(lookup_audit.c.store_id, lookup_audit.c.outcome, func.count())
+    query = (select(lookup_audit.c.store_id, lookup_audit.c.outcome,
+                    func.sum(lookup_audit.c.count))
              .group_by(lookup_audit.c.store_id, lookup_audit.c.outcome))
     if store_id is not None:
         query = query.where(lookup_audit.c.store_id == store_id)

@@ -156,7 +156,8 @@ customer_regions = Table(
 )
 
 # Every online look-up by a store (found, not_found, throttled, bad): the rate limit counts
-# these rows, so hub processes sharing a database share the limit.
+# these rows, so hub processes sharing a database share the limit. Throttled look-ups come
+# in a flood: one row per store and kind per second holds their `count`.
 lookup_audit = Table(
     "lookup_audit", metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
@@ -166,7 +167,8 @@ lookup_audit = Table(
     Column("kind", String(10), nullable=False),
     Column("outcome", String(12), nullable=False),
     Column("customer_id", String(ID)),
-    Index("lookup_audit_store_time", "store_id", "ts"),
+    Column("count", Integer, nullable=False, default=1),
+    Index("lookup_audit_store_time", "store_id", "outcome", "ts"),
 )
 
 campaigns = Table(
