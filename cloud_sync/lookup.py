@@ -28,7 +28,8 @@ MAX_IN_FLIGHT = 4
 
 
 class OnlineLookup:
-    """`lookup(kind, value)`: the hub's customer record, or None (unknown, slow, offline)."""
+    """`lookup(kind, value, seconds)`: the hub's customer record, or None (unknown, slow,
+    offline); never waits longer than `seconds` nor than `hub_lookup_timeout_ms`."""
 
     def __init__(self, settings: Settings, link: HubLink, metrics: Metrics) -> None:
         self.url = (f"{settings.hub_url.rstrip('/')}/api/v1/stores/{settings.store_id}"
@@ -43,9 +44,14 @@ class OnlineLookup:
         self._lock = threading.Lock()
         self._in_flight = 0
 
-    def __call__(self, kind: str, value: str) -> dict[str, Any] | None:
+    def __call__(self, kind: str, value: str, seconds: float | None = None
+                 ) -> dict[str, Any] | None:
+        wait = self.bound if seconds is None else min(seconds, self.bound)
         if self.link.standalone or not self.link.online():
             self.metrics.hub_lookups.labels(outcome="offline").inc()
+            return None
+        if wait <= 0:
+            self.metrics.hub_lookups.labels(outcome="timeout").inc()
             return None
         with self._lock:
             if self._in_flight >= MAX_IN_FLIGHT:
@@ -61,7 +67,7 @@ class OnlineLookup:
             return None
         future.add_done_callback(self._done)
         try:
-            outcome, record = future.result(timeout=self.bound)
+            outcome, record = future.result(timeout=wait)
         except FutureTimeout:
             outcome, record = "timeout", None
         except requests.RequestException as exc:

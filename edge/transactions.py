@@ -55,8 +55,9 @@ from edge.tokens import COUPON_TYP, MEMBER_TYP, TokenRejected, TrustedKeys, look
 from edge.wording import clock_time, moment
 
 log = logging.getLogger(__name__)
-# (kind, value) -> the hub's customer record or None: the online look-up, bounded in time.
-OnlineLookupFn = Callable[[str, str], dict[str, Any] | None]
+# (kind, value, seconds left) -> the hub's customer record or None: the online look-up,
+# which returns within the seconds it is given.
+OnlineLookupFn = Callable[[str, str, float], dict[str, Any] | None]
 TXN_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
 MEMBER_CODE_MAX_LIFE_S = 300
 
@@ -163,7 +164,8 @@ class Checkout:
     def identify(self, device: str, txn: str, code: str | None, phone: str | None
                  ) -> dict[str, Any]:
         """Link the shopper to the sale; their profile, wallet and offers."""
-        kind, value, customer, fetched = self._recognise(code, phone)
+        started = time.monotonic()
+        kind, value, customer, fetched = self._recognise(code, phone, started)
         with self.store.transaction() as db:
             conn = db.conn
             if fetched is not None:
@@ -193,7 +195,7 @@ class Checkout:
         return {"customer": customer.summary(), "wallet": self.wallet(customer.id, now),
                 "offers": self.offers(customer, now)}
 
-    def _recognise(self, code: str | None, phone: str | None
+    def _recognise(self, code: str | None, phone: str | None, started: float
                    ) -> tuple[str, str, Customer | None, CustomerRecord | None]:
         """(method, identifier kept on the sale, customer or None, the record when the hub
         found the customer) for a scanned code or a typed phone number."""
@@ -206,12 +208,12 @@ class Checkout:
                                  detail={"field": "phone"}) from None
             digest = self.lookup.hash("phone", e164)
             return ("phone", digest, *self._local_or_hub(
-                find_by_hash(self.store, "phone", digest), "phone", e164, digest))
+                find_by_hash(self.store, "phone", digest), "phone", e164, digest, started))
         assert code is not None
         if looks_like_jws(code):
             sub = self._member_code(code)
             return ("member", sub, *self._local_or_hub(
-                get_customer(self.store, sub), "member", code.strip(), sub))
+                get_customer(self.store, sub), "member", code.strip(), sub, started))
         try:
             card = normalise_card(code)
         except IdentifierError:
@@ -219,18 +221,21 @@ class Checkout:
                              detail={"field": "code"}) from None
         digest = self.lookup.hash("card", card)
         return ("card", digest, *self._local_or_hub(
-            find_by_hash(self.store, "card", digest), "card", card, digest))
+            find_by_hash(self.store, "card", digest), "card", card, digest, started))
 
-    def _local_or_hub(self, local: Customer | None, kind: str, value: str, key: str
-                      ) -> tuple[Customer | None, CustomerRecord | None]:
+    def _local_or_hub(self, local: Customer | None, kind: str, value: str, key: str,
+                      started: float) -> tuple[Customer | None, CustomerRecord | None]:
         """The local customer, else (with a hub that is up) the hub's within the bound.
 
-        `key` is what the answer must match: the look-up hash we computed, or the member
-        code's subject, so a record for someone else is never linked to the sale.
+        The bound `hub_lookup_timeout_ms` counts from the start of `identify`, so the local
+        hashing is inside it. `key` is what the answer must match: the look-up hash we
+        computed, or the member code's subject, so a record for someone else is never
+        linked to the sale.
         """
         if local is not None or self.online_lookup is None:
             return local, None
-        answer = self.online_lookup(kind, value)
+        left = self.settings.hub_lookup_timeout_ms / 1000.0 - (time.monotonic() - started)
+        answer = self.online_lookup(kind, value, max(0.0, left))
         if answer is None:
             return None, None
         try:

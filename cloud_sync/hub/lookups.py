@@ -139,12 +139,13 @@ def store_bundle_changes(conn: Connection, store_ids: Iterable[str], now: float)
     append_changes(conn, items, now)
 
 
-_bundled: set[str] = set()  # stores whose bundle this process knows to be in the feed
+# (database, store) whose bundle this process knows to be in the feed
+_bundled: set[tuple[str, str]] = set()
 
 
 def ensure_store_bundle(db: HubDB, store_id: str) -> None:
     """A store registered before look-up keys existed gets its bundle on its next read."""
-    if store_id in _bundled:
+    if (db.url, store_id) in _bundled:
         return
     with db.read() as conn:
         have = conn.execute(select(changes.c.seq).where(changes.c.kind == "lookup_key")
@@ -154,7 +155,7 @@ def ensure_store_bundle(db: HubDB, store_id: str) -> None:
             if conn.execute(select(changes.c.seq).where(changes.c.kind == "lookup_key")
                             .where(changes.c.ref == store_id).limit(1)).first() is None:
                 store_bundle_changes(conn, [store_id], time.time())
-    _bundled.add(store_id)
+    _bundled.add((db.url, store_id))
 
 
 def rotate_region_key(db: HubDB, region: str) -> dict[str, Any]:
