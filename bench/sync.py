@@ -13,8 +13,9 @@ free), once on SQLite and once on PostgreSQL, in turn:
   function `edge-hub stores add` calls;
 * the events: a store's day in the proportions of a real one, mostly `transaction.completed`
   (3-8 lines, tenders, a customer for about 40 % of sales), with `customer.identified` for
-  those customers, `coupon.redeemed` (single-use coupons and a shared `code:` coupon, so the
-  hub's redemption ledger, conflict check and change feed all run), `receipt.printed` and
+  those customers, `coupon.redeemed` (single-use coupons signed with the hub's key, carried
+  as `token` so the hub verifies each one, and a shared `code:` coupon, so the hub's
+  redemption ledger, token check, conflict check and change feed all run), `receipt.printed` and
   now and then `device.status`; ids are `edge.protocol.uuid7`.
 
 Measurements, per database:
@@ -75,6 +76,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from jwt.algorithms import OKPAlgorithm  # noqa: E402
 from rig import (  # noqa: E402
     Child,
     child,
@@ -90,11 +93,12 @@ from rig import (  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from cloud_sync.hub.db import HubDB  # noqa: E402
+from cloud_sync.hub.keys import HUB_KID  # noqa: E402
 from cloud_sync.hub.schema import events as hub_events  # noqa: E402
 from cloud_sync.hub.settings import HubSettings, load_hub_settings  # noqa: E402
 from cloud_sync.hub.stores import add_store  # noqa: E402
 from cloud_sync.sender import Sender  # noqa: E402
-from edge.datadir import DataDir  # noqa: E402
+from edge.datadir import DataDir, write_private  # noqa: E402
 from edge.hublink import HubLink  # noqa: E402
 from edge.metrics import Metrics  # noqa: E402
 from edge.outbox import queue_event  # noqa: E402
@@ -102,6 +106,7 @@ from edge.protocol import format_ts, uuid7  # noqa: E402
 from edge.settings import load_settings  # noqa: E402
 from edge.store import Store  # noqa: E402
 from edge.supervise import stop_process  # noqa: E402
+from edge.tokens import COUPON_TYP, SigningKey  # noqa: E402
 from tests.hubfix import PG_BIN, PostgresCluster  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -114,6 +119,16 @@ SKUS = [("4011", 129), ("4131", 299), ("5000169", 149), ("5011038", 449), ("5010
         ("5410228", 699), ("4002359", 89), ("5000112", 1099)]
 CAMPAIGNS = ("cmp-fruit", "cmp-dairy", "cmp-gold", "cmp-coffee")
 SHARED_COUPON = "code:SAVE10"
+# The hub's signing key in every hub of this run (written into its data dir before it
+# starts), so the redemptions carry coupons the hub believes and verifies.
+BENCH_HUB_KEY = SigningKey(HUB_KID, Ed25519PrivateKey.generate())
+
+
+def give_bench_hub_key(settings: Any) -> None:
+    """Put BENCH_HUB_KEY where the hub keeps its signing key (`hub_signing_key` reads it)."""
+    datadir = DataDir(settings.data_dir).ensure()
+    jwk = {**json.loads(OKPAlgorithm.to_jwk(BENCH_HUB_KEY.private)), "kid": HUB_KID}
+    write_private(datadir.secrets / "signing-key.json", json.dumps(jwk), replace=True)
 
 
 # ---------------------------------------------------------------- a store's day of events
@@ -146,11 +161,18 @@ def store_day(rng: random.Random, store_id: str, n: int) -> list[Ev]:
         if (cust and rng.random() < 0.2) or rng.random() < 0.02:
             shared = rng.random() < 0.25
             discount = max(1, min(gross // 10, 500))
+            coupon = SHARED_COUPON if shared else f"cpn-{uuid7()}"
+            campaign = rng.choice(CAMPAIGNS)
+            # What the edge sends: the coupon as scanned, so the hub verifies it (a plain code
+            # as it is; an app coupon signed with the hub's key).
+            token = "SAVE10" if shared else BENCH_HUB_KEY.sign(
+                {"jti": coupon, "cmp": campaign, "exp": int(done.timestamp()) + 86400},
+                COUPON_TYP)
             out.append(("coupon.redeemed", format_ts(done), device, {
-                "redemption": uuid7(), "coupon": SHARED_COUPON if shared else f"cpn-{uuid7()}",
-                "campaign": rng.choice(CAMPAIGNS), "discount_minor": discount,
-                "currency": "EUR", "customer_id": cust, "txn": txn, "store_id": store_id,
-                "redeemed_at": format_ts(done), "max_uses": None if shared else 1}))
+                "redemption": uuid7(), "coupon": coupon, "campaign": campaign,
+                "discount_minor": discount, "currency": "EUR", "customer_id": cust,
+                "txn": txn, "store_id": store_id, "redeemed_at": format_ts(done),
+                "max_uses": None if shared else 1, "token": token}))
         total = gross - discount
         tenders = ([{"kind": "card", "amount_minor": total}] if rng.random() < 0.8 else
                    [{"kind": "cash", "amount_minor": total, "tendered_minor": total + 100}])
@@ -272,6 +294,7 @@ def hub_process(data_dir: Path, db_url: str, threads: int,
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     env_vars = hub_vars(data_dir, db_url, threads)
     settings = load_hub_settings(env_vars)
+    give_bench_hub_key(settings)
     db = HubDB(settings.db_url)
     try:
         tokens = {s: add_store(db, s, "bench") for s in stores}
@@ -538,7 +561,7 @@ def ingest_direct(work: Path, db_url: str, bodies: list[tuple[int, bytes]]) -> f
         t0 = time.perf_counter()
         n = 0
         for _, body in bodies:
-            answer = ingest(db, settings, DRAIN_STORE, json.loads(body))
+            answer = ingest(db, settings, DRAIN_STORE, json.loads(body), BENCH_HUB_KEY)
             n += len(answer["accepted"])
         return n / (time.perf_counter() - t0)
     finally:

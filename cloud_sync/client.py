@@ -33,8 +33,8 @@ class HubClient:
                                  headers={"Content-Type": "application/json"})
 
     def get_changes(self, cursor: str, limit: int) -> requests.Response:
-        return self.session.get(f"{self.base}/changes", params={"cursor": cursor, "limit": limit},
-                                timeout=self.timeout)
+        params: dict[str, str | int] = {"cursor": cursor, "limit": limit}
+        return self.session.get(f"{self.base}/changes", params=params, timeout=self.timeout)
 
     def put_key(self, jwk: dict[str, Any]) -> requests.Response:
         return self.session.put(f"{self.base}/key", json=jwk, timeout=self.timeout)

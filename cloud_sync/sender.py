@@ -7,9 +7,13 @@ refused events go to `dead_letters`, where staff see them, never to nowhere.
 
 What the hub's answers mean here:
 - 200: accepted and duplicates are deleted; `rejected` ones become dead letters.
-- 400 naming events (`error.detail.rejected`): those become dead letters, the rest of the
-  batch is sent again at once. Any other 4xx about the content (400, 409, 413, 422 ...):
-  the batch is halved until the one event the hub refuses is found and dead-lettered.
+- 4xx naming events (`error.detail.rejected`, by `event_id` or `index`): those become dead
+  letters, the rest of the batch is sent again at once.
+- 413 naming no event: the batch is halved and sent again; a single event the hub still
+  finds too large is refused as such and becomes a dead letter.
+- Any other 4xx naming no event (400 `bad_batch`/`bad_json`, 409, 422 ...): a refusal of
+  the batch, not of an event (a hub that cannot read our queue report, say). Nothing is
+  dead-lettered: the events stay queued, the sender waits (backoff) and staff see why.
 - 408, 429, 5xx, timeouts, no connection: wait (exponential backoff with jitter, capped;
   `Retry-After` honoured) and send the same events again.
 - 401, 403, 404: the store's token or the hub URL is wrong. That is no fault of the
@@ -161,22 +165,27 @@ class Sender:
         return self._refused(batch, resp)
 
     def _refused(self, batch: list[dict[str, Any]], resp: requests.Response) -> bool:
-        """A 4xx about the content: dead-letter what the hub names, or narrow it down."""
+        """A 4xx about the content: dead-letter the events the hub names, and only those."""
         self.link.record_contact()
-        named = _rejected_events(resp)
-        ids = {r["event_id"] for r in batch}
-        if named and set(named) <= ids:
-            self._delivered(batch, set(), named, resp.status_code)
+        status = resp.status_code
+        named = _rejected_events(resp, batch)
+        if named:
+            self._delivered(batch, set(), named, status)
             return True
-        if len(batch) == 1:
-            self._delivered(batch, set(), {batch[0]["event_id"]: _error_text(resp)},
-                            resp.status_code)
+        if status == 413:
+            if len(batch) == 1:
+                # One event on its own is too large for the hub: that event is refused.
+                self._delivered(batch, set(), {batch[0]["event_id"]: _error_text(resp)},
+                                status)
+                return True
+            self.limit = max(1, len(batch) // 2)
+            log.warning("the hub found a batch of %d events too large; trying %d at a time",
+                        len(batch), self.limit)
             return True
-        # The hub did not say which event it refuses: halve the batch until one is left.
-        self.limit = max(1, len(batch) // 2)
-        log.warning("the hub refused a batch of %d events (%d) without naming them; "
-                    "trying %d at a time", len(batch), resp.status_code, self.limit)
-        return True
+        # The hub refused the batch as a whole: no event of it is at fault, so none is
+        # dead-lettered; they wait for the cause (hub or edge) to be fixed.
+        return self._wait(f"the hub refused a batch of {len(batch)} events without naming "
+                          f"any ({_error_text(resp)}); they stay queued", retry_after(resp))
 
     def _delivered(self, batch: list[dict[str, Any]], done: set[str], refused: dict[str, str],
                    status: int) -> None:
@@ -232,7 +241,8 @@ class Sender:
             "(SELECT MIN(created_at) FROM outbox) AS oldest, "
             "(SELECT COUNT(*) FROM dead_letters) AS dead")
         assert row is not None
-        age = round(time.time() - row["oldest"], 1) if row["oldest"] else None
+        # Never negative: a clock stepped back makes the oldest event look queued in the future.
+        age = max(0.0, round(time.time() - row["oldest"], 1)) if row["oldest"] else None
         self.metrics.outbox_depth.set(row["depth"])
         self.metrics.outbox_oldest_age.set(age or 0)
         self.metrics.sync_dead_letters.set(row["dead"])
@@ -275,12 +285,23 @@ class Sender:
             self.client.close()
 
 
-def _rejected_events(resp: requests.Response) -> dict[str, str]:
-    """The events a 4xx answer names in `error.detail.rejected`, with their reasons."""
+def _rejected_events(resp: requests.Response, batch: list[dict[str, Any]]) -> dict[str, str]:
+    """The events of `batch` a 4xx answer names in `error.detail.rejected` (by `event_id`,
+    else by `index`), with their reasons; empty unless every entry names one of them."""
+    ids = {r["event_id"] for r in batch}
     try:
         rejected = resp.json()["error"]["detail"]["rejected"]
-        return {str(r["event_id"]): str(r.get("error", "rejected")) for r in rejected}
-    except (ValueError, KeyError, TypeError):
+        named: dict[str, str] = {}
+        for r in rejected:
+            event_id, index = r.get("event_id"), r.get("index")
+            if event_id not in ids and isinstance(index, int) and not isinstance(index, bool) \
+                    and 0 <= index < len(batch):
+                event_id = batch[index]["event_id"]
+            if event_id not in ids:
+                return {}
+            named[event_id] = str(r.get("error", "rejected"))
+        return named
+    except (ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 

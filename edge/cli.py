@@ -295,6 +295,25 @@ def coupons_revoke(ident: str, campaign: bool, reason: str | None) -> None:
     emit({"revoked": ident, "scope": scope})
 
 
+@main.group("keys")
+def keys_group() -> None:
+    """The key this store signs its receipt coupons with."""
+
+
+@keys_group.command("rotate")
+@_fails_cleanly
+def keys_rotate() -> None:
+    """Make a new signing key (new kid); restart the edge to use it. The hub is told at the
+    next sync; receipt coupons signed with the old key are no longer honoured."""
+    from edge.tokens import rotate_signing_key
+
+    settings = load_settings()
+    datadir, store = _open(settings)
+    key = rotate_signing_key(datadir, settings.store_id)
+    store.close()
+    emit({"store": settings.store_id, "kid": key.kid, "restart": "store-edge"})
+
+
 @contextmanager
 def _service_parts() -> Iterator[tuple[Settings, DataDir, Store, Any]]:
     """Settings, data dir, store and coupon book, for commands that read tokens."""

@@ -4,10 +4,11 @@ A scanned coupon is either a signed `coupon+jwt` from the shopper's app (ARCHITE
 or a short plain campaign code (`SAVE10`) that a campaign synced from the hub allows.
 Everything here is decided from local data, so it works with the store's internet down.
 
-Validity is judged in the store's time zone: a coupon is good until the end of the local
-calendar day on which its `exp` falls ("valid until 22 Nov" means until midnight at this
-store, wherever the hub is), and from its `nbf` moment. Both allow `clock_skew_s` for
-phones and hubs whose clocks are a little off.
+A coupon is good from its `nbf` moment and strictly before its `exp` moment (RFC 7519),
+both with `clock_skew_s` of allowance for phones and hubs whose clocks are a little off. A
+coupon meant to last "until 30 Nov" everywhere carries that date as its `until` claim: it
+ends at midnight after that date in each store's own zone, judged on the store's clock, and
+its `exp` (`until_exp`) is late enough for the last zone on earth to reach that midnight.
 
 Every refusal is a `CouponRefused` with one of the codes of ARCHITECTURE §4 and a sentence
 the cashier can read to the shopper.
@@ -21,7 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as day_time
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,8 +35,15 @@ from edge.tokens import COUPON_TYP, MEMBER_TYP, TokenRejected, TrustedKeys, look
 from edge.wording import day, money
 
 PLAIN_CODE_RE = re.compile(r"^[A-Za-z0-9-]{3,32}$")
+UNTIL_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+# The last zone on earth where a calendar date ends (UTC-12; POSIX-style names flip the sign).
+LAST_ZONE = ZoneInfo("Etc/GMT+12")
 COUPON_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_USES = 1_000_000
+# Coupon ids of receipt offers signed by a store key: `rc:{store}:{unique part}`.
+RECEIPT_COUPON_PREFIX = "rc:"
+# The campaign terms a receipt offer carries, copied as they are.
+OFFER_TERMS = ("disc", "min_minor", "skus", "cats", "stack", "off")
 SIGNED_CACHE = 10_000
 SIGNED_TTL_S = 60.0
 
@@ -54,6 +62,8 @@ FORGED_MESSAGES = {
     "typ": "This is not a coupon code.",
     "unknown_key": "This coupon was not issued by us: it is signed with a key this store "
                    "does not trust.",
+    "key_scope": "This coupon is signed with a store's key, which may sign only that "
+                 "store's receipt offers: do not accept it.",
 }
 FORGED_DEFAULT = "This coupon is not genuine: do not accept it."
 
@@ -74,6 +84,7 @@ class Coupon:
     offline_ok: bool
     plain: bool
     description: str
+    until: date | None = None  # the last local date it may be used, in each store's zone
 
     @property
     def discount(self) -> Discount:
@@ -89,6 +100,29 @@ def _numeric_date(value: Any, name: str) -> datetime | None:
         return datetime.fromtimestamp(value, UTC)
     except (OverflowError, OSError, ValueError):
         raise ValueError(f"{name} is out of range") from None
+
+
+def parse_until(value: Any, name: str = "until") -> date | None:
+    """A local end date `YYYY-MM-DD` (exactly that form); ValueError otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not UNTIL_RE.match(value):
+        raise ValueError(f"{name} must be a local date such as 2026-11-30")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} is not a real date (YYYY-MM-DD)") from None
+
+
+def until_exp(until: date) -> int:
+    """The `exp` of a coupon valid until the end of `until`: that date's end in UTC-12, the
+    last place on earth where it ends, so every store's own midnight comes first."""
+    return int(end_of_local_date(until, LAST_ZONE).timestamp())
+
+
+def end_of_local_date(until: date, zone: ZoneInfo) -> datetime:
+    """The first instant after the calendar date `until` in `zone` (UTC)."""
+    return datetime.combine(until + timedelta(days=1), day_time(0), tzinfo=zone).astimezone(UTC)
 
 
 def _id_set(value: Any, name: str) -> frozenset[str]:
@@ -142,14 +176,50 @@ def coupon_from_terms(terms: dict[str, Any], *, coupon_id: str, campaign: str, p
         max_uses=max_uses, rule=rule, min_minor=min_minor,
         stackable=_flag(terms.get("stack"), "stack", False),
         offline_ok=_flag(terms.get("off"), "off", True), plain=plain,
-        description=description or describe(rule, locale))
+        description=description or describe(rule, locale),
+        until=parse_until(terms.get("until")))
 
 
-def end_of_local_day(moment: datetime, zone: ZoneInfo) -> datetime:
-    """The first instant after the local calendar day containing `moment`."""
-    local = moment.astimezone(zone)
-    next_day = datetime.combine(local.date() + timedelta(days=1), day_time(0), tzinfo=zone)
-    return next_day.astimezone(UTC)
+class OutOfScope(ValueError):
+    """A store key signed something only the chain may sign."""
+
+
+def receipt_offer_terms(store: str, jti: str, claims: dict[str, Any],
+                        campaign: dict[str, Any] | None) -> dict[str, Any]:
+    """The terms of a coupon signed with a store's key: a receipt offer of that store.
+
+    Everything of value comes from the campaign (its row: `offer`, `terms` JSON): discount,
+    minimum, products, stacking, dates, one use. The token may only narrow it: whom it is
+    for and a shorter validity. OutOfScope when it is no receipt offer of that store;
+    ValueError when its times are not readable. The hub judges redemptions with this too.
+    """
+    if campaign is None or not campaign["offer"]:
+        raise OutOfScope("not a receipt offer campaign")
+    if not jti.startswith(f"{RECEIPT_COUPON_PREFIX}{store}:"):
+        raise OutOfScope("coupon id outside the store's namespace")
+    terms: dict[str, Any] = json.loads(campaign["terms"])
+    # An honest store copies the campaign's terms into its coupon; other terms are a forgery.
+    for name in OFFER_TERMS:
+        if name in claims and claims[name] != terms.get(name):
+            raise OutOfScope(f"{name} differs from the campaign's")
+    if claims.get("max", 1) != 1:
+        raise OutOfScope("a receipt offer is good for one use")
+    terms["max"] = 1
+    if claims.get("sub") is not None:
+        terms["sub"] = claims["sub"]
+    if claims.get("exp") is None:
+        raise ValueError("a store's coupon must say when it expires (exp)")
+    for name, tighter in (("nbf", max), ("exp", min)):
+        if claims.get(name) is not None:
+            _numeric_date(claims[name], name)  # ValueError when it is not a time
+            ours = terms.get(name)
+            terms[name] = claims[name] if ours is None else tighter(ours, claims[name])
+    until = claims.get("until")
+    if until is not None:
+        ours = terms.get("until")
+        terms["until"] = until if ours is None or not isinstance(until, str) \
+            else min(ours, until)
+    return terms
 
 
 class CouponBook:
@@ -196,13 +266,14 @@ class CouponBook:
 
     def _verify_signed(self, token: str) -> Coupon:
         try:
-            claims = self.keys.verify(token, COUPON_TYP)
+            signed = self.keys.signer(token, COUPON_TYP)
         except TokenRejected as exc:
             message = FORGED_MESSAGES.get(exc.reason, FORGED_DEFAULT)
             if exc.typ == MEMBER_TYP:
                 message = "This is the shopper's member code, not a coupon: scan it to " \
                           "identify the shopper."
             raise CouponRefused("coupon_forged", message, reason=exc.reason) from None
+        claims = signed.claims
         jti, cmp_ = claims.get("jti"), claims.get("cmp")
         try:
             if not isinstance(jti, str) or not COUPON_ID_RE.match(jti):
@@ -210,9 +281,14 @@ class CouponBook:
             if not isinstance(cmp_, str) or not COUPON_ID_RE.match(cmp_):
                 raise ValueError("cmp must be a campaign id")
             campaign = self._campaign(cmp_)
-            return coupon_from_terms(claims, coupon_id=jti, campaign=cmp_, plain=False,
+            terms = claims if signed.store is None else \
+                receipt_offer_terms(signed.store, jti, claims, campaign)
+            return coupon_from_terms(terms, coupon_id=jti, campaign=cmp_, plain=False,
                                      description=campaign["description"] if campaign else None,
                                      locale=self.settings.locale)
+        except OutOfScope:
+            raise CouponRefused("coupon_forged", FORGED_MESSAGES["key_scope"],
+                                reason="key_scope") from None
         except ValueError as exc:
             raise CouponRefused("coupon_unknown", "This coupon's terms are not readable here: "
                                 "ask the shopper to refresh the app.", reason="claims",
@@ -261,15 +337,41 @@ class CouponBook:
                 "coupon_not_yet_valid",
                 f"This coupon can be used from {day(coupon.not_before, self.zone, loc)}.",
                 valid_from=coupon.not_before.isoformat())
-        if coupon.expires is not None and self.expired(coupon.expires, now):
-            raise CouponRefused(
-                "coupon_expired",
-                f"This coupon expired on {day(coupon.expires, self.zone, loc)}.",
-                expired=coupon.expires.isoformat())
+        if self.expired(coupon.expires, now, coupon.until):
+            ended = self.ends(coupon.expires, coupon.until)
+            assert ended is not None  # expired() is False without exp and until
+            # The last day it could be used here: a coupon that ended at midnight ended
+            # on the day before.
+            last = day(ended - timedelta(microseconds=1), self.zone, loc)
+            raise CouponRefused("coupon_expired", f"This coupon expired on {last}.",
+                                expired=ended.isoformat(),
+                                until=coupon.until.isoformat() if coupon.until else None)
 
-    def expired(self, expires: datetime, now: datetime) -> bool:
-        """Past the end of the local day of `expires` (and the clock-skew allowance)?"""
-        return now - self.skew >= end_of_local_day(expires, self.zone)
+    def ends(self, expires: datetime | None, until: date | None) -> datetime | None:
+        """The instant from which a coupon (or campaign) is no longer valid at this store:
+        its `exp`, or the end of its `until` date in this store's zone if that is earlier."""
+        ends = [e for e in (expires, end_of_local_date(until, self.zone) if until else None)
+                if e is not None]
+        return min(ends) if ends else None
+
+    def expired(self, expires: datetime | None, now: datetime,
+                until: date | None = None) -> bool:
+        """Is it too late? `exp` is a hard limit (RFC 7519) with the clock-skew allowance,
+        because it is another clock's instant; `until` ends at this store's own midnight,
+        read on this store's own clock, so it gets none."""
+        if expires is not None and now - self.skew >= expires:
+            return True
+        return until is not None and now >= end_of_local_date(until, self.zone)
+
+    def campaign_ended(self, row: dict[str, Any] | Any, now: datetime) -> bool:
+        """Has a campaign row (with `ends_at` and `terms`) ended at this store? Its `ends_at`
+        is an instant and a hard limit like `exp`; its `until` a local date like a coupon's."""
+        ends_at = datetime.fromtimestamp(row["ends_at"], UTC) if row["ends_at"] else None
+        try:
+            until = parse_until(json.loads(row["terms"]).get("until"))
+        except ValueError:
+            return True  # unreadable terms: the code is refused anyway, so do not offer it
+        return self.expired(ends_at, now, until)
 
     def wallet_entry(self, customer_id: str, token: str) -> dict[str, Any] | None:
         """A wallet row for a coupon clipped to `customer_id`, or None if it cannot be one."""
@@ -281,7 +383,8 @@ class CouponBook:
             return None
         return {"coupon": coupon.id, "campaign": coupon.campaign,
                 "description": coupon.description, "max_uses": coupon.max_uses,
-                "expires_at": coupon.expires.timestamp() if coupon.expires else None}
+                "expires_at": coupon.expires.timestamp() if coupon.expires else None,
+                "until": coupon.until.isoformat() if coupon.until else None}
 
     def check_basket(self, coupon: Coupon, basket: Basket, pricing: Pricing) -> None:
         loc = self.settings.locale
@@ -329,6 +432,7 @@ class Campaign:
     starts_at: float | None
     ends_at: float | None
     segments: list[str] | None = None
+    until: date | None = None  # last local date, judged in each store's zone (like a coupon's)
 
 
 def _instant(value: Any, name: str) -> float | None:
@@ -373,17 +477,20 @@ def parse_campaign(obj: Any, locale: str) -> Campaign:
     offer = _flag(obj.get("offer"), "offer", False)
     starts, ends = _instant(obj.get("starts_at"), "starts_at"), _instant(obj.get("ends_at"),
                                                                            "ends_at")
+    until = parse_until(obj.get("until"))
     terms = {k: obj[k] for k in ("disc", "min_minor", "skus", "cats", "stack", "off")
              if k in obj}
     if starts is not None:
         terms["nbf"] = starts
     if ends is not None:
         terms["exp"] = ends
+    if until is not None:
+        terms["until"] = until.isoformat()
     # Checks the terms the way a scanned coupon's are checked.
     coupon_from_terms(terms, coupon_id=cid, campaign=cid, plain=True,
                       description=description or name, locale=locale)
     return Campaign(cid, name, description, code.upper() if code else None, terms, offer,
-                    tiers, starts, ends, segments)
+                    tiers, starts, ends, segments, until)
 
 
 def upsert_campaigns(db: Any, campaigns: list[Campaign]) -> None:

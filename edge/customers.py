@@ -377,9 +377,9 @@ def add_to_wallet(conn: Any, customer_id: str, entry: dict[str, Any], token: str
     """Put a coupon (a `CouponBook.wallet_entry`) in the customer's wallet."""
     conn.execute(
         "INSERT OR REPLACE INTO wallet (customer_id, coupon_id, campaign_id, description, "
-        "expires_at, max_uses, token, clipped_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "expires_at, until, max_uses, token, clipped_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (customer_id, entry["coupon"], entry["campaign"], entry["description"],
-         entry["expires_at"], entry["max_uses"], token.strip(), clipped_at))
+         entry["expires_at"], entry.get("until"), entry["max_uses"], token.strip(), clipped_at))
 
 
 def customer_of(rec: CustomerRecord) -> Customer:
@@ -400,7 +400,8 @@ def forget_customer(conn: Any, customer_id: str) -> int:
 # Events that are only about the person: dropped on erasure. Others (a sale, a redemption)
 # are kept for the store's figures with the person taken out.
 PERSONAL_EVENTS = ("customer.identified", "consent.changed", "offer.clipped", "kiosk.session")
-_PERSONAL_KEYS = ("customer_id", "identifier", "display_name")
+# A coupon token bound to the person names them (`sub`): it goes too.
+_PERSONAL_KEYS = ("customer_id", "identifier", "display_name", "token")
 
 
 def erase_customer(conn: Any, customer_id: str) -> dict[str, int]:

@@ -197,6 +197,21 @@ def _prepare_hub(root: Path, port: int, tz: str) -> tuple[dict[str, str], str, s
     return env, tokens["store-1"], password
 
 
+def _trust_app_key_at_hub(env: dict[str, str], app: SigningKey) -> None:
+    """The hub publishes the demo app's key and believes redemptions of its coupons, as
+    `edge-hub keys add` does for a real chain's app."""
+    from cloud_sync.hub.db import HubDB
+    from cloud_sync.hub.keys import add_chain_keys, hub_signing_key
+    from cloud_sync.hub.settings import load_hub_settings
+
+    hub_settings = load_hub_settings(env)
+    db = HubDB(hub_settings.db_url)
+    try:
+        add_chain_keys(db, hub_signing_key(hub_settings), app.public_jwk())
+    finally:
+        db.dispose()
+
+
 def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090) -> None:
     mqtt_port = _port_or_free(mqtt_port)
     http_port = _port_or_free(http_port)
@@ -212,6 +227,7 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090
     printer_ports = {printer_id: _port_or_free(9100 + i)
                      for i, (printer_id, _, _) in enumerate(DEMO_PRINTERS)}
     datadir, password = _prepare(settings, printer_ports)
+    _trust_app_key_at_hub(hub_env, _demo_app_key(datadir))
     broker = BrokerProcess(settings, datadir, quiet=True).start()
     children: list[subprocess.Popen[Any]] = []
     stopping = False

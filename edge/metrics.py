@@ -29,6 +29,9 @@ class Metrics:
                                     registry=r)
         self.devices_online = Gauge("edge_devices_online", "Devices whose presence is online, by "
                                     "kind", ["kind"], registry=r)
+        self.sync_changes_skipped = Counter(
+            "edge_sync_changes_skipped", "Changes (or single keys of a key set) from the hub "
+            "that could not be applied here and were skipped, by kind", ["kind"], registry=r)
         self.outbox_depth = Gauge("edge_outbox_depth", "Events waiting to be sent to the hub",
                                   registry=r)
         self.outbox_oldest_age = Gauge("edge_outbox_oldest_age_seconds",

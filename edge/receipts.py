@@ -16,24 +16,23 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from babel.numbers import format_decimal
 
 from edge.basket import Basket
-from edge.coupons import CouponBook
+from edge.coupons import OFFER_TERMS, RECEIPT_COUPON_PREFIX, CouponBook, parse_until, until_exp
 from edge.customers import Customer, add_to_wallet
 from edge.protocol import format_ts, uuid7
 from edge.settings import Settings
 from edge.tokens import COUPON_TYP, SigningKey
-from edge.wording import day, moment, money
+from edge.wording import calendar_day, moment, money
 
 RECENT_DAYS = 90
 RECENT_SALES = 20
 # Terms a campaign passes on to the coupons printed for it (ARCHITECTURE §5 claims).
-OFFER_TERMS = ("disc", "min_minor", "skus", "cats", "stack", "off")
 TENDER_LABELS = {"card": "Card", "cash": "Cash", "voucher": "Voucher", "gift_card": "Gift card",
                  "mobile": "Mobile payment"}
 
@@ -47,6 +46,7 @@ class Offer:
     token: str
     expires_at: float
     what: str  # the campaign's description (or name), as the receipt words it
+    until: date  # the last local date it may be used (in each store's zone)
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class Receipts:
                                {"label": "Tier", "value": customer.tier.capitalize()}]})
             offer = self.offer_for(conn, customer, basket, device=device, txn=txn, now=now)
             if offer is not None:
-                until = day(datetime.fromtimestamp(offer.expires_at, UTC), s.zone, loc)
+                until = calendar_day(offer.until, loc)
                 blocks.append({"type": "offer", "title": f"Next visit: {offer.what}",
                                "text": f"Just for you, until {until}. Show this code at the till.",
                                "code": offer.token})
@@ -147,25 +147,35 @@ class Receipts:
         campaign = self.choose(conn, customer, basket, now)
         if campaign is None:
             return None
-        expires = now + self.settings.receipt_offer_days * 86400
-        if campaign["ends_at"] is not None:
-            expires = min(expires, campaign["ends_at"])
+        zone = self.settings.zone
         terms = json.loads(campaign["terms"])
-        coupon_id = f"rc-{uuid7()}"
+        # Valid to the end of a local date (here, then wherever it is scanned), never past
+        # the campaign: its own `until`, and the local date its `ends_at` falls on.
+        last = datetime.fromtimestamp(now, zone).date() + timedelta(
+            days=self.settings.receipt_offer_days)
+        if campaign["ends_at"] is not None:
+            last = min(last, datetime.fromtimestamp(campaign["ends_at"] - 1e-6, zone).date())
+        if campaign_until := parse_until(terms.get("until")):
+            last = min(last, campaign_until)
+        expires = until_exp(last)
+        if campaign["ends_at"] is not None:
+            expires = min(expires, int(campaign["ends_at"]))
+        coupon_id = f"{RECEIPT_COUPON_PREFIX}{self.settings.store_id}:{uuid7()}"
         claims = {"jti": coupon_id, "cmp": campaign["id"], "sub": customer.id,
                   "iss": f"store:{self.settings.store_id}", "iat": int(now), "nbf": int(now),
-                  "exp": int(expires), **{k: terms[k] for k in OFFER_TERMS if k in terms}}
+                  "exp": expires, "until": last.isoformat(),
+                  **{k: terms[k] for k in OFFER_TERMS if k in terms}}
         token = self.key.sign(claims, COUPON_TYP)
         conn.execute("INSERT INTO issued_coupons (id, campaign_id, customer_id, device_id, txn, "
                      "issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     (coupon_id, campaign["id"], customer.id, device, txn, now, int(expires)))
+                     (coupon_id, campaign["id"], customer.id, device, txn, now, expires))
         # In the shopper's wallet too, so the app and the kiosk show what the paper shows.
         entry = self.book.wallet_entry(customer.id, token)
         if entry is not None:
             add_to_wallet(conn, customer.id, entry, token,
                           format_ts(datetime.fromtimestamp(now, UTC)))
-        return Offer(coupon_id, campaign["id"], token, int(expires),
-                     campaign["description"] or campaign["name"])
+        return Offer(coupon_id, campaign["id"], token, expires,
+                     campaign["description"] or campaign["name"], last)
 
     def choose(self, conn: sqlite3.Connection, customer: Customer, basket: Basket,
                now: float) -> sqlite3.Row | None:
@@ -195,8 +205,7 @@ class Receipts:
                 continue
             if segments and not set(segments) & set(customer.segments):
                 continue
-            if row["ends_at"] is not None and self.book.expired(
-                    datetime.fromtimestamp(row["ends_at"], UTC), at):
+            if self.book.campaign_ended(row, at):
                 continue
             if self.book.revoked(None, row["id"]):
                 continue

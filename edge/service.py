@@ -50,7 +50,8 @@ class EdgeService:
                                                               settings.reply_cache_ttl_s))
         register_builtin(self.dispatcher)
         self.signing_key = store_signing_key(self.datadir, settings.store_id)
-        self.keys = TrustedKeys(self.store, settings.trusted_keys, self.signing_key)
+        self.keys = TrustedKeys(self.store, settings.trusted_keys, self.signing_key,
+                                settings.store_id)
         self.lookup = Lookup(local_bundle(self.datadir), settings.country)
         self.hub = HubLink(settings)
         self.coupons = CouponBook(settings, self.store, self.keys)
@@ -169,7 +170,7 @@ class EdgeService:
             broker["refused"] = self.bus.refused
         queue: dict[str, Any] = self.sender.state() if database["ok"] else {"depth": None}
         queue["bus_backlog"] = self.bus.executor.depth()
-        if not self.hub.standalone:
+        if not self.hub.standalone and database["ok"]:  # the pull state is read from it
             queue["pull"] = self.puller.state()
         ok = database["ok"]
         status = "ok" if ok and broker["connected"] else ("degraded" if ok else "failing")

@@ -361,3 +361,28 @@ def _m0004(db: sqlite_utils.Database) -> None:
         );
         """
     )
+
+
+@MIGRATIONS(name="0005_feed_skips")
+def _m0005(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- Changes from the hub this store could not apply (the newest 100; the total is
+        -- `feed_skipped` in sync_state): what staff see on /staff/sync. Never the record's
+        -- values, which may hold personal data: its seq, kind and a fixed reason.
+        CREATE TABLE feed_skips (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER,
+            kind TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            skipped_at TEXT NOT NULL
+        );
+        """
+    )
+
+
+@MIGRATIONS(name="0006_wallet_until")
+def _m0006(db: sqlite_utils.Database) -> None:
+    # A coupon's `until` (its last local date, YYYY-MM-DD): the wallet leaves it out after
+    # that date here even though its `exp` is later (it must cover the chain's last zone).
+    db.executescript("ALTER TABLE wallet ADD COLUMN until TEXT;")

@@ -24,7 +24,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from edge.basket import Basket, Pricing
@@ -279,31 +279,32 @@ class Checkout:
         at = datetime.fromtimestamp(now, UTC)
         out = []
         for r in self.store.query(
-                "SELECT w.coupon_id, w.campaign_id, w.description, w.expires_at, w.token, "
+                "SELECT w.coupon_id, w.campaign_id, w.description, w.expires_at, w.until, w.token, "
                 "w.max_uses, (SELECT COUNT(*) FROM redemptions d WHERE d.coupon_id = w.coupon_id "
                 "AND d.reversed_at IS NULL) AS used FROM wallet w WHERE w.customer_id = ? "
                 "ORDER BY w.clipped_at, w.coupon_id", (customer_id,)):
             expires = datetime.fromtimestamp(r["expires_at"], UTC) if r["expires_at"] else None
-            if r["used"] >= r["max_uses"] or (expires is not None and self.book.expired(
-                    expires, at)) or self.book.revoked(r["coupon_id"], r["campaign_id"]):
+            until = date.fromisoformat(r["until"]) if r["until"] else None
+            if r["used"] >= r["max_uses"] or self.book.expired(expires, at, until) \
+                    or self.book.revoked(r["coupon_id"], r["campaign_id"]):
                 continue
             out.append({"coupon": r["coupon_id"], "campaign": r["campaign_id"],
                         "description": r["description"], "code": r["token"],
-                        "expires": format_ts(expires) if expires else None})
+                        "expires": format_ts(expires) if expires else None,
+                        **({"until": r["until"]} if r["until"] else {})})
         return out
 
     def offers(self, customer: Customer, now: float) -> list[dict[str, Any]]:
         """Campaigns shown to this shopper: current, for their tier."""
         at = datetime.fromtimestamp(now, UTC)
         rows = self.store.query(
-            "SELECT id, name, description, code, tiers, ends_at FROM campaigns WHERE offer = 1 "
-            "AND (starts_at IS NULL OR starts_at <= ?) ORDER BY id", (now,))
-        # An offer ends when its code would: at the end of the store's local day.
+            "SELECT id, name, description, code, tiers, ends_at, terms FROM campaigns "
+            "WHERE offer = 1 AND (starts_at IS NULL OR starts_at <= ?) ORDER BY id", (now,))
+        # An offer ends when its code would: at `ends_at`, or the end of its `until` here.
         return [{"campaign": r["id"], "name": r["name"], "description": r["description"],
                  **({"code": r["code"]} if r["code"] else {})}
                 for r in rows if (not r["tiers"] or customer.tier in json.loads(r["tiers"]))
-                and not (r["ends_at"] and self.book.expired(
-                    datetime.fromtimestamp(r["ends_at"], UTC), at))
+                and not self.book.campaign_ended(r, at)
                 and not self.book.revoked(None, r["id"])]
 
     # ------------------------------------------------------------ coupons
@@ -527,9 +528,10 @@ class Checkout:
                      "campaign": coupon.campaign, "description": coupon.description,
                      "discount_minor": discount, "currency": basket.currency}
             redemptions.append(entry)
-            # `max_uses` lets the hub tell a double spend from a coupon meant for many uses.
+            # The scanned coupon itself (`token`) lets the hub check that this store saw it;
+            # `max_uses` is what the store believed (the hub judges from its own records).
             queue_event(conn, "coupon.redeemed", {
-                **entry, "max_uses": coupon.max_uses, "txn": sale.txn,
+                **entry, "max_uses": coupon.max_uses, "token": row["code"], "txn": sale.txn,
                 "customer_id": sale.customer_id,
                 "store_id": self.settings.store_id, "redeemed_at": redeemed_at},
                 device_id=sale.device_id, occurred_at=redeemed_at)

@@ -6,12 +6,12 @@ the store's locale, and moments into the store's local time ("21 Nov, 17:40").
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
+from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, get_currency_precision
 
 
@@ -39,6 +39,11 @@ def moment(when: datetime, zone: ZoneInfo, locale: str) -> str:
 def day(when: datetime, zone: ZoneInfo, locale: str) -> str:
     """A local calendar day, short: "21 Nov 2026"."""
     return str(format_datetime(when.astimezone(zone), "d MMM yyyy", locale=locale))
+
+
+def calendar_day(when: date, locale: str) -> str:
+    """A calendar date as it is (no zone to convert from), short: "30 Nov 2026"."""
+    return str(format_date(when, "d MMM yyyy", locale=locale))
 
 
 def clock_time(when: datetime, zone: ZoneInfo, locale: str) -> str:

@@ -252,8 +252,10 @@ def event(store_id: str, type_: str = "device.status", **fields: Any) -> dict[st
 
 
 def redeemed(store_id: str, coupon: str, *, redemption: str | None = None,
-             campaign: str = "cmp-test", max_uses: int | None = None) -> dict[str, Any]:
-    """A coupon.redeemed event of `coupon` at `store_id`."""
+             campaign: str = "cmp-test", max_uses: int | None = None,
+             signer: Any = None, claims: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A coupon.redeemed event of `coupon` at `store_id`; with `signer` (a SigningKey) it
+    carries the scanned coupon as its `token` (jti `coupon`, cmp `campaign`, `claims`)."""
     from edge.protocol import uuid7
 
     data: dict[str, Any] = {"redemption": redemption or uuid7(), "coupon": coupon,
@@ -261,4 +263,16 @@ def redeemed(store_id: str, coupon: str, *, redemption: str | None = None,
                             "customer_id": None, "txn": "t-1"}
     if max_uses is not None:
         data["max_uses"] = max_uses
+    if signer is not None:
+        now = int(time.time())
+        data["token"] = signer.sign({"jti": coupon, "cmp": campaign, "nbf": now - 60,
+                                     "exp": now + 86400, **(claims or {})}, "coupon+jwt")
     return event(store_id, "coupon.redeemed", data=data)
+
+
+@pytest.fixture
+def hub_key(hub_server: HubServer) -> Any:
+    """The running hub's own signing key (it signs coupons the hub believes)."""
+    from cloud_sync.hub.keys import hub_signing_key
+
+    return hub_signing_key(hub_server.settings)

@@ -17,12 +17,14 @@ from typing import Any
 import phonenumbers
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, inspect, text
 
 from cloud_sync.hub.db import HubDB, upgrade_schema
 from cloud_sync.hub.settings import HubSettings
 from edge.customers import KeyBundle, forget_customer
 from edge.devices import Enrolment
+from edge.errors import EdgeError
 from edge.service import EdgeService
 from edge.settings import Settings
 from edge.supervise import stop_process
@@ -474,5 +476,63 @@ def test_upgrade_schema_adds_the_region_column_to_an_old_changes_table(
             kinds = [r[0] for r in conn.execute(text("SELECT kind FROM changes"))]
         assert kinds == ["campaign"]  # the raw customer record left the feed
         assert upgrade_schema(db.engine) == []  # nothing more to add
+    finally:
+        db.dispose()
+
+
+def test_the_region_rule_and_the_look_up_limit_on_either_database(
+        tmp_path: Path, hub_db_url: str) -> None:  # noqa: F811 - the imported fixture
+    from cloud_sync.hub import feed, lookups
+    from cloud_sync.hub.settings import load_hub_settings
+    from cloud_sync.hub.stores import add_store as register
+    from edge.tokens import SigningKey
+
+    settings = load_hub_settings({"HUB_DATA_DIR": str(tmp_path / "hub"),
+                                  "HUB_DATABASE_URL": hub_db_url,
+                                  "HUB_LOOKUP_PER_MINUTE": "3"})
+    db = HubDB(settings.db_url)
+    try:
+        register(db, "n1", "north")
+        register(db, "s1", "south")
+        report = feed.import_customers(db, [json.dumps(c) for c in (ANNA, SARA, NORA)])
+        assert report["imported"] == 3
+        hub_key = SigningKey("hub-1", Ed25519PrivateKey.generate())
+        now = time.time()
+        found = lookups.online_lookup(db, settings, hub_key, "n1",
+                                      {"kind": "card", "value": "4000 3333 4444 5555"},
+                                      now=now)
+        assert found["customer"]["id"] == "c-sara"
+        # Nora has no home region: seen by the south from a sale.
+        with db.write() as conn:
+            assert lookups.record_sightings(conn, "south", ["c-nora", "c-none"], now) == \
+                ["c-nora"]
+            assert lookups.record_sightings(conn, "south", ["c-nora"], now) == []
+        north = customers_in(feed.read_changes(db, "n1", None, "1000")["changes"])
+        south = customers_in(feed.read_changes(db, "s1", None, "1000")["changes"])
+        assert (north, south) == ({"c-anna", "c-sara"}, {"c-sara", "c-nora"})
+        with pytest.raises(EdgeError) as unknown:
+            lookups.online_lookup(db, settings, hub_key, "n1",
+                                  {"kind": "phone", "value": "+4915100000042"}, now=now)
+        assert unknown.value.code == "customer_unknown"
+        with pytest.raises(EdgeError) as bad:
+            lookups.online_lookup(db, settings, hub_key, "n1",
+                                  {"kind": "phone", "value": "0151 2345"}, now=now)
+        assert bad.value.code == "bad_lookup"
+        with pytest.raises(lookups.TooManyLookups) as limited:  # 3 a minute
+            lookups.online_lookup(db, settings, hub_key, "n1",
+                                  {"kind": "card", "value": "4000 1111 2222 3333"}, now=now)
+        assert 1 <= limited.value.retry_after <= 60
+        later = now + 61  # the window rolled on
+        assert lookups.online_lookup(db, settings, hub_key, "n1", {
+            "kind": "card", "value": "4000 1111 2222 3333"}, now=later)["customer"]["id"] == \
+            "c-anna"
+        report = lookups.audit_report(db, "n1", now=later)["stores"]["n1"]
+        assert report == {"total": 5, "bad": 1, "found": 2, "not_found": 1, "throttled": 1}
+        # Sara's sighting in the north expires; her home (south) never does.
+        expired = lookups.expire_regions(db, 90, now=now + 91 * 86400)
+        assert expired["regions"] == {"north": 1, "south": 1}  # Sara, Nora
+        changes = feed.read_changes(db, "n1", None, "1000")["changes"]
+        assert customers_in(changes) == {"c-anna"}
+        assert [c["customer_id"] for c in changes if c["kind"] == "forget"] == ["c-sara"]
     finally:
         db.dispose()

@@ -12,7 +12,7 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
 from fractions import Fraction
 from typing import Any
 
@@ -24,7 +24,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from edge.basket import Basket, Line, Pricing, Rule, parse_basket, parse_discount
-from edge.coupons import CouponRefused, parse_campaign, revoke, upsert_campaigns
+from edge.coupons import CouponRefused, parse_campaign, revoke, until_exp, upsert_campaigns
 from edge.customers import parse_customer, upsert_customers
 from edge.errors import BadRequest
 from edge.service import EdgeService
@@ -151,19 +151,21 @@ def at(svc: EdgeService, iso: str) -> None:
     svc.checkout.clock = lambda: moment
 
 
-def test_coupon_ending_today_works_until_local_midnight(auckland: EdgeService,
-                                                        issuer: Issuer) -> None:
-    # Ends 22 Nov at 10:00 in Auckland (+13:00), which is still 21 Nov in UTC.
-    exp = int(datetime.fromisoformat("2026-11-22T10:00:00+13:00").timestamp())
-    coupon = issuer.coupon(exp=exp, nbf=exp - 30 * 86400)
+def test_coupon_until_a_local_date_works_until_that_midnight_here(auckland: EdgeService,
+                                                                   issuer: Issuer) -> None:
+    # Until 22 Nov: Auckland (+13:00) reaches its midnight a day before UTC-12 does, so it
+    # is the store's own midnight that ends it, with no clock-skew allowance.
+    coupon = issuer.coupon(until="2026-11-22", exp=until_exp(date(2026, 11, 22)),
+                           nbf=int(datetime.fromisoformat("2026-11-01T00:00:00Z").timestamp()))
     at(auckland, "2026-11-22T23:30:00+13:00")
     assert auckland.checkout.apply("lane-1", "t-late", coupon, BASKET)["discount_minor"] == 99
     auckland.checkout.remove("lane-1", "t-late",
                              auckland.store.query("SELECT id FROM reservations")[0]["id"])
-    at(auckland, "2026-11-23T00:01:01+13:00")  # past midnight and the 60 s allowance
+    at(auckland, "2026-11-23T00:00:30+13:00")
     exc = refusal(auckland, coupon, txn="t-next-day")
     assert exc.code == "coupon_expired"
     assert exc.message == "This coupon expired on 22 Nov 2026."
+    assert exc.detail == {"expired": "2026-11-22T11:00:00+00:00", "until": "2026-11-22"}
 
 
 def test_clock_skew_allowance_is_honoured_at_both_ends(auckland: EdgeService,
@@ -171,8 +173,11 @@ def test_clock_skew_allowance_is_honoured_at_both_ends(auckland: EdgeService,
     exp = int(datetime.fromisoformat("2026-11-22T10:00:00+13:00").timestamp())
     nbf = int(datetime.fromisoformat("2026-11-20T09:00:00+13:00").timestamp())
     coupon = issuer.coupon(exp=exp, nbf=nbf)
-    at(auckland, "2026-11-23T00:00:30+13:00")  # 30 s past midnight: within 60 s
+    at(auckland, "2026-11-22T10:00:30+13:00")  # 30 s past exp: within 60 s
     auckland.checkout.apply("lane-1", "t-a", coupon, BASKET)
+    at(auckland, "2026-11-22T10:01:00+13:00")  # 60 s past exp: the allowance is used up
+    assert refusal(auckland, issuer.coupon(exp=exp, nbf=nbf), txn="t-d").code == \
+        "coupon_expired"
     at(auckland, "2026-11-20T08:58:30+13:00")  # 90 s early: outside 60 s
     exc = refusal(auckland, issuer.coupon(exp=exp, nbf=nbf), txn="t-b")
     assert exc.code == "coupon_not_yet_valid"

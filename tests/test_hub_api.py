@@ -20,6 +20,7 @@ from tests.hubfix import (  # noqa: F401 (fixtures used by name)
     HubServer,
     event,
     hub_db_url,
+    hub_key,
     hub_server,
     hub_settings,
     hub_store,
@@ -172,9 +173,9 @@ def test_one_invalid_event_is_named_by_index_and_nothing_is_stored(
 
 
 def test_repeated_batch_is_all_duplicates_and_has_its_effect_once(
-        hub_server: HubServer, hub_store: Callable, db: HubDB) -> None:
+        hub_server: HubServer, hub_store: Callable, db: HubDB, hub_key: Any) -> None:
     token = hub_store("s1")
-    body = batch(redeemed("s1", "cpn-once"), event("s1"))
+    body = batch(redeemed("s1", "cpn-once", signer=hub_key), event("s1"))
     ids = [e["event_id"] for e in body["events"]]
     first = post(hub_server, "s1", token, body).json()
     again = post(hub_server, "s1", token, body).json()
@@ -204,10 +205,10 @@ def test_event_id_already_sent_by_another_store_is_rejected(
 
 
 def test_single_use_coupon_redeemed_at_two_stores_is_one_conflict_until_reversed(
-        hub_server: HubServer, hub_store: Callable, db: HubDB) -> None:
+        hub_server: HubServer, hub_store: Callable, db: HubDB, hub_key: Any) -> None:
     t1, t2 = hub_store("s1"), hub_store("s2")
-    at_s1 = redeemed("s1", "cpn-double")
-    at_s2 = redeemed("s2", "cpn-double")
+    at_s1 = redeemed("s1", "cpn-double", signer=hub_key)
+    at_s2 = redeemed("s2", "cpn-double", signer=hub_key)
     shared_a, shared_b = redeemed("s1", "code:SAVE10"), redeemed("s2", "code:SAVE10")
     assert post(hub_server, "s1", t1, batch(at_s1, shared_a)).status_code == 200
     with db.read() as conn:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import zxingcpp
 from PIL import Image
 
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
+from edge.coupons import until_exp
 from tests.hubfix import (  # noqa: F401 (fixtures used by name)
     HubServer,
     hub_db_url,
@@ -127,7 +129,11 @@ def test_hub_coupon_verifies_against_the_jwks_and_its_qr_decodes(
     assert claims["jti"] == out["coupon"] and claims["cmp"] == "cmp-5"
     assert claims["sub"] == "c-1" and claims["max"] == 2 and claims["min_minor"] == 2000
     assert claims["disc"] == {"kind": "amount", "value_minor": 500, "currency": "EUR"}
-    assert 7 * 86400 - 5 <= claims["exp"] - claims["nbf"] <= 7 * 86400
+    # --days 7: until a week from today in HUB_TZ (UTC here); exp covers the last zone.
+    week = {(datetime.fromtimestamp(t, UTC).date() + timedelta(days=7)).isoformat()
+            for t in (claims["nbf"], time.time())}
+    assert claims["until"] in week
+    assert claims["exp"] == until_exp(date.fromisoformat(claims["until"]))
     decoded = zxingcpp.read_barcodes(Image.open(png))
     assert [d.text for d in decoded] == [out["token"]]
     assert "no campaign" in fails(settings, "coupons", "issue", "--campaign", "cmp-none")

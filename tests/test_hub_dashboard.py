@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.sync_api import Page, expect
 
 from cloud_sync.hub.dashboard import safe_cell
@@ -34,6 +35,7 @@ from cloud_sync.hub.settings import HubSettings, load_hub_settings
 from cloud_sync.hub.stores import add_store
 from edge.errors import BadRequest, Conflict
 from edge.supervise import stop_process
+from edge.tokens import SigningKey
 from tests import browser as chromium
 from tests.conftest import REPO, free_port, wait_until
 
@@ -63,10 +65,17 @@ def sale(store: str, total_minor: int, customer: str | None = None) -> dict[str,
 
 def redeemed(store: str, redemption: str, coupon: str, discount_minor: int
              ) -> dict[str, Any]:
+    """A use of a coupon the hub signed (so the hub believes it and counts it chain-wide)."""
+    token = HUB_KEY.sign({"jti": coupon, "cmp": "autumn-10", "exp": int(time.time()) + 3600},
+                         "coupon+jwt")
     return ev(store, "coupon.redeemed", {"redemption": redemption, "coupon": coupon,
                                          "campaign": "autumn-10", "discount_minor":
-                                         discount_minor, "currency": "EUR",
+                                         discount_minor, "currency": "EUR", "token": token,
                                          "customer_id": "cust-1", "max_uses": 1})
+
+
+# The hub's signing key, made before the hub starts (it uses the one in its data dir).
+HUB_KEY = SigningKey("hub-1", Ed25519PrivateKey.generate())
 
 
 @dataclass
@@ -79,7 +88,7 @@ class Hub:
         body: dict[str, Any] = {"batch_id": uuid.uuid4().hex, "events": list(events)}
         if edge:
             body["edge"] = edge
-        answer = ingest(self.db, self.settings, store, body)
+        answer = ingest(self.db, self.settings, store, body, HUB_KEY)
         assert len(answer["accepted"]) == len(events), answer
 
 

@@ -14,12 +14,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.hub import kpis
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.ingest import ingest
 from cloud_sync.hub.settings import HubSettings
 from cloud_sync.hub.stores import add_store
+from edge.tokens import SigningKey
 from tests.hubfix import hub_db_url, pg_cluster, pg_url
 
 __all__ = ["hub_db_url", "pg_cluster", "pg_url"]  # fixtures used by name
@@ -38,6 +40,10 @@ def local_ts(day: str, hh: int, mm: int = 0) -> float:
         tzinfo=ZoneInfo(ZONE)).timestamp()
 
 
+# The hub's signing key for these in-process ingests: coupons it signed are believed.
+HUB_KEY = SigningKey("hub-1", Ed25519PrivateKey.generate())
+
+
 class Store:
     """Builds one store's events the way its edge sends them, and posts them via ingest."""
 
@@ -50,7 +56,7 @@ class Store:
         body: dict[str, Any] = {"batch_id": f"{self.id}-{self.batches}", "events": list(events)}
         if edge is not None:
             body["edge"] = edge
-        answer = ingest(self.db, self.settings, self.id, body)
+        answer = ingest(self.db, self.settings, self.id, body, HUB_KEY)
         assert answer["rejected"] == [] and len(answer["accepted"]) == len(events), answer
 
     def event(self, type_: str, data: dict[str, Any], at: float) -> dict[str, Any]:
@@ -65,10 +71,13 @@ class Store:
 
     def redeemed(self, redemption: str, coupon: str, discount_minor: int, at: float,
                  max_uses: int = 1) -> dict[str, Any]:
+        """A use of a coupon the hub signed for `max_uses` uses (so the hub believes it)."""
+        token = HUB_KEY.sign({"jti": coupon, "cmp": "autumn", "max": max_uses,
+                              "exp": int(at) + 3600}, "coupon+jwt")
         return self.event("coupon.redeemed", {
             "redemption": redemption, "coupon": coupon, "campaign": "autumn",
             "discount_minor": discount_minor, "currency": "EUR", "customer_id": "cust-1",
-            "max_uses": max_uses}, at)
+            "max_uses": max_uses, "token": token}, at)
 
     def reversed_(self, redemption: str, coupon: str, at: float) -> dict[str, Any]:
         return self.event("coupon.redemption_reversed", {

@@ -270,26 +270,34 @@ def test_an_event_the_hub_refuses_becomes_a_dead_letter_and_the_rest_go_through(
     assert state["dead_letters"] == 1 and state["depth"] == 0
 
 
-def test_a_refusal_that_names_no_event_is_narrowed_down_to_the_one_event(
+def test_a_refusal_that_names_no_event_keeps_every_event_queued_and_says_why(
         settings: Settings, hub: HubServer, services: list[EdgeService]) -> None:
-    """A proxy that answers a bare 422 for any batch holding the bad event: the sender
-    halves the batch until that event stands alone, and only it becomes a dead letter."""
+    """A proxy answers a bare 422 for any batch holding a marked event. Before, the sender
+    halved the batch down to that event and dead-lettered it; but an answer that names no
+    event is about the batch (a hub that cannot read its queue report, say), so now nothing
+    is dead-lettered: everything stays queued, the sender backs off, staff see the reason,
+    and it all arrives once the hub takes the batch."""
     token = add_store(hub.settings, settings.store_id)
     proxy = Proxy(hub.url)
     svc = EdgeService(edge_for(settings, proxy.url, token, sync_batch_events=16))
     services.append(svc)
     try:
         made = produce(svc.store, 7)
-        bad = _queue_raw(svc.store, "device.status", {"marker": "refuse-me"})
+        marked = _queue_raw(svc.store, "device.status", {"marker": "refuse-me"})
         made.update(produce(svc.store, 8))
         proxy.refuse_if = b"refuse-me"
-        for _ in range(20):
-            svc.sender.run()
-            if outbox_depth(svc.store) == 0:
-                break
-        assert outbox_depth(svc.store) == 0
-        assert [d["event_id"] for d in svc.sender.dead_letters()] == [bad]
-        assert set(hub_rows(hub.settings, settings.store_id)) == set(made)
+        svc.sender.run()
+        assert [b["status"] for b in proxy.batches()] == [422]  # one try, then it waits
+        assert outbox_depth(svc.store) == 16 and svc.sender.dead_letters() == []
+        state = svc.health()[1]["queue"]
+        assert state["dead_letters"] == 0 and state["retry_in_s"]
+        assert "without naming any" in state["last_error"] and "422" in state["last_error"]
+        assert "stay queued" in state["last_error"]
+        proxy.refuse_if = None
+        assert wait_until(lambda: svc.sender.backoff.remaining() == 0, 10)
+        svc.sender.run()
+        assert outbox_depth(svc.store) == 0 and svc.sender.dead_letters() == []
+        assert set(hub_rows(hub.settings, settings.store_id)) == set(made) | {marked}
     finally:
         proxy.close()
 

@@ -174,12 +174,9 @@ def test_a_single_use_coupon_redeemed_offline_at_two_stores_is_one_conflict(
     store_a, store_b = edges("store-a"), edges("store-b", name="Harbour Street")
     for svc in (store_a, store_b):  # A publishes its key first, so B trusts it
         svc.puller.run()
-    # A flyer for 100 uses that the hub did not issue (signed by store A's key): only the
-    # coupon's own `max` tells the hub that two stores using it is no double spend.
-    now = int(time.time())
-    flyer = store_a.signing_key.sign({"jti": "flyer-1", "cmp": "cmp-5off", "nbf": now - 60,
-                                      "exp": now + 86400, "max": 100,
-                                      "disc": CAMPAIGN["disc"]}, "coupon+jwt")
+    # A flyer coupon the hub issued for 100 uses: the hub's own record of it tells the hub
+    # that two stores using it is no double spend.
+    flyer = hub_cli(hub, "coupons", "issue", "--campaign", "cmp-5off", "--max", "100")["token"]
     # Neither store hears of the other meanwhile (the internet is down): both accept it.
     assert sell(store_a, "t-a", coupon=coupon["token"])["redemptions"]
     assert sell(store_b, "t-b", coupon=coupon["token"])["redemptions"]
@@ -208,15 +205,16 @@ def test_a_single_use_coupon_redeemed_offline_at_two_stores_is_one_conflict(
 
 def test_a_receipt_coupon_printed_at_one_store_is_genuine_at_another(
         hub: HubServer, edges: Any, tmp_path: Path) -> None:
-    import_jsonl(hub, tmp_path, "campaigns", CAMPAIGN)
+    import_jsonl(hub, tmp_path, "campaigns", {**CAMPAIGN, "offer": True})
     store_a, store_b = edges("store-a"), edges("store-b")
     store_a.puller.run()  # publishes store A's public key to the hub
     jwks = requests.get(f"{hub.url}/.well-known/jwks.json", timeout=10).json()
     assert store_a.signing_key.kid in {k["kid"] for k in jwks["keys"]}
     assert all("d" not in k for k in jwks["keys"])  # public keys only
     now = int(time.time())
-    token = store_a.signing_key.sign({"jti": "rcpt-1", "cmp": "cmp-5off", "nbf": now - 60,
-                                      "exp": now + 86400, "max": 1,
-                                      "disc": CAMPAIGN["disc"]}, "coupon+jwt")
+    token = store_a.signing_key.sign({"jti": "rc:store-a:1", "cmp": "cmp-5off",
+                                      "nbf": now - 60, "exp": now + 86400}, "coupon+jwt")
     store_b.puller.run()
-    assert store_b.coupons.read(token).campaign == "cmp-5off"
+    coupon = store_b.coupons.read(token)
+    assert (coupon.campaign, coupon.max_uses, coupon.min_minor) == ("cmp-5off", 1, 1000)
+    assert coupon.discount.amount_minor == 500

@@ -87,7 +87,8 @@ def post_events(store_id: str) -> Any:
     """Store a batch of events; 200 with accepted/duplicates/rejected."""
     caller = _store(store_id)
     hub = _hub()
-    return jsonify(ingest.ingest(hub.db, hub.settings, caller, _json_body()))
+    return jsonify(ingest.ingest(hub.db, hub.settings, caller, _json_body(),
+                                 current_app.extensions["hub_key"]))
 
 
 @bp.get("/api/v1/stores/<store_id>/changes")

@@ -19,7 +19,7 @@ import click
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
 from edge.cli import emit, fails_cleanly_as
-from edge.errors import StartupError
+from edge.errors import BadRequest, StartupError
 
 _fails_cleanly = fails_cleanly_as("edge-hub")
 
@@ -121,11 +121,32 @@ def stores_group() -> None:
 @_fails_cleanly
 def stores_add(store_id: str, region: str, name: str | None, rotate: bool) -> None:
     """Register a store; prints {"store","region","token"} (the token is shown only here)."""
+    from cloud_sync.hub.feed import publish_keys
+    from cloud_sync.hub.keys import hub_signing_key
     from cloud_sync.hub.stores import add_store
 
-    with _database() as (_, db):
+    with _database() as (settings, db):
         token = add_store(db, store_id, region, name, rotate=rotate)
+        if rotate:  # its key left the key set until the store offers it with the new token
+            publish_keys(db, hub_signing_key(settings))
     emit({"store": store_id, "region": region, "token": token})
+
+
+@stores_group.command("retire")
+@click.argument("store_id", metavar="STORE")
+@click.option("--reason", default="", help="Why (kept with the retirement).")
+@_fails_cleanly
+def stores_retire(store_id: str, reason: str) -> None:
+    """Take a store out of service: its token stops working and its signing key is revoked
+    at every store at their next pull; its history stays."""
+    from cloud_sync.hub.feed import publish_keys
+    from cloud_sync.hub.keys import hub_signing_key
+    from cloud_sync.hub.stores import retire_store
+
+    with _database() as (settings, db):
+        result = retire_store(db, store_id, reason)
+        publish_keys(db, hub_signing_key(settings))
+    emit(result)
 
 
 @stores_group.command("list")
@@ -277,18 +298,26 @@ def coupons() -> None:
 @click.option("--campaign", "campaign_id", required=True, help="An imported campaign's id.")
 @click.option("--customer", default=None, help="Bind the coupon to this customer.")
 @click.option("--max", "max_uses", type=int, default=None, help="Uses allowed (default 1).")
-@click.option("--days", type=int, default=30, show_default=True, help="Days it is valid.")
+@click.option("--until", "until_text", default=None, metavar="YYYY-MM-DD",
+              help="Last day it is valid, in each store's own zone.")
+@click.option("--days", type=int, default=None,
+              help="Valid until today (in HUB_TZ) + this many days (default 30).")
 @click.option("--qr", default=None, type=click.Path(dir_okay=False),
               help="Also write the coupon as a QR code PNG here.")
 @_fails_cleanly
-def coupons_issue(campaign_id: str, customer: str | None, max_uses: int | None, days: int,
-                  qr: str | None) -> None:
+def coupons_issue(campaign_id: str, customer: str | None, max_uses: int | None,
+                  until_text: str | None, days: int | None, qr: str | None) -> None:
     """Sign a coupon; prints {"coupon","token","qr"?}."""
     from cloud_sync.hub.keys import hub_signing_key, issue_coupon
+    from edge.coupons import parse_until
 
+    try:
+        until = parse_until(until_text, "--until")
+    except ValueError as exc:
+        raise BadRequest(f"{exc}.", code="bad_until") from None
     with _database() as (settings, db):
         jti, token = issue_coupon(db, hub_signing_key(settings), campaign_id, customer,
-                                  max_uses, days)
+                                  max_uses, days, until=until, zone=settings.zone)
     out: dict[str, Any] = {"coupon": jti, "token": token}
     if qr:
         out["qr"] = _write_qr(qr, token)
@@ -343,6 +372,38 @@ def keys_show() -> None:
 
     with _database() as (settings, db), db.read() as conn:
         emit(jwk_set(conn, hub_signing_key(settings)))
+
+
+@keys_group.command("add")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_fails_cleanly
+def keys_add(file: str) -> None:
+    """Trust the chain's app keys (a public JWK or a JWK Set file): they sign coupons and
+    member codes like the hub's key, and every store receives them."""
+    import json
+
+    from cloud_sync.hub.keys import add_chain_keys, hub_signing_key
+
+    try:
+        doc = json.loads("\n".join(_read_lines(file)))
+    except ValueError as exc:
+        raise StartupError(f"{file} is not JSON: {exc}") from None
+    with _database() as (settings, db):
+        emit(add_chain_keys(db, hub_signing_key(settings), doc))
+
+
+@keys_group.command("revoke")
+@click.argument("kid", metavar="KID")
+@click.option("--reason", default="", help="Why (kept with the revocation).")
+@_fails_cleanly
+def keys_revoke(kid: str, reason: str) -> None:
+    """Stop trusting a store's signing key (a stolen box) or an app key: out of the JWK Set
+    and out of every store at its next pull; a store must make a new key (`edge keys
+    rotate`)."""
+    from cloud_sync.hub.keys import hub_signing_key, revoke_key
+
+    with _database() as (settings, db):
+        emit(revoke_key(db, hub_signing_key(settings), kid, reason))
 
 
 if __name__ == "__main__":

@@ -218,7 +218,8 @@ def _context(scope: Scope, period: kpis.Period, period_error: str | None) -> dic
         "health": kpis.sync_health(db, scope.stores, now, hub.settings.stale_after_s),
         "open_conflicts": kpis.open_conflicts(db, ids),
         "resolved_conflicts": kpis.resolved_conflicts(db, ids),
-        "store_names": names, "refresh_s": REFRESH_S,
+        "suspects": kpis.suspect_redemptions(db, ids),
+        "store_names": names, "refresh_s": REFRESH_S, "suspect_reasons": SUSPECT_REASONS,
         "sales_chart": charts.line_chart(
             "chart-sales", f"Completed sales per day, {where}", labels,
             [(names[s], values) for s, values in series.transactions.items()], "sales"),
@@ -228,6 +229,21 @@ def _context(scope: Scope, period: kpis.Period, period_error: str | None) -> dic
         "updated": moment(datetime.fromtimestamp(now, UTC), zone, LOCALE),
         "zone": hub.settings.tz,
     }
+
+
+# What a manager reads for each reason a redemption was not believed (docs/hub.md).
+SUSPECT_REASONS = {
+    "no_token": "sent without the coupon it used",
+    "unknown_key": "coupon signed with a key the hub does not trust",
+    "signature": "coupon altered after it was signed",
+    "malformed": "coupon unreadable",
+    "typ": "not a coupon",
+    "alg": "coupon signed the wrong way",
+    "too_long": "coupon unreadable",
+    "token_mismatch": "coupon is not the one reported",
+    "key_scope": "a store's key signed what only the chain may",
+    "claims": "coupon's terms unreadable",
+}
 
 
 @bp.get("/")
@@ -271,7 +287,11 @@ def data() -> Any:
                     "uses": c.uses, "max_uses": c.max_uses, "stores": c.stores,
                     "other_region_stores": c.other_stores, "detected_ts": c.detected_ts,
                     "resolved_ts": c.resolved_ts}
-                   for c in ctx["open_conflicts"] + ctx["resolved_conflicts"]])
+                   for c in ctx["open_conflicts"] + ctx["resolved_conflicts"]],
+        suspect_redemptions=[{"redemption": r.redemption_id, "store_id": r.store_id,
+                              "coupon_id": r.coupon_id, "campaign_id": r.campaign_id,
+                              "reason": r.reason, "redeemed_at": r.redeemed_at,
+                              "received_ts": r.received_ts} for r in ctx["suspects"]])
 
 
 def safe_cell(value: object) -> object:

@@ -10,10 +10,12 @@ from typing import Any
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.ingest import ingest
+from cloud_sync.hub.keys import hub_signing_key
 from cloud_sync.hub.managers import add_manager
 from cloud_sync.hub.settings import HubSettings
 from cloud_sync.hub.stores import add_store, list_stores
 from edge.protocol import format_ts, uuid7
+from edge.tokens import COUPON_TYP
 
 REGION = "north"
 # (id, name, sales on an ordinary day)
@@ -82,15 +84,20 @@ def seed(db: HubDB, settings: HubSettings, manager_password: str, days: int = 14
                 ingest(db, settings, sid, {"batch_id": uuid7(),
                                            "events": events[start:start +
                                                             settings.max_batch_events]})
-    # The same single-use coupon taken at both stores while Harbour Street was offline.
+    # The same single-use coupon taken at both stores while Harbour Street was offline: a
+    # coupon the hub signed, so the hub believes both uses and sees the double spend.
     when = format_ts(today - timedelta(days=1, hours=-11))
+    hub_key = hub_signing_key(settings)
+    token = hub_key.sign({"jti": "app-7f3a-single-use", "cmp": "cmp-dairy", "max": 1,
+                          "exp": int((today + timedelta(days=30)).timestamp())}, COUPON_TYP)
     for sid in ("store-1", "store-2"):
         ingest(db, settings, sid, {"batch_id": uuid7(), "events": [{
             "event_id": uuid7(), "type": "coupon.redeemed", "occurred_at": when,
             "store_id": sid, "device_id": "lane-1", "data": {
                 "redemption": uuid7(), "coupon": "app-7f3a-single-use", "campaign": "cmp-dairy",
                 "discount_minor": 300, "currency": "EUR", "customer_id": None,
-                "txn": f"dup-{sid}", "store_id": sid, "redeemed_at": when, "max_uses": 1}}]})
+                "txn": f"dup-{sid}", "store_id": sid, "redeemed_at": when, "max_uses": 1,
+                "token": token}}]}, hub_key)
     # Harbour Street's edge reports a small, recent queue.
     ingest(db, settings, "store-2", {"batch_id": uuid7(), "events": [{
         "event_id": uuid7(), "type": "device.status", "occurred_at": format_ts(datetime.now(UTC)),

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import (
     campaigns,
+    chain_keys,
     changes,
     customer_index,
     customer_regions,
@@ -29,7 +30,9 @@ from cloud_sync.hub.schema import (
     events,
     issued_coupons,
     redemptions,
+    retired_stores,
     revocations,
+    revoked_keys,
     stores,
 )
 from edge.coupons import COUPON_ID_RE, parse_campaign
@@ -67,15 +70,19 @@ def append_changes(conn: Connection, items: list[tuple[str, str, dict[str, Any],
     now = time.time() if now is None else now
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_FEED_LOCK})")
+    # New rows first, old ones after: had the newest row gone first, SQLite could hand its
+    # seq to the new row, and a store whose cursor is at that seq would never see it.
+    inserted = conn.execute(changes.insert().returning(changes.c.seq), [
+        {"kind": kind, "ref": ref, "payload": _dumps(payload), "store_id": store_id,
+         "region": region, "created_ts": now} for kind, ref, payload, store_id in items])
+    first = min(int(row[0]) for row in inserted)
     same_region = changes.c.region.is_(None) if region is None else changes.c.region == region
     for kind, replaced in _SUPERSEDED.items():
         refs = sorted({ref for k, ref, _, _ in items if k == kind})
         for start in range(0, len(refs), 500):
             conn.execute(delete(changes).where(changes.c.kind.in_(replaced))
-                         .where(changes.c.ref.in_(refs[start:start + 500])).where(same_region))
-    conn.execute(changes.insert(), [
-        {"kind": kind, "ref": ref, "payload": _dumps(payload), "store_id": store_id,
-         "region": region, "created_ts": now} for kind, ref, payload, store_id in items])
+                         .where(changes.c.ref.in_(refs[start:start + 500])).where(same_region)
+                         .where(changes.c.seq < first))
 
 
 def parse_cursor(cursor: str | None, limit: str | None) -> tuple[int, int]:
@@ -224,6 +231,9 @@ def erase_customer(db: HubDB, customer_id: str) -> dict[str, Any]:
         raise BadRequest(f"{customer_id!r} is not a customer id", code="bad_customer_id")
     with db.write() as conn:
         gone = conn.execute(delete(customers).where(customers.c.id == customer_id)).rowcount
+        # The erasure goes into the feed before the person's changes leave it, so it takes a
+        # seq no store has read past (see append_changes).
+        append_changes(conn, [("erasure", customer_id, {"customer_id": customer_id}, None)])
         conn.execute(delete(changes).where(changes.c.kind.in_(("customer", "forget")))
                      .where(changes.c.ref == customer_id))
         conn.execute(delete(customer_index).where(customer_index.c.customer_id == customer_id))
@@ -240,7 +250,6 @@ def erase_customer(db: HubDB, customer_id: str) -> dict[str, Any]:
                      .values(customer_id=None))
         conn.execute(update(issued_coupons).where(issued_coupons.c.customer_id == customer_id)
                      .values(customer_id=None))
-        append_changes(conn, [("erasure", customer_id, {"customer_id": customer_id}, None)])
     return {"customer": customer_id, "erased": True, "had_record": bool(gone),
             "events_anonymised": len(rows)}
 
@@ -248,7 +257,7 @@ def erase_customer(db: HubDB, customer_id: str) -> dict[str, Any]:
 def _scrub(data: dict[str, Any]) -> dict[str, Any]:
     """An event's data without who it was about (the id and any raw identifier)."""
     return {k: (None if k == "customer_id" else v) for k, v in data.items()
-            if k != "identifier"}
+            if k not in ("identifier", "token")}
 
 
 def revoke(db: HubDB, scope: str, id_: str, reason: str | None = None) -> dict[str, Any]:
@@ -271,12 +280,22 @@ def revoke(db: HubDB, scope: str, id_: str, reason: str | None = None) -> dict[s
 
 
 def jwk_set(conn: Connection, hub_key: SigningKey) -> dict[str, Any]:
-    """The keys stores trust: the hub's and every store's published public key."""
+    """The keys stores trust: the hub's and the chain's app keys (chain keys), and each
+    store's published public key marked with the store it belongs to (`"store"`: such a key
+    signs only that store's receipt offers). Revoked keys and retired stores' keys are left
+    out."""
     keys = [hub_key.public_jwk()]
-    texts: list[str] = list(conn.execute(
-        select(stores.c.public_jwk).where(stores.c.public_jwk.isnot(None))
-        .order_by(stores.c.id)).scalars())
-    keys += [json.loads(text) for text in texts]
+    revoked: set[str] = set(conn.execute(select(revoked_keys.c.kid)).scalars())
+    keys += [json.loads(str(text)) for kid, text in conn.execute(
+        select(chain_keys.c.kid, chain_keys.c.jwk).order_by(chain_keys.c.kid)).all()
+        if kid not in revoked]
+    retired = select(retired_stores.c.store_id)
+    for store_id, text in conn.execute(
+            select(stores.c.id, stores.c.public_jwk).where(stores.c.public_jwk.isnot(None))
+            .where(stores.c.id.not_in(retired)).order_by(stores.c.id)).all():
+        jwk = json.loads(str(text))
+        if jwk.get("kid") not in revoked:
+            keys.append({**jwk, "store": store_id})
     return {"keys": keys}
 
 

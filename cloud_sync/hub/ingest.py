@@ -3,35 +3,67 @@
 A batch is all or nothing: one invalid event refuses the batch (400 `bad_events`, listing
 each bad event by index so the edge can dead-letter exactly those and resend the rest) and
 nothing of it is stored. Events are deduplicated on `event_id`, so a batch sent again after
-a lost answer has its effect once. `coupon.redeemed` events feed the chain-wide redemption
-ledger, which is where offline double spends across stores are detected (ARCHITECTURE §5).
+a lost answer has its effect once. The edge's queue report is never a reason to refuse a
+batch: what of it is unusable is left out (a store whose clock stepped back reports negative
+ages), and an `occurred_at` in the future is stored as the edge said it (`received_ts` is
+the hub's own). `coupon.redeemed` events feed the chain-wide redemption ledger, which is
+where offline double spends across stores are detected (docs/sync.md).
+
+The hub believes its own records over a store's claims: a redemption changes what other
+stores see (the feed) and what counts as a double spend (the conflicts) only when the
+coupon the store sent verifies against a key the hub trusts for that coupon, and its use
+limit always comes from the hub (what it issued, the campaign, a chain-signed token).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import sqlite
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.feed import append_changes
-from cloud_sync.hub.schema import conflicts, events, issued_coupons, redemptions, stores
+from cloud_sync.hub.schema import (
+    campaigns,
+    chain_keys,
+    conflicts,
+    events,
+    issued_coupons,
+    redemptions,
+    retired_stores,
+    revoked_keys,
+    stores,
+    suspect_redemptions,
+)
 from cloud_sync.hub.settings import HubSettings
+from edge.coupons import MAX_USES, RECEIPT_COUPON_PREFIX
 from edge.errors import BadRequest, EdgeError
 from edge.outbox import EVENT_TYPES
 from edge.protocol import ID_RE, parse_ts
+from edge.tokens import (
+    COUPON_TYP,
+    SigningKey,
+    TokenRejected,
+    public_key_from_jwk,
+    store_of_kid,
+    verify_compact,
+)
 
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9-]{8,64}$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 _REF_MAX = 128
 # Plain campaign codes (SAVE10) are shared by everybody: many uses are the point.
 SHARED_CODE_PREFIX = "code:"
+_COUNT_MAX = 2**31 - 1  # an Integer column on PostgreSQL
+_AGE_MAX_S = 100 * 366 * 86400.0  # older than a century is no clock, it is noise
 
 
 class BatchTooLarge(EdgeError):
@@ -187,26 +219,25 @@ def validate_batch(settings: HubSettings, store_id: str, body: Any) -> tuple[str
 
 
 def _edge_report(edge: Any) -> dict[str, Any]:
-    """The edge's queue figures (our extension); a malformed report refuses the batch."""
-    if edge is None:
-        return {}
+    """The edge's queue figures (our extension), as far as they are usable.
+
+    They only describe the batch, so they never cost it its events: a figure that is not a
+    number in range is left out (the stored one stays), and a negative age (the edge's clock
+    stepped back since it queued the oldest event) counts as 0.
+    """
     if not isinstance(edge, dict):
-        raise BadRequest("edge must be an object {queue_depth, oldest_age_s, dead_letters}.",
-                         code="bad_batch")
+        return {}
     out: dict[str, Any] = {}
     for key in ("queue_depth", "dead_letters"):
         value = edge.get(key)
-        if value is not None:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise BadRequest(f"edge.{key} must be a whole number, 0 or more.",
-                                 code="bad_batch")
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _COUNT_MAX:
             out[key] = value
     age = edge.get("oldest_age_s")
-    if age is not None and (not isinstance(age, int | float) or isinstance(age, bool)
-                            or age < 0):
-        raise BadRequest("edge.oldest_age_s must be a number of seconds or null.",
-                         code="bad_batch")
-    out["oldest_age_s"] = None if age is None else float(age)
+    if age is None:
+        out["oldest_age_s"] = None  # nothing waiting
+    elif isinstance(age, int | float) and not isinstance(age, bool) and math.isfinite(age) \
+            and age <= _AGE_MAX_S:
+        out["oldest_age_s"] = max(0.0, float(age))
     return out
 
 
@@ -231,8 +262,10 @@ def insert_new(conn: Connection, table: Any, rows: list[dict[str, Any]], key: st
     return {r[0] for r in conn.exec_driver_sql(sql, params)}
 
 
-def ingest(db: HubDB, settings: HubSettings, store_id: str, body: Any) -> dict[str, Any]:
-    """Store one batch of `store_id`'s events (see the module doc); the 200 answer."""
+def ingest(db: HubDB, settings: HubSettings, store_id: str, body: Any,
+           hub_key: SigningKey | None = None) -> dict[str, Any]:
+    """Store one batch of `store_id`'s events (see the module doc); the 200 answer.
+    `hub_key`: the hub's signing key, to believe redemptions of coupons it signed."""
     batch_id, parsed, report = validate_batch(settings, store_id, body)
     now = time.time()
     # Within the batch the first copy of an id counts; later copies are duplicates.
@@ -267,7 +300,7 @@ def ingest(db: HubDB, settings: HubSettings, store_id: str, body: Any) -> dict[s
         if report:
             values.update(report, reported_ts=now)
         conn.execute(update(stores).where(stores.c.id == store_id).values(**values))
-        _apply_redemptions(conn, store_id, [unique[eid] for eid in accepted], now)
+        _apply_redemptions(conn, store_id, [unique[eid] for eid in accepted], now, hub_key)
         # After the redemptions: a first sighting appends to the feed, which on PostgreSQL
         # holds the feed's lock until commit.
         _record_sightings(conn, store_id, [unique[eid] for eid in accepted], now)
@@ -284,37 +317,125 @@ def _record_sightings(conn: Connection, store_id: str, new: list[Event], now: fl
         record_sightings(conn, region, [c for c in seen if c is not None], now)
 
 
-def _apply_redemptions(conn: Connection, store_id: str, new: list[Event], now: float) -> None:
-    """The new events' effect on the redemption ledger, the feed and the conflicts."""
+class _Keyring:
+    """The keys the hub trusts, by kid, read once per batch: chain keys (its own, the app's)
+    and each store's current key (not revoked, store not retired) with the store it binds
+    to."""
+
+    def __init__(self, conn: Connection, hub_key: SigningKey | None) -> None:
+        self.conn = conn
+        self.hub_key = hub_key
+        self._found: dict[str, tuple[Ed25519PublicKey, str | None] | None] = {}
+
+    def get(self, kid: str) -> tuple[Ed25519PublicKey, str | None] | None:
+        """(public key, store it binds to or None for a chain key), or None: not trusted."""
+        if kid not in self._found:
+            self._found[kid] = self._look_up(kid)
+        return self._found[kid]
+
+    def public(self, kid: str) -> Ed25519PublicKey | None:
+        found = self.get(kid)
+        return found[0] if found else None
+
+    def _look_up(self, kid: str) -> tuple[Ed25519PublicKey, str | None] | None:
+        if self.hub_key is not None and kid == self.hub_key.kid:
+            return self.hub_key.private.public_key(), None
+        store_id = store_of_kid(kid)
+        revoked = self.conn.execute(select(revoked_keys.c.kid)
+                                    .where(revoked_keys.c.kid == kid)).first()
+        if store_id is None:
+            chain = self.conn.execute(select(chain_keys.c.jwk)
+                                      .where(chain_keys.c.kid == kid)).scalar()
+            return None if chain is None or revoked is not None else \
+                (public_key_from_jwk(json.loads(chain)), None)
+        text = self.conn.execute(
+            select(stores.c.public_jwk).where(stores.c.id == store_id)
+            .where(stores.c.id.not_in(select(retired_stores.c.store_id)))).scalar()
+        if not text or revoked is not None:
+            return None
+        jwk = json.loads(text)
+        return (public_key_from_jwk(jwk), store_id) if jwk.get("kid") == kid else None
+
+
+def _believe(conn: Connection, keyring: _Keyring, ev: Event) -> tuple[int, str | None]:
+    """(uses the coupon allows, None) when the hub believes this redemption, else
+    (1, why not). Believed means: the coupon the store sent (`data.token`) verifies against
+    a key the hub trusts for that coupon and names this coupon and campaign. The number of
+    uses comes from the hub's own records (what it issued, the campaign, or the claims of a
+    chain-signed token), never from what the store wrote beside it."""
+    token = ev.data.get("token")
+    if not isinstance(token, str) or not token:
+        return 1, "no_token"
+    try:
+        claims, kid = verify_compact(token, COUPON_TYP, keyring.public)
+    except TokenRejected as exc:
+        return 1, exc.reason
+    if claims.get("jti") != ev.coupon_id or claims.get("cmp") != ev.data.get("campaign"):
+        return 1, "token_mismatch"
+    signer = keyring.get(kid)
+    assert signer is not None
+    store_id = signer[1]
+    if store_id is not None:
+        # A store key signs only its own receipt offers, each good for one use.
+        record = conn.execute(select(campaigns.c.record)
+                              .where(campaigns.c.id == ev.data["campaign"])).scalar()
+        if record is None or json.loads(record).get("offer") is not True or \
+                not str(ev.coupon_id).startswith(f"{RECEIPT_COUPON_PREFIX}{store_id}:"):
+            return 1, "key_scope"
+        return 1, None
+    issued = conn.execute(select(issued_coupons.c.max_uses)
+                          .where(issued_coupons.c.id == ev.coupon_id)).scalar()
+    if issued is not None:
+        return int(issued), None
+    claimed = claims.get("max", 1)
+    if isinstance(claimed, bool) or not isinstance(claimed, int) or not 0 < claimed <= MAX_USES:
+        return 1, "claims"
+    return claimed, None
+
+
+def _apply_redemptions(conn: Connection, store_id: str, new: list[Event], now: float,
+                       hub_key: SigningKey | None) -> None:
+    """The new events' effect on the redemption ledger, the feed and the conflicts.
+
+    Every redemption is kept (the store's own figures); one the hub does not believe (see
+    `_believe`) is also listed in `suspect_redemptions` and has no effect on other stores:
+    it is not sent to them as a use and does not count towards a conflict.
+    """
     redeemed = [ev for ev in new if ev.type == "coupon.redeemed"]
     reversed_ = [ev for ev in new if ev.type == "coupon.redemption_reversed"]
     if not redeemed and not reversed_:
         return
-    issued: dict[str, int] = {}
-    need = {ev.coupon_id for ev in redeemed if "max_uses" not in ev.data or
-            ev.data["max_uses"] is None}
-    if need:
-        issued = dict(conn.execute(select(issued_coupons.c.id, issued_coupons.c.max_uses)
-                                   .where(issued_coupons.c.id.in_(need))).all())
+    keyring = _Keyring(conn, hub_key)
     # Other stores' cashiers name this store to the shopper: "already used at Harbour Street".
     store_name = conn.execute(select(stores.c.name).where(stores.c.id == store_id)).scalar()
     feed: list[dict[str, Any]] = []
     ledger = []
+    suspect: dict[str, dict[str, Any]] = {}
     for ev in redeemed:
         d = ev.data
         assert ev.coupon_id is not None
-        max_uses = d.get("max_uses") or issued.get(ev.coupon_id, 1)
+        shared = ev.coupon_id.startswith(SHARED_CODE_PREFIX)
+        max_uses, doubt = (1, None) if shared else _believe(conn, keyring, ev)
         ledger.append({"id": d["redemption"], "event_id": ev.event_id, "store_id": store_id,
                        "coupon_id": ev.coupon_id, "campaign_id": d["campaign"],
                        "customer_id": ev.customer_id, "max_uses": max_uses,
                        "discount_minor": ev.discount_minor, "currency": ev.currency,
                        "redeemed_at": ev.occurred_at, "redeemed_ts": ev.occurred_ts})
+        if doubt is not None:
+            suspect[d["redemption"]] = {
+                "id": d["redemption"], "event_id": ev.event_id, "store_id": store_id,
+                "coupon_id": ev.coupon_id, "campaign_id": d["campaign"], "reason": doubt,
+                "redeemed_at": ev.occurred_at, "received_ts": now}
     if ledger:
         got = insert_new(conn, redemptions, ledger, "id")
+        insert_new(conn, suspect_redemptions, [r for rid, r in suspect.items() if rid in got],
+                   "id")
+        # Plain campaign codes are shared by everybody: other stores need not hear of them.
         feed += [{"redemption": {"id": r["id"], "coupon": r["coupon_id"],
                                  "campaign": r["campaign_id"], "store_id": store_id,
                                  "store_name": store_name, "redeemed_at": r["redeemed_at"]}}
-                 for r in ledger if r["id"] in got]
+                 for r in ledger if r["id"] in got and r["id"] not in suspect
+                 and not r["coupon_id"].startswith(SHARED_CODE_PREFIX)]
     for ev in reversed_:
         row = conn.execute(
             update(redemptions)
@@ -322,12 +443,14 @@ def _apply_redemptions(conn: Connection, store_id: str, new: list[Event], now: f
             .where(redemptions.c.store_id == store_id)
             .where(redemptions.c.reversed_at.is_(None))
             .values(reversed_at=ev.occurred_at)
-            .returning(redemptions.c.coupon_id, redemptions.c.campaign_id,
+            .returning(redemptions.c.id, redemptions.c.coupon_id, redemptions.c.campaign_id,
                        redemptions.c.redeemed_at)).first()
-        if row is not None:
-            feed.append({"redemption": {"id": ev.data["redemption"], "coupon": row[0],
-                                        "campaign": row[1], "store_id": store_id,
-                                        "store_name": store_name, "redeemed_at": row[2],
+        if row is not None and not row[1].startswith(SHARED_CODE_PREFIX) and conn.execute(
+                select(suspect_redemptions.c.id)
+                .where(suspect_redemptions.c.id == row[0])).first() is None:
+            feed.append({"redemption": {"id": ev.data["redemption"], "coupon": row[1],
+                                        "campaign": row[2], "store_id": store_id,
+                                        "store_name": store_name, "redeemed_at": row[3],
                                         "reversed_at": ev.occurred_at}})
     touched = sorted({ev.coupon_id for ev in redeemed + reversed_
                       if ev.coupon_id and not ev.coupon_id.startswith(SHARED_CODE_PREFIX)})
@@ -353,6 +476,9 @@ def check_conflicts(conn: Connection, coupon_ids: list[str], now: float) -> None
                    redemptions.c.campaign_id, redemptions.c.max_uses)
             .where(redemptions.c.coupon_id.in_(coupon_ids))
             .where(redemptions.c.reversed_at.is_(None))
+            .where(redemptions.c.id.not_in(select(suspect_redemptions.c.id)
+                                           .where(suspect_redemptions.c.coupon_id
+                                                  .in_(coupon_ids))))
             .order_by(redemptions.c.redeemed_ts, redemptions.c.id)):
         live[row.coupon_id].append(row)
     known = {row.coupon_id: row for row in conn.execute(

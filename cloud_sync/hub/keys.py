@@ -10,27 +10,44 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.feed import publish_keys
-from cloud_sync.hub.schema import campaigns, customers, issued_coupons, stores
+from cloud_sync.hub.schema import (
+    campaigns,
+    chain_keys,
+    customers,
+    issued_coupons,
+    revoked_keys,
+    stores,
+)
 from cloud_sync.hub.settings import HubSettings
-from edge.coupons import COUPON_ID_RE
+from edge.coupons import COUPON_ID_RE, parse_until, until_exp
 from edge.customers import CUSTOMER_ID_RE
-from edge.errors import BadRequest, NotFound
+from edge.errors import BadRequest, Conflict, NotFound
 from edge.protocol import format_ts, uuid7
-from edge.tokens import COUPON_TYP, MEMBER_TYP, SigningKey, public_key_from_jwk
+from edge.tokens import (
+    COUPON_TYP,
+    MEMBER_TYP,
+    SigningKey,
+    public_key_from_jwk,
+    store_kid_pattern,
+    store_of_kid,
+)
 
 HUB_KID = "hub-1"
 MEMBER_MAX_MINUTES = 5  # ARCHITECTURE §5: a member code lives at most 5 minutes
 _PUBLIC_FIELDS = ("kty", "crv", "x", "kid", "use", "alg")
+KID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 
 
 def hub_signing_key(settings: HubSettings) -> SigningKey:
@@ -57,8 +74,9 @@ def check_store_jwk(store_id: str, jwk: Any) -> dict[str, Any]:
         raise BadRequest("That is a private key; send only the public part (no \"d\").",
                          code="bad_key")
     kid = jwk.get("kid")
-    if not isinstance(kid, str) or not kid.startswith(f"store-{store_id}-") or len(kid) > 80:
-        raise BadRequest(f"The key's kid must start with store-{store_id}-.", code="bad_key")
+    if not isinstance(kid, str) or not store_kid_pattern(store_id).match(kid):
+        raise BadRequest(f"The key's kid must be store-{store_id}- followed by digits only.",
+                         code="bad_key")
     try:
         public_key_from_jwk(jwk)
     except ValueError as exc:
@@ -69,10 +87,15 @@ def check_store_jwk(store_id: str, jwk: Any) -> dict[str, Any]:
 
 
 def put_store_key(db: HubDB, hub_key: SigningKey, store_id: str, jwk: Any) -> dict[str, Any]:
-    """Save a store's public key; the feed gets a new key set if it changed."""
+    """Save a store's public key; the feed gets a new key set if it changed. A revoked kid
+    is refused (409 `key_revoked`): the store must make a new key (`edge keys rotate`)."""
     public = check_store_jwk(store_id, jwk)
     text = json.dumps(public, sort_keys=True, separators=(",", ":"))
     with db.write() as conn:
+        if conn.execute(select(revoked_keys.c.kid)
+                        .where(revoked_keys.c.kid == public["kid"])).first() is not None:
+            raise Conflict(f"The key {public['kid']} was revoked; make a new one with "
+                           "`edge keys rotate` on the store box.", code="key_revoked")
         old = conn.execute(select(stores.c.public_jwk).where(stores.c.id == store_id)).scalar()
         changed = old != text
         if changed:
@@ -82,17 +105,101 @@ def put_store_key(db: HubDB, hub_key: SigningKey, store_id: str, jwk: Any) -> di
     return {"store": store_id, "kid": public["kid"], "changed": changed}
 
 
+def add_chain_keys(db: HubDB, hub_key: SigningKey, doc: Any) -> dict[str, Any]:
+    """Trust the chain's app keys (a public JWK or a JWK Set): they sign coupons and member
+    codes like the hub's key, go to every store in the key set, and let the hub believe
+    redemptions of the coupons they signed."""
+    keys = doc.get("keys") if isinstance(doc, dict) and "keys" in doc else [doc]
+    if not isinstance(keys, list) or not keys:
+        raise BadRequest("Give a public JWK or a JWK Set {\"keys\": [...]}.", code="bad_key")
+    rows: dict[str, str] = {}
+    for jwk in keys:
+        kid = jwk.get("kid") if isinstance(jwk, dict) else None
+        if not isinstance(kid, str) or not KID_RE.match(kid):
+            raise BadRequest("Every key needs a kid of 1-64 letters, digits and ._:-.",
+                             code="bad_key")
+        if kid == hub_key.kid or store_of_kid(kid) is not None or kid.startswith("store-"):
+            raise BadRequest(f"{kid} names the hub's or a store's key; give the app's key "
+                             "another kid.", code="bad_key")
+        assert isinstance(jwk, dict)
+        if "d" in jwk:
+            raise BadRequest(f"{kid} is a private key; give only the public part (no \"d\").",
+                             code="bad_key")
+        try:
+            public_key_from_jwk(jwk)
+        except ValueError as exc:
+            raise BadRequest(f"{kid}: not an Ed25519 public key: {exc}.", code="bad_key"
+                             ) from None
+        public = {**{k: jwk[k] for k in _PUBLIC_FIELDS if k in jwk}, "use": "sig",
+                  "alg": "EdDSA"}
+        rows[kid] = json.dumps(public, sort_keys=True, separators=(",", ":"))
+    now = time.time()
+    with db.write() as conn:
+        revoked: set[str] = set(conn.execute(
+            select(revoked_keys.c.kid).where(revoked_keys.c.kid.in_(list(rows)))).scalars())
+        if revoked:
+            raise Conflict(f"{', '.join(sorted(revoked))} was revoked; give the key a new kid.",
+                           code="key_revoked")
+        for kid, text in rows.items():
+            conn.execute(delete(chain_keys).where(chain_keys.c.kid == kid))
+            conn.execute(chain_keys.insert().values(kid=kid, jwk=text, added_ts=now))
+    publish_keys(db, hub_key)
+    return {"added": sorted(rows)}
+
+
+def revoke_key(db: HubDB, hub_key: SigningKey, kid: str, reason: str | None = None
+               ) -> dict[str, Any]:
+    """Stop trusting a store's or an app key everywhere: out of the JWKS, and out of every
+    edge at its next pull. The hub's own key cannot be revoked this way."""
+    if not isinstance(kid, str) or not 0 < len(kid) <= 128:
+        raise BadRequest(f"{kid!r} is not a key id", code="bad_kid")
+    owner = store_of_kid(kid)
+    with db.read() as conn:
+        chain = conn.execute(select(chain_keys.c.kid).where(chain_keys.c.kid == kid)).first()
+    if owner is None and chain is None:
+        raise BadRequest(f"{kid} is neither a store's key (store-ID-N) nor an app key added "
+                         "with `keys add`; the hub's own key cannot be revoked here.",
+                         code="bad_kid")
+    now = time.time()
+    with db.write() as conn:
+        conn.execute(delete(chain_keys).where(chain_keys.c.kid == kid))
+        if conn.execute(select(revoked_keys.c.kid).where(revoked_keys.c.kid == kid)
+                        ).first() is None:
+            conn.execute(revoked_keys.insert().values(kid=kid, store_id=owner,
+                                                      reason=(reason or "")[:200],
+                                                      revoked_ts=now))
+        for store_id, text in conn.execute(select(stores.c.id, stores.c.public_jwk)
+                                           .where(stores.c.public_jwk.isnot(None))).all():
+            if json.loads(str(text)).get("kid") == kid:
+                conn.execute(update(stores).where(stores.c.id == store_id)
+                             .values(public_jwk=None))
+    publish_keys(db, hub_key)
+    return {"kid": kid, "store": owner, "revoked": True}
+
+
 def issue_coupon(db: HubDB, key: SigningKey, campaign_id: str, customer: str | None = None,
-                 max_uses: int | None = None, days: int = 30,
-                 not_before: datetime | None = None) -> tuple[str, str]:
+                 max_uses: int | None = None, days: int | None = None,
+                 not_before: datetime | None = None, until: date | None = None,
+                 zone: ZoneInfo | None = None) -> tuple[str, str]:
     """Sign a coupon of a stored campaign (its terms become the claims); (jti, token).
 
+    The coupon lasts until the end of a local date (`until`, or today in the hub's `zone` +
+    `days`, 30 by default), judged by each store in its own zone; its `exp` is the end of
+    that date in the last zone on earth (`until_exp`), never past the campaign's `ends_at`.
     The coupon is recorded so the hub knows its `max` when its redemptions sync.
     """
     if max_uses is not None and not 1 <= max_uses <= 10_000:
         raise BadRequest("--max must be from 1 to 10000", code="bad_max")
-    if not 1 <= days <= 3660:
+    if days is not None and until is not None:
+        raise BadRequest("Give --until or --days, not both.", code="bad_until")
+    if days is not None and not 1 <= days <= 3660:
         raise BadRequest("--days must be from 1 to 3660", code="bad_days")
+    today = datetime.now(zone or UTC).date()
+    if until is None:
+        until = today + timedelta(days=30 if days is None else days)
+    elif not today <= until <= today + timedelta(days=3660):
+        raise BadRequest(f"--until must be a date from today ({today.isoformat()}) to ten "
+                         "years ahead", code="bad_until")
     if customer is not None and not CUSTOMER_ID_RE.match(customer):
         raise BadRequest(f"{customer!r} is not a customer id", code="bad_customer_id")
     if not COUPON_ID_RE.match(campaign_id):
@@ -110,8 +217,10 @@ def issue_coupon(db: HubDB, key: SigningKey, campaign_id: str, customer: str | N
     record = json.loads(text)
     start = not_before or datetime.now(UTC)
     nbf = int(start.timestamp())
-    exp = int((start + timedelta(days=days)).timestamp())
-    # The campaign's own dates bound the coupon's.
+    # The campaign's own dates bound the coupon's: its local end date, then its instants.
+    if campaign_until := parse_until(record.get("until")):
+        until = min(until, campaign_until)
+    exp = until_exp(until)
     for field, pick in (("starts_at", max), ("ends_at", min)):
         if record.get(field):
             bound = int(datetime.fromisoformat(record[field].replace("Z", "+00:00")).timestamp())
@@ -119,12 +228,12 @@ def issue_coupon(db: HubDB, key: SigningKey, campaign_id: str, customer: str | N
                 nbf = pick(nbf, bound)
             else:
                 exp = pick(exp, bound)
-    if exp <= nbf:
+    if exp <= nbf or until < today:
         raise BadRequest(f"Campaign {campaign_id} has ended; no coupon can be issued.",
                          code="campaign_ended")
     jti = uuid7()
     claims: dict[str, Any] = {"jti": jti, "cmp": campaign_id, "nbf": nbf, "exp": exp,
-                              "max": max_uses or 1}
+                              "until": until.isoformat(), "max": max_uses or 1}
     claims.update({k: record[k] for k in ("disc", "min_minor", "skus", "cats", "stack", "off")
                    if k in record})
     if customer is not None:

@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, case, func, or_, select
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import conflicts, events, redemptions, stores
+from cloud_sync.hub.schema import suspect_redemptions as suspects_table
 
 COMPLETED = "transaction.completed"
 VOIDED = "transaction.voided"
@@ -341,6 +342,34 @@ def resolved_conflicts(db: HubDB, store_ids: Sequence[str], limit: int = 20
                        ) -> list[ConflictRow]:
     """The most recently resolved conflicts involving any of `store_ids`."""
     return _conflicts(db, store_ids, True, limit)
+
+
+@dataclass(frozen=True)
+class SuspectRow:
+    """A redemption a store reported that the hub does not believe (ingest `_believe`)."""
+
+    redemption_id: str
+    store_id: str
+    coupon_id: str
+    campaign_id: str
+    reason: str
+    redeemed_at: str
+    received_ts: float
+
+
+def suspect_redemptions(db: HubDB, store_ids: Sequence[str], limit: int = 50
+                        ) -> list[SuspectRow]:
+    """The newest redemptions of `store_ids` that the hub did not believe: no effect on
+    other stores or on conflicts, listed for the manager to look into."""
+    if not store_ids:
+        return []
+    with db.read() as conn:
+        rows = conn.execute(
+            select(suspects_table).where(suspects_table.c.store_id.in_(store_ids))
+            .order_by(suspects_table.c.received_ts.desc(), suspects_table.c.id)
+            .limit(limit)).all()
+    return [SuspectRow(r.id, r.store_id, r.coupon_id, r.campaign_id, r.reason,
+                       r.redeemed_at, r.received_ts) for r in rows]
 
 
 def money_columns(rows: Sequence[StoreKpis]) -> list[str]:

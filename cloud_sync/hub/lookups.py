@@ -27,13 +27,14 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import jwt
 import phonenumbers
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import (
+    chain_keys,
     changes,
     customer_index,
     customer_regions,
@@ -41,6 +42,7 @@ from cloud_sync.hub.schema import (
     hub_secrets,
     lookup_audit,
     region_keys,
+    revoked_keys,
     stores,
 )
 from cloud_sync.hub.settings import HubSettings
@@ -59,7 +61,15 @@ from edge.customers import (
 )
 from edge.errors import BadRequest, EdgeError, NotFound
 from edge.protocol import ID_RE
-from edge.tokens import ALGORITHM, MAX_TOKEN_CHARS, MEMBER_TYP, SigningKey
+from edge.tokens import (
+    MAX_TOKEN_CHARS,
+    MEMBER_TYP,
+    SigningKey,
+    TokenRejected,
+    public_key_from_jwk,
+    store_of_kid,
+    verify_compact,
+)
 
 SIGHTING_EVENTS = ("customer.identified", "transaction.completed")
 # A sighting moves `last_seen_ts` at most once a day: the window is counted in days, and
@@ -417,20 +427,29 @@ def _parse_request(body: Any) -> tuple[str, str]:
     return kind, value
 
 
-def member_subject(hub_key: SigningKey, token: str, now: float) -> str | None:
-    """The customer a member code names, if the hub's own key signed it and it is current.
+def member_subject(db: HubDB, hub_key: SigningKey, token: str, now: float) -> str | None:
+    """The customer a member code names, if a chain key signed it (the hub's own, or an app
+    key given with `edge-hub keys add`, not revoked) and it is current.
 
-    Only the hub's key: a store's key never vouches for who a shopper is.
+    Never a store's key: a store key does not vouch for who a shopper is.
     """
-    try:
-        header = jwt.get_unverified_header(token)
-        if header.get("typ") != MEMBER_TYP or header.get("kid") != hub_key.kid or \
-                header.get("alg") != ALGORITHM:
+
+    def chain_key(kid: str) -> Ed25519PublicKey | None:
+        if kid == hub_key.kid:
+            return hub_key.private.public_key()
+        if store_of_kid(kid) is not None:
             return None
-        claims = jwt.decode(token, hub_key.private.public_key(), algorithms=[ALGORITHM],
-                            options={"verify_exp": False, "verify_iat": False,
-                                     "verify_nbf": False})
-    except (jwt.PyJWTError, ValueError):
+        with db.read() as conn:
+            if conn.execute(select(revoked_keys.c.kid)
+                            .where(revoked_keys.c.kid == kid)).first() is not None:
+                return None
+            text = conn.execute(select(chain_keys.c.jwk)
+                                .where(chain_keys.c.kid == kid)).scalar()
+        return None if text is None else public_key_from_jwk(json.loads(text))
+
+    try:
+        claims, _kid = verify_compact(token, MEMBER_TYP, chain_key)
+    except (TokenRejected, ValueError):
         return None
     sub, iat, exp = claims.get("sub"), claims.get("iat"), claims.get("exp")
     if not isinstance(sub, str) or not sub or not all(
@@ -505,7 +524,7 @@ def online_lookup(db: HubDB, settings: HubSettings, hub_key: SigningKey, store_i
         count, oldest = _window(conn, store_id, now)
     if count >= limit:
         return _throttled(db, throttle_log, store_id, audit_kind, now, oldest)
-    sub = member_subject(hub_key, value, now) if kind == "member" else None
+    sub = member_subject(db, hub_key, value, now) if kind == "member" else None
     if kind == "member" and sub is None and problem is None:
         problem = BadRequest("That member code was not signed by the chain or has expired.",
                              code="bad_member_code")

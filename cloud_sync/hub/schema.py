@@ -105,6 +105,9 @@ changes = Table(
     Column("store_id", String(ID)),
     Column("created_ts", Float, nullable=False),
     Column("region", String(ID)),
+    # Never reuse a seq (SQLite would reuse the highest after a delete): a store's cursor
+    # must never point past a change it has not read.
+    sqlite_autoincrement=True,
 )
 
 # The hub's master data, as last imported (customers hold what the edges hash for look-up).
@@ -195,6 +198,48 @@ issued_coupons = Table(
     Column("max_uses", Integer, nullable=False),
     Column("expires_ts", Float, nullable=False),
     Column("issued_ts", Float, nullable=False),
+)
+
+# The chain's other signing keys (the shopper app's): they sign coupons and member codes
+# like the hub's own key, and are published to every store with it.
+chain_keys = Table(
+    "chain_keys", metadata,
+    Column("kid", String(128), primary_key=True),
+    Column("jwk", Text, nullable=False),          # the public JWK
+    Column("added_ts", Float, nullable=False),
+)
+
+# Signing keys the hub no longer trusts (a stolen store box, a retired store): never
+# published again, and a store may not publish a key of this kid again.
+revoked_keys = Table(
+    "revoked_keys", metadata,
+    Column("kid", String(128), primary_key=True),
+    Column("store_id", String(ID)),
+    Column("reason", String(200)),
+    Column("revoked_ts", Float, nullable=False),
+)
+
+# Stores taken out of service (`edge-hub stores retire`): their token and key are gone.
+retired_stores = Table(
+    "retired_stores", metadata,
+    Column("store_id", String(ID), primary_key=True),
+    Column("reason", String(200)),
+    Column("retired_ts", Float, nullable=False),
+)
+
+# Redemptions the hub does not believe: the event's coupon token did not verify against a
+# key the hub trusts for that coupon (or there was none). Kept for review, never counted in
+# the ledger, the conflicts or the feed.
+suspect_redemptions = Table(
+    "suspect_redemptions", metadata,
+    Column("id", String(ID), primary_key=True),   # the edge's redemption id
+    Column("event_id", String(ID), nullable=False),
+    Column("store_id", String(ID), nullable=False, index=True),
+    Column("coupon_id", String(128), nullable=False),
+    Column("campaign_id", String(128), nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("redeemed_at", String(40), nullable=False),
+    Column("received_ts", Float, nullable=False),
 )
 
 # Regional managers (region NULL: sees every region).

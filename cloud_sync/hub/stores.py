@@ -7,6 +7,7 @@ the hub keeps only its SHA-256, so a copy of the database lets nobody post as a 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
 from typing import Any
@@ -14,8 +15,8 @@ from typing import Any
 from sqlalchemy import select, update
 
 from cloud_sync.hub.db import HubDB
-from cloud_sync.hub.schema import stores
-from edge.errors import BadRequest, Conflict
+from cloud_sync.hub.schema import retired_stores, revoked_keys, stores
+from edge.errors import BadRequest, Conflict, NotFound
 from edge.protocol import ID_RE
 
 
@@ -44,6 +45,10 @@ def add_store(db: HubDB, store_id: str, region: str, name: str | None = None,
     with db.write() as conn:
         existing = conn.execute(select(stores.c.id, stores.c.region)
                                 .where(stores.c.id == store_id)).first()
+        if conn.execute(select(retired_stores.c.store_id)
+                        .where(retired_stores.c.store_id == store_id)).first() is not None:
+            raise Conflict(f"store {store_id} was retired; register the new box under a new "
+                           "store id", code="store_retired")
         if existing is not None and not rotate:
             raise Conflict(f"store {store_id} is already registered; use --rotate to give it "
                            "a new token", code="store_exists")
@@ -52,7 +57,10 @@ def add_store(db: HubDB, store_id: str, region: str, name: str | None = None,
                 id=store_id, region=region, name=name or store_id,
                 token_hash=token_hash(token), created_at=time.time()))
         else:
-            values: dict[str, Any] = {"token_hash": token_hash(token), "region": region}
+            # Whoever held the old token may hold the old signing key too: the store offers
+            # its key again with the new token (and a new key after `edge keys rotate`).
+            values: dict[str, Any] = {"token_hash": token_hash(token), "region": region,
+                                      "public_jwk": None}
             if name:
                 values["name"] = name
             conn.execute(update(stores).where(stores.c.id == store_id).values(**values))
@@ -60,6 +68,34 @@ def add_store(db: HubDB, store_id: str, region: str, name: str | None = None,
             # The region's look-up key: the store reads the feed again with it.
             store_bundle_changes(conn, [store_id], time.time())
     return token
+
+
+def retire_store(db: HubDB, store_id: str, reason: str | None = None) -> dict[str, Any]:
+    """Take a store out of service: its token stops working at once, its signing key is
+    revoked (out of the key set every store pulls), its history stays for the figures."""
+    check_store_id(store_id)
+    now = time.time()
+    with db.write() as conn:
+        row = conn.execute(select(stores.c.public_jwk).where(stores.c.id == store_id)).first()
+        if row is None:
+            raise NotFound(f"The hub has no store {store_id}.", code="store_unknown")
+        if conn.execute(select(retired_stores.c.store_id)
+                        .where(retired_stores.c.store_id == store_id)).first() is not None:
+            return {"store": store_id, "retired": True, "already": True}
+        conn.execute(retired_stores.insert().values(store_id=store_id,
+                                                    reason=(reason or "")[:200],
+                                                    retired_ts=now))
+        # A random hash no token has: the old token is refused from now on.
+        conn.execute(update(stores).where(stores.c.id == store_id).values(
+            token_hash=token_hash(secrets.token_urlsafe(32)), public_jwk=None))
+        if row.public_jwk:
+            kid = json.loads(row.public_jwk).get("kid")
+            if kid and conn.execute(select(revoked_keys.c.kid)
+                                    .where(revoked_keys.c.kid == kid)).first() is None:
+                conn.execute(revoked_keys.insert().values(
+                    kid=kid, store_id=store_id, reason=f"store retired {reason or ''}"[:200],
+                    revoked_ts=now))
+    return {"store": store_id, "retired": True}
 
 
 def authenticate(db: HubDB, token: str) -> str | None:
@@ -89,8 +125,11 @@ def list_stores(db: HubDB) -> list[dict[str, Any]]:
     cols = [stores.c.id, stores.c.region, stores.c.name, stores.c.created_at,
             stores.c.last_contact_ts, stores.c.last_batch_ts, stores.c.queue_depth,
             stores.c.oldest_age_s, stores.c.dead_letters, stores.c.reported_ts,
-            stores.c.public_jwk.isnot(None).label("has_key")]
+            stores.c.public_jwk.isnot(None).label("has_key"),
+            retired_stores.c.retired_ts.isnot(None).label("retired")]
     with db.read() as conn:
-        rows = conn.execute(select(*cols).order_by(stores.c.id)).mappings().all()
-    return [{"store" if k == "id" else k: (bool(v) if k == "has_key" else v)
+        rows = conn.execute(select(*cols).select_from(stores.outerjoin(
+            retired_stores, retired_stores.c.store_id == stores.c.id))
+            .order_by(stores.c.id)).mappings().all()
+    return [{"store" if k == "id" else k: (bool(v) if k in ("has_key", "retired") else v)
              for k, v in row.items()} for row in rows]

@@ -1,4 +1,5 @@
-"""Staff sync page: is everything reaching the CRM hub? Queue, last success, dead letters.
+"""Staff sync page: is everything reaching the CRM hub? Queue, last success, dead letters,
+and the changes from the hub that could not be applied here (skipped, the feed went on).
 
 Every staff page also carries a warning when the oldest unsent event is older than
 `sync_backlog_warn_s` or the hub refused events (see `sync_warning`).
@@ -42,10 +43,14 @@ def page() -> Any:
                                    if isinstance(data, dict) and k in data)
         row["failed"] = _when(row["failed_at"], svc)
         letters.append(row)
+    skips = svc.puller.recent_skips()
+    for row in skips:
+        row["when"] = moment(datetime.fromisoformat(row["skipped_at"]), svc.settings.zone,
+                             svc.settings.locale)
     return render_template(
         "sync.html", user=current_user(), store=svc.settings, state=state, letters=letters,
         pull=svc.puller.state(), last_success=_when(svc.sender.last_success, svc),
-        standalone=svc.hub.standalone)
+        standalone=svc.hub.standalone, skips=skips)
 
 
 @bp.post("/dead-letters/<event_id>/send")
