@@ -33,11 +33,15 @@ import requests
 from cloud_sync.client import Backoff, HubClient, retry_after, rfc3339
 from edge.coupons import CouponBook, parse_campaign, revoke, upsert_campaigns
 from edge.customers import (
+    KeyBundle,
     Lookup,
     erase_customer,
+    forget_customer,
     parse_customer,
+    save_bundle,
     upsert_customers,
 )
+from edge.datadir import DataDir
 from edge.hublink import HubLink
 from edge.metrics import Metrics
 from edge.settings import Settings
@@ -48,7 +52,8 @@ log = logging.getLogger(__name__)
 PAGE = 500
 MAX_PAGES_PER_RUN = 200  # a store catching up on a long feed yields to other jobs meanwhile
 # The kinds `_apply_one` knows (metric labels and `feed_skips.kind`; anything else: "unknown").
-KINDS = ("customer", "campaign", "revocation", "keys", "erasure", "redemption")
+KINDS = ("customer", "campaign", "revocation", "keys", "erasure", "redemption", "lookup_key",
+         "forget")
 KEEP_SKIPS = 100  # skipped records listed for staff; the total is kept apart
 # SQLite result codes that say the store's database is failing, not the record: the page
 # must then be read again later rather than its records skipped for good.
@@ -87,7 +92,8 @@ class Puller:
     def __init__(self, settings: Settings, store: Store, link: HubLink, metrics: Metrics,
                  keys: TrustedKeys, coupons: CouponBook, lookup: Lookup,
                  signing_key: SigningKey | None = None,
-                 wake: Callable[[float], None] | None = None) -> None:
+                 wake: Callable[[float], None] | None = None,
+                 datadir: DataDir | None = None) -> None:
         self.settings = settings
         self.store = store
         self.link = link
@@ -97,6 +103,8 @@ class Puller:
         self.lookup = lookup
         self.signing_key = signing_key
         self.wake = wake
+        self.datadir = datadir  # where the hub's look-up key bundle is kept
+        self._replay = False
         self.client = HubClient(settings) if not link.standalone else None
         self.backoff = Backoff(cap=settings.sync_backoff_max_s)
         self.last_error: str | None = None
@@ -185,8 +193,11 @@ class Puller:
                 raise TypeError("changes is not a list")
         except (ValueError, KeyError, TypeError) as exc:
             raise PullError(f"the change feed's answer is not usable ({exc})") from None
+        self._replay = False
         if changes:
             self.apply(changes, cursor, new_cursor)
+        if self._replay:
+            return True  # a new look-up key: the feed is read again from the start
         return bool(page.get("more")) and new_cursor != cursor
 
     # ------------------------------------------------------------ applying a page
@@ -202,13 +213,32 @@ class Puller:
         # Keys first: a customer's wallet in the same page may hold coupons signed with them.
         key_sets = [c for c in changes if isinstance(c, dict) and c.get("kind") == "keys"]
         key_set = key_sets[-1] if key_sets else None
+        # The look-up key bundle too: customers in the same page are hashed with it.
+        bundles = [c for c in changes if isinstance(c, dict) and c.get("kind") == "lookup_key"]
+        bundle = self._bundle(bundles[-1]) if bundles else None
+        old_bundle = self.lookup.bundle
+        rekey = bundle is not None and bundle.kid != old_bundle.kid
+        if bundle is not None and rekey:
+            self.lookup.rekey(bundle)
+        applied = False
         try:
-            applied = self._apply_page(changes, cursor, new_cursor, key_set, counts, skips)
+            applied = self._apply_page(changes, cursor, new_cursor, key_set, counts, skips,
+                                       rekey)
         finally:
             if key_set is not None:
                 self.keys.reload()  # from the table: the new set if committed, else the old
+            if rekey and not applied:
+                self.lookup.rekey(old_bundle)
         if not applied:
             return {}
+        if bundle is not None and rekey:
+            # After the commit: a crash before this line reads the feed again from the start
+            # with the old file, and the first page brings the bundle back.
+            if self.datadir is not None:
+                save_bundle(self.datadir, bundle)
+            log.info("new look-up key from the hub: look-ups cleared%s",
+                     ", reading the change feed again" if cursor else "")
+            self._replay = bool(cursor)
         for skip in skips:
             log.warning("skipped change %s (%s) from the hub: %s", skip.seq, skip.kind,
                         skip.reason)
@@ -219,13 +249,19 @@ class Puller:
 
     def _apply_page(self, changes: list[Any], cursor: str, new_cursor: str,
                     key_set: dict[str, Any] | None, counts: dict[str, int],
-                    skips: list[Skip]) -> bool:
+                    skips: list[Skip], rekey: bool = False) -> bool:
         with self.store.transaction() as db:
             conn = db.conn
             row = conn.execute("SELECT value FROM sync_state WHERE key = 'pull_cursor'"
                                ).fetchone()
             if (row[0] if row else "") != cursor:
                 return False  # another run applied this page meanwhile
+            if rekey:
+                # Hashes made with the old key match nothing any more; the feed read again
+                # from the start (compacted) brings every customer back hashed anew.
+                conn.execute("DELETE FROM customer_lookup")
+                if cursor:
+                    new_cursor = ""
             keys_ok = key_set is not None and self._record(
                 conn, key_set, partial(self._apply_keys, conn, key_set, skips), skips)
             for change in changes:
@@ -330,8 +366,21 @@ class Puller:
             raise Unusable("the change is not a JSON object")
         conn = db.conn
         if kind == "customer":
-            record = parse_customer(change["customer"], self.lookup)
+            customer = change["customer"]
+            if isinstance(customer, dict) and "lookups" in customer and \
+                    customer.get("key") != self.lookup.kid:
+                raise Unusable("a customer hashed with a look-up key this store does not hold "
+                               "(the hub sends the key, then the customer again)")
+            record = parse_customer(customer, self.lookup)
             upsert_customers(db, [record], self.coupons.wallet_entry)
+        elif kind == "lookup_key":
+            if self._bundle(change) is None:
+                raise Unusable("a look-up key bundle that is not usable; the key held stays")
+        elif kind == "forget":
+            customer_id = change["customer_id"]
+            if not isinstance(customer_id, str) or not customer_id:
+                raise Unusable("a forget needs a customer_id")
+            forget_customer(conn, customer_id)
         elif kind == "campaign":
             upsert_campaigns(db, [parse_campaign(change["campaign"], self.settings.locale)])
         elif kind == "revocation":
@@ -381,6 +430,13 @@ class Puller:
             "AND redemptions.store_id = excluded.store_id",
             (r["id"], r["coupon"], r["campaign"], r["store_id"], int(r.get("discount_minor", 0)),
              str(r.get("currency", self.settings.currency)), r["redeemed_at"], reversed_at))
+
+    def _bundle(self, change: dict[str, Any]) -> KeyBundle | None:
+        """The look-up key bundle of a `lookup_key` change, or None when it is not one."""
+        try:
+            return KeyBundle.from_json(change.get("lookup_key"))
+        except ValueError:
+            return None
 
     @property
     def skipped(self) -> int:

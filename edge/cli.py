@@ -65,6 +65,7 @@ def main() -> None:
 @_fails_cleanly
 def init() -> None:
     """Create EDGE_DATA_DIR: database, secrets and broker files. Safe to run again."""
+    from edge.customers import local_bundle
     from edge.devices import sync_broker_files
     from edge.tokens import store_signing_key
 
@@ -72,7 +73,7 @@ def init() -> None:
     datadir, store = _open(settings)
     datadir.edge_mqtt_credentials()
     datadir.secret_token("session-key")
-    datadir.secret_token("lookup-key")
+    local_bundle(datadir)
     store_signing_key(datadir, settings.store_id)
     sync_broker_files(settings, datadir, store)
     store.close()
@@ -244,11 +245,11 @@ def customers_import(path: str) -> None:
 
     Exit status 1 when lines were skipped (the good lines are still imported).
     """
-    from edge.customers import Lookup, parse_customer, upsert_customers
+    from edge.customers import Lookup, local_bundle, parse_customer, upsert_customers
     from edge.imports import import_jsonl
 
     with _service_parts() as (settings, datadir, store, book):
-        lookup = Lookup(datadir.secret_token("lookup-key"), settings.country)
+        lookup = Lookup(local_bundle(datadir), settings.country)
         _import_file(path, lambda f, progress: import_jsonl(
             store, f, lambda obj: parse_customer(obj, lookup),
             lambda db, batch: upsert_customers(db, batch, book.wallet_entry), progress))

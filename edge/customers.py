@@ -1,18 +1,27 @@
 """The customer cache at the edge: just enough to greet a shopper and check their coupons.
 
 Kept per customer: id, display name, tier, points and consent flags. Phone numbers, e-mail
-addresses and loyalty-card numbers are never stored: only an HMAC of each (key in the data
-dir), so the cache can answer "whose card is this?" without holding the numbers.
+addresses and loyalty-card numbers are never stored: only a look-up hash of each, so the
+cache can answer "whose card is this?" without holding the numbers.
 Phone numbers are normalised to E.164 with `phonenumbers` before hashing, so "0151 2345
 6789" typed at a German till finds the customer whose number the app sent as +4915123456789.
+
+The look-up hash (docs/sync.md, "Look-up hashes") is
+`HMAC-SHA256(region key, scrypt("kind:normalised", chain salt, n, r, p, 32))`: the scrypt
+stretch is the same in every region (the hub computes it once per identifier), the HMAC
+with the region's key is cheap. A thief holding a store's key bundle pays one scrypt per
+guessed number, so enumerating a country's numbers costs core-months, not seconds. The
+hub sends the bundle (`lookup_key` change); a stand-alone store makes its own.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import re
+import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,15 +67,107 @@ def normalise_email(text: str) -> str:
     return address
 
 
-class Lookup:
-    """Keyed hashes of identifiers: the only form in which they are kept at the edge."""
+# scrypt cost of the look-up stretch: about 14 ms and 4 MiB per identifier on a store box.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**12, 8, 1
+_KID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
-    def __init__(self, key: str, country: str) -> None:
-        self._key = key.encode()
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def stretch(kind: str, normalised: str, salt: str, n: int = SCRYPT_N, r: int = SCRYPT_R,
+            p: int = SCRYPT_P) -> bytes:
+    """The region-independent, deliberately slow part of a look-up hash."""
+    return hashlib.scrypt(f"{kind}:{normalised}".encode(), salt=salt.encode(), n=n, r=r, p=p,
+                          dklen=32, maxmem=256 * r * n * p + (1 << 20))
+
+
+@dataclass(frozen=True)
+class KeyBundle:
+    """What a store needs to make look-up hashes: the region's key and the chain's stretch.
+
+    JSON: `{"kid", "key" (base64url of 32 bytes), "salt", "n", "r", "p"}`.
+    """
+
+    kid: str
+    key: bytes
+    salt: str
+    n: int = SCRYPT_N
+    r: int = SCRYPT_R
+    p: int = SCRYPT_P
+
+    @classmethod
+    def generate(cls, kid: str | None = None, salt: str | None = None, n: int = SCRYPT_N,
+                 r: int = SCRYPT_R, p: int = SCRYPT_P) -> KeyBundle:
+        """A new random key (and salt, unless given)."""
+        return cls(kid or f"local-{secrets.token_hex(6)}", secrets.token_bytes(32),
+                   salt or secrets.token_urlsafe(16), n, r, p)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> KeyBundle:
+        """A bundle from its JSON form; ValueError when it is not one."""
+        if not isinstance(obj, dict):
+            raise ValueError("a look-up key bundle must be a JSON object")
+        kid, key, salt = obj.get("kid"), obj.get("key"), obj.get("salt")
+        if not isinstance(kid, str) or not _KID_RE.match(kid):
+            raise ValueError("a look-up key bundle needs a kid")
+        if not isinstance(salt, str) or not 8 <= len(salt) <= 128:
+            raise ValueError("a look-up key bundle needs a salt of 8-128 characters")
+        try:
+            raw = _unb64(key) if isinstance(key, str) else b""
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("a look-up key must be 32 bytes, base64url")
+        cost = [obj.get(name) for name in ("n", "r", "p")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in cost):
+            raise ValueError("a look-up key bundle needs whole numbers n, r and p")
+        n, r, p = (int(v) for v in cost)  # type: ignore[arg-type]
+        # Bounds that keep one stretch within a store box's memory and a till's patience.
+        if not (2 <= n <= 2**17 and n & (n - 1) == 0 and 1 <= r <= 16 and 1 <= p <= 4):
+            raise ValueError("look-up stretch cost out of range (n a power of 2 up to 2**17, "
+                             "r 1-16, p 1-4)")
+        return cls(kid, raw, salt, n, r, p)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kid": self.kid, "key": _b64(self.key), "salt": self.salt, "n": self.n,
+                "r": self.r, "p": self.p}
+
+    def stretch(self, kind: str, normalised: str) -> bytes:
+        return stretch(kind, normalised, self.salt, self.n, self.r, self.p)
+
+    def keyed(self, stretched: bytes) -> str:
+        """The look-up hash (hex) of an already stretched identifier."""
+        return hmac.new(self.key, stretched, hashlib.sha256).hexdigest()
+
+
+class Lookup:
+    """Look-up hashes of identifiers: the only form in which they are kept at the edge.
+
+    The one place the hash is defined; the hub uses `KeyBundle.keyed` on the stretch it
+    keeps, which is the same function split in two. `rekey` swaps the bundle in place, so
+    the checkout and the puller, which share this object, move to a new key together.
+    """
+
+    def __init__(self, bundle: KeyBundle, country: str) -> None:
+        self.bundle = bundle
         self.country = country
 
+    @property
+    def kid(self) -> str:
+        return self.bundle.kid
+
+    def rekey(self, bundle: KeyBundle) -> None:
+        self.bundle = bundle
+
     def hash(self, kind: str, normalised: str) -> str:
-        return hmac.new(self._key, f"{kind}:{normalised}".encode(), hashlib.sha256).hexdigest()
+        bundle = self.bundle  # one bundle for both halves, even while another thread rekeys
+        return bundle.keyed(bundle.stretch(kind, normalised))
 
     def phone(self, text: str) -> str:
         return self.hash("phone", normalise_phone(text, self.country))
@@ -76,6 +177,21 @@ class Lookup:
 
     def email(self, text: str) -> str:
         return self.hash("email", normalise_email(text))
+
+
+def local_bundle(datadir: Any) -> KeyBundle:
+    """This store's key bundle from secrets/lookup-key.json (0600): the hub's when it sent
+    one, else a local one made on first use (a stand-alone store)."""
+    return KeyBundle.from_json(datadir.secret_json("lookup-key",
+                                                   lambda: KeyBundle.generate().to_json()))
+
+
+def save_bundle(datadir: Any, bundle: KeyBundle) -> None:
+    """Keep the hub's bundle as this store's (replacing the file atomically)."""
+    from edge.datadir import write_private
+
+    write_private(datadir.secrets / "lookup-key.json",
+                  json.dumps(bundle.to_json(), indent=2) + "\n", replace=True)
 
 
 @dataclass(frozen=True)
@@ -129,9 +245,16 @@ class CustomerRecord:
     lookups: list[tuple[str, str]] = field(default_factory=list)  # (kind, hash)
     wallet: list[str] = field(default_factory=list)  # coupon tokens clipped to the customer
     segments: list[str] = field(default_factory=list)  # marketing segments, for offers
+    # (kind, normalised) of the raw identifiers: only when parsed without a Lookup (the hub).
+    identifiers: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _strings(obj: dict[str, Any], one: str, many: str) -> list[str]:
+LOOKUP_KINDS = ("phone", "email", "card")
+_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_LOOKUPS = 32
+
+
+def text_values(obj: dict[str, Any], one: str, many: str) -> list[str]:
     values: list[Any] = []
     if obj.get(one) is not None:
         values.append(obj[one])
@@ -144,8 +267,40 @@ def _strings(obj: dict[str, Any], one: str, many: str) -> list[str]:
     return values
 
 
-def parse_customer(obj: Any, lookup: Lookup) -> CustomerRecord:
-    """Validate one customer record; raises ValueError with a reason a person can act on."""
+def normalised_identifiers(obj: dict[str, Any], country: str) -> list[tuple[str, str]]:
+    """(kind, normalised) of the raw phone numbers, e-mail addresses and cards of a record."""
+    out = [("phone", normalise_phone(p, country)) for p in text_values(obj, "phone", "phones")]
+    out += [("email", normalise_email(e)) for e in text_values(obj, "email", "emails")]
+    out += [("card", normalise_card(c)) for c in text_values(obj, "card", "cards")]
+    if len(out) > MAX_LOOKUPS:
+        raise ValueError(f"at most {MAX_LOOKUPS} phone numbers, e-mails and cards")
+    return out
+
+
+def _hashed_lookups(obj: dict[str, Any], lookup: Lookup) -> list[tuple[str, str]]:
+    """The `lookups` of a record from the hub; only hashes made with our key bundle count."""
+    items = obj["lookups"]
+    if obj.get("key") != lookup.kid:
+        # Made with another region's or an older key: useless here until the hub resends.
+        raise ValueError("hashed with a look-up key this store does not hold")
+    if not isinstance(items, list) or len(items) > MAX_LOOKUPS:
+        raise ValueError(f"lookups must be a list of at most {MAX_LOOKUPS}")
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("kind") not in LOOKUP_KINDS or \
+                not isinstance(item.get("hash"), str) or not _HASH_RE.match(item["hash"]):
+            raise ValueError('each of lookups must be {"kind": phone|email|card, "hash": hex}')
+        out.append((str(item["kind"]), str(item["hash"])))
+    return out
+
+
+def parse_customer(obj: Any, lookup: Lookup | None, country: str = "DE") -> CustomerRecord:
+    """Validate one customer record; raises ValueError with a reason a person can act on.
+
+    Identifiers come raw (an import file: normalised and hashed here with `lookup`) or as
+    `lookups` hashed by the hub with the key bundle named in `key`. Without a `lookup` (the
+    hub, which keeps the raw identifiers) they are only normalised, in `identifiers`.
+    """
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
     cid = obj.get("id")
@@ -165,17 +320,21 @@ def parse_customer(obj: Any, lookup: Lookup) -> CustomerRecord:
             k in CONSENTS and isinstance(v, bool) for k, v in consent_in.items()):
         raise ValueError(f"consent must be an object of true/false flags: {', '.join(CONSENTS)}")
     consent = {k: bool(consent_in.get(k, False)) for k in CONSENTS}
+    raw = normalised_identifiers(obj, lookup.country if lookup else country)
     lookups: list[tuple[str, str]] = []
-    lookups += [("phone", lookup.phone(p)) for p in _strings(obj, "phone", "phones")]
-    lookups += [("email", lookup.email(e)) for e in _strings(obj, "email", "emails")]
-    lookups += [("card", lookup.card(c)) for c in _strings(obj, "card", "cards")]
-    wallet = _strings(obj, "coupon", "wallet")
+    if lookup is not None:
+        lookups = [(kind, lookup.hash(kind, value)) for kind, value in raw]
+        if obj.get("lookups") is not None:
+            lookups += _hashed_lookups(obj, lookup)
+    elif obj.get("lookups") is not None:
+        raise ValueError("lookups are made by the hub; give phone, email and card instead")
+    wallet = text_values(obj, "coupon", "wallet")
     segments = obj.get("segments", [])
     if not isinstance(segments, list) or len(segments) > 50 or not all(
             isinstance(g, str) and 0 < len(g) <= 64 for g in segments):
         raise ValueError("segments must be a list of at most 50 segment names")
     return CustomerRecord(cid, name.strip(), tier, points, consent, lookups, wallet,
-                          sorted(set(segments)))
+                          sorted(set(segments)), [] if lookup is not None else raw)
 
 
 def upsert_customers(db: Any, records: Iterable[CustomerRecord],
@@ -221,6 +380,19 @@ def add_to_wallet(conn: Any, customer_id: str, entry: dict[str, Any], token: str
         "expires_at, until, max_uses, token, clipped_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (customer_id, entry["coupon"], entry["campaign"], entry["description"],
          entry["expires_at"], entry.get("until"), entry["max_uses"], token.strip(), clipped_at))
+
+
+def customer_of(rec: CustomerRecord) -> Customer:
+    """The profile of a validated record, as the cache would give it back after upsert."""
+    return Customer(rec.id, rec.display_name, rec.tier, rec.points, dict(rec.consent),
+                    tuple(rec.segments))
+
+
+def forget_customer(conn: Any, customer_id: str) -> int:
+    """Drop a customer from this store's cache (inside a store transaction): the profile,
+    its look-up hashes and its wallet (ON DELETE CASCADE). Unlike an erasure, sales and
+    events keep their link: the person was not erased, only not seen here lately."""
+    return int(conn.execute("DELETE FROM customers WHERE id = ?", (customer_id,)).rowcount)
 
 
 # ---------------------------------------------------------------- erasure

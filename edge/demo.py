@@ -22,7 +22,7 @@ from jwt.algorithms import OKPAlgorithm
 
 from edge.broker import BrokerProcess, wait_for_port
 from edge.coupons import CouponBook, parse_campaign, upsert_campaigns
-from edge.customers import Lookup, parse_customer, upsert_customers
+from edge.customers import Lookup, local_bundle, parse_customer, upsert_customers
 from edge.datadir import DataDir, write_private
 from edge.devices import enrol, sync_broker_files
 from edge.errors import StartupError
@@ -108,7 +108,7 @@ def _seed(settings: Settings, datadir: DataDir, store: Store, app: SigningKey
     coupons (a plain campaign code, a flyer coupon for many, a single-use bearer coupon).
     """
     now = int(time.time())
-    lookup = Lookup(datadir.secret_token("lookup-key"), settings.country)
+    lookup = Lookup(local_bundle(datadir), settings.country)
     book = CouponBook(settings, store, TrustedKeys(store, settings.trusted_keys))
     records = []
     for shopper in DEMO_SHOPPERS:

@@ -49,3 +49,9 @@ class Metrics:
         self.sync_pull_last_success = Gauge("edge_sync_pull_last_success_timestamp_seconds",
                                             "When the change feed was last read to its end "
                                             "(Unix time)", registry=r)
+        self.hub_lookups = Counter("edge_hub_lookups", "Online look-ups of shoppers this store "
+                                   "does not hold, by outcome (found, not_found, timeout, busy, "
+                                   "offline, throttled, error)", ["outcome"], registry=r)
+        self.hub_lookup_seconds = Histogram(
+            "edge_hub_lookup_seconds", "Time the till waited for an online look-up",
+            registry=r, buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 2.0, 5.0))

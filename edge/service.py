@@ -12,11 +12,12 @@ from typing import Any
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from cloud_sync.lookup import OnlineLookup
 from cloud_sync.puller import Puller
 from cloud_sync.sender import Sender
 from edge.bus import Bus
 from edge.coupons import CouponBook
-from edge.customers import Lookup
+from edge.customers import Lookup, local_bundle
 from edge.datadir import DataDir
 from edge.dispatch import Dispatcher, ReplyCache, register_builtin
 from edge.errors import StartupError
@@ -51,13 +52,15 @@ class EdgeService:
         self.signing_key = store_signing_key(self.datadir, settings.store_id)
         self.keys = TrustedKeys(self.store, settings.trusted_keys, self.signing_key,
                                 settings.store_id)
-        self.lookup = Lookup(self.datadir.secret_token("lookup-key"), settings.country)
+        self.lookup = Lookup(local_bundle(self.datadir), settings.country)
         self.hub = HubLink(settings)
         self.coupons = CouponBook(settings, self.store, self.keys)
         self.receipts = Receipts(settings, self.coupons, self.signing_key)
         self.spool = Spool(settings, self.store)
+        self.online_lookup = None if self.hub.standalone else \
+            OnlineLookup(settings, self.hub, self.metrics)
         self.checkout = Checkout(settings, self.store, self.keys, self.coupons, self.lookup,
-                                 self.hub, self.receipts, self.spool)
+                                 self.hub, self.receipts, self.spool, self.online_lookup)
         register_pos_methods(self.dispatcher, self.checkout)
         self.dispatcher.event("job")(self.spool.on_job_event)
         self.bus = Bus(settings, self.datadir, self.store, self.dispatcher, self.metrics)
@@ -70,7 +73,8 @@ class EdgeService:
                              wake=lambda delay: self._run_job_in("sync_send", delay))
         self.puller = Puller(settings, self.store, self.hub, self.metrics, self.keys,
                              self.coupons, self.lookup, self.signing_key,
-                             wake=lambda delay: self._run_job_in("sync_pull", delay))
+                             wake=lambda delay: self._run_job_in("sync_pull", delay),
+                             datadir=self.datadir)
         self.store.on_outbox = self.sender.kick
         self.scheduler.add_job(self.dispatcher.cache.prune, "interval", seconds=60,
                                id="reply_cache_prune", coalesce=True, max_instances=1)
@@ -112,6 +116,8 @@ class EdgeService:
             self.scheduler.shutdown(wait=False)
         self.sender.close()
         self.puller.close()
+        if self.online_lookup is not None:
+            self.online_lookup.close()
         self.printers.stop()
         self.bus.stop()
         self.store.close()

@@ -141,6 +141,10 @@ class Settings:
     hub_offline_after_s: int = _opt(300, "Without an answer from the hub for this long the store "
                                     "counts as offline: coupons marked online-only are refused.",
                                     _positive)
+    hub_lookup_timeout_ms: int = _opt(800, "Longest the till waits for the hub to look up a "
+                                      "shopper this store does not know (phone, card or member "
+                                      "code), milliseconds; then it answers customer_unknown.",
+                                      _positive)
     store_address: str = _opt("", "The store's address as printed under its name on receipts "
                               "(separate lines with ' | ').")
     survey_url: str = _opt("https://feedback.example.com/r", "Where the survey QR on receipts "

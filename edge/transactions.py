@@ -18,9 +18,11 @@ after a crash either all of it is there or none of it is.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -29,11 +31,17 @@ from edge.basket import Basket, Pricing
 from edge.coupons import Coupon, CouponBook, CouponRefused
 from edge.customers import (
     Customer,
+    CustomerRecord,
     IdentifierError,
     Lookup,
     customer_from_row,
+    customer_of,
     find_by_hash,
     get_customer,
+    normalise_card,
+    normalise_phone,
+    parse_customer,
+    upsert_customers,
 )
 from edge.errors import BadRequest, EdgeError
 from edge.hublink import HubLink
@@ -46,6 +54,10 @@ from edge.store import Store
 from edge.tokens import COUPON_TYP, MEMBER_TYP, TokenRejected, TrustedKeys, looks_like_jws
 from edge.wording import clock_time, moment
 
+log = logging.getLogger(__name__)
+# (kind, value, seconds left) -> the hub's customer record or None: the online look-up,
+# which returns within the seconds it is given.
+OnlineLookupFn = Callable[[str, str, float], dict[str, Any] | None]
 TXN_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
 MEMBER_CODE_MAX_LIFE_S = 300
 
@@ -106,8 +118,10 @@ class Checkout:
     """The POS methods' domain: identify, apply, remove, complete, void."""
 
     def __init__(self, settings: Settings, store: Store, keys: TrustedKeys, book: CouponBook,
-                 lookup: Lookup, hub: HubLink, receipts: Receipts, spool: Spool) -> None:
+                 lookup: Lookup, hub: HubLink, receipts: Receipts, spool: Spool,
+                 online_lookup: OnlineLookupFn | None = None) -> None:
         self.settings = settings
+        self.online_lookup = online_lookup
         self.receipts = receipts
         self.spool = spool
         self.store = store
@@ -150,9 +164,13 @@ class Checkout:
     def identify(self, device: str, txn: str, code: str | None, phone: str | None
                  ) -> dict[str, Any]:
         """Link the shopper to the sale; their profile, wallet and offers."""
-        kind, value, customer = self._recognise(code, phone)
+        started = time.monotonic()
+        kind, value, customer, fetched = self._recognise(code, phone, started)
         with self.store.transaction() as db:
             conn = db.conn
+            if fetched is not None:
+                # Found at the hub: cached as if it had come through the feed.
+                upsert_customers(db, [fetched], self.book.wallet_entry)
             sale = self._sale(conn, device, txn)
             if sale is None:
                 conn.execute("INSERT INTO transactions (device_id, txn, state, opened_at) "
@@ -177,27 +195,59 @@ class Checkout:
         return {"customer": customer.summary(), "wallet": self.wallet(customer.id, now),
                 "offers": self.offers(customer, now)}
 
-    def _recognise(self, code: str | None, phone: str | None
-                   ) -> tuple[str, str, Customer | None]:
-        """(method, identifier kept on the sale, customer or None) for a scanned code."""
+    def _recognise(self, code: str | None, phone: str | None, started: float
+                   ) -> tuple[str, str, Customer | None, CustomerRecord | None]:
+        """(method, identifier kept on the sale, customer or None, the record when the hub
+        found the customer) for a scanned code or a typed phone number."""
         if phone is not None:
             try:
-                digest = self.lookup.phone(phone)
+                e164 = normalise_phone(phone, self.settings.country)
             except IdentifierError:
                 raise BadRequest(f"That is not a valid phone number for "
                                  f"{self.settings.country}; type it with its +country code.",
                                  detail={"field": "phone"}) from None
-            return "phone", digest, find_by_hash(self.store, "phone", digest)
+            digest = self.lookup.hash("phone", e164)
+            return ("phone", digest, *self._local_or_hub(
+                find_by_hash(self.store, "phone", digest), "phone", e164, digest, started))
         assert code is not None
         if looks_like_jws(code):
             sub = self._member_code(code)
-            return "member", sub, get_customer(self.store, sub)
+            return ("member", sub, *self._local_or_hub(
+                get_customer(self.store, sub), "member", code.strip(), sub, started))
         try:
-            digest = self.lookup.card(code)
+            card = normalise_card(code)
         except IdentifierError:
             raise BadRequest("That is neither a member code nor a loyalty-card number.",
                              detail={"field": "code"}) from None
-        return "card", digest, find_by_hash(self.store, "card", digest)
+        digest = self.lookup.hash("card", card)
+        return ("card", digest, *self._local_or_hub(
+            find_by_hash(self.store, "card", digest), "card", card, digest, started))
+
+    def _local_or_hub(self, local: Customer | None, kind: str, value: str, key: str,
+                      started: float) -> tuple[Customer | None, CustomerRecord | None]:
+        """The local customer, else (with a hub that is up) the hub's within the bound.
+
+        The bound `hub_lookup_timeout_ms` counts from the start of `identify`, so the local
+        hashing is inside it. `key` is what the answer must match: the look-up hash we
+        computed, or the member code's subject, so a record for someone else is never
+        linked to the sale.
+        """
+        if local is not None or self.online_lookup is None:
+            return local, None
+        left = self.settings.hub_lookup_timeout_ms / 1000.0 - (time.monotonic() - started)
+        answer = self.online_lookup(kind, value, max(0.0, left))
+        if answer is None:
+            return None, None
+        try:
+            rec = parse_customer(answer, self.lookup)
+        except ValueError as exc:
+            log.info("online look-up answer not usable: %s", exc.__class__.__name__)
+            return None, None
+        if (kind == "member" and rec.id != key) or (
+                kind != "member" and (kind, key) not in rec.lookups):
+            log.info("online look-up answer is for another identifier: ignored")
+            return None, None
+        return customer_of(rec), rec
 
     def _member_code(self, token: str) -> str:
         try:

@@ -241,7 +241,8 @@ def test_single_use_coupon_redeemed_at_two_stores_is_one_conflict_until_reversed
 def test_change_feed_pages_by_cursor_and_filters_per_store(
         hub_server: HubServer, hub_store: Callable, db: HubDB, tmp_path: Any) -> None:
     t1, t2 = hub_store("s1"), hub_store("s2")
-    lines = [json.dumps({"id": f"c-{i}", "display_name": f"Shopper {i}"}) for i in range(5)]
+    lines = [json.dumps({"id": f"c-{i}", "display_name": f"Shopper {i}", "region": "north"})
+             for i in range(5)]
     (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
     done = run_hub(hub_server.settings, "customers", "import", str(tmp_path / "c.jsonl"))
     assert done.returncode == 0, done.stderr
@@ -257,14 +258,20 @@ def test_change_feed_pages_by_cursor_and_filters_per_store(
         cursor = body["cursor"]
         if not body["more"]:
             break
-    # keys (published at start-up) then the five customers, two at a time.
-    assert pages == [["keys", "customer"], ["customer", "customer"], ["customer", "customer"]]
+    # keys (published at start-up), the store's own look-up key bundle, then the five
+    # customers of its region, two at a time.
+    assert pages == [["keys", "lookup_key"], ["customer", "customer"], ["customer", "customer"],
+                     ["customer"]]
     end = pull(hub_server, "s1", t1, cursor=cursor).json()
     assert end == {"cursor": cursor, "changes": [], "more": False}
     s2 = pull(hub_server, "s2", t2, limit=1000).json()["changes"]
-    assert [c["kind"] for c in s2][-1] == "revocation" and len(s2) == 7
+    assert [c["kind"] for c in s2][-1] == "revocation" and len(s2) == 8
     customers = [c for c in s2 if c["kind"] == "customer"]
-    assert customers[0]["customer"] == {"id": "c-0", "display_name": "Shopper 0"}
+    bundle = next(c["lookup_key"] for c in s2 if c["kind"] == "lookup_key")
+    assert customers[0]["customer"] == {
+        "id": "c-0", "display_name": "Shopper 0", "tier": "member", "points": 0,
+        "consent": {"personalised": False, "marketing": False}, "segments": [], "wallet": [],
+        "lookups": [], "key": bundle["kid"]}
     assert all(isinstance(c["seq"], int) for c in s2)
     for params in ({"cursor": "abc"}, {"limit": "0"}, {"limit": "1001"}, {"limit": "x"}):
         code = "bad_cursor" if "cursor" in params else "bad_limit"
@@ -275,8 +282,9 @@ def test_erasure_drops_the_customers_changes_and_anonymises_events(
         hub_server: HubServer, hub_store: Callable, db: HubDB, tmp_path: Any) -> None:
     token = hub_store("s1")
     (tmp_path / "c.jsonl").write_text(
-        json.dumps({"id": "c-gone", "display_name": "Ann", "phones": ["+49 30 901820"]}) + "\n"
-        + json.dumps({"id": "c-stays", "display_name": "Bob"}) + "\n")
+        json.dumps({"id": "c-gone", "display_name": "Ann", "phones": ["+49 30 901820"],
+                    "region": "north"}) + "\n"
+        + json.dumps({"id": "c-stays", "display_name": "Bob", "region": "north"}) + "\n")
     assert run_hub(hub_server.settings, "customers", "import",
                    str(tmp_path / "c.jsonl")).returncode == 0
     sale = event("s1", "transaction.completed", data={

@@ -41,7 +41,8 @@ OFFER = {"id": "cmp-offer", "name": "Coffee offer", "description": "10% off coff
 PLAIN = {"id": "cmp-5off", "name": "5 off", "description": "€5 off your shop",
          "disc": {"kind": "amount", "value_minor": 500, "currency": "EUR"}}
 ANNA = {"id": "c-anna", "display_name": "Anna Berg", "tier": "gold", "points": 420,
-        "card": "4000 1111 2222 3333", "consent": {"personalised": True, "marketing": False}}
+        "region": "north", "card": "4000 1111 2222 3333",
+        "consent": {"personalised": True, "marketing": False}}
 ITEMS = basket([{"sku": "coffee", "qty": 2, "unit_minor": 1000, "categories": ["coffee"]}],
                "EUR")
 PAY = [{"kind": "card", "amount_minor": 2000}]

@@ -26,6 +26,7 @@ from tests.hubfix import HubServer, run_hub, start_hub, stop_hub
 from tests.test_sync import add_store, edge_for, hub_rows, hub_sqlite  # noqa: F401 - fixture
 
 ANNA = {"id": "c-anna", "display_name": "Anna Berg", "tier": "gold", "points": 420,
+        "region": "north",
         "card": "4000 1111 2222 3333", "phone": "+49 151 23456789",
         "consent": {"personalised": True, "marketing": False}}
 CAMPAIGN = {"id": "cmp-5off", "name": "5 off", "description": "€5 off your shop",

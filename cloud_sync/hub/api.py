@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
-from cloud_sync.hub import feed, ingest, keys, stores
+from cloud_sync.hub import feed, ingest, keys, lookups, stores
 from cloud_sync.hub.app import Hub
 from edge.errors import EdgeError, Forbidden, Unauthorized
 
@@ -99,6 +99,23 @@ def get_changes(store_id: str) -> Any:
                                      request.args.get("limit")))
 
 
+@bp.post("/api/v1/stores/<store_id>/lookup")
+def post_lookup(store_id: str) -> Any:
+    """One customer the store does not hold, by identifier or member code (rate-limited,
+    audited): 200 `{"customer"}`, 404 customer_unknown, 429 too_many_lookups."""
+    caller = _store(store_id)
+    hub = _hub()
+    hub_key: keys.SigningKey = current_app.extensions["hub_key"]
+    try:
+        return jsonify(lookups.online_lookup(hub.db, hub.settings, hub_key, caller,
+                                             _json_body(),
+                                             current_app.extensions["hub_throttle_log"]))
+    except lookups.TooManyLookups as exc:
+        resp, status = _error(exc)
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp, status
+
+
 @bp.put("/api/v1/stores/<store_id>/key")
 def put_key(store_id: str) -> Any:
     """Publish the store's public key for receipt coupons."""
@@ -157,6 +174,7 @@ def init_app(app: Flask) -> None:
     hub_key = keys.hub_signing_key(hub.settings)
     app.extensions["hub_key"] = hub_key
     app.extensions["hub_contacts"] = _Contacts()
+    app.extensions["hub_throttle_log"] = lookups.ThrottleLog(hub.db)
     feed.publish_keys(hub.db, hub_key)
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)

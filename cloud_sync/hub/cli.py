@@ -190,7 +190,7 @@ def managers_add(username: str, region: str | None, all_regions: bool,
 
 @main.group()
 def customers() -> None:
-    """Customer master data sent to every store."""
+    """Customer master data, sent hashed to the stores of each customer's regions."""
 
 
 @customers.command("import")
@@ -216,6 +216,46 @@ def customers_erase(customer_id: str) -> None:
 
     with _database() as (_, db):
         emit(erase_customer(db, customer_id))
+
+
+@customers.command("expire-regions")
+@click.option("--days", type=int, default=None,
+              help="Not seen in a region this many days (default HUB_CUSTOMER_SEEN_DAYS).")
+@_fails_cleanly
+def customers_expire_regions(days: int | None) -> None:
+    """Tell each region's stores to forget customers not seen there lately (run daily)."""
+    from cloud_sync.hub.lookups import expire_regions
+
+    with _database() as (settings, db):
+        emit(expire_regions(db, settings.customer_seen_days if days is None else days))
+
+
+@main.group()
+def lookups() -> None:
+    """Online customer look-ups by stores, and the look-up keys of regions."""
+
+
+@lookups.command("audit")
+@click.option("--store", "store_id", default=None, help="Only this store.")
+@click.option("--since-minutes", type=int, default=None, help="Only the last N minutes.")
+@_fails_cleanly
+def lookups_audit(store_id: str | None, since_minutes: int | None) -> None:
+    """Print look-ups per store and outcome (found, not_found, throttled, bad) as JSON."""
+    from cloud_sync.hub.lookups import audit_report
+
+    with _database() as (_, db):
+        emit(audit_report(db, store_id, since_minutes))
+
+
+@lookups.command("rotate-key")
+@click.argument("region", metavar="REGION")
+@_fails_cleanly
+def lookups_rotate_key(region: str) -> None:
+    """Give a region a new look-up key; its stores re-read the feed (hashed anew)."""
+    from cloud_sync.hub.lookups import rotate_region_key
+
+    with _database() as (_, db):
+        emit(rotate_region_key(db, region))
 
 
 @main.group()

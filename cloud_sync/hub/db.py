@@ -3,15 +3,19 @@ hub is given a `postgresql://` URL. One engine per process; writes go through `w
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.schema import CreateColumn
 
-from cloud_sync.hub.schema import metadata
+from cloud_sync.hub.schema import changes, metadata
+
+log = logging.getLogger(__name__)
 
 
 def engine_url(url: str) -> str:
@@ -44,6 +48,14 @@ class HubDB:
         # locked". PostgreSQL takes concurrent writers; the lock is not used there.
         self._write_lock = threading.Lock()
         metadata.create_all(self.engine)
+        added = upgrade_schema(self.engine)
+        if ("changes", "region") in added:
+            # Customer changes from before the region rule carry raw phone numbers, e-mails
+            # and cards: they leave the feed now; `customers import` sends them hashed.
+            with self.write() as conn:
+                gone = conn.execute(changes.delete().where(changes.c.kind == "customer"))
+            log.warning("removed %d customer changes of the old (raw) form from the feed; "
+                        "import the customers again to send them hashed", gone.rowcount)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -62,6 +74,33 @@ class HubDB:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def upgrade_schema(engine: Engine) -> list[tuple[str, str]]:
+    """Add the columns the schema has and an existing table lacks; (table, column) added.
+
+    The hub has no migration tool: new tables come from `create_all`, and new columns are
+    nullable additions, which `ALTER TABLE ... ADD COLUMN` does the same on SQLite and
+    PostgreSQL. Anything else (a changed type, a dropped column) needs a person.
+    """
+    added: list[tuple[str, str]] = []
+    have = inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            if not have.has_table(table.name):
+                continue
+            present = {c["name"] for c in have.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                if not column.nullable or column.primary_key:
+                    raise RuntimeError(f"{table.name}.{column.name} is missing and cannot be "
+                                       "added automatically (not nullable)")
+                ddl = CreateColumn(column).compile(dialect=engine.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+                added.append((table.name, column.name))
+                log.info("added column %s.%s", table.name, column.name)
+    return added
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

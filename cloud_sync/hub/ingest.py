@@ -3,21 +3,16 @@
 A batch is all or nothing: one invalid event refuses the batch (400 `bad_events`, listing
 each bad event by index so the edge can dead-letter exactly those and resend the rest) and
 nothing of it is stored. Events are deduplicated on `event_id`, so a batch sent again after
-<<<<<<< HEAD
-a lost answer has its effect once. `coupon.redeemed` events feed the chain-wide redemption
-ledger, which is where offline double spends across stores are detected (docs/sync.md).
+a lost answer has its effect once. The edge's queue report is never a reason to refuse a
+batch: what of it is unusable is left out (a store whose clock stepped back reports negative
+ages), and an `occurred_at` in the future is stored as the edge said it (`received_ts` is
+the hub's own). `coupon.redeemed` events feed the chain-wide redemption ledger, which is
+where offline double spends across stores are detected (docs/sync.md).
 
 The hub believes its own records over a store's claims: a redemption changes what other
 stores see (the feed) and what counts as a double spend (the conflicts) only when the
 coupon the store sent verifies against a key the hub trusts for that coupon, and its use
 limit always comes from the hub (what it issued, the campaign, a chain-signed token).
-=======
-a lost answer has its effect once. The edge's queue report is never a reason to refuse a
-batch: what of it is unusable is left out (a store whose clock stepped back reports negative
-ages), and an `occurred_at` in the future is stored as the edge said it (`received_ts` is
-the hub's own). `coupon.redeemed` events feed the chain-wide redemption
-ledger, which is where offline double spends across stores are detected (ARCHITECTURE §5).
->>>>>>> issue11-a
 """
 
 from __future__ import annotations
@@ -306,7 +301,20 @@ def ingest(db: HubDB, settings: HubSettings, store_id: str, body: Any,
             values.update(report, reported_ts=now)
         conn.execute(update(stores).where(stores.c.id == store_id).values(**values))
         _apply_redemptions(conn, store_id, [unique[eid] for eid in accepted], now, hub_key)
+        # After the redemptions: a first sighting appends to the feed, which on PostgreSQL
+        # holds the feed's lock until commit.
+        _record_sightings(conn, store_id, [unique[eid] for eid in accepted], now)
     return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
+
+
+def _record_sightings(conn: Connection, store_id: str, new: list[Event], now: float) -> None:
+    """Customers this store identified or sold to: their record now goes to its region."""
+    from cloud_sync.hub.lookups import SIGHTING_EVENTS, record_sightings, store_region
+
+    seen = {ev.customer_id for ev in new if ev.type in SIGHTING_EVENTS and ev.customer_id}
+    region = store_region(conn, store_id) if seen else None
+    if region is not None:
+        record_sightings(conn, region, [c for c in seen if c is not None], now)
 
 
 class _Keyring:

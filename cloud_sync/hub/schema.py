@@ -93,16 +93,18 @@ conflicts = Table(
     Column("resolved_ts", Float),                 # uses back within max (a reversal)
 )
 
-# The change feed the stores pull (cursor = seq). `store_id` set: for that store only.
+# The change feed the stores pull (cursor = seq). `store_id` set: for that store only;
+# `region` set: for the stores of that region only; neither: for every store.
 changes = Table(
     "changes", metadata,
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
            autoincrement=True),
-    Column("kind", String(20), nullable=False),  # customer|campaign|revocation|keys|erasure
+    Column("kind", String(20), nullable=False),  # customer|campaign|revocation|keys|erasure...
     Column("ref", String(128), nullable=False),  # the id the change is about
     Column("payload", Text, nullable=False),     # JSON
     Column("store_id", String(ID)),
     Column("created_ts", Float, nullable=False),
+    Column("region", String(ID)),
     # Never reuse a seq (SQLite would reuse the highest after a delete): a store's cursor
     # must never point past a change it has not read.
     sqlite_autoincrement=True,
@@ -114,6 +116,62 @@ customers = Table(
     Column("id", String(ID), primary_key=True),
     Column("record", Text, nullable=False),
     Column("updated_ts", Float, nullable=False),
+)
+
+# Secrets and parameters the hub makes once: the chain's look-up stretch (salt, scrypt
+# cost) and the key of its own identifier index. JSON text by name.
+hub_secrets = Table(
+    "hub_secrets", metadata,
+    Column("name", String(ID), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_ts", Float, nullable=False),
+)
+
+# The current look-up key of each region (the HMAC half of a look-up hash; docs/sync.md).
+region_keys = Table(
+    "region_keys", metadata,
+    Column("region", String(ID), primary_key=True),
+    Column("kid", String(ID), nullable=False, unique=True),
+    Column("key", String(64), nullable=False),   # base64url of 32 random bytes
+    Column("created_ts", Float, nullable=False),
+)
+
+# Each identifier of each customer once: `digest` = HMAC(hub-only index key, "kind:value")
+# finds the customer for an online look-up; `stretched` (hex) is the scrypt half of the
+# look-up hash, computed once at import and keyed per region when a record is sent.
+customer_index = Table(
+    "customer_index", metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("kind", String(10), nullable=False),
+    Column("customer_id", String(ID), nullable=False, index=True),
+    Column("stretched", String(64), nullable=False),
+)
+
+# Where a customer's record goes: their home region (reason `home`, never expires) and the
+# regions where they were seen lately (reason `seen`, until HUB_CUSTOMER_SEEN_DAYS pass).
+customer_regions = Table(
+    "customer_regions", metadata,
+    Column("customer_id", String(ID), primary_key=True),
+    Column("region", String(ID), primary_key=True),
+    Column("last_seen_ts", Float, nullable=False),
+    Column("reason", String(10), nullable=False),
+    Index("customer_regions_seen", "reason", "last_seen_ts"),
+)
+
+# Every online look-up by a store (found, not_found, throttled, bad): the rate limit counts
+# these rows, so hub processes sharing a database share the limit. Throttled look-ups come
+# in a flood: one row per store and kind per second holds their `count`.
+lookup_audit = Table(
+    "lookup_audit", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("ts", Float, nullable=False),
+    Column("store_id", String(ID), nullable=False),
+    Column("kind", String(10), nullable=False),
+    Column("outcome", String(12), nullable=False),
+    Column("customer_id", String(ID)),
+    Column("count", Integer, nullable=False, default=1),
+    Index("lookup_audit_store_time", "store_id", "outcome", "ts"),
 )
 
 campaigns = Table(

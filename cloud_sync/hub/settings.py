@@ -25,6 +25,8 @@ class HubSettings:
     max_batch_bytes: int = 4 * 1024 * 1024
     stale_after_s: int = 900   # a store silent this long "stopped syncing"
     threads: int = 8           # waitress worker threads
+    lookup_per_minute: int = 30    # online customer look-ups per store per rolling minute
+    customer_seen_days: int = 90   # a customer seen in a region is sent there this long
 
     @property
     def db_url(self) -> str:
@@ -71,4 +73,6 @@ def load_hub_settings(env: Mapping[str, str] | None = None) -> HubSettings:
         max_batch_bytes=_int(env, "HUB_MAX_BATCH_BYTES", 4 * 1024 * 1024, 1024, 256 << 20),
         stale_after_s=_int(env, "HUB_STALE_AFTER_S", 900, 10, 7 * 86400),
         threads=_int(env, "HUB_THREADS", 8, 1, 64),
+        lookup_per_minute=_int(env, "HUB_LOOKUP_PER_MINUTE", 30, 1, 100_000),
+        customer_seen_days=_int(env, "HUB_CUSTOMER_SEEN_DAYS", 90, 1, 3650),
     )

@@ -39,9 +39,12 @@ def add_store(db: HubDB, store_id: str, region: str, name: str | None = None,
     if not isinstance(region, str) or not ID_RE.match(region):
         raise BadRequest(f"{region!r} is not a region id: 1-32 of a-z, 0-9 and '-'",
                          code="bad_region")
+    from cloud_sync.hub.lookups import store_bundle_changes
+
     token = secrets.token_urlsafe(32)
     with db.write() as conn:
-        existing = conn.execute(select(stores.c.id).where(stores.c.id == store_id)).first()
+        existing = conn.execute(select(stores.c.id, stores.c.region)
+                                .where(stores.c.id == store_id)).first()
         if conn.execute(select(retired_stores.c.store_id)
                         .where(retired_stores.c.store_id == store_id)).first() is not None:
             raise Conflict(f"store {store_id} was retired; register the new box under a new "
@@ -61,6 +64,9 @@ def add_store(db: HubDB, store_id: str, region: str, name: str | None = None,
             if name:
                 values["name"] = name
             conn.execute(update(stores).where(stores.c.id == store_id).values(**values))
+        if existing is None or existing.region != region:
+            # The region's look-up key: the store reads the feed again with it.
+            store_bundle_changes(conn, [store_id], time.time())
     return token
 
 
