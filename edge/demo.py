@@ -20,9 +20,8 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
+from cloud_sync.hub.demo import REGION as HUB_DEMO_REGION
 from edge.broker import BrokerProcess, wait_for_port
-from edge.coupons import CouponBook, parse_campaign, upsert_campaigns
-from edge.customers import Lookup, local_bundle, parse_customer, upsert_customers
 from edge.datadir import DataDir, write_private
 from edge.devices import enrol, sync_broker_files
 from edge.errors import StartupError
@@ -31,7 +30,7 @@ from edge.settings import Settings, load_settings
 from edge.staff.accounts import add_user
 from edge.store import Store
 from edge.supervise import stop_process
-from edge.tokens import COUPON_TYP, SigningKey, TrustedKeys
+from edge.tokens import COUPON_TYP, SigningKey
 
 DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2"), ("scanner", "scanner-1"),
                 ("kiosk", "kiosk-1")]
@@ -100,16 +99,14 @@ def _coupon(app: SigningKey, name: str, now: int, **claims: Any) -> str:
     return app.sign(body, COUPON_TYP)
 
 
-def _seed(settings: Settings, datadir: DataDir, store: Store, app: SigningKey
-          ) -> dict[str, Any]:
-    """Shoppers with app coupons in their wallets, and campaigns, as the hub would send them.
+def _seed(settings: Settings, app: SigningKey) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Shoppers with app coupons in their wallets, for the hub to send the store.
 
-    Returns what the simulated lanes scan: shoppers (cards, phones, member codes) and loose
-    coupons (a plain campaign code, a flyer coupon for many, a single-use bearer coupon).
+    Returns what the simulated lanes scan — shoppers (cards, phones, member codes) and loose
+    coupons (a plain campaign code, a flyer coupon for many, a single-use bearer coupon) —
+    and the shoppers' records as the CRM holds them (home region: the demo's).
     """
     now = int(time.time())
-    lookup = Lookup(local_bundle(datadir), settings.country)
-    book = CouponBook(settings, store, TrustedKeys(store, settings.trusted_keys))
     records = []
     for shopper in DEMO_SHOPPERS:
         cid = str(shopper["id"])
@@ -119,12 +116,8 @@ def _seed(settings: Settings, datadir: DataDir, store: Store, app: SigningKey
             _coupon(app, f"dairy-{cid}", now, sub=cid, cats=["dairy"], stack=True,
                     disc={"kind": "percent", "value": 20}),
         ]
-        records.append(parse_customer({**shopper, "wallet": wallet}, lookup))
-    campaigns = [parse_campaign(c, settings.locale) for c in DEMO_CAMPAIGNS]
-    with store.transaction() as db:
-        upsert_customers(db, records, book.wallet_entry)
-        upsert_campaigns(db, campaigns)
-    return {
+        records.append({**shopper, "wallet": wallet, "region": HUB_DEMO_REGION})
+    scans = {
         "currency": settings.currency,
         "shoppers": [{"card": DEMO_SHOPPERS[1]["card"]}, {"phone": DEMO_SHOPPERS[2]["phone"]},
                      {"card": DEMO_SHOPPERS[3]["card"]}, {"card": "4000 9999 9999 9999"},
@@ -137,11 +130,13 @@ def _seed(settings: Settings, datadir: DataDir, store: Store, app: SigningKey
                     _coupon(app, "one-off", now, disc={"kind": "amount", "value_minor": 500,
                                                        "currency": "EUR"}, min_minor=2500)],
     }
+    return scans, records
 
 
-def _prepare(settings: Settings, printer_ports: dict[str, int]) -> tuple[DataDir, str]:
-    """Data dir, demo devices and printers, shoppers and campaigns, and a manager account
-    with a fresh password."""
+def _prepare(settings: Settings, printer_ports: dict[str, int], hub_env: dict[str, str]
+             ) -> tuple[DataDir, str]:
+    """Data dir, demo devices and printers, a manager account with a fresh password; the
+    shoppers and campaigns go to the hub, which sends them to the store as for a real one."""
     datadir = DataDir(settings.data_path).ensure()
     store = Store(datadir.database)
     try:
@@ -157,7 +152,8 @@ def _prepare(settings: Settings, printer_ports: dict[str, int]) -> tuple[DataDir
         app = _demo_app_key(datadir)
         write_private(Path(settings.trusted_keys),
                       json.dumps({"keys": [app.public_jwk()]}, indent=2), replace=True)
-        scans = _seed(settings, datadir, store, app)
+        scans, shoppers = _seed(settings, app)
+        _feed_hub(hub_env, app, shoppers, settings.country, settings.locale)
     finally:
         store.close()
     spec = {"store": settings.store_id, "mqtt_url": settings.mqtt_url, "devices": enrolled,
@@ -197,10 +193,14 @@ def _prepare_hub(root: Path, port: int, tz: str) -> tuple[dict[str, str], str, s
     return env, tokens["store-1"], password
 
 
-def _trust_app_key_at_hub(env: dict[str, str], app: SigningKey) -> None:
-    """The hub publishes the demo app's key and believes redemptions of its coupons, as
-    `edge-hub keys add` does for a real chain's app."""
+def _feed_hub(env: dict[str, str], app: SigningKey, shoppers: list[dict[str, Any]],
+              country: str, locale: str) -> None:
+    """The CRM side of the demo's master data: the hub publishes the demo app's key (and so
+    believes redemptions of its coupons), and holds the shoppers and campaigns it sends the
+    store through its feed, hashed for the store's region, as `edge-hub keys add`,
+    `customers import` and `campaigns import` do for a real chain."""
     from cloud_sync.hub.db import HubDB
+    from cloud_sync.hub.feed import import_campaigns, import_customers
     from cloud_sync.hub.keys import add_chain_keys, hub_signing_key
     from cloud_sync.hub.settings import load_hub_settings
 
@@ -208,6 +208,10 @@ def _trust_app_key_at_hub(env: dict[str, str], app: SigningKey) -> None:
     db = HubDB(hub_settings.db_url)
     try:
         add_chain_keys(db, hub_signing_key(hub_settings), app.public_jwk())
+        for report in (import_customers(db, [json.dumps(r) for r in shoppers], country),
+                       import_campaigns(db, [json.dumps(c) for c in DEMO_CAMPAIGNS], locale)):
+            if report["skipped"]:
+                raise StartupError(f"demo data refused by the hub: {report['problems']}")
     finally:
         db.dispose()
 
@@ -226,8 +230,7 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090
                                        hub_token=hub_token, sync_pull_interval_s=15)
     printer_ports = {printer_id: _port_or_free(9100 + i)
                      for i, (printer_id, _, _) in enumerate(DEMO_PRINTERS)}
-    datadir, password = _prepare(settings, printer_ports)
-    _trust_app_key_at_hub(hub_env, _demo_app_key(datadir))
+    datadir, password = _prepare(settings, printer_ports, hub_env)
     broker = BrokerProcess(settings, datadir, quiet=True).start()
     children: list[subprocess.Popen[Any]] = []
     stopping = False

@@ -338,6 +338,7 @@ def test_a_store_whose_token_was_rotated_or_key_revoked_is_trusted_again_with_a_
     token, and after `edge keys rotate` a new kid that the hub and other stores accept."""
     from edge.service import EdgeService
     from tests.conftest import edge_cli, edge_env
+    from tests.test_sync import _staff_client
 
     token = add_store(hub.settings, "store-a")
     store_settings = edge_for(settings, hub.url, token, store_id="store-a",
@@ -366,12 +367,15 @@ def test_a_store_whose_token_was_rotated_or_key_revoked_is_trusted_again_with_a_
         svc.stop()
 
     hub_cli(hub, "keys", "revoke", first)
-    svc = EdgeService(store_settings)
+    app, client = _staff_client(store_settings, "mia", "manager")
+    svc = app.extensions["edge"]
     try:
         svc.puller.run()
         assert first not in kids()
         assert svc.puller.last_error is None  # the feed is still read
         assert "edge keys rotate" in (svc.puller.key_error or "")
+        page = client.get("/staff/sync/").get_data(as_text=True)
+        assert 'id="key-error"' in page and "edge keys rotate" in page
     finally:
         svc.stop()
 
