@@ -14,8 +14,10 @@ free), once on SQLite and once on PostgreSQL, in turn:
 * the events: a store's day in the proportions of a real one, mostly `transaction.completed`
   (3-8 lines, tenders, a customer for about 40 % of sales), with `customer.identified` for
   those customers, `coupon.redeemed` (single-use coupons signed with the hub's key, carried
-  as `token` so the hub verifies each one, and a shared `code:` coupon, so the hub's
-  redemption ledger, token check, conflict check and change feed all run), `receipt.printed` and
+  as `token` so the hub checks each one: three in four recorded as issued by the hub, as
+  `edge-hub coupons issue` records them, the others checked by signature; and a shared
+  `code:` coupon), so the hub's redemption ledger, token check, conflict check and change
+  feed all run, `receipt.printed` and
   now and then `device.status`; ids are `edge.protocol.uuid7`.
 
 Measurements, per database:
@@ -55,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -95,6 +98,7 @@ from sqlalchemy import func, select  # noqa: E402
 from cloud_sync.hub.db import HubDB  # noqa: E402
 from cloud_sync.hub.keys import HUB_KID  # noqa: E402
 from cloud_sync.hub.schema import events as hub_events  # noqa: E402
+from cloud_sync.hub.schema import issued_coupons  # noqa: E402
 from cloud_sync.hub.settings import HubSettings, load_hub_settings  # noqa: E402
 from cloud_sync.hub.stores import add_store  # noqa: E402
 from cloud_sync.sender import Sender  # noqa: E402
@@ -124,11 +128,26 @@ SHARED_COUPON = "code:SAVE10"
 BENCH_HUB_KEY = SigningKey(HUB_KID, Ed25519PrivateKey.generate())
 
 
-def give_bench_hub_key(settings: Any) -> None:
-    """Put BENCH_HUB_KEY where the hub keeps its signing key (`hub_signing_key` reads it)."""
+# Three in four of those coupons were issued through the hub (`edge-hub coupons issue`
+# records each with its token's hash, so the hub believes a redemption of exactly that token
+# at once); the others (older coupons, the app's own) are checked by their signature.
+BENCH_ISSUED: list[tuple[str, str, str]] = []
+
+
+def give_bench_hub_key(settings: Any, db: HubDB) -> None:
+    """Put BENCH_HUB_KEY where the hub keeps its signing key (`hub_signing_key` reads it),
+    and record the coupons it issued as `issue_coupon` does."""
     datadir = DataDir(settings.data_dir).ensure()
     jwk = {**json.loads(OKPAlgorithm.to_jwk(BENCH_HUB_KEY.private)), "kid": HUB_KID}
     write_private(datadir.secrets / "signing-key.json", json.dumps(jwk), replace=True)
+    if BENCH_ISSUED:
+        now = time.time()
+        with db.write() as conn:
+            conn.execute(issued_coupons.insert(), [
+                {"id": jti, "campaign_id": cmp, "customer_id": None, "max_uses": 1,
+                 "expires_ts": now + 86400, "issued_ts": now,
+                 "token_sha256": hashlib.sha256(token.encode()).hexdigest()}
+                for jti, cmp, token in BENCH_ISSUED])
 
 
 # ---------------------------------------------------------------- a store's day of events
@@ -168,6 +187,8 @@ def store_day(rng: random.Random, store_id: str, n: int) -> list[Ev]:
             token = "SAVE10" if shared else BENCH_HUB_KEY.sign(
                 {"jti": coupon, "cmp": campaign, "exp": int(done.timestamp()) + 86400},
                 COUPON_TYP)
+            if not shared and rng.random() < 0.75:
+                BENCH_ISSUED.append((coupon, campaign, token))
             out.append(("coupon.redeemed", format_ts(done), device, {
                 "redemption": uuid7(), "coupon": coupon, "campaign": campaign,
                 "discount_minor": discount, "currency": "EUR", "customer_id": cust,
@@ -294,9 +315,9 @@ def hub_process(data_dir: Path, db_url: str, threads: int,
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     env_vars = hub_vars(data_dir, db_url, threads)
     settings = load_hub_settings(env_vars)
-    give_bench_hub_key(settings)
     db = HubDB(settings.db_url)
     try:
+        give_bench_hub_key(settings, db)
         tokens = {s: add_store(db, s, "bench") for s in stores}
     finally:
         db.dispose()
@@ -557,6 +578,7 @@ def ingest_direct(work: Path, db_url: str, bodies: list[tuple[int, bytes]]) -> f
     settings = load_hub_settings(hub_vars(work / "hub", db_url))
     db = HubDB(settings.db_url)
     try:
+        give_bench_hub_key(settings, db)
         add_store(db, DRAIN_STORE, "bench")
         t0 = time.perf_counter()
         n = 0

@@ -8,6 +8,7 @@ coupon from one store is honoured at the others.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -242,6 +243,7 @@ def issue_coupon(db: HubDB, key: SigningKey, campaign_id: str, customer: str | N
     with db.write() as conn:
         conn.execute(issued_coupons.insert().values(
             id=jti, campaign_id=campaign_id, customer_id=customer, max_uses=claims["max"],
+            token_sha256=hashlib.sha256(token.encode()).hexdigest(),
             expires_ts=float(exp), issued_ts=time.time()))
     return jti, token
 

@@ -198,6 +198,10 @@ issued_coupons = Table(
     Column("max_uses", Integer, nullable=False),
     Column("expires_ts", Float, nullable=False),
     Column("issued_ts", Float, nullable=False),
+    # SHA-256 of the token as signed: a redemption carrying exactly this token is believed
+    # without checking the signature again (the hub made it). Null for coupons issued
+    # before it was kept; those are verified by signature.
+    Column("token_sha256", String(64)),
 )
 
 # The chain's other signing keys (the shopper app's): they sign coupons and member codes
