@@ -125,7 +125,10 @@ CAMPAIGNS = ("cmp-fruit", "cmp-dairy", "cmp-gold", "cmp-coffee")
 SHARED_COUPON = "code:SAVE10"
 # The hub's signing key in every hub of this run (written into its data dir before it
 # starts), so the redemptions carry coupons the hub believes and verifies.
-BENCH_HUB_KEY = SigningKey(HUB_KID, Ed25519PrivateKey.generate())
+# Made from a fixed seed: the sender processes (spawned, so they import this module afresh)
+# must sign with the same key as the hub of this run holds.
+BENCH_HUB_KEY = SigningKey(HUB_KID, Ed25519PrivateKey.from_private_bytes(
+    hashlib.sha256(b"bench/sync.py hub key").digest()))
 
 
 # Three in four of those coupons were issued through the hub (`edge-hub coupons issue`
@@ -378,7 +381,8 @@ def senders_main(conn: Connection, stores: list[tuple[int, str]], per_store: int
     them all (one thread per store, in order, one in flight) and answer ("done", figures)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     bodies = {s: batch_bodies(s, per_store, batch, 1000 + i) for i, s in stores}
-    conn.send(("ready", sum(n for b in bodies.values() for n, _ in b)))
+    # The coupons this process's stores redeem that the hub issued: the hub records them.
+    conn.send(("ready", (sum(n for b in bodies.values() for n, _ in b), BENCH_ISSUED)))
     while True:
         msg = conn.recv()
         if msg[0] == "stop":
@@ -692,7 +696,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ids, types = seed_outbox(root / "edge-template", args.events)
         r["types"] = types
         bodies = batch_bodies(DRAIN_STORE, args.events, args.batch, 1)
-        built = sum(s.expect("ready", 600) for s in senders)
+        built = 0
+        for sender in senders:
+            events, issued = sender.expect("ready", 600)
+            built += events
+            BENCH_ISSUED.extend(tuple(row) for row in issued)
         expected = {s: args.events_per_store for s in stores}
         assert built == sum(expected.values())
         say(f"Built in {time.perf_counter() - t:.1f} s: {args.events:,} events queued in the edge "
