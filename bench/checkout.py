@@ -90,7 +90,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -151,6 +150,10 @@ from edge.mqtt import BrokerAddress, parse_mqtt_url
 from edge.protocol import format_ts, new_envelope, request_topic, uuid7
 from edge.settings import Settings
 from edge.store import Store
+
+# The repository's root, for the helpers the tests and the benchmarks share (as bench/sync.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.hubfix import BlackHole  # noqa: E402
 
 METHODS = ("identify", "coupon.apply", "txn.complete")
 STEPS = ("identify", "apply", "complete")  # short names of METHODS, for figures and JSON
@@ -489,27 +492,6 @@ def seed(tmp: Path, args: argparse.Namespace) -> Seeded:
 
 
 # ---------------------------------------------------------------- (d) identify, unknown shopper
-
-
-class BlackHole:
-    """A listening socket whose accept queue is full: connects to its port hang."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(0)
-        self.fillers = []
-        for _ in range(3):
-            filler = socket.socket()
-            filler.settimeout(0.3)
-            with contextlib.suppress(OSError):
-                filler.connect(("127.0.0.1", port))
-            self.fillers.append(filler)
-
-    def close(self) -> None:
-        for s in (*self.fillers, self.sock):
-            s.close()
 
 
 def _hub_cli(env: dict[str, str], *args: str) -> Any:

@@ -8,6 +8,7 @@ fixture built on it) runs on both.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -154,6 +155,42 @@ def run_hub(settings: HubSettings, *args: str, input: str | None = None
     """Run one `edge-hub` command with these settings (not checked)."""
     return subprocess.run([*hub_cli(), *args], env=hub_env(settings), capture_output=True,
                           text=True, input=input, timeout=60, cwd=REPO)
+
+
+class BlackHole:
+    """A listening socket whose accept queue is full, so connects to its port hang (no
+    SYN-ACK): a hub "black-holed" on loopback. Raises RuntimeError on a kernel that
+    completes such connects anyway (then there is no black hole to measure against)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(0)
+        self.fillers: list[socket.socket] = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.settimeout(0.3)
+            with contextlib.suppress(OSError):
+                filler.connect(("127.0.0.1", port))
+            self.fillers.append(filler)
+        probe = socket.socket()
+        probe.settimeout(1.0)
+        try:
+            probe.connect(("127.0.0.1", port))
+            hangs = False
+        except TimeoutError:
+            hangs = True
+        finally:
+            probe.close()
+        if not hangs:
+            self.close()
+            raise RuntimeError("this kernel completes connects to a full accept queue: "
+                               "no black hole")
+
+    def close(self) -> None:
+        for s in (*self.fillers, self.sock):
+            s.close()
 
 
 @dataclass

@@ -3,12 +3,11 @@
 region's customers; the online look-up finds a shopper of another region within a bound,
 is throttled per store and audited; key rotation and expiry; the schema upgrade.
 """
+# ruff: noqa: F811 (pytest fixtures imported from other test modules are requested by name)
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,13 +24,13 @@ from cloud_sync.hub.settings import HubSettings
 from edge.customers import KeyBundle, forget_customer
 from edge.devices import Enrolment
 from edge.errors import EdgeError
-from edge.service import EdgeService
 from edge.settings import Settings
 from edge.supervise import stop_process
 from edge.transactions import CustomerUnknown
 from pos_bridge.lane import HttpTransport, Lane, Refused
 from tests.conftest import start_edge, wait_until
 from tests.hubfix import (  # noqa: F401 - fixtures
+    BlackHole,
     HubServer,
     event,
     hub_db_url,
@@ -42,6 +41,7 @@ from tests.hubfix import (  # noqa: F401 - fixtures
     stop_hub,
 )
 from tests.test_sync import add_store, edge_for, hub_sqlite  # noqa: F401 - fixture
+from tests.test_sync_feed import edges  # noqa: F401 - a fixture (uses this module's hub)
 
 ANNA = {"id": "c-anna", "display_name": "Anna Berg", "region": "north", "tier": "gold",
         "phone": "+49 1512 3456789", "card": "4000 1111 2222 3333",
@@ -144,60 +144,10 @@ def customers_in(changes: list[dict[str, Any]]) -> set[str]:
     return {c["customer"]["id"] for c in changes if c["kind"] == "customer"}
 
 
-@pytest.fixture
-def edges(settings: Settings, hub: HubServer, tmp_path: Path) -> Iterator[Any]:
-    """Factory: an in-process edge of a store registered at the hub (no scheduler)."""
-    made: list[EdgeService] = []
-
-    def _edge(store_id: str, region: str = "north") -> EdgeService:
-        token = add_store(hub.settings, store_id, region)
-        svc = EdgeService(edge_for(settings, hub.url, token, store_id=store_id,
-                                   data_dir=str(tmp_path / store_id), trusted_keys=""))
-        made.append(svc)
-        return svc
-
-    yield _edge
-    for svc in made:
-        svc.stop()
-
-
 def audit(hub: HubServer, store_id: str) -> dict[str, int]:
     report = hub_cli(hub, "lookups", "audit", "--store", store_id)
     counts: dict[str, int] = report["stores"].get(store_id, {})
     return counts
-
-
-class BlackHole:
-    """A listening socket whose accept queue is full: connects to it hang (no SYN-ACK)."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(0)
-        self.fillers: list[socket.socket] = []
-        for _ in range(3):
-            filler = socket.socket()
-            filler.settimeout(0.3)
-            with contextlib.suppress(OSError):
-                filler.connect(("127.0.0.1", port))
-            self.fillers.append(filler)
-        probe = socket.socket()
-        probe.settimeout(1.0)
-        try:
-            probe.connect(("127.0.0.1", port))
-            hangs = False
-        except TimeoutError:
-            hangs = True
-        finally:
-            probe.close()
-        if not hangs:
-            self.close()
-            pytest.fail("this kernel completes connects to a full accept queue: no black hole")
-
-    def close(self) -> None:
-        for s in (*self.fillers, self.sock):
-            s.close()
 
 
 # ---------------------------------------------------------------- the feed
