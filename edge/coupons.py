@@ -62,8 +62,9 @@ FORGED_MESSAGES = {
     "typ": "This is not a coupon code.",
     "unknown_key": "This coupon was not issued by us: it is signed with a key this store "
                    "does not trust.",
-    "key_scope": "This coupon is signed with a store's key, which may sign only that "
-                 "store's receipt offers: do not accept it.",
+    # What a cashier can say: a store's receipt coupon that is not one of our receipt offers.
+    "key_scope": "This coupon is not genuine: a store can only print coupons for our "
+                 "current receipt offers, and this is not one. Do not accept it.",
 }
 FORGED_DEFAULT = "This coupon is not genuine: do not accept it."
 
