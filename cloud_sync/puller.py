@@ -166,8 +166,9 @@ class Puller:
             return
         resp = self.client.put_key(self.signing_key.public_jwk())
         if resp.status_code == 409:
-            self.key_error = (f"the hub refuses this store's signing key {kid} ({_code(resp)}): "
-                              "run `edge keys rotate` to make a new one")
+            self.key_error = (f"The hub no longer accepts this store's receipt coupon key {kid} "
+                              f"({_code(resp)}): IT must run edge keys rotate on this box "
+                              "and restart the edge")
             log.warning("change feed: %s", self.key_error)
             return
         if resp.status_code not in (200, 201, 204):
