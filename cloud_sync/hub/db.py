@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import (
+    ARRAY,
+    Column,
+    ColumnElement,
+    Connection,
+    Engine,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    inspect,
+)
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.schema import CreateColumn
 
 from cloud_sync.hub.schema import changes, metadata
@@ -44,6 +56,7 @@ class HubDB:
         else:
             self.engine = create_engine(self.url, pool_size=10, max_overflow=10,
                                         pool_pre_ping=True)
+            event.listen(self.engine, "connect", _postgres_session)
         # SQLite has one writer at a time: writers queue here rather than on "database is
         # locked". PostgreSQL takes concurrent writers; the lock is not used there.
         self._write_lock = threading.Lock()
@@ -101,6 +114,54 @@ def upgrade_schema(engine: Engine) -> list[tuple[str, str]]:
                 added.append((table.name, column.name))
                 log.info("added column %s.%s", table.name, column.name)
     return added
+
+
+# ---------------------------------------------------------------- statements of any size
+# The ingest path runs a handful of statements per batch, thousands of times an hour. On
+# PostgreSQL a statement whose text is the same every time is parsed once per connection and
+# then prepared by psycopg; one whose text grows with its rows (an IN list, a multi-row
+# VALUES) is parsed, planned and sent in full every time.
+
+
+def any_of(conn: Connection, column: Column[Any], values: Iterable[Any]) -> ColumnElement[bool]:
+    """`column IN values`, as `column = ANY(array)` on PostgreSQL (one text for any count)."""
+    values = list(values)
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
+def insert_new(conn: Connection, table: Any, rows: list[dict[str, Any]], key: str) -> set[Any]:
+    """INSERT … ON CONFLICT DO NOTHING of `rows`; the `key` values actually inserted.
+
+    SQLite takes SQLAlchemy's multi-row VALUES well. On PostgreSQL the same statement for
+    500 rows is thousands of placeholders that psycopg parses on every batch, so the rows go
+    as one array per column through unnest(): a short statement, the same every time.
+    """
+    if not rows:
+        return set()
+    if conn.dialect.name != "postgresql":
+        stmt = sqlite.insert(table).on_conflict_do_nothing().returning(table.c[key])
+        return {r[0] for r in conn.execute(stmt, rows)}
+    cols = list(rows[0])
+    arrays = ", ".join(f"%({c})b::{table.c[c].type.compile(dialect=conn.dialect)}[]"
+                       for c in cols)
+    sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT * FROM unnest({arrays}) "
+           f"ON CONFLICT DO NOTHING RETURNING {key}")
+    params = {c: [r[c] for r in rows] for c in cols}
+    return {r[0] for r in conn.exec_driver_sql(sql, params)}
+
+
+
+def _postgres_session(dbapi_conn: Any, _record: Any) -> None:
+    # psycopg prepares a statement it has run five times on a connection, and PostgreSQL
+    # then soon plans it once for any parameters. The hub's data is skewed (a shared code
+    # has thousands of redemptions, an app coupon one; a table planned while it was small
+    # stays planned that way), so each run is planned for its own parameters: planning
+    # these short statements costs far less than one wrong plan.
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET plan_cache_mode = force_custom_plan")
+    dbapi_conn.commit()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

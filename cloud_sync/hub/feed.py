@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cloud_sync.hub.db import HubDB
+from cloud_sync.hub.db import HubDB, insert_new
 from cloud_sync.hub.schema import (
     campaigns,
     chain_keys,
@@ -72,10 +72,9 @@ def append_changes(conn: Connection, items: list[tuple[str, str, dict[str, Any],
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_FEED_LOCK})")
     # New rows first, old ones after: had the newest row gone first, SQLite could hand its
     # seq to the new row, and a store whose cursor is at that seq would never see it.
-    inserted = conn.execute(changes.insert().returning(changes.c.seq), [
+    first = min(insert_new(conn, changes, [
         {"kind": kind, "ref": ref, "payload": _dumps(payload), "store_id": store_id,
-         "region": region, "created_ts": now} for kind, ref, payload, store_id in items])
-    first = min(int(row[0]) for row in inserted)
+         "region": region, "created_ts": now} for kind, ref, payload, store_id in items], "seq"))
     same_region = changes.c.region.is_(None) if region is None else changes.c.region == region
     for kind, replaced in _SUPERSEDED.items():
         refs = sorted({ref for k, ref, _, _ in items if k == kind})

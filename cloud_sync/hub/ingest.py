@@ -29,9 +29,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, select, update
-from sqlalchemy.dialects import sqlite
 
-from cloud_sync.hub.db import HubDB
+from cloud_sync.hub.db import HubDB, any_of, insert_new
 from cloud_sync.hub.feed import append_changes
 from cloud_sync.hub.schema import (
     campaigns,
@@ -243,27 +242,6 @@ def _edge_report(edge: Any) -> dict[str, Any]:
     return out
 
 
-def insert_new(conn: Connection, table: Any, rows: list[dict[str, Any]], key: str) -> set[Any]:
-    """INSERT … ON CONFLICT DO NOTHING of `rows`; the `key` values actually inserted.
-
-    SQLite takes SQLAlchemy's multi-row VALUES well. On PostgreSQL the same statement for
-    500 rows is thousands of placeholders that psycopg parses on every batch, so the rows go
-    as one array per column through unnest(): a short statement, the same every time.
-    """
-    if not rows:
-        return set()
-    if conn.dialect.name != "postgresql":
-        stmt = sqlite.insert(table).on_conflict_do_nothing().returning(table.c[key])
-        return {r[0] for r in conn.execute(stmt, rows)}
-    cols = list(rows[0])
-    arrays = ", ".join(f"%({c})b::{table.c[c].type.compile(dialect=conn.dialect)}[]"
-                       for c in cols)
-    sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT * FROM unnest({arrays}) "
-           f"ON CONFLICT DO NOTHING RETURNING {key}")
-    params = {c: [r[c] for r in rows] for c in cols}
-    return {r[0] for r in conn.exec_driver_sql(sql, params)}
-
-
 def ingest(db: HubDB, settings: HubSettings, store_id: str, body: Any,
            hub_key: SigningKey | None = None) -> dict[str, Any]:
     """Store one batch of `store_id`'s events (see the module doc); the 200 answer.
@@ -301,22 +279,26 @@ def ingest(db: HubDB, settings: HubSettings, store_id: str, body: Any,
         values: dict[str, Any] = {"last_contact_ts": now, "last_batch_ts": now}
         if report:
             values.update(report, reported_ts=now)
-        conn.execute(update(stores).where(stores.c.id == store_id).values(**values))
-        _apply_redemptions(conn, store_id, [unique[eid] for eid in accepted], now, hub_key)
+        # Its name (other stores' cashiers say "already used at Harbour Street") and region
+        # (where the customers it sees go) come back with the update: no extra round trip.
+        row = conn.execute(update(stores).where(stores.c.id == store_id).values(**values)
+                           .returning(stores.c.name, stores.c.region)).first()
+        name, region = (str(row[0]), row[1]) if row is not None else (store_id, None)
+        new = [unique[eid] for eid in accepted]
+        _apply_redemptions(conn, store_id, name, new, now, hub_key)
         # After the redemptions: a first sighting appends to the feed, which on PostgreSQL
         # holds the feed's lock until commit.
-        _record_sightings(conn, store_id, [unique[eid] for eid in accepted], now)
+        _record_sightings(conn, region, new, now)
     return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
 
 
-def _record_sightings(conn: Connection, store_id: str, new: list[Event], now: float) -> None:
-    """Customers this store identified or sold to: their record now goes to its region."""
-    from cloud_sync.hub.lookups import SIGHTING_EVENTS, record_sightings, store_region
+def _record_sightings(conn: Connection, region: str | None, new: list[Event], now: float) -> None:
+    """Customers a store of `region` identified or sold to: their record now goes there."""
+    from cloud_sync.hub.lookups import SIGHTING_EVENTS, record_sightings
 
-    seen = {ev.customer_id for ev in new if ev.type in SIGHTING_EVENTS and ev.customer_id}
-    region = store_region(conn, store_id) if seen else None
     if region is not None:
-        record_sightings(conn, region, [c for c in seen if c is not None], now)
+        record_sightings(conn, region, [ev.customer_id for ev in new
+                                        if ev.type in SIGHTING_EVENTS and ev.customer_id], now)
 
 
 class _Keyring:
@@ -406,8 +388,8 @@ def _believe(keyring: _Keyring, issued: dict[str, tuple[int, str | None]], ev: E
     return claimed, None
 
 
-def _apply_redemptions(conn: Connection, store_id: str, new: list[Event], now: float,
-                       hub_key: SigningKey | None) -> None:
+def _apply_redemptions(conn: Connection, store_id: str, store_name: str, new: list[Event],
+                       now: float, hub_key: SigningKey | None) -> None:
     """The new events' effect on the redemption ledger, the feed and the conflicts.
 
     Every redemption is kept (the store's own figures); one the hub does not believe (see
@@ -424,9 +406,7 @@ def _apply_redemptions(conn: Connection, store_id: str, new: list[Event], now: f
     issued: dict[str, tuple[int, str | None]] = {row[0]: (int(row[1]), row[2]) for row in (
         conn.execute(select(issued_coupons.c.id, issued_coupons.c.max_uses,
                             issued_coupons.c.token_sha256)
-                     .where(issued_coupons.c.id.in_(wanted))) if wanted else ())}
-    # Other stores' cashiers name this store to the shopper: "already used at Harbour Street".
-    store_name = conn.execute(select(stores.c.name).where(stores.c.id == store_id)).scalar()
+                     .where(any_of(conn, issued_coupons.c.id, wanted))) if wanted else ())}
     feed: list[dict[str, Any]] = []
     ledger = []
     suspect: dict[str, dict[str, Any]] = {}
@@ -493,15 +473,14 @@ def check_conflicts(conn: Connection, coupon_ids: list[str], now: float) -> None
     for row in conn.execute(
             select(redemptions.c.coupon_id, redemptions.c.id, redemptions.c.store_id,
                    redemptions.c.campaign_id, redemptions.c.max_uses)
-            .where(redemptions.c.coupon_id.in_(coupon_ids))
+            .where(any_of(conn, redemptions.c.coupon_id, coupon_ids))
             .where(redemptions.c.reversed_at.is_(None))
-            .where(redemptions.c.id.not_in(select(suspect_redemptions.c.id)
-                                           .where(suspect_redemptions.c.coupon_id
-                                                  .in_(coupon_ids))))
+            .where(~select(suspect_redemptions.c.id)
+                   .where(suspect_redemptions.c.id == redemptions.c.id).exists())
             .order_by(redemptions.c.redeemed_ts, redemptions.c.id)):
         live[row.coupon_id].append(row)
     known = {row.coupon_id: row for row in conn.execute(
-        select(conflicts).where(conflicts.c.coupon_id.in_(coupon_ids)))}
+        select(conflicts).where(any_of(conn, conflicts.c.coupon_id, coupon_ids)))}
     for cid in coupon_ids:
         rows = live.get(cid, [])
         old = known.get(cid)

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cloud_sync.hub.db import HubDB
+from cloud_sync.hub.db import HubDB, any_of, insert_new
 from cloud_sync.hub.schema import (
     chain_keys,
     changes,
@@ -333,21 +333,20 @@ def record_sightings(conn: Connection, region: str, customer_ids: Iterable[str],
         select(customers.c.id, cr.c.last_seen_ts, cr.c.reason)
         .select_from(customers.outerjoin(cr, (cr.c.customer_id == customers.c.id)
                                          & (cr.c.region == region)))
-        .where(customers.c.id.in_(ids))).all()
+        .where(any_of(conn, customers.c.id, ids))).all()
     fresh = [r.id for r in rows if r.reason is None]
     stale = [r.id for r in rows if r.reason == "seen"
              and r.last_seen_ts < now - _SEEN_GRANULARITY_S]
     if stale:
         conn.execute(update(cr).where(cr.c.region == region).where(cr.c.reason == "seen")
-                     .where(cr.c.customer_id.in_(stale)).values(last_seen_ts=now))
+                     .where(any_of(conn, cr.c.customer_id, stale)).values(last_seen_ts=now))
     new: list[str] = []
     if fresh:
         # Two batches of one region may see the same new customer at once (PostgreSQL):
         # only the one that inserts the row sends the record.
-        stmt = _insert(conn)(cr).on_conflict_do_nothing().returning(cr.c.customer_id)
-        new = sorted(r[0] for r in conn.execute(stmt, [
+        new = sorted(insert_new(conn, cr, [
             {"customer_id": cid, "region": region, "last_seen_ts": now, "reason": "seen"}
-            for cid in fresh]))
+            for cid in fresh], "customer_id"))
         append_customer_changes(conn, [(cid, region) for cid in new], now)
     return new
 
