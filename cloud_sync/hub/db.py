@@ -3,9 +3,12 @@ hub is given a `postgresql://` URL. One engine per process; writes go through `w
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,14 +18,17 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     Connection,
+    CursorResult,
     Engine,
+    Executable,
     any_,
     bindparam,
     create_engine,
     event,
+    func,
     inspect,
+    select,
 )
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.schema import CreateColumn
 
 from cloud_sync.hub.schema import changes, metadata
@@ -123,34 +129,70 @@ def upgrade_schema(engine: Engine) -> list[tuple[str, str]]:
 # VALUES) is parsed, planned and sent in full every time.
 
 
-def any_of(conn: Connection, column: Column[Any], values: Iterable[Any]) -> ColumnElement[bool]:
-    """`column IN values`, as `column = ANY(array)` on PostgreSQL (one text for any count)."""
-    values = list(values)
-    if conn.dialect.name == "postgresql":
-        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
-    return column.in_(values)
+class ListQuery:
+    """A statement with one list of values in it, made once per kind of database and run
+    with the list as one parameter (`= ANY(array)` on PostgreSQL, `IN (SELECT value FROM
+    json_each(…))` on SQLite): one text for any count, and none of the cost of building the
+    statement again for every batch.
+
+    `build(in_list)` makes the statement; `in_list(column)` is the condition "column is one
+    of the values".
+    """
+
+    def __init__(self, build: Callable[[Callable[[Column[Any]], ColumnElement[bool]]],
+                                       Executable]) -> None:
+        self._build = build
+        self._made: dict[str, Executable] = {}
+
+    def __call__(self, conn: Connection, values: Iterable[str], **params: Any
+                 ) -> CursorResult[Any]:
+        kind = conn.dialect.name
+        stmt = self._made.get(kind)
+        if stmt is None:
+            stmt = self._made[kind] = self._build(functools.partial(_in_list, kind))
+        listed = list(values)
+        return conn.execute(stmt, {"listed": listed if kind == "postgresql"
+                                   else json.dumps(listed), **params})
+
+
+def _in_list(kind: str, column: Column[Any]) -> ColumnElement[bool]:
+    if kind == "postgresql":
+        return column == any_(bindparam("listed", type_=ARRAY(column.type)))
+    rows = func.json_each(bindparam("listed")).table_valued("value")
+    return column.in_(select(rows.c.value))
 
 
 def insert_new(conn: Connection, table: Any, rows: list[dict[str, Any]], key: str) -> set[Any]:
-    """INSERT … ON CONFLICT DO NOTHING of `rows`; the `key` values actually inserted.
+    """INSERT … ON CONFLICT DO NOTHING of `rows` (plain values: text, numbers, None); the
+    `key` values actually inserted.
 
-    SQLite takes SQLAlchemy's multi-row VALUES well. On PostgreSQL the same statement for
-    500 rows is thousands of placeholders that psycopg parses on every batch, so the rows go
-    as one array per column through unnest(): a short statement, the same every time.
+    The rows go to the driver as they are, without SQLAlchemy's per-row parameter handling
+    (it costs more than the insert itself for a batch of 500 events). On PostgreSQL they go
+    as one array per column through unnest(): a short statement, the same every time. On
+    SQLite, as one multi-row VALUES per as many rows as the build allows parameters.
     """
     if not rows:
         return set()
-    if conn.dialect.name != "postgresql":
-        stmt = sqlite.insert(table).on_conflict_do_nothing().returning(table.c[key])
-        return {r[0] for r in conn.execute(stmt, rows)}
     cols = list(rows[0])
-    arrays = ", ".join(f"%({c})b::{table.c[c].type.compile(dialect=conn.dialect)}[]"
-                       for c in cols)
-    sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT * FROM unnest({arrays}) "
-           f"ON CONFLICT DO NOTHING RETURNING {key}")
-    params = {c: [r[c] for r in rows] for c in cols}
-    return {r[0] for r in conn.exec_driver_sql(sql, params)}
-
+    head = f"INSERT INTO {table.name} ({', '.join(cols)}) "
+    tail = f" ON CONFLICT DO NOTHING RETURNING {key}"
+    if conn.dialect.name == "postgresql":
+        arrays = ", ".join(f"%({c})b::{table.c[c].type.compile(dialect=conn.dialect)}[]"
+                           for c in cols)
+        params = {c: [r[c] for r in rows] for c in cols}
+        return {r[0] for r in conn.exec_driver_sql(f"{head}SELECT * FROM unnest({arrays}){tail}",
+                                                   params)}
+    limit = conn.connection.dbapi_connection.getlimit(  # type: ignore[union-attr]
+        sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    per = max(1, limit // len(cols))
+    one = "(" + ", ".join("?" * len(cols)) + ")"
+    inserted: set[Any] = set()
+    for start in range(0, len(rows), per):
+        part = rows[start:start + per]
+        sql = f"{head}VALUES {', '.join([one] * len(part))}{tail}"
+        inserted.update(r[0] for r in conn.exec_driver_sql(
+            sql, tuple(r[c] for r in part for c in cols)))
+    return inserted
 
 
 def _postgres_session(dbapi_conn: Any, _record: Any) -> None:

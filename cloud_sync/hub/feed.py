@@ -72,9 +72,12 @@ def append_changes(conn: Connection, items: list[tuple[str, str, dict[str, Any],
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_FEED_LOCK})")
     # New rows first, old ones after: had the newest row gone first, SQLite could hand its
     # seq to the new row, and a store whose cursor is at that seq would never see it.
-    first = min(insert_new(conn, changes, [
-        {"kind": kind, "ref": ref, "payload": _dumps(payload), "store_id": store_id,
-         "region": region, "created_ts": now} for kind, ref, payload, store_id in items], "seq"))
+    rows = [{"kind": kind, "ref": ref, "payload": _dumps(payload), "store_id": store_id,
+             "region": region, "created_ts": now} for kind, ref, payload, store_id in items]
+    if not any(kind in _SUPERSEDED for kind, _, _, _ in items):
+        conn.execute(changes.insert(), rows)  # nothing replaces an older change
+        return
+    first = min(insert_new(conn, changes, rows, "seq"))
     same_region = changes.c.region.is_(None) if region is None else changes.c.region == region
     for kind, replaced in _SUPERSEDED.items():
         refs = sorted({ref for k, ref, _, _ in items if k == kind})

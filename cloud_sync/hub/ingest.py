@@ -30,7 +30,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, select, update
 
-from cloud_sync.hub.db import HubDB, any_of, insert_new
+from cloud_sync.hub.db import HubDB, ListQuery, insert_new
 from cloud_sync.hub.feed import append_changes
 from cloud_sync.hub.schema import (
     campaigns,
@@ -403,10 +403,9 @@ def _apply_redemptions(conn: Connection, store_id: str, store_name: str, new: li
     keyring = _Keyring(conn, hub_key)
     # The `max` of the coupons the hub issued, for the whole batch at once.
     wanted = sorted({ev.coupon_id for ev in redeemed if ev.coupon_id})
-    issued: dict[str, tuple[int, str | None]] = {row[0]: (int(row[1]), row[2]) for row in (
-        conn.execute(select(issued_coupons.c.id, issued_coupons.c.max_uses,
-                            issued_coupons.c.token_sha256)
-                     .where(any_of(conn, issued_coupons.c.id, wanted))) if wanted else ())}
+    issued: dict[str, tuple[int, str | None]] = {
+        row.id: (int(row.max_uses), row.token_sha256) for row in _ISSUED(conn, wanted)
+    } if wanted else {}
     feed: list[dict[str, Any]] = []
     ledger = []
     suspect: dict[str, dict[str, Any]] = {}
@@ -458,6 +457,22 @@ def _apply_redemptions(conn: Connection, store_id: str, store_name: str, new: li
     append_changes(conn, [("redemption", c["redemption"]["id"], c, None) for c in feed], now)
 
 
+# The statements each batch runs, made once (see ListQuery).
+_ISSUED = ListQuery(lambda in_list: select(
+    issued_coupons.c.id, issued_coupons.c.max_uses, issued_coupons.c.token_sha256)
+    .where(in_list(issued_coupons.c.id)))
+# Uses that count: not reversed, and believed (not in suspect_redemptions).
+_LIVE_USES = ListQuery(lambda in_list: select(
+    redemptions.c.coupon_id, redemptions.c.id, redemptions.c.store_id,
+    redemptions.c.campaign_id, redemptions.c.max_uses)
+    .where(in_list(redemptions.c.coupon_id))
+    .where(redemptions.c.reversed_at.is_(None))
+    .where(~select(suspect_redemptions.c.id)
+           .where(suspect_redemptions.c.id == redemptions.c.id).exists())
+    .order_by(redemptions.c.redeemed_ts, redemptions.c.id))
+_CONFLICTS = ListQuery(lambda in_list: select(conflicts).where(in_list(conflicts.c.coupon_id)))
+
+
 def check_conflicts(conn: Connection, coupon_ids: list[str], now: float) -> None:
     """Record (or resolve) coupons used more often than their `max` across the chain."""
     if not coupon_ids:
@@ -470,17 +485,9 @@ def check_conflicts(conn: Connection, coupon_ids: list[str], now: float) -> None
             "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtext(c) AS k "
             "FROM unnest(%(ids)s::text[]) AS c ORDER BY 1) AS locks", {"ids": coupon_ids})
     live: dict[str, list[Any]] = defaultdict(list)
-    for row in conn.execute(
-            select(redemptions.c.coupon_id, redemptions.c.id, redemptions.c.store_id,
-                   redemptions.c.campaign_id, redemptions.c.max_uses)
-            .where(any_of(conn, redemptions.c.coupon_id, coupon_ids))
-            .where(redemptions.c.reversed_at.is_(None))
-            .where(~select(suspect_redemptions.c.id)
-                   .where(suspect_redemptions.c.id == redemptions.c.id).exists())
-            .order_by(redemptions.c.redeemed_ts, redemptions.c.id)):
+    for row in _LIVE_USES(conn, coupon_ids):
         live[row.coupon_id].append(row)
-    known = {row.coupon_id: row for row in conn.execute(
-        select(conflicts).where(any_of(conn, conflicts.c.coupon_id, coupon_ids)))}
+    known = {row.coupon_id: row for row in _CONFLICTS(conn, coupon_ids)}
     for cid in coupon_ids:
         rows = live.get(cid, [])
         old = known.get(cid)

@@ -29,10 +29,10 @@ from typing import Any
 
 import phonenumbers
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cloud_sync.hub.db import HubDB, any_of, insert_new
+from cloud_sync.hub.db import HubDB, ListQuery, insert_new
 from cloud_sync.hub.schema import (
     chain_keys,
     changes,
@@ -321,6 +321,21 @@ def append_customer_changes(conn: Connection, pairs: Iterable[tuple[str, str]],
 # ---------------------------------------------------------------- sightings
 
 
+# The statements of every batch that identifies customers, made once (see ListQuery): the
+# customers among the ids, with their row for the region if any; and "seen again".
+_SIGHTED = ListQuery(lambda in_list: select(
+    customers.c.id, customer_regions.c.last_seen_ts, customer_regions.c.reason)
+    .select_from(customers.outerjoin(
+        customer_regions, (customer_regions.c.customer_id == customers.c.id)
+        & (customer_regions.c.region == bindparam("in_region"))))
+    .where(in_list(customers.c.id)))
+_SEEN_AGAIN = ListQuery(lambda in_list: update(customer_regions)
+                        .where(customer_regions.c.region == bindparam("in_region"))
+                        .where(customer_regions.c.reason == "seen")
+                        .where(in_list(customer_regions.c.customer_id))
+                        .values(last_seen_ts=bindparam("seen_ts")))
+
+
 def record_sightings(conn: Connection, region: str, customer_ids: Iterable[str],
                      now: float) -> list[str]:
     """Customers seen by a store of `region`: their record goes to the region from now on
@@ -329,17 +344,12 @@ def record_sightings(conn: Connection, region: str, customer_ids: Iterable[str],
     if not ids:
         return []
     cr = customer_regions
-    rows = conn.execute(
-        select(customers.c.id, cr.c.last_seen_ts, cr.c.reason)
-        .select_from(customers.outerjoin(cr, (cr.c.customer_id == customers.c.id)
-                                         & (cr.c.region == region)))
-        .where(any_of(conn, customers.c.id, ids))).all()
+    rows = _SIGHTED(conn, ids, in_region=region).all()
     fresh = [r.id for r in rows if r.reason is None]
     stale = [r.id for r in rows if r.reason == "seen"
              and r.last_seen_ts < now - _SEEN_GRANULARITY_S]
     if stale:
-        conn.execute(update(cr).where(cr.c.region == region).where(cr.c.reason == "seen")
-                     .where(any_of(conn, cr.c.customer_id, stale)).values(last_seen_ts=now))
+        _SEEN_AGAIN(conn, stale, in_region=region, seen_ts=now)
     new: list[str] = []
     if fresh:
         # Two batches of one region may see the same new customer at once (PostgreSQL):
