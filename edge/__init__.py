@@ -34,6 +34,8 @@ def create_app(settings: Settings | None = None, *, start: bool = False) -> Flas
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         WTF_CSRF_TIME_LIMIT=None,
         JSON_SORT_KEYS=False,
+        # Checked before a body is read: a larger one is 413 (docs/settings.md).
+        MAX_CONTENT_LENGTH=settings.http_max_body_bytes,
     )
     app.extensions["edge"] = service
     api.init_app(app)

@@ -376,7 +376,10 @@ def serve() -> None:
     # here instead of logging in as this store's edge and pushing the running one off.
     try:
         server = waitress.create_server(app, host=settings.http_host, port=settings.http_port,
-                                        threads=settings.http_threads, ident="store-edge")
+                                        threads=settings.http_threads, ident="store-edge",
+                                        # The app refuses what is over the limit with a JSON
+                                        # 413; the server stops reading far past it.
+                                        max_request_body_size=2 * settings.http_max_body_bytes)
     except OSError as exc:
         service.stop()
         raise StartupError(f"cannot listen on {settings.http_host}:{settings.http_port} "

@@ -66,6 +66,11 @@ def _positive(value: int) -> None:
         raise ValueError("must be 1 or more")
 
 
+def _body_limit(value: int) -> None:
+    if value < 65536:
+        raise ValueError("must be 65536 or more (an envelope may be 64 KiB)")
+
+
 def _non_negative(value: int) -> None:
     if value < 0:
         raise ValueError("must be 0 or more")
@@ -122,6 +127,9 @@ class Settings:
     http_host: str = _opt("127.0.0.1", "Address the HTTP service listens on.")
     http_port: int = _opt(8080, "Port the HTTP service listens on.", _check_port)
     http_threads: int = _opt(8, "Worker threads of the HTTP server (waitress).", _positive)
+    http_max_body_bytes: int = _opt(131072, "Largest request body the HTTP service reads; "
+                                    "larger ones are refused (413) before any parsing.",
+                                    _body_limit)
     hub_url: str = _opt("", "The CRM hub's base URL; empty = stand-alone store.", _check_http_url)
     hub_token: str = _opt("", "Bearer token of this store at the hub. A secret: put it in the "
                           "environment or the site file, never in the repository.", secret=True)

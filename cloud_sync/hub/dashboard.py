@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from babel.dates import format_timedelta
 from flask import (
@@ -36,6 +35,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from cloud_sync.hub import charts, kpis
 from cloud_sync.hub.managers import Manager, authenticate, get_manager
+from edge.websafe import local_path, page_headers
 from edge.wording import moment, money, to_major
 
 bp = Blueprint("hub_dashboard", __name__, template_folder="templates", static_folder="static",
@@ -47,9 +47,6 @@ OPEN_ENDPOINTS = {"hub_dashboard.login", "hub_dashboard.static"}
 # The live refresh and scripts get a status, not the login page's HTML.
 DATA_ENDPOINTS = {"hub_dashboard.live", "hub_dashboard.data", "hub_dashboard.export"}
 # Same origin only; the SVG charts are inline markup, so nothing needs 'unsafe-inline'.
-CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-
 
 def current_manager() -> Manager | None:
     """The manager of this request's session, re-read so a removed account stops at once."""
@@ -71,18 +68,7 @@ def _require_login() -> Any:
 
 @bp.after_request
 def _headers(response: Response) -> Response:
-    response.headers.setdefault("Content-Security-Policy", CSP)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    if request.endpoint != "hub_dashboard.static":
-        response.headers.setdefault("Cache-Control", "no-store")
-    return response
-
-
-def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not urlsplit(target).netloc and "\\" not in target:
-        return target
-    return url_for("hub_dashboard.home")
+    return page_headers(response, cache=request.endpoint == "hub_dashboard.static")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -97,7 +83,8 @@ def login() -> Any:
             session.clear()
             session["hub_manager"] = manager.username
             session.permanent = True
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(local_path(request.args.get("next"),
+                                       url_for("hub_dashboard.home")))
         error = "Wrong username or password (after 5 wrong tries the account waits 5 minutes)."
     return render_template("login.html", error=error, manager=None,
                            username=request.form.get("username", ""))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
     Flask,
+    Response,
     current_app,
     redirect,
     render_template,
@@ -22,15 +22,10 @@ from edge.staff.checkout import bp as checkout_bp
 from edge.staff.receipts import bp as receipts_bp
 from edge.staff.sync import bp as sync_bp
 from edge.staff.sync import sync_warning
+from edge.websafe import local_path, page_headers
 
 bp = Blueprint("staff", __name__, url_prefix="/staff", template_folder="templates",
                static_folder="static", static_url_path="/static")
-
-
-def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not urlsplit(target).netloc and "\\" not in target:
-        return target
-    return url_for("staff.devices")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -44,7 +39,7 @@ def login() -> Any:
             session.clear()
             session["staff"] = user.username
             session.permanent = True
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(local_path(request.args.get("next"), url_for("staff.devices")))
         error = "Wrong username or password (after 5 wrong tries the account waits 5 minutes)."
     return render_template("login.html", error=error,
                            username=request.form.get("username", ""))
@@ -80,6 +75,12 @@ def init_app(app: Flask) -> None:
         if not request.path.startswith("/staff/") or current_user() is None:
             return {}
         return {"sync_warning": sync_warning()}
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        if not request.path.startswith("/staff"):
+            return response
+        return page_headers(response, cache=request.endpoint == "staff.static")
 
     @app.get("/")
     def root() -> Any:

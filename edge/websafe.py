@@ -1,0 +1,56 @@
+"""What the edge's staff pages and the hub's dashboard both do to stay pages of their own
+site: where a sign-in may send the browser on to, and the headers every page carries.
+
+One rule for both, written here once (docs/operations.md, "Securing the store LAN").
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+from flask import Response
+
+# A path on this site: one "/" and then anything but a second "/" or "\" (browsers read
+# "//host", "/\host" and "\\host" as another site), with no whitespace or control characters
+# anywhere (browsers drop tabs and newlines, so "/\t/evil" would become "//evil").
+_LOCAL_PATH = re.compile(r"/(?![/\\])[^\\\x00-\x20\x7f]*\Z")
+# The same rule for what the target says once percent-decoded ("/%2F/evil" is "///evil"),
+# where a space is only an encoded space in a query.
+_DECODED_PATH = re.compile(r"/(?![/\\])[^\\\x00-\x1f\x7f]*\Z")
+_MAX_TARGET = 2048
+_DECODE_ROUNDS = 3  # a target encoded more deeply than this is not worth trusting
+
+# Pages load only what the site itself serves; nobody may frame them (clickjacking).
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def local_path(target: str | None, fallback: str) -> str:
+    """`target` when it is a path on this site, by the rule above, and stays one however
+    often it is percent-decoded; otherwise `fallback`. For "after signing in, go to …"."""
+    if not target or len(target) > _MAX_TARGET:
+        return fallback
+    if not _LOCAL_PATH.match(target):
+        return fallback
+    seen = target
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote(seen)
+        if decoded == seen:
+            return target
+        if not _DECODED_PATH.match(decoded):
+            return fallback
+        seen = decoded
+    return fallback
+
+
+def page_headers(response: Response, *, cache: bool = False) -> Response:
+    """The headers of every staff or manager page: the CSP above, no MIME sniffing, no
+    referrer to other sites, and no caching unless `cache` (static files only: pages and
+    receipt images hold personal data)."""
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if not cache:
+        response.headers["Cache-Control"] = "no-store"
+    return response
