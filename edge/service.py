@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import threading
 import time
 from datetime import datetime, timedelta
@@ -164,13 +165,25 @@ class EdgeService:
             database: dict[str, Any] = {"ok": True}
         except Exception as exc:  # report, never raise, from a health check
             database = {"ok": False, "error": str(exc)}
+        readable = database["ok"]
+        # Reading is not enough: the write path must commit, and the disk must have room.
+        database["write"] = self.store.probe_write()
+        if self.store.write_failure is not None:
+            database["write"]["last_failure"] = self.store.write_failure
+        try:
+            free_mb = shutil.disk_usage(self.store.path.parent).free // 2**20
+            database["disk"] = {"ok": free_mb >= self.settings.disk_min_free_mb,
+                                "free_mb": free_mb, "min_free_mb": self.settings.disk_min_free_mb}
+        except OSError as exc:
+            database["disk"] = {"ok": False, "error": exc.strerror or type(exc).__name__}
+        database["ok"] = database["ok"] and database["write"]["ok"] and database["disk"]["ok"]
         broker = {"connected": self.bus.connected.is_set(),
                   "url": f"{self.bus.address.host}:{self.bus.address.port}"}
         if self.bus.refused:
             broker["refused"] = self.bus.refused
-        queue: dict[str, Any] = self.sender.state() if database["ok"] else {"depth": None}
+        queue: dict[str, Any] = self.sender.state() if readable else {"depth": None}
         queue["bus_backlog"] = self.bus.executor.depth()
-        if not self.hub.standalone and database["ok"]:  # the pull state is read from it
+        if not self.hub.standalone and readable:  # the pull state is read from it
             queue["pull"] = self.puller.state()
         ok = database["ok"]
         status = "ok" if ok and broker["connected"] else ("degraded" if ok else "failing")

@@ -191,6 +191,9 @@ class Settings:
     broker_bin: str = _opt("mosquitto", "The Mosquitto executable that `edge broker` runs.")
     broker_host: str = _opt("", "Address the store's Mosquitto listens on (0.0.0.0 for lanes on "
                             "the LAN); empty = the host of mqtt_url. The port is mqtt_url's.")
+    disk_min_free_mb: int = _opt(500, "/healthz turns unhealthy when the data dir's disk has "
+                                 "less free space than this, in MiB (before it is full).",
+                                 _positive)
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR.", _check_level)
 
     @property

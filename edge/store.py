@@ -9,8 +9,10 @@ thread and never block the writer (WAL).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +20,8 @@ from typing import Any, TypeVar, cast
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
+
+from edge.protocol import now_rfc3339
 
 T = TypeVar("T")
 Params = tuple[Any, ...] | dict[str, Any]
@@ -58,6 +62,9 @@ class Store:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        # The last COMMIT that failed (for /healthz; whether writes work now is the probe's).
+        self.write_failure: dict[str, str] | None = None
+        self._probed: tuple[float, dict[str, Any]] | None = None
         self.write(MIGRATIONS.apply)
 
     # ------------------------------------------------------------ writes
@@ -73,7 +80,19 @@ class Store:
                 self._writer.outbox_written = False
                 self._writer.execute("ROLLBACK")
                 raise
-            self._writer.execute("COMMIT")
+            try:
+                self._writer.execute("COMMIT")
+            except BaseException as exc:
+                # A COMMIT that fails (disk full, an I/O error, a deferred constraint) can
+                # leave the transaction open, and every later BEGIN would fail: roll back,
+                # so the writer is ready for the next transaction, and remember it.
+                self._writer.outbox_written = False
+                if self._writer.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._writer.execute("ROLLBACK")
+                self.write_failure = {"at": now_rfc3339(), "error": _error_name(exc)}
+                self._probed = None  # the next health check writes again
+                raise
             queued, self._writer.outbox_written = self._writer.outbox_written, False
         if queued and self.on_outbox is not None:
             self.on_outbox()
@@ -82,6 +101,21 @@ class Store:
         """Run `fn(db)` in one write transaction and return its result."""
         with self.transaction() as db:
             return fn(db)
+
+    def probe_write(self, every_s: float = 5.0) -> dict[str, Any]:
+        """`{"ok": bool, "error"?}`: a real write (one row, committed) at most every
+        `every_s` seconds, so /healthz sees a writer that can no longer commit."""
+        now = time.monotonic()
+        if self._probed is not None and now - self._probed[0] < every_s:
+            return self._probed[1]
+        try:
+            self.write(lambda db: db.execute(
+                "INSERT OR REPLACE INTO write_probe (id, at) VALUES (1, ?)", (now_rfc3339(),)))
+            result: dict[str, Any] = {"ok": True}
+        except Exception as exc:  # reported, never raised, from a health check
+            result = {"ok": False, "error": _error_name(exc)}
+        self._probed = (now, result)
+        return result
 
     # ------------------------------------------------------------ reads
 
@@ -386,3 +420,15 @@ def _m0006(db: sqlite_utils.Database) -> None:
     # A coupon's `until` (its last local date, YYYY-MM-DD): the wallet leaves it out after
     # that date here even though its `exp` is later (it must cover the chain's last zone).
     db.executescript("ALTER TABLE wallet ADD COLUMN until TEXT;")
+
+
+@MIGRATIONS(name="0007_write_probe")
+def _m0007(db: sqlite_utils.Database) -> None:
+    # One row the health check rewrites: proof that a transaction still commits.
+    db.executescript("CREATE TABLE write_probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL);")
+
+
+def _error_name(exc: BaseException) -> str:
+    """What went wrong, as staff and IT read it, without the statement's values."""
+    text = str(exc).splitlines()[0][:120] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
