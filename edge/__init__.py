@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None, *, start: bool = False) -> Flas
         SECRET_KEY=service.datadir.secret_token("session-key"),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.staff_session_hours),
         WTF_CSRF_TIME_LIMIT=None,
         JSON_SORT_KEYS=False,
         # Checked before a body is read: a larger one is 413 (docs/settings.md).

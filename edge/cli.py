@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 import click
 
 from edge.datadir import DataDir
-from edge.errors import EdgeError, StartupError
+from edge.errors import EdgeError, NotFound, StartupError
 from edge.settings import Settings, load_settings
 from edge.store import Store
 
@@ -214,6 +214,44 @@ def staff_add(username: str, role: str, password_stdin: bool, replace: bool) -> 
     user = add_user(store, username, password, role, replace=replace)
     store.close()
     emit({"username": user.username, "role": user.role})
+
+
+@staff.command("passwd")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@_fails_cleanly
+def staff_passwd(username: str, password_stdin: bool) -> None:
+    """Set a staff account's password; its open sessions end at once."""
+    from edge.staff.accounts import add_user, get_user
+
+    _, store = _open(load_settings())
+    try:
+        user = get_user(store, username)
+        if user is None:
+            raise NotFound(f"There is no staff user {username!r}.")
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        add_user(store, username, password, user.role, replace=True)
+    finally:
+        store.close()
+    emit({"username": username, "role": user.role, "sessions_ended": True})
+
+
+@staff.command("remove")
+@click.argument("username")
+@_fails_cleanly
+def staff_remove(username: str) -> None:
+    """Delete a staff account; its open sessions end at once."""
+    from edge.staff.accounts import remove_user
+
+    _, store = _open(load_settings())
+    try:
+        remove_user(store, username)
+    finally:
+        store.close()
+    emit({"username": username, "removed": True})
 
 
 def _import_file(path: str, run: Callable[[Any, Callable[[int], None]], Any]) -> None:

@@ -191,6 +191,10 @@ class Settings:
     broker_bin: str = _opt("mosquitto", "The Mosquitto executable that `edge broker` runs.")
     broker_host: str = _opt("", "Address the store's Mosquitto listens on (0.0.0.0 for lanes on "
                             "the LAN); empty = the host of mqtt_url. The port is mqtt_url's.")
+    staff_session_hours: int = _opt(12, "A staff sign-in ends this many hours after it was "
+                                    "made, however busy.", _positive)
+    staff_idle_minutes: int = _opt(60, "A staff sign-in ends after this many minutes without "
+                                   "a request.", _positive)
     disk_min_free_mb: int = _opt(500, "/healthz turns unhealthy when the data dir's disk has "
                                  "less free space than this, in MiB (before it is full).",
                                  _positive)

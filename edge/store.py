@@ -432,3 +432,24 @@ def _error_name(exc: BaseException) -> str:
     """What went wrong, as staff and IT read it, without the statement's values."""
     text = str(exc).splitlines()[0][:120] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@MIGRATIONS(name="0008_staff_sign_in")
+def _m0008(db: sqlite_utils.Database) -> None:
+    # session_epoch: goes up when a password changes, ending the sessions made before.
+    # login_failures: wrong passwords counted per account and client ("*" = any), so one
+    # machine guessing cannot lock a manager out everywhere (docs/operations.md §6).
+    db.executescript(
+        """
+        ALTER TABLE staff_users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE login_failures (
+            username TEXT NOT NULL,
+            client TEXT NOT NULL,
+            failures INTEGER NOT NULL,
+            locked_until REAL NOT NULL DEFAULT 0,
+            updated REAL NOT NULL,
+            PRIMARY KEY (username, client)
+        );
+        CREATE INDEX login_failures_updated ON login_failures (updated);
+        """
+    )

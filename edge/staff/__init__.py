@@ -17,7 +17,7 @@ from flask import (
 )
 
 from edge.staff.accounts import authenticate
-from edge.staff.auth import csrf, current_user, require_staff
+from edge.staff.auth import client_address, csrf, current_user, require_staff, start_session
 from edge.staff.checkout import bp as checkout_bp
 from edge.staff.receipts import bp as receipts_bp
 from edge.staff.sync import bp as sync_bp
@@ -34,11 +34,9 @@ def login() -> Any:
     if request.method == "POST":
         user = authenticate(current_app.extensions["edge"].store,
                             request.form.get("username", "").strip(),
-                            request.form.get("password", ""))
+                            request.form.get("password", ""), client_address())
         if user is not None:
-            session.clear()
-            session["staff"] = user.username
-            session.permanent = True
+            start_session(user)
             return redirect(local_path(request.args.get("next"), url_for("staff.devices")))
         error = "Wrong username or password (after 5 wrong tries the account waits 5 minutes)."
     return render_template("login.html", error=error,

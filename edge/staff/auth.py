@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
@@ -24,12 +25,42 @@ def current_user() -> StaffUser | None:
     user = None
     auth = request.authorization
     if auth is not None and auth.type == "basic" and auth.username and auth.password:
-        user = authenticate(store, auth.username, auth.password)
+        user = authenticate(store, auth.username, auth.password, client_address())
         g.staff_via = "basic"
     elif session.get("staff"):
-        user = get_user(store, session["staff"])
+        user = _session_user(store)
         g.staff_via = "session"
     g.staff_user = user
+    return user
+
+
+def client_address() -> str:
+    """Who is signing in, for counting wrong passwords: the connection's address."""
+    return request.remote_addr or "unknown"
+
+
+def start_session(user: StaffUser) -> None:
+    """Sign `user` in on this browser (a fresh session: nothing of the old one stays)."""
+    session.clear()
+    now = time.time()
+    session.update(staff=user.username, epoch=user.session_epoch, since=now, seen=now)
+    session.permanent = True
+
+
+def _session_user(store: Any) -> StaffUser | None:
+    """The session's user while the session holds: the account still exists with the same
+    password (epoch), and neither the absolute nor the idle time has run out."""
+    settings = current_app.extensions["edge"].settings
+    user = get_user(store, session["staff"])
+    now = time.time()
+    since, seen = session.get("since", 0.0), session.get("seen", 0.0)
+    if user is None or session.get("epoch") != user.session_epoch \
+            or now - since > settings.staff_session_hours * 3600 \
+            or now - seen > settings.staff_idle_minutes * 60:
+        session.clear()
+        return None
+    if now - seen > 30:  # the cookie is sent again only when this moves
+        session["seen"] = now
     return user
 
 
