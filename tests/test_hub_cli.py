@@ -163,6 +163,8 @@ def test_managers_add_reads_the_password_from_stdin(sqlite_hub: HubSettings) -> 
               input="another long password\n")["region"] is None
     assert "exactly one" in fails(sqlite_hub, "managers", "add", "x", "--password-stdin",
                                   input="a long enough password\n")
+    assert ok(sqlite_hub, "managers", "remove", "mia") == {"manager": "mia", "removed": True}
+    assert "no manager 'mia'" in fails(sqlite_hub, "managers", "remove", "mia")
 
 
 def test_bad_settings_stop_with_one_line(sqlite_hub: HubSettings) -> None:

@@ -188,6 +188,18 @@ def managers_add(username: str, region: str | None, all_regions: bool,
     emit({"manager": username, "region": None if all_regions else region})
 
 
+@managers.command("remove")
+@click.argument("username", metavar="USER")
+@_fails_cleanly
+def managers_remove(username: str) -> None:
+    """Delete a manager; their open dashboard sessions end at once."""
+    from cloud_sync.hub.managers import remove_manager
+
+    with _database() as (_, db):
+        remove_manager(db, username)
+    emit({"manager": username, "removed": True})
+
+
 @main.group()
 def customers() -> None:
     """Customer master data, sent hashed to the stores of each customer's regions."""

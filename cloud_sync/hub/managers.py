@@ -11,12 +11,12 @@ import re
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import managers
-from edge.errors import BadRequest, Conflict
+from edge.errors import BadRequest, Conflict, NotFound
 from edge.staff.accounts import LOCK_SECONDS, MAX_FAILURES, MIN_PASSWORD
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -67,6 +67,15 @@ def add_manager(db: HubDB, username: str, password: str, region: str | None, *,
         else:
             conn.execute(managers.insert().values(username=username, **row))
     return Manager(username, region)
+
+
+def remove_manager(db: HubDB, username: str) -> None:
+    """Delete a manager account; its dashboard sessions end at their next request (every
+    request reads the account again)."""
+    with db.write() as conn:
+        gone = conn.execute(delete(managers).where(managers.c.username == username)).rowcount
+    if not gone:
+        raise NotFound(f"There is no manager {username!r}.", code="manager_unknown")
 
 
 def get_manager(db: HubDB, username: str) -> Manager | None:
