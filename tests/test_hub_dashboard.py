@@ -317,6 +317,24 @@ def test_chromium_stays_on_the_hub_after_signing_in_with_any_next(hub: Hub,
     assert reply.headers["Cache-Control"] == "no-store"
 
 
+def test_a_removed_managers_open_session_ends_at_once(hub: Hub) -> None:
+    import re
+
+    from cloud_sync.hub.managers import remove_manager
+
+    add_manager(hub.db, "leaver", "leaver-password-1", "north")
+    with requests.Session() as s:
+        form = s.get(f"{hub.url}/login", timeout=5).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert token is not None
+        signed = s.post(f"{hub.url}/login", data={"csrf_token": token[1], "username": "leaver",
+                                                  "password": "leaver-password-1"}, timeout=10)
+        assert signed.ok
+        assert s.get(f"{hub.url}/dashboard.json", timeout=5).status_code == 200
+        remove_manager(hub.db, "leaver")
+        assert s.get(f"{hub.url}/dashboard.json", timeout=5).status_code == 401
+
+
 def test_csv_cells_that_a_spreadsheet_would_run_get_a_quote() -> None:
     assert [safe_cell(v) for v in ("=SUM(A1)", "+1", "-2", "@x", "\tx", "Hafen", 3, -2)] == \
         ["'=SUM(A1)", "'+1", "'-2", "'@x", "'\tx", "Hafen", 3, -2]
