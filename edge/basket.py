@@ -19,8 +19,8 @@ from typing import Any
 
 from edge.errors import BadRequest
 
-SKU_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
-CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+SKU_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
+CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
 MAX_LINES = 500
 MAX_QTY = 9999
 MAX_NAME = 80

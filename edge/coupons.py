@@ -34,11 +34,11 @@ from edge.store import Store
 from edge.tokens import COUPON_TYP, MEMBER_TYP, TokenRejected, TrustedKeys, looks_like_jws
 from edge.wording import day, money
 
-PLAIN_CODE_RE = re.compile(r"^[A-Za-z0-9-]{3,32}$")
-UNTIL_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+PLAIN_CODE_RE = re.compile(r"^[A-Za-z0-9-]{3,32}\Z")
+UNTIL_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 # The last zone on earth where a calendar date ends (UTC-12; POSIX-style names flip the sign).
 LAST_ZONE = ZoneInfo("Etc/GMT+12")
-COUPON_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+COUPON_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 MAX_USES = 1_000_000
 # Coupon ids of receipt offers signed by a store key: `rc:{store}:{unique part}`.
 RECEIPT_COUPON_PREFIX = "rc:"

@@ -31,9 +31,9 @@ import phonenumbers
 from edge.protocol import now_rfc3339
 from edge.store import Store
 
-CUSTOMER_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-CARD_RE = re.compile(r"^[0-9]{6,32}$")
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+CUSTOMER_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
+CARD_RE = re.compile(r"^[0-9]{6,32}\Z")
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\Z")
 CONSENTS = ("personalised", "marketing")
 
 
@@ -69,7 +69,7 @@ def normalise_email(text: str) -> str:
 
 # scrypt cost of the look-up stretch: about 14 ms and 4 MiB per identifier on a store box.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**12, 8, 1
-_KID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_KID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 
 
 def _b64(data: bytes) -> str:
@@ -250,7 +250,7 @@ class CustomerRecord:
 
 
 LOOKUP_KINDS = ("phone", "email", "card")
-_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+_HASH_RE = re.compile(r"^[0-9a-f]{64}\Z")
 MAX_LOOKUPS = 32
 
 

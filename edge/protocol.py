@@ -21,10 +21,10 @@ from edge.errors import BadRequest
 MAX_ENVELOPE_BYTES = 64 * 1024
 DEVICE_KINDS = ("pos", "printer", "scanner", "kiosk", "display")
 ID_PATTERN = r"[a-z0-9][a-z0-9-]{0,31}"
-ID_RE = re.compile(rf"^{ID_PATTERN}$")
-METHOD_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+ID_RE = re.compile(rf"^{ID_PATTERN}\Z")
+METHOD_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\Z")
 _RFC3339_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})\Z"
 )
 
 _uuid_lock = threading.Lock()
@@ -74,7 +74,7 @@ def parse_ts(text: Any) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
 def is_uuid(text: Any) -> bool:

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.errors import StartupError
 
-ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}\Z")
 REPO_DEFAULTS = Path(__file__).resolve().parent.parent / "config" / "edge.toml"
 
 

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 # (kind, value, seconds left) -> the hub's customer record or None: the online look-up,
 # which returns within the seconds it is given.
 OnlineLookupFn = Callable[[str, str, float], dict[str, Any] | None]
-TXN_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
+TXN_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
 MEMBER_CODE_MAX_LIFE_S = 300
 
 

@@ -87,7 +87,16 @@ def forged_variants(issuer: Issuer) -> dict[str, str]:
     hs_sig = b64(hmac.new(base64.urlsafe_b64decode(public_x + "=="), hs_input,
                           hashlib.sha256).digest())
     hs_sig_text = b64(hmac.new(public_x.encode(), hs_input, hashlib.sha256).digest())
+    def odd_kid(kid: Any) -> str:  # signed by the right key, only the kid is odd
+        odd_head = b64({"alg": "EdDSA", "typ": "coupon+jwt", "kid": kid})
+        return f"{odd_head}.{payload}.{b64(issuer.private.sign(f'{odd_head}.{payload}'.encode()))}"
+
     return {
+        "kid a number": odd_kid(123),
+        "kid a list": odd_kid([issuer.kid]),
+        "kid an object": odd_kid({"kid": issuer.kid}),
+        "kid null": odd_kid(None),
+        "kid with a trailing newline": odd_kid(issuer.kid + "\n"),
         "payload edited": f"{head}.{b64(richer)}.{sig}",
         "signed by an unknown key, our kid": jwt.encode(
             claims, other_key, algorithm="EdDSA",

@@ -89,3 +89,24 @@ def test_wrong_typed_fields_are_named(obj: dict[str, Any], field: str) -> None:
 def test_a_json_array_is_not_an_envelope() -> None:
     with pytest.raises(BadRequest, match="JSON object"):
         parse_envelope([1, 2, 3])
+
+
+def test_ids_codes_and_times_are_matched_to_the_end_of_the_text() -> None:
+    """`$` also matches before a final newline; every boundary pattern must not."""
+    from cloud_sync.hub.ingest import EVENT_ID_RE
+    from cloud_sync.hub.managers import USERNAME_RE
+    from edge import basket, coupons, customers, protocol, settings, transactions
+
+    cases = [(protocol.ID_RE, "lane-1"), (protocol.METHOD_RE, "coupon.apply"),
+             (transactions.TXN_RE, "t-1"), (coupons.COUPON_ID_RE, "cpn-1"),
+             (coupons.PLAIN_CODE_RE, "SAVE10"), (coupons.UNTIL_RE, "2026-11-30"),
+             (basket.SKU_RE, "milk"), (basket.CURRENCY_RE, "EUR"),
+             (customers.CUSTOMER_ID_RE, "c-1"), (customers.CARD_RE, "4000123412341234"),
+             (customers.EMAIL_RE, "a@example.org"), (settings.ID_RE, "store-1"),
+             (EVENT_ID_RE, "0123456789ab"), (USERNAME_RE, "mia")]
+    for pattern, good in cases:
+        assert pattern.match(good), pattern.pattern
+        assert not pattern.match(good + "\n"), pattern.pattern
+    protocol.parse_ts("2026-11-30T10:00:00Z")
+    with pytest.raises(ValueError):
+        protocol.parse_ts("2026-11-30T10:00:00Z\n")

@@ -58,8 +58,8 @@ from edge.tokens import (
     verify_compact,
 )
 
-EVENT_ID_RE = re.compile(r"^[A-Za-z0-9-]{8,64}$")
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+EVENT_ID_RE = re.compile(r"^[A-Za-z0-9-]{8,64}\Z")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
 _REF_MAX = 128
 # Plain campaign codes (SAVE10) are shared by everybody: many uses are the point.
 SHARED_CODE_PREFIX = "code:"

@@ -19,7 +19,7 @@ from cloud_sync.hub.schema import managers
 from edge.errors import BadRequest, Conflict, NotFound
 from edge.staff.accounts import LOCK_SECONDS, MAX_FAILURES, MIN_PASSWORD
 
-USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}\Z")
 REGION_RE = USERNAME_RE  # regions are ids like stores' (`edge-hub stores add --region R`)
 # Checked when the user does not exist, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash("not-a-real-password", method="scrypt")

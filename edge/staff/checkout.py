@@ -31,9 +31,9 @@ bp = Blueprint("checkout", __name__, url_prefix="/staff/checkout")
 
 DEFAULT_LANE = "staff-web"
 BASKET_SKU = "BASKET"
-CARD_RE = re.compile(r"^[0-9]+$")
+CARD_RE = re.compile(r"^[0-9]+\Z")
 # What a cashier types as the basket total: "23.50" or "23,50"; no thousands separators.
-AMOUNT_RE = re.compile(r"^[0-9]{1,7}([.,][0-9]*)?$")
+AMOUNT_RE = re.compile(r"^[0-9]{1,7}([.,][0-9]*)?\Z")
 
 
 def _service() -> EdgeService:
