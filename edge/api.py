@@ -6,6 +6,7 @@ error's status, whether it came from the domain, from Flask/werkzeug or from a c
 
 from __future__ import annotations
 
+import hmac
 import logging
 import sqlite3
 from typing import Any
@@ -40,14 +41,31 @@ def error_response(code: str, message: str, status: int,
     return resp
 
 
+def _monitor_allowed() -> bool:
+    """May this request see the edge's details (/metrics, the full /healthz)? With
+    `monitor_token` set: a request bearing it. Without: a request from the box itself."""
+    token = service().settings.monitor_token
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                                  token.encode())
+    return request.remote_addr in ("127.0.0.1", "::1")
+
+
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     ok, report = service().health()
+    if not _monitor_allowed():
+        # Liveness for anyone (a load balancer, a ping); the details are the monitor's.
+        return jsonify({"status": report["status"]}), 200 if ok else 503
     return jsonify(report), 200 if ok else 503
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    if not _monitor_allowed():
+        raise Unauthorized("/metrics needs the monitor token (EDGE_MONITOR_TOKEN) as "
+                           "'Authorization: Bearer ...', or a request from the box itself.")
     svc = service()
     try:
         svc.sender.queue_report()  # the queue gauges, fresh

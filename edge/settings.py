@@ -133,6 +133,9 @@ class Settings:
     hub_url: str = _opt("", "The CRM hub's base URL; empty = stand-alone store.", _check_http_url)
     hub_token: str = _opt("", "Bearer token of this store at the hub. A secret: put it in the "
                           "environment or the site file, never in the repository.", secret=True)
+    monitor_token: str = _opt("", "Bearer token for /metrics and the detailed /healthz from "
+                              "other machines; empty: only from the box itself. A secret.",
+                              secret=True)
     trusted_keys: str = _opt("", "Path to a JWK Set trusted for coupons and member codes.")
     country: str = _opt("DE", "The store's country (ISO 3166 alpha-2): phone numbers typed "
                         "without +country code are read as numbers of this country.",

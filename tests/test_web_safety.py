@@ -117,3 +117,34 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(settings: Settings,
     small = requests.post(url, data=b"{}", headers={"Authorization": "Bearer x"}, timeout=10)
     assert small.status_code == 401
 
+
+
+@pytest.mark.parametrize("token", ["", "a-monitor-token-1"])
+def test_details_are_the_monitors_and_liveness_is_anyones(settings: Settings,
+                                                          token: str) -> None:
+    import dataclasses
+
+    from edge import create_app
+
+    app = create_app(dataclasses.replace(settings, monitor_token=token))
+    try:
+        client = app.test_client()
+        lan = {"REMOTE_ADDR": "10.0.4.17"}
+        live = client.get("/healthz", environ_base=lan)
+        assert live.status_code == 200 and live.get_json() == {"status": "degraded"}
+        metrics = client.get("/metrics", environ_base=lan)
+        assert metrics.status_code == 401 and b"edge_" not in metrics.data
+        wrong = client.get("/metrics", environ_base=lan,
+                           headers={"Authorization": "Bearer not-the-token"})
+        assert wrong.status_code == 401
+        if token:
+            ok = {"Authorization": f"Bearer {token}"}
+            assert "database" in client.get("/healthz", environ_base=lan, headers=ok).get_json()
+            assert client.get("/metrics", environ_base=lan, headers=ok).status_code == 200
+            # With a token set, the box itself needs it too.
+            assert client.get("/metrics").status_code == 401
+        else:
+            assert "database" in client.get("/healthz").get_json()  # from 127.0.0.1
+            assert client.get("/metrics").status_code == 200
+    finally:
+        app.extensions["edge"].stop()
