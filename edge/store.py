@@ -453,3 +453,20 @@ def _m0008(db: sqlite_utils.Database) -> None:
         CREATE INDEX login_failures_updated ON login_failures (updated);
         """
     )
+
+
+@MIGRATIONS(name="0009_member_codes_used")
+def _m0009(db: sqlite_utils.Database) -> None:
+    # Member codes already used, by jti, until they expire: a code identifies one sale.
+    db.executescript(
+        """
+        CREATE TABLE member_codes_used (
+            jti TEXT PRIMARY KEY,
+            exp REAL NOT NULL,
+            device_id TEXT NOT NULL,
+            txn TEXT NOT NULL,
+            used_at TEXT NOT NULL
+        );
+        CREATE INDEX member_codes_used_exp ON member_codes_used (exp);
+        """
+    )

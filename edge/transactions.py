@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import jwt
+
 from edge.basket import Basket, Pricing
 from edge.coupons import Coupon, CouponBook, CouponRefused
 from edge.customers import (
@@ -168,6 +170,9 @@ class Checkout:
         kind, value, customer, fetched = self._recognise(code, phone, started)
         with self.store.transaction() as db:
             conn = db.conn
+            if kind == "member":
+                assert code is not None
+                self._use_member_code(conn, code, device, txn)
             if fetched is not None:
                 # Found at the hub: cached as if it had come through the feed.
                 upsert_customers(db, [fetched], self.book.wallet_entry)
@@ -249,6 +254,27 @@ class Checkout:
             return None, None
         return customer_of(rec), rec
 
+    def _use_member_code(self, conn: sqlite3.Connection, token: str, device: str,
+                         txn: str) -> None:
+        """A member code identifies one sale: scanned again for that sale it is the same
+        identification; for any other sale (a photo of the shopper's screen) it is refused
+        until it expires. Its `jti` is remembered until then."""
+        # Verified a moment ago by `_member_code` (which also required jti and exp).
+        claims = jwt.decode(token.strip(), options={"verify_signature": False})
+        jti, exp = claims["jti"], float(claims["exp"])
+        now = self.clock()
+        conn.execute("DELETE FROM member_codes_used WHERE exp < ?",
+                     (now - self.settings.clock_skew_s,))
+        first = conn.execute("SELECT device_id, txn FROM member_codes_used WHERE jti = ?",
+                             (jti,)).fetchone()
+        if first is None:
+            conn.execute("INSERT INTO member_codes_used (jti, exp, device_id, txn, used_at) "
+                         "VALUES (?, ?, ?, ?, ?)", (jti, exp, device, txn, self._ts(now)))
+        elif (first[0], first[1]) != (device, txn):
+            raise CustomerUnknown("This member code was already used for another sale: ask "
+                                  "the shopper to refresh the app and scan the new code.",
+                                  detail={"method": "member", "reason": "used"})
+
     def _member_code(self, token: str) -> str:
         try:
             claims = self.keys.verify(token, MEMBER_TYP)
@@ -259,7 +285,9 @@ class Checkout:
             raise CustomerUnknown("This member code is not genuine.",
                                   detail={"reason": "forged"}) from None
         sub, iat, exp = claims.get("sub"), claims.get("iat"), claims.get("exp")
-        if not isinstance(sub, str) or not sub or not all(
+        jti = claims.get("jti")
+        if not isinstance(sub, str) or not sub or not isinstance(jti, str) or not \
+                0 < len(jti) <= 128 or not all(
                 isinstance(t, int | float) and not isinstance(t, bool) for t in (iat, exp)):
             raise CustomerUnknown("This member code is not readable: ask the shopper to "
                                   "refresh the app.", detail={"reason": "claims"})

@@ -391,6 +391,41 @@ def test_member_code_lifetime_and_expiry_are_honoured(svc: EdgeService, issuer: 
         assert info.value.detail["reason"] == reason
 
 
+def test_a_member_code_identifies_one_sale(svc: EdgeService, issuer: Issuer) -> None:
+    code = issuer.member("c-1")
+    assert svc.checkout.identify("lane-1", "t-1", code, None)["customer"]["id"] == "c-1"
+    # Scanned again for the same sale: the same identification.
+    assert svc.checkout.identify("lane-1", "t-1", code, None)["customer"]["id"] == "c-1"
+    # A photo of the shopper's screen at another lane, or for the next sale: refused.
+    for lane, txn in (("lane-2", "t-9"), ("lane-1", "t-2")):
+        with pytest.raises(CustomerUnknown) as info:
+            svc.checkout.identify(lane, txn, code, None)
+        assert info.value.detail["reason"] == "used"
+        assert "already used" in info.value.message
+    assert svc.store.query_one("SELECT customer_id FROM transactions WHERE txn = 't-9'") is None
+    # A fresh code from the app works at once.
+    assert svc.checkout.identify("lane-2", "t-9", issuer.member("c-1"), None)["customer"]
+    # A code without a jti cannot be told apart from its copies: not accepted.
+    now = int(time.time())
+    bare = issuer.sign({"sub": "c-1", "iat": now, "exp": now + 60}, typ="member+jwt")
+    with pytest.raises(CustomerUnknown) as info:
+        svc.checkout.identify("lane-3", "t-3", bare, None)
+    assert info.value.detail["reason"] == "claims"
+
+
+def test_used_member_codes_are_forgotten_once_expired(svc: EdgeService,
+                                                      issuer: Issuer) -> None:
+    now = int(time.time())
+    svc.checkout.identify("lane-1", "t-1", issuer.member("c-1", iat=now - 100, life=120), None)
+    svc.checkout.identify("lane-1", "t-2", issuer.member("c-1"), None)
+    rows = svc.store.query("SELECT exp FROM member_codes_used ORDER BY exp")
+    assert len(rows) == 2
+    svc.checkout.clock = lambda: now + 400  # past both codes' exp and the clock skew
+    svc.checkout.identify("lane-1", "t-3", issuer.member("c-1", iat=now + 390), None)
+    assert [r["exp"] for r in svc.store.query("SELECT exp FROM member_codes_used")] == [
+        float(now + 390 + 120)]
+
+
 def test_coupon_revoked_after_it_was_applied_is_not_redeemed(svc: EdgeService,
                                                              issuer: Issuer) -> None:
     svc.checkout.apply("lane-1", "t-1", issuer.coupon(jti="cpn-late-revoke"), BASKET)
