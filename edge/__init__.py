@@ -18,13 +18,14 @@ def create_app(settings: Settings | None = None, *, start: bool = False) -> Flas
     With `start=True` the bus connects and the scheduler runs (what `edge serve` does);
     otherwise they wait for `app.extensions["edge"].start()`.
     """
-    from edge import api, staff
+    from edge import api, logsafe, staff
     from edge.service import EdgeService
 
     settings = settings or load_settings()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # job bookkeeping is noise
+    logsafe.install()  # no e-mail, phone or card number in any log line
     service = EdgeService(settings)
     app = Flask(__name__)
     app.config.update(
