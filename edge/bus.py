@@ -250,7 +250,8 @@ class Bus:
             self.metrics.dropped.labels(reason="status").inc()
             log.warning("ignored a malformed status from %s: %s", topic.device_key, exc)
             return
-        if not record_status(self.store, topic.kind, topic.device, status):
+        if not record_status(self.store, topic.kind, topic.device, status,
+                             interval_s=self.settings.status_event_interval_s):
             log.warning("status from %s, which is not enrolled here", topic.device_key)
             return
         self.refresh_presence_gauge()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,10 +108,14 @@ def authenticate(store: Store, kind: str, device_id: str, password: str) -> bool
 def list_devices(store: Store) -> list[dict[str, Any]]:
     """Every enrolled device with its presence, for the API and the staff page."""
     out = []
-    for row in store.query("SELECT kind, id, username, created_at, state, last_seen, status "
-                           "FROM devices ORDER BY kind, id"):
+    for row in store.query("SELECT kind, id, username, created_at, state, last_seen, status, "
+                           "flaps FROM devices ORDER BY kind, id"):
         status = json.loads(row.pop("status"))
         row["status"] = {k: v for k, v in status.items() if k not in ("state", "ts")}
+        flaps = row.pop("flaps")
+        row["flapping"] = flaps >= FLAPPING_CHANGES
+        if row["flapping"]:
+            row["status"]["flapping"] = f"{flaps} changes since the last one sent to the hub"
         out.append(row)
     return out
 
@@ -131,30 +136,81 @@ def parse_status(payload: Any) -> dict[str, Any]:
 
 
 STATUS_WORTH_SYNCING = ("state", "printer", "paper", "cover", "model", "sw")
+# Changes of one device within one status_event_interval_s from which staff see it flapping.
+FLAPPING_CHANGES = 3
 
 
-def record_status(store: Store, kind: str, device_id: str, payload: dict[str, Any]) -> bool:
-    """Store a device's presence; False when the device is not enrolled here."""
+def _worth(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: status[k] for k in STATUS_WORTH_SYNCING if k in status}
+
+
+def record_status(store: Store, kind: str, device_id: str, payload: dict[str, Any], *,
+                  interval_s: float = 60.0, now: float | None = None) -> bool:
+    """Store a device's presence; False when the device is not enrolled here.
+
+    The CRM hears of changes (online/offline, paper, cover), not of every heartbeat, and of
+    at most one per device per `interval_s`: a device flapping its status 10,000 times
+    costs the outbox one event an interval, which carries how many changes it stands for
+    (`changes`). What changed in between is sent by `flush_statuses` once the interval is
+    over. The devices table always holds the latest status (staff see it live)."""
     seen = now_rfc3339()
+    now = time.time() if now is None else now
 
     def _write(db: sqlite_utils.Database) -> bool:
-        row = db.execute("SELECT status FROM devices WHERE kind = ? AND id = ?",
-                         (kind, device_id)).fetchone()
+        row = db.execute("SELECT status, status_synced, status_synced_at, flaps FROM devices "
+                         "WHERE kind = ? AND id = ?", (kind, device_id)).fetchone()
         if row is None:
             return False
         # A Last Will says only "offline": keep what the device last told about itself.
         before = json.loads(row[0])
         merged = {**before, **payload} if payload["state"] == "offline" else payload
-        # The CRM hears of changes (online/offline, paper, cover), not of every heartbeat.
-        if any(before.get(k) != merged.get(k) for k in STATUS_WORTH_SYNCING):
-            queue_event(db.conn, "device.status", {
-                "kind": kind, "device": device_id,
-                **{k: merged[k] for k in STATUS_WORTH_SYNCING if k in merged}},
-                device_id=device_id, occurred_at=seen)
-        db.execute("UPDATE devices SET state = ?, last_seen = ?, status = ? "
+        flaps = row[3] + (1 if _worth(before) != _worth(merged) else 0)
+        synced = json.loads(row[1]) if row[1] else None
+        if _worth(merged) != synced and now - row[2] >= interval_s:
+            _queue_status(db, kind, device_id, merged, flaps, seen, now)
+            flaps = 0
+        db.execute("UPDATE devices SET state = ?, last_seen = ?, status = ?, flaps = ? "
                    "WHERE kind = ? AND id = ?",
-                   (payload["state"], seen, json.dumps(merged, separators=(",", ":")),
+                   (payload["state"], seen, json.dumps(merged, separators=(",", ":")), flaps,
                     kind, device_id))
         return True
+
+    return store.write(_write)
+
+
+def _queue_status(db: sqlite_utils.Database, kind: str, device_id: str,
+                  status: dict[str, Any], changes: int, at: str, now: float) -> None:
+    worth = _worth(status)
+    queue_event(db.conn, "device.status", {
+        "kind": kind, "device": device_id, **worth,
+        **({"changes": changes} if changes > 1 else {})}, device_id=device_id, occurred_at=at)
+    db.execute("UPDATE devices SET status_synced = ?, status_synced_at = ? "
+               "WHERE kind = ? AND id = ?",
+               (json.dumps(worth, separators=(",", ":")), now, kind, device_id))
+
+
+def flush_statuses(store: Store, interval_s: float = 60.0, now: float | None = None) -> int:
+    """Send the devices' statuses held back by `record_status` once their interval is over
+    (a scheduled job); how many were sent."""
+    now = time.time() if now is None else now
+
+    def _write(db: sqlite_utils.Database) -> int:
+        sent = 0
+        for kind, device_id, status, synced, flaps in db.execute(
+                "SELECT kind, id, status, status_synced, flaps FROM devices "
+                "WHERE status_synced_at <= ?", (now - interval_s,)).fetchall():
+            current = json.loads(status)
+            if synced is not None and _worth(current) == json.loads(synced):
+                if flaps:  # it flapped back to what the hub knows: calm again
+                    db.execute("UPDATE devices SET flaps = 0 WHERE kind = ? AND id = ?",
+                               (kind, device_id))
+                continue
+            if synced is None and current == {}:
+                continue  # never reported anything
+            _queue_status(db, kind, device_id, current, flaps, now_rfc3339(), now)
+            db.execute("UPDATE devices SET flaps = 0 WHERE kind = ? AND id = ?",
+                       (kind, device_id))
+            sent += 1
+        return sent
 
     return store.write(_write)

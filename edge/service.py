@@ -79,6 +79,9 @@ class EdgeService:
         self.store.on_outbox = self.sender.kick
         self.scheduler.add_job(self.dispatcher.cache.prune, "interval", seconds=60,
                                id="reply_cache_prune", coalesce=True, max_instances=1)
+        self.scheduler.add_job(self._flush_statuses, "interval",
+                               seconds=max(1, settings.status_event_interval_s // 2),
+                               id="device_status_flush")
         self.scheduler.add_job(self.store.checkpoint, "interval", minutes=5, id="wal_checkpoint",
                                coalesce=True, max_instances=1)
         self.scheduler.add_job(self.checkout.sweep, "interval", seconds=30,
@@ -157,6 +160,11 @@ class EdgeService:
         with contextlib.suppress(SchedulerNotRunningError):  # stopping meanwhile
             self.scheduler.add_job(fn, "date", run_date=when, name=f"{job_id} (soon)",
                                    misfire_grace_time=60)
+
+    def _flush_statuses(self) -> None:
+        from edge.devices import flush_statuses
+
+        flush_statuses(self.store, self.settings.status_event_interval_s)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, report) for /healthz: the database must answer; the rest is reported."""

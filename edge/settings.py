@@ -170,6 +170,9 @@ class Settings:
     sync_batch_events: int = _opt(500, "Most events sent to the hub in one request.", _positive)
     sync_batch_bytes: int = _opt(1_000_000, "Most bytes of events sent to the hub in one request "
                                  "(keep it under the hub's HUB_MAX_BATCH_BYTES).", _positive)
+    status_event_interval_s: int = _opt(60, "At most one device.status event per device "
+                                        "this often, in seconds (a flapping device).",
+                                        _positive)
     sync_interval_s: int = _opt(5, "How often the sender looks for events to send when nothing "
                                 "new woke it, seconds (new events are sent at once).", _positive)
     sync_backoff_max_s: int = _opt(300, "Longest wait between tries while the hub is down or "

@@ -470,3 +470,16 @@ def _m0009(db: sqlite_utils.Database) -> None:
         CREATE INDEX member_codes_used_exp ON member_codes_used (exp);
         """
     )
+
+
+@MIGRATIONS(name="0010_status_flapping")
+def _m0010(db: sqlite_utils.Database) -> None:
+    # What the hub last heard of each device's status and when, and the changes since:
+    # a flapping device is recorded once per interval (docs/protocol.md, presence).
+    db.executescript(
+        """
+        ALTER TABLE devices ADD COLUMN status_synced TEXT;
+        ALTER TABLE devices ADD COLUMN status_synced_at REAL NOT NULL DEFAULT 0;
+        ALTER TABLE devices ADD COLUMN flaps INTEGER NOT NULL DEFAULT 0;
+        """
+    )

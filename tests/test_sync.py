@@ -414,8 +414,20 @@ def test_a_cashier_sees_the_sync_page_but_cannot_send_dead_letters_again(
         app.extensions["edge"].stop()
 
 
+@pytest.fixture
+def status_edge(settings: Settings, broker: Any) -> Iterator[EdgeService]:
+    """An edge that sends a device's status changes at most once a second."""
+    service = EdgeService(settings.with_overrides(status_event_interval_s=1))
+    service.start()
+    assert service.bus.wait_connected(10)
+    yield service
+    service.stop()
+
+
 def test_device_status_changes_are_queued_for_the_hub_but_repeats_are_not(
-        edge: EdgeService, device: Any) -> None:
+        status_edge: EdgeService, device: Any) -> None:
+    edge = status_edge
+
     def statuses() -> list[dict[str, Any]]:
         return [json.loads(r["data"]) for r in edge.store.query(
             "SELECT data FROM outbox WHERE type = 'device.status' ORDER BY seq")]
@@ -432,3 +444,45 @@ def test_device_status_changes_are_queued_for_the_hub_but_repeats_are_not(
     seen = statuses()
     assert [s["state"] for s in seen] == ["online", "online", "online", "offline"]
     assert seen[2]["paper"] == "near_end" and seen[3]["device"] == "printer-1"
+
+
+def test_a_flapping_device_costs_the_outbox_one_event_an_interval(
+        edge: EdgeService, enrolled: Any) -> None:
+    from edge.devices import flush_statuses, list_devices, record_status
+
+    enrolled("printer", "printer-9")
+
+    def outbox() -> list[dict[str, Any]]:
+        return [json.loads(r["data"]) for r in edge.store.query(
+            "SELECT data FROM outbox WHERE type = 'device.status' ORDER BY seq")]
+
+    t0 = 1_800_000_000.0
+    record_status(edge.store, "printer", "printer-9", {"state": "online"}, now=t0)
+    assert len(outbox()) == 1
+    for i in range(1, 1001):  # flaps for 50 s: online, offline, online, ...
+        state = "offline" if i % 2 else "online"
+        record_status(edge.store, "printer", "printer-9", {"state": state},
+                      interval_s=60, now=t0 + i * 0.05)
+    assert len(outbox()) == 1  # nothing more within the interval
+    row = next(d for d in list_devices(edge.store) if d["id"] == "printer-9")
+    assert row["state"] == "online" and row["flapping"] is True
+    assert "1000 changes" in row["status"]["flapping"]
+    # Still within the interval: the flush waits; after it, one event with the count.
+    assert flush_statuses(edge.store, 60, now=t0 + 59) == 0
+    # It flapped back to "online", what the hub last heard: nothing to send, and calm.
+    assert flush_statuses(edge.store, 60, now=t0 + 61) == 0
+    row = next(d for d in list_devices(edge.store) if d["id"] == "printer-9")
+    assert row["flapping"] is False
+    # Flapping again and ending offline: one event, with the changes it stands for.
+    for i in range(1, 6):
+        record_status(edge.store, "printer", "printer-9",
+                      {"state": "offline" if i % 2 else "online"}, interval_s=60,
+                      now=t0 + 61 + i)
+    sent = outbox()
+    assert len(sent) == 2 and sent[-1]["state"] == "offline" and "changes" not in sent[-1]
+    # A change held back is sent by the flush once its interval is over.
+    record_status(edge.store, "printer", "printer-9", {"state": "online"},
+                  interval_s=60, now=t0 + 70)
+    assert len(outbox()) == 2
+    assert flush_statuses(edge.store, 60, now=t0 + 123) == 1
+    assert outbox()[-1]["state"] == "online"
