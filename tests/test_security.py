@@ -270,3 +270,25 @@ def test_a_hosted_printer_has_its_own_login_not_the_edges(
                                connection=None, profile="TM-T20II")
     assert enrolment is not None and enrolment.username == "printer-printer-1"
     assert not secret.exists()
+
+
+def test_a_hosted_printer_without_a_kept_password_gets_a_new_login(
+        settings: Settings, edge: EdgeService, datadir: DataDir,
+        virtual_printer: Callable[[str], Any]) -> None:
+    """As after an upgrade: the printer was enrolled (its password printed, not kept) and the
+    edge served it with its own login. Now the edge makes the printer a login it keeps."""
+    vp = virtual_printer("TM-T20II")
+    add_printer(settings, datadir, edge.store, "printer-1", lanes=["lane-1"],
+                connection=None, profile="TM-T20II")
+    with edge.store.transaction() as db:
+        db.conn.execute("UPDATE printers SET connection = ? WHERE id = 'printer-1'",
+                        (vp.address,))
+    secret = datadir.hosted_printer_secret("printer-1")
+    assert not secret.exists()
+    before = (datadir.mosquitto / "passwd").read_text()
+    edge.printers.refresh()
+    assert secret.exists() and (datadir.mosquitto / "passwd").read_text() != before
+    assert wait_until(lambda: (edge.printers.services.get("printer-1") or (0, None))[1]
+                      is not None
+                      and edge.printers.services["printer-1"][1].device.connected.is_set(), 15)
+    assert edge.bus.connected.is_set()
