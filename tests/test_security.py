@@ -32,7 +32,7 @@ class Observer:
         self.edge = edge
         self.messages: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
-        self._handle = edge.bus.client.on_message
+        self._handle: Any = edge.bus.client.on_message
         edge.bus.client.on_message = self._on_message
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -205,7 +205,7 @@ class Hijacker:
 
 def _count_disconnects(client: DeviceClient) -> list[int]:
     count = [0]
-    original = client.client.on_disconnect
+    original: Any = client.client.on_disconnect
 
     def on_disconnect(*args: Any) -> None:
         count[0] += 1
@@ -259,8 +259,8 @@ def test_a_hosted_printer_has_its_own_login_not_the_edges(
                       and edge.printers.services["printer-1"][1].device.connected.is_set(), 15)
     service = edge.printers.services["printer-1"][1]
     assert service.device.client._username == b"printer-printer-1"
-    assert wait_until(lambda: edge.store.query_one(
-        "SELECT state FROM devices WHERE id = 'printer-1'")["state"] == "online", 5)
+    assert wait_until(lambda: (edge.store.query_one(
+        "SELECT state FROM devices WHERE id = 'printer-1'") or {}).get("state") == "online", 5)
     time.sleep(1.5)  # a take-over would show as the edge reconnecting (1 s backoff)
     assert edge.bus.connected.is_set()
     assert edge.metrics.bus_connects._value.get() == connects
