@@ -6,7 +6,9 @@ Everything runs on 127.0.0.1 with the store id `bench`:
   free port, with the password file and ACL rendered from the data dir;
 * `start_edge`: `edge serve` as its own process; returns once /healthz reports the broker
   connected, with its VmRSS read then;
-* `start_echo`: the floor, one plain paho client (`loop_forever`, the edge's login) that
+* `start_echo`: the floor, one plain paho client (`loop_forever`, a `bench-echo` login of its
+  own that the rig adds to the broker files: read the echo events, write the lanes' reply
+  topics; the edge's login would take the running edge's connection over) that
   republishes every `store/bench/pos/+/evt/bench/echo` payload at QoS 1 to its MQTT 5
   Response Topic with its Correlation Data (the edge subscribes to `evt/+` only, so it never
   sees these two-level event topics);
@@ -26,6 +28,7 @@ import math
 import multiprocessing as mp
 import os
 import random
+import secrets
 import selectors
 import shutil
 import signal
@@ -45,8 +48,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.broker import BrokerProcess
-from edge.datadir import DataDir
+from edge.broker import BrokerProcess, hash_password, reload_broker
+from edge.datadir import DataDir, write_private
 from edge.devices import Enrolment, sync_broker_files
 from edge.mqtt import BrokerAddress, make_client
 from edge.protocol import event_topic
@@ -461,11 +464,34 @@ def child(target: Any, name: str, *args: Any) -> Iterator[Child]:
         c.stop()
 
 
+ECHO_USER = "bench-echo"
+
+
+def add_echo_login(datadir: DataDir) -> str:
+    """Add the echo's own login to the rendered passwd and acl and reload the broker; its
+    password. Only as much as the echo does: read the echo events, write the lanes' reply
+    topics. (Enrolling a device afterwards renders the files anew without it.)"""
+    password = secrets.token_urlsafe(18)
+    folder = datadir.mosquitto
+    passwd = [line for line in (folder / "passwd").read_text().splitlines()
+              if not line.startswith(f"{ECHO_USER}:")]
+    passwd.append(f"{ECHO_USER}:{hash_password(password)}")
+    write_private(folder / "passwd", "\n".join(passwd) + "\n", replace=True)
+    acl = (folder / "acl").read_text().split(f"\n# {ECHO_USER}\n")[0]
+    acl += (f"\n# {ECHO_USER}\nuser {ECHO_USER}\n"
+            f"topic read store/{STORE}/pos/+/evt/bench/echo\n"
+            f"topic write store/{STORE}/pos/+/res/#\n")
+    write_private(folder / "acl", acl, replace=True)
+    reload_broker(datadir)
+    time.sleep(0.2)  # the broker re-reads passwd and acl
+    return password
+
+
 def start_echo(stack: contextlib.ExitStack, address: BrokerAddress, datadir: DataDir) -> Child:
-    """The echo responder, logged in as the edge; call `.expect("ready", ...)` before use."""
-    creds = datadir.edge_mqtt_credentials()
-    return stack.enter_context(child(echo_main, "echo", address, creds["username"],
-                                     creds["password"]))
+    """The echo responder with its own login (added now: start it after enrolling the lanes);
+    call `.expect("ready", ...)` before use."""
+    password = add_echo_login(datadir)
+    return stack.enter_context(child(echo_main, "echo", address, ECHO_USER, password))
 
 
 def start_loaders(stack: contextlib.ExitStack, target: Any, address: BrokerAddress,

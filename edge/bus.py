@@ -128,7 +128,9 @@ class Bus:
             username, password = creds["username"], creds["password"]
         else:
             username, password = address.username, address.password or ""
-        self.login = (username, password)  # also what printers hosted in the edge log in with
+        self.login = (username, password)
+        # The broker makes the username the client id (use_username_as_clientid): this id
+        # is only what the edge asks for. Nothing else may log in as the edge.
         self.client = make_client(f"edge-{settings.store_id}", address, username=username,
                                   password=password)
         self.address = address

@@ -147,7 +147,8 @@ def printers() -> None:
 @_fails_cleanly
 def printers_add(printer_id: str, lanes: tuple[str, ...], connection: str | None, profile: str,
                  rotate: bool) -> None:
-    """Add or change a printer; prints the printer, and its login the first time."""
+    """Add or change a printer; prints the printer, and the login for its own process the
+    first time (a printer the edge serves with --connect has a login only the edge knows)."""
     from edge.printers import add_printer
 
     settings = load_settings()
@@ -177,11 +178,12 @@ def printers_remove(printer_id: str) -> None:
     """Remove a printer and its login; its lanes then have no printer."""
     from edge.devices import remove
     from edge.errors import NotFound
-    from edge.printers import remove_printer
+    from edge.printers import forget_hosted_login, remove_printer
 
     settings = load_settings()
     datadir, store = _open(settings)
     found = remove_printer(store, printer_id)
+    forget_hosted_login(datadir, printer_id)
     try:
         remove(settings, datadir, store, "printer", printer_id)
     except NotFound:

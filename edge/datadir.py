@@ -60,6 +60,10 @@ class DataDir:
             "mqtt-edge", lambda: {"username": EDGE_MQTT_USER, "password": secrets.token_urlsafe(24)}
         )
 
+    def hosted_printer_secret(self, printer_id: str) -> Path:
+        """secrets/mqtt-printer-ID.json: the broker login of a printer the edge hosts."""
+        return self.secrets / f"mqtt-printer-{printer_id}.json"
+
 
 def write_private(path: Path, text: str, *, replace: bool = False) -> None:
     """Write a file only its owner can read, atomically (never half-written).

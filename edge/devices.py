@@ -64,10 +64,13 @@ def sync_broker_files(settings: Settings, datadir: DataDir, store: Store) -> Non
 
 
 def enrol(settings: Settings, datadir: DataDir, store: Store, kind: str, device_id: str, *,
-          rotate: bool = False) -> Enrolment:
-    """Enrol a device (or give it a new password with `rotate`) and update the broker."""
+          rotate: bool = False, password: str | None = None) -> Enrolment:
+    """Enrol a device (or give it a new password with `rotate`) and update the broker.
+
+    `password` is for the edge's own hosted printers, whose password it keeps itself;
+    otherwise a random one is made and only returned."""
     check_device(kind, device_id)
-    password = secrets.token_urlsafe(18)
+    password = password or secrets.token_urlsafe(18)
     username = username_for(kind, device_id)
     row = {"kind": kind, "id": device_id, "username": username,
            "password_hash": hash_password(password), "created_at": now_rfc3339()}

@@ -4,21 +4,28 @@ A printer is a device of kind `printer` (it has its own MQTT login like any devi
 row of `printers`: its profile (python-escpos capability database), the lanes whose
 receipts it prints and, for a printer the edge can reach itself (a network printer on
 port 9100, or a device file on the edge box), its connection. The edge runs the printer
-service for those in its own process, logged in with its own credentials; a USB or serial
-printer at a till gets the same service as its own `python -m pos_bridge.printer` process.
+service for those in its own process, each logged in with the printer's own broker login
+(the broker makes the username the client id, so sharing the edge's login would take the
+edge's own connection over); the edge keeps those passwords in
+`secrets/mqtt-printer-ID.json` and never prints them. A USB or serial printer at a till gets
+the same service as its own `python -m pos_bridge.printer` process, with the password
+`edge printers add` printed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import secrets
 import threading
 from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Any
 
-from edge.datadir import DataDir
-from edge.devices import Enrolment, check_device, enrol
+from edge.broker import verify_password
+from edge.datadir import DataDir, write_private
+from edge.devices import Enrolment, check_device, enrol, username_for
 from edge.errors import BadRequest
 from edge.protocol import ID_RE, now_rfc3339
 from edge.settings import Settings
@@ -82,8 +89,19 @@ def add_printer(settings: Settings, datadir: DataDir, store: Store, printer_id: 
         check_connection(connection)
     known = store.query_one("SELECT 1 AS x FROM devices WHERE kind = 'printer' AND id = ?",
                             (printer_id,))
-    enrolment = enrol(settings, datadir, store, "printer", printer_id, rotate=rotate) \
-        if known is None or rotate else None
+    enrolment: Enrolment | None = None
+    if connection:
+        # The edge serves it: a login only the edge knows, never printed.
+        if known is None or rotate or read_hosted_login(datadir, store, printer_id) is None:
+            hosted_login(settings, datadir, store, printer_id, renew=True)
+    else:
+        # Served by its own process: a password for that process, printed once. A printer
+        # the edge served until now gets a new one (the edge's copy is dropped).
+        was_hosted = datadir.hosted_printer_secret(printer_id).exists()
+        if known is None or rotate or was_hosted:
+            enrolment = enrol(settings, datadir, store, "printer", printer_id,
+                              rotate=known is not None)
+        forget_hosted_login(datadir, printer_id)
     with store.transaction() as db:
         conn = db.conn
         # A lane prints on one printer: moving it here takes it off any other.
@@ -112,6 +130,51 @@ def list_printers(store: Store) -> list[Printer]:
     return [_printer(r) for r in store.query("SELECT * FROM printers ORDER BY id")]
 
 
+def read_hosted_login(datadir: DataDir, store: Store, printer_id: str) -> tuple[str, str] | None:
+    """The hosted printer's broker login the edge keeps, if it is still the enrolled one."""
+    try:
+        creds = json.loads(datadir.hosted_printer_secret(printer_id).read_text())
+        username, password = creds["username"], creds["password"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    row = store.query_one("SELECT password_hash FROM devices WHERE kind = 'printer' AND id = ?",
+                          (printer_id,))
+    if row is None or not verify_password(password, row["password_hash"]):
+        return None
+    return username, password
+
+
+def hosted_login(settings: Settings, datadir: DataDir, store: Store, printer_id: str, *,
+                 renew: bool = False) -> tuple[str, str]:
+    """The broker login the edge serves a hosted printer with: its own `printer-ID` login.
+
+    Made (or, with `renew` or when the kept one no longer matches, made anew) with a random
+    password kept in secrets/mqtt-printer-ID.json (0600); the password file and ACL are
+    rendered again and the running broker reloaded. The secret is written before the
+    password hash, so the edge never holds a password older than the broker's."""
+    if not renew:
+        login = read_hosted_login(datadir, store, printer_id)
+        if login is not None:
+            return login
+    username = username_for("printer", printer_id)
+    password = secrets.token_urlsafe(24)
+    datadir.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private(datadir.hosted_printer_secret(printer_id),
+                  json.dumps({"username": username, "password": password}, indent=2) + "\n",
+                  replace=True)
+    known = store.query_one("SELECT 1 AS x FROM devices WHERE kind = 'printer' AND id = ?",
+                            (printer_id,))
+    enrol(settings, datadir, store, "printer", printer_id, rotate=known is not None,
+          password=password)
+    return username, password
+
+
+def forget_hosted_login(datadir: DataDir, printer_id: str) -> None:
+    """Drop the edge's copy of a printer's password (it no longer serves that printer)."""
+    with contextlib.suppress(FileNotFoundError):
+        datadir.hosted_printer_secret(printer_id).unlink()
+
+
 def remove_printer(store: Store, printer_id: str) -> bool:
     with store.transaction() as db:
         return bool(db.conn.execute("DELETE FROM printers WHERE id = ?",
@@ -125,13 +188,12 @@ def _printer(row: Any) -> Printer:
 class PrinterHost:
     """The printer services the edge runs in its own process (printers with a connection)."""
 
-    def __init__(self, settings: Settings, datadir: DataDir, store: Store,
-                 login: tuple[str, str]) -> None:
+    def __init__(self, settings: Settings, datadir: DataDir, store: Store) -> None:
         self.settings = settings
         self.datadir = datadir
         self.store = store
-        self.login = login
         self.services: dict[str, tuple[Printer, Any]] = {}  # id -> (as configured, service)
+        self._logins: dict[str, tuple[str, str]] = {}  # id -> the login its service uses
         self._lock = threading.Lock()
         self._stopped = False
 
@@ -142,16 +204,34 @@ class PrinterHost:
         """Serve the hosted printers as the table now lists them (a scheduled job, so a
         printer added or changed with `edge printers add` is served without a restart).
         Each service starts in the background and never delays the edge."""
-        wanted = {p.id: p for p in list_printers(self.store) if p.hosted}
+        wanted: dict[str, Printer] = {}
+        logins: dict[str, tuple[str, str]] = {}
+        for p in list_printers(self.store):
+            if not p.hosted:
+                continue
+            if self.store.query_one("SELECT 1 AS x FROM devices WHERE kind = 'printer' "
+                                    "AND id = ?", (p.id,)) is None:
+                log.warning("printer %s has no device login (removed with `edge devices "
+                            "remove`?); not serving it", p.id)
+                continue
+            try:
+                logins[p.id] = hosted_login(self.settings, self.datadir, self.store, p.id)
+            except Exception:  # never let one printer's login stop the others
+                log.exception("printer %s: could not make its broker login", p.id)
+                continue
+            wanted[p.id] = p
         with self._lock:
             if self._stopped:
                 return
             gone = [pid for pid, (printer, _) in self.services.items()
-                    if wanted.get(pid) != printer]
+                    if wanted.get(pid) != printer or self._logins.get(pid) != logins[pid]]
             stopping = [self.services.pop(pid)[1] for pid in gone]
+            for pid in gone:
+                self._logins.pop(pid, None)
             new = [p for pid, p in wanted.items() if pid not in self.services]
             for printer in new:
                 self.services[printer.id] = (printer, None)
+                self._logins[printer.id] = logins[printer.id]
         for service in stopping:
             if service is not None:
                 service.stop()
@@ -165,8 +245,12 @@ class PrinterHost:
         from pos_bridge.printer import PrinterService
 
         assert printer.connection is not None
+        with self._lock:
+            login = self._logins.get(printer.id)
+        if login is None:  # removed or changed meanwhile
+            return
         device = DeviceClient(self.settings.store_id, "printer", printer.id,
-                              self.settings.mqtt_url, *self.login, model=printer.profile,
+                              self.settings.mqtt_url, *login, model=printer.profile,
                               sw="store-edge/printer")
         journal = self.datadir.root / "printers" / f"{printer.id}.journal.db"
         journal.parent.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,7 @@ class EdgeService:
         self.bus.on_status = self._device_status
         self.spool.send = lambda printer, job, document: self.bus.command(
             "printer", printer, "print", {"job": job, "document": document})
-        self.printers = PrinterHost(settings, self.datadir, self.store, self.bus.login)
+        self.printers = PrinterHost(settings, self.datadir, self.store)
         self.scheduler = BackgroundScheduler(timezone=settings.zone)
         self.sender = Sender(settings, self.store, self.hub, self.metrics,
                              wake=lambda delay: self._run_job_in("sync_send", delay))

@@ -153,11 +153,12 @@ def test_silent_connection_shows_offline_within_one_and_a_half_keepalives(
     assert took <= 1.5 * keepalive + 3, f"offline only after {took:.1f} s"
 
 
-def _retained_edge_status(settings: Settings, datadir_creds: dict[str, str]) -> dict[str, Any]:
+def _retained_edge_status(settings: Settings, login: Enrolment) -> dict[str, Any]:
+    """The edge's retained status as a device sees it (with a device's own login: one with
+    the edge's login would take the edge's connection over)."""
     a = parse_mqtt_url(settings.mqtt_url)
     got: list[dict[str, Any]] = []
-    client = make_client("probe", a, username=datadir_creds["username"],
-                         password=datadir_creds["password"])
+    client = make_client("probe", a, username=login.username, password=login.password)
     client.on_message = lambda _c, _u, m: got.append(json.loads(m.payload))
     client.on_connect = lambda c, *_: c.subscribe(f"store/{settings.store_id}/edge/status", 1)
     client.connect(a.host, a.port)
@@ -172,7 +173,7 @@ def _retained_edge_status(settings: Settings, datadir_creds: dict[str, str]) -> 
 
 def test_broker_restart_edge_reconnects_resubscribes_and_presence_is_right(
         edge: EdgeService, settings: Settings, broker: BrokerProcess,
-        device: DeviceFactory) -> None:
+        device: DeviceFactory, enrolled: Callable[..., Enrolment]) -> None:
     lane = device("pos", "lane-1")
     printer = device("printer", "printer-1")
     assert wait_until(lambda: state_of(edge, "printer", "printer-1") == "online", 5)
@@ -187,7 +188,7 @@ def test_broker_restart_edge_reconnects_resubscribes_and_presence_is_right(
     assert edge.metrics.bus_connects._value.get() == connects + 1
     assert wait_until(lambda: lane.connected.is_set(), 30)
     assert lane.request("ping", timeout=5)["ok"], "edge did not re-subscribe"
-    status = _retained_edge_status(settings, edge.datadir.edge_mqtt_credentials())
+    status = _retained_edge_status(settings, enrolled("kiosk", "kiosk-probe"))
     assert status["state"] == "online"
     assert state_of(edge, "pos", "lane-1") == "online"
 

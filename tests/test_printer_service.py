@@ -370,8 +370,11 @@ def test_bad_connection_urls_say_what_is_wrong(url: str, message: str) -> None:
 
 
 class EdgeSide:
-    """The edge's end of the bus (its own credentials): sends cmd/print, reads evt/job and
-    the printer's retained status."""
+    """The edge's end of the bus, standing in for an edge that is not running in these tests:
+    sends cmd/print, reads evt/job and the printer's retained status. Only the edge's login
+    may do that, and the broker makes the username the client id, so this must be the one
+    connection with that login: never use it beside a running edge (it would take the
+    edge's connection over)."""
 
     def __init__(self, settings: Settings, device_id: str) -> None:
         creds = DataDir(settings.data_path).edge_mqtt_credentials()

@@ -14,7 +14,9 @@ import pytest
 from edge.broker import BrokerProcess
 from edge.datadir import DataDir
 from edge.mqtt import make_client, parse_mqtt_url
+from edge.printers import add_printer
 from edge.protocol import new_envelope
+from edge.service import EdgeService
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient, DeviceError
 from tests.conftest import wait_until
@@ -23,43 +25,32 @@ DeviceFactory = Callable[..., DeviceClient]
 
 
 class Observer:
-    """A client with the edge's own login, recording every message in the store."""
+    """Every store message the edge itself receives, recorded from its own connection (no
+    second login: a second connection with the edge's login would take the edge's over)."""
 
-    def __init__(self, settings: Settings, datadir: DataDir) -> None:
-        creds = datadir.edge_mqtt_credentials()
+    def __init__(self, edge: EdgeService) -> None:
+        self.edge = edge
         self.messages: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
-        self.client = make_client("observer", parse_mqtt_url(settings.mqtt_url),
-                                  username=creds["username"], password=creds["password"])
-        subscribed = threading.Event()
-        self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(*self._hostport(settings))
-        self.client.loop_start()
-        self.client.subscribe(f"store/{settings.store_id}/#", qos=1)
-        assert subscribed.wait(5)
+        self._handle: Any = edge.bus.client.on_message
+        edge.bus.client.on_message = self._on_message
 
-    @staticmethod
-    def _hostport(settings: Settings) -> tuple[str, int]:
-        a = parse_mqtt_url(settings.mqtt_url)
-        return a.host, a.port
-
-    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
             self.messages.append((msg.topic, msg.payload))
+        self._handle(client, userdata, msg)
 
     def topics(self) -> list[str]:
         with self.lock:
             return [t for t, _ in self.messages]
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.edge.bus.client.on_message = self._handle
 
 
 @pytest.fixture
-def observer(settings: Settings, datadir: DataDir, broker: BrokerProcess) -> Iterator[Observer]:
-    obs = Observer(settings, datadir)
+def observer(edge: EdgeService) -> Iterator[Observer]:
+    obs = Observer(edge)
     yield obs
     obs.close()
 
@@ -151,7 +142,7 @@ def test_a_scanner_cannot_send_print_commands(settings: Settings, device: Device
     _publish_and_settle(scanner, f"store/{s}/scanner/scanner-1/cmd/print", forged)
     assert jobs == []
     # The edge's own login may: the printer really is listening.
-    observer.client.publish(f"store/{s}/printer/printer-1/cmd/print", forged, qos=1)
+    observer.edge.bus.client.publish(f"store/{s}/printer/printer-1/cmd/print", forged, qos=1)
     assert wait_until(lambda: jobs, 5)
 
 
@@ -164,3 +155,140 @@ def test_broker_files_and_secrets_are_private(datadir: DataDir, device: DeviceFa
     line = [ln for ln in (datadir.mosquitto / "passwd").read_text().splitlines()
             if ln.startswith("pos-lane-1:")][0]
     assert line.split(":", 1)[1].startswith("$7$101$")
+
+
+# ---------------------------------------------------------------- client ids are logins
+
+
+class Hijacker:
+    """Someone with a kiosk's password connecting over and over with another client's id,
+    each time as soon as the previous connection is gone (a reconnect loop)."""
+
+    def __init__(self, settings: Settings, username: str, password: str, client_id: str) -> None:
+        self.address = parse_mqtt_url(settings.mqtt_url)
+        self.args = (username, password, client_id)
+        self.accepted = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="hijacker")
+
+    def _loop(self) -> None:
+        username, password, client_id = self.args
+        while not self.stop.is_set():
+            client = make_client(client_id, self.address, username=username, password=password)
+            connected = threading.Event()
+
+            def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any,
+                           connected: threading.Event = connected) -> None:
+                if not rc.is_failure:
+                    connected.set()
+
+            client.on_connect = on_connect
+            try:
+                client.connect(self.address.host, self.address.port, keepalive=5)
+            except OSError:
+                continue
+            client.loop_start()
+            if connected.wait(2):
+                self.accepted += 1
+            time.sleep(0.2)
+            client.disconnect()
+            client.loop_stop()
+
+    def __enter__(self) -> Hijacker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def _count_disconnects(client: DeviceClient) -> list[int]:
+    count = [0]
+    original: Any = client.client.on_disconnect
+
+    def on_disconnect(*args: Any) -> None:
+        count[0] += 1
+        original(*args)
+
+    client.client.on_disconnect = on_disconnect
+    return count
+
+
+@pytest.mark.parametrize("target", ["edge", "lane"])
+def test_a_kiosks_login_cannot_take_over_the_edges_or_a_lanes_connection(
+        settings: Settings, edge: EdgeService, device: DeviceFactory,
+        enrolled: Callable[..., Any], target: str) -> None:
+    lane = device("pos", "lane-1")
+    lane_drops = _count_disconnects(lane)
+    kiosk = enrolled("kiosk", "kiosk-1")
+    client_id = f"edge-{settings.store_id}" if target == "edge" else "pos-lane-1"
+    connects = edge.metrics.bus_connects._value.get()
+    replies = 0
+    with Hijacker(settings, kiosk.username, kiosk.password, client_id) as hijacker:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            assert edge.bus.connected.is_set(), "the edge lost its connection"
+            assert lane.connected.is_set(), "the lane lost its connection"
+            # A POS request from the lane still gets the edge's reply, at once.
+            reply = lane.request("ping", timeout=2)
+            assert reply["ok"], reply
+            replies += 1
+            time.sleep(0.1)
+    assert hijacker.accepted >= 5, "the kiosk's login never got in: the test tested nothing"
+    assert edge.metrics.bus_connects._value.get() == connects, "the edge had to reconnect"
+    assert lane_drops == [0], "the lane was disconnected"
+    assert edge.bus.connected.is_set() and lane.connected.is_set()
+    assert replies >= 10
+
+
+def test_a_hosted_printer_has_its_own_login_not_the_edges(
+        settings: Settings, edge: EdgeService, datadir: DataDir,
+        virtual_printer: Callable[[str], Any]) -> None:
+    vp = virtual_printer("TM-T20II")
+    connects = edge.metrics.bus_connects._value.get()
+    _, enrolment = add_printer(settings, datadir, edge.store, "printer-1", lanes=["lane-1"],
+                               connection=vp.address, profile="TM-T20II")
+    assert enrolment is None  # nobody else is told the password of a printer the edge serves
+    secret = datadir.hosted_printer_secret("printer-1")
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert "printer-printer-1:" in (datadir.mosquitto / "passwd").read_text()
+    edge.printers.refresh()
+    assert wait_until(lambda: (edge.printers.services.get("printer-1") or (0, None))[1]
+                      is not None
+                      and edge.printers.services["printer-1"][1].device.connected.is_set(), 15)
+    service = edge.printers.services["printer-1"][1]
+    assert service.device.client._username == b"printer-printer-1"
+    assert wait_until(lambda: (edge.store.query_one(
+        "SELECT state FROM devices WHERE id = 'printer-1'") or {}).get("state") == "online", 5)
+    time.sleep(1.5)  # a take-over would show as the edge reconnecting (1 s backoff)
+    assert edge.bus.connected.is_set()
+    assert edge.metrics.bus_connects._value.get() == connects
+    assert service.device.connected.is_set()
+    # Served by its own process from now on: a new password, printed; the edge's copy goes.
+    _, enrolment = add_printer(settings, datadir, edge.store, "printer-1", lanes=["lane-1"],
+                               connection=None, profile="TM-T20II")
+    assert enrolment is not None and enrolment.username == "printer-printer-1"
+    assert not secret.exists()
+
+
+def test_a_hosted_printer_without_a_kept_password_gets_a_new_login(
+        settings: Settings, edge: EdgeService, datadir: DataDir,
+        virtual_printer: Callable[[str], Any]) -> None:
+    """As after an upgrade: the printer was enrolled (its password printed, not kept) and the
+    edge served it with its own login. Now the edge makes the printer a login it keeps."""
+    vp = virtual_printer("TM-T20II")
+    add_printer(settings, datadir, edge.store, "printer-1", lanes=["lane-1"],
+                connection=None, profile="TM-T20II")
+    with edge.store.transaction() as db:
+        db.conn.execute("UPDATE printers SET connection = ? WHERE id = 'printer-1'",
+                        (vp.address,))
+    secret = datadir.hosted_printer_secret("printer-1")
+    assert not secret.exists()
+    before = (datadir.mosquitto / "passwd").read_text()
+    edge.printers.refresh()
+    assert secret.exists() and (datadir.mosquitto / "passwd").read_text() != before
+    assert wait_until(lambda: (edge.printers.services.get("printer-1") or (0, None))[1]
+                      is not None
+                      and edge.printers.services["printer-1"][1].device.connected.is_set(), 15)
+    assert edge.bus.connected.is_set()
