@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-import jwt
-
 from edge.basket import Basket, Pricing
 from edge.coupons import Coupon, CouponBook, CouponRefused
 from edge.customers import (
@@ -167,12 +165,11 @@ class Checkout:
                  ) -> dict[str, Any]:
         """Link the shopper to the sale; their profile, wallet and offers."""
         started = time.monotonic()
-        kind, value, customer, fetched = self._recognise(code, phone, started)
+        kind, value, customer, fetched, member = self._recognise(code, phone, started)
         with self.store.transaction() as db:
             conn = db.conn
-            if kind == "member":
-                assert code is not None
-                self._use_member_code(conn, code, device, txn)
+            if member is not None:
+                self._use_member_code(conn, *member, device, txn)
             if fetched is not None:
                 # Found at the hub: cached as if it had come through the feed.
                 upsert_customers(db, [fetched], self.book.wallet_entry)
@@ -201,9 +198,11 @@ class Checkout:
                 "offers": self.offers(customer, now)}
 
     def _recognise(self, code: str | None, phone: str | None, started: float
-                   ) -> tuple[str, str, Customer | None, CustomerRecord | None]:
+                   ) -> tuple[str, str, Customer | None, CustomerRecord | None,
+                              tuple[str, float] | None]:
         """(method, identifier kept on the sale, customer or None, the record when the hub
-        found the customer) for a scanned code or a typed phone number."""
+        found the customer, a member code's (jti, exp)) for a scanned code or a typed phone
+        number."""
         if phone is not None:
             try:
                 e164 = normalise_phone(phone, self.settings.country)
@@ -213,12 +212,14 @@ class Checkout:
                                  detail={"field": "phone"}) from None
             digest = self.lookup.hash("phone", e164)
             return ("phone", digest, *self._local_or_hub(
-                find_by_hash(self.store, "phone", digest), "phone", e164, digest, started))
+                find_by_hash(self.store, "phone", digest), "phone", e164, digest, started),
+                None)
         assert code is not None
         if looks_like_jws(code):
-            sub = self._member_code(code)
+            sub, jti, exp = self._member_code(code)
             return ("member", sub, *self._local_or_hub(
-                get_customer(self.store, sub), "member", code.strip(), sub, started))
+                get_customer(self.store, sub), "member", code.strip(), sub, started),
+                (jti, exp))
         try:
             card = normalise_card(code)
         except IdentifierError:
@@ -226,7 +227,7 @@ class Checkout:
                              detail={"field": "code"}) from None
         digest = self.lookup.hash("card", card)
         return ("card", digest, *self._local_or_hub(
-            find_by_hash(self.store, "card", digest), "card", card, digest, started))
+            find_by_hash(self.store, "card", digest), "card", card, digest, started), None)
 
     def _local_or_hub(self, local: Customer | None, kind: str, value: str, key: str,
                       started: float) -> tuple[Customer | None, CustomerRecord | None]:
@@ -254,14 +255,12 @@ class Checkout:
             return None, None
         return customer_of(rec), rec
 
-    def _use_member_code(self, conn: sqlite3.Connection, token: str, device: str,
+    def _use_member_code(self, conn: sqlite3.Connection, jti: str, exp: float, device: str,
                          txn: str) -> None:
-        """A member code identifies one sale: scanned again for that sale it is the same
-        identification; for any other sale (a photo of the shopper's screen) it is refused
-        until it expires. Its `jti` is remembered until then."""
-        # Verified a moment ago by `_member_code` (which also required jti and exp).
-        claims = jwt.decode(token.strip(), options={"verify_signature": False})
-        jti, exp = claims["jti"], float(claims["exp"])
+        """A member code (`jti`, `exp` of a verified one) identifies one sale: scanned again
+        for that sale it is the same identification; for any other sale (a photo of the
+        shopper's screen) it is refused until it expires. Its `jti` is remembered until
+        then."""
         now = self.clock()
         conn.execute("DELETE FROM member_codes_used WHERE exp < ?",
                      (now - self.settings.clock_skew_s,))
@@ -275,7 +274,8 @@ class Checkout:
                                   "the shopper to refresh the app and scan the new code.",
                                   detail={"method": "member", "reason": "used"})
 
-    def _member_code(self, token: str) -> str:
+    def _member_code(self, token: str) -> tuple[str, str, float]:
+        """(sub, jti, exp) of a genuine, current member code; CustomerUnknown otherwise."""
         try:
             claims = self.keys.verify(token, MEMBER_TYP)
         except TokenRejected as exc:
@@ -300,7 +300,8 @@ class Checkout:
         if now - skew >= exp:
             raise CustomerUnknown("This member code has expired: ask the shopper to refresh "
                                   "the app and scan again.", detail={"reason": "expired"})
-        return sub
+        assert isinstance(jti, str)
+        return sub, jti, float(exp)
 
     def wallet(self, customer_id: str, now: float) -> list[dict[str, Any]]:
         """Coupons clipped to the customer that can still be used."""
