@@ -139,7 +139,7 @@ def parse_status(payload: Any) -> dict[str, Any]:
 
 
 STATUS_WORTH_SYNCING = ("state", "printer", "paper", "cover", "model", "sw")
-# Changes of one device within one status_event_interval_s from which staff see it flapping.
+# Changes of one device since its last device.status event from which staff see it flapping.
 FLAPPING_CHANGES = 3
 
 
@@ -187,7 +187,7 @@ def _queue_status(db: sqlite_utils.Database, kind: str, device_id: str,
     queue_event(db.conn, "device.status", {
         "kind": kind, "device": device_id, **worth,
         **({"changes": changes} if changes > 1 else {})}, device_id=device_id, occurred_at=at)
-    db.execute("UPDATE devices SET status_synced = ?, status_synced_at = ? "
+    db.execute("UPDATE devices SET status_synced = ?, status_synced_at = ?, flaps = 0 "
                "WHERE kind = ? AND id = ?",
                (json.dumps(worth, separators=(",", ":")), now, kind, device_id))
 
@@ -211,8 +211,6 @@ def flush_statuses(store: Store, interval_s: float = 60.0, now: float | None = N
             if synced is None and current == {}:
                 continue  # never reported anything
             _queue_status(db, kind, device_id, current, flaps, now_rfc3339(), now)
-            db.execute("UPDATE devices SET flaps = 0 WHERE kind = ? AND id = ?",
-                       (kind, device_id))
             sent += 1
         return sent
 
