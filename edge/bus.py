@@ -24,7 +24,7 @@ from edge.devices import parse_status, record_status
 from edge.dispatch import Caller, Dispatcher, Reply
 from edge.errors import BadRequest
 from edge.metrics import Metrics
-from edge.mqtt import is_refused, make_client, parse_mqtt_url, publish_offline
+from edge.mqtt import is_refused, make_client, parse_mqtt_url, publish_offline, stop_loop
 from edge.protocol import (
     DEVICE_KINDS,
     MAX_ENVELOPE_BYTES,
@@ -167,7 +167,7 @@ class Bus:
         if self.connected.is_set():
             publish_offline(self.client, edge_status_topic(self.store_id))
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_loop(self.client)
         self.executor.stop()
         self.connected.clear()
         self.metrics.bus_connected.set(0)

@@ -68,6 +68,19 @@ def make_client(client_id: str, address: BrokerAddress, *, username: str | None 
     return client
 
 
+def stop_loop(client: mqtt.Client) -> None:
+    """Stop the client's network thread and close its sockets now.
+
+    paho opens a fresh socket pair (to wake its loop) at every `loop_start` and closes it only
+    in `Client.__del__`. A client held in a reference cycle (callbacks bound to their owner)
+    then keeps two descriptors until a garbage collection, which may finalise the sockets
+    before the client and warn `ResourceWarning: unclosed socket`. Call this from outside the
+    network thread; the client may be started again afterwards.
+    """
+    client.loop_stop()
+    client._reset_sockets()  # private, but the only way short of reinitialise()
+
+
 def publish_offline(client: mqtt.Client, topic: str, timeout: float = 2.0) -> None:
     """Leave cleanly: set the retained status to offline and wait (briefly) for the broker."""
     from edge.protocol import encode, now_rfc3339

@@ -259,7 +259,8 @@ class PrinterHost:
             if self._stopped or self.services.get(printer.id) != (printer, None):
                 return
             self.services[printer.id] = (printer, service)
-        service.start()
+            # Started under the lock: a stop() that came between would otherwise be undone.
+            service.start()
         while not self._stopped:
             try:
                 device.connect(timeout=10)

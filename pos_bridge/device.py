@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.mqtt import is_refused, make_client, parse_mqtt_url, publish_offline
+from edge.mqtt import is_refused, make_client, parse_mqtt_url, publish_offline, stop_loop
 from edge.protocol import (
     Envelope,
     command_topic,
@@ -59,6 +59,7 @@ class DeviceClient:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
+        self._answered = threading.Event()  # connected, or refused: either ends connect()
         self.refused: str | None = None
         self._lock = threading.Lock()
         self._pending: dict[str, list[Any]] = {}  # request id -> [event, reply]
@@ -69,9 +70,12 @@ class DeviceClient:
 
     def connect(self, timeout: float = 10.0) -> DeviceClient:
         self.client.connect_async(self.address.host, self.address.port, keepalive=self.keepalive)
+        self.refused = None
+        self._answered.clear()
         self.client.loop_start()
-        if not self.connected.wait(timeout):
-            self.client.loop_stop()
+        self._answered.wait(timeout)
+        if not self.connected.is_set():
+            stop_loop(self.client)
             reason = f"refused: {self.refused}" if self.refused else "no answer"
             raise DeviceError(f"{self.kind} {self.device_id} could not connect to the broker at "
                               f"{self.address.host}:{self.address.port} ({reason})")
@@ -82,7 +86,7 @@ class DeviceClient:
         if self.connected.is_set():
             publish_offline(self.client, self._status_topic)
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_loop(self.client)
 
     def set_status(self, **fields: Any) -> None:
         """Change fields of the retained status (e.g. paper="near_end") and republish it."""
@@ -142,12 +146,14 @@ class DeviceClient:
             if is_refused(reason_code):
                 self.refused = str(reason_code)
                 client.disconnect()
+                self._answered.set()
             return
         client.subscribe([(self._res_topic, 1),
                           (command_topic(self.store, self.kind, self.device_id, "+"), 1),
                           (f"store/{self.store}/edge/status", 1)])
         self._publish_status()
         self.connected.set()
+        self._answered.set()
 
     def _on_disconnect(self, *_args: Any) -> None:
         self.connected.clear()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import select
 import signal
 import socket
@@ -17,10 +19,10 @@ import pytest
 
 from edge.broker import BrokerProcess
 from edge.devices import Enrolment, list_devices
-from edge.mqtt import make_client, parse_mqtt_url
+from edge.mqtt import make_client, parse_mqtt_url, stop_loop
 from edge.service import EdgeService
 from edge.settings import Settings
-from pos_bridge.device import DeviceClient
+from pos_bridge.device import DeviceClient, DeviceError
 from tests.conftest import free_port, wait_until
 
 DeviceFactory = Callable[..., DeviceClient]
@@ -46,6 +48,29 @@ def test_device_is_online_after_connecting_and_offline_after_a_clean_goodbye(
     assert wait_until(lambda: state_of(edge, "printer", "printer-1") == "offline", 5)
     row = [r for r in list_devices(edge.store) if r["id"] == "printer-1"][0]
     assert row["status"]["model"] == "TM-T20III", "going offline must not forget the device"
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_devices_that_come_and_go_leave_no_descriptors_behind(
+        settings: Settings, broker: BrokerProcess,
+        enrolled: Callable[..., Enrolment]) -> None:
+    """paho opens a socket pair at every loop_start and leaves it to the garbage collector:
+    a till that reconnects all day, or a refused one that keeps trying, must not leak."""
+    cred = enrolled("pos", "lane-4")
+    gc.collect()
+    before = open_descriptors()
+    for _ in range(5):
+        DeviceClient(settings.store_id, "pos", "lane-4", settings.mqtt_url, cred.username,
+                     cred.password).connect(timeout=5).close()
+        refused = DeviceClient(settings.store_id, "pos", "lane-4", settings.mqtt_url,
+                               cred.username, "wrong")
+        with pytest.raises(DeviceError, match="refused"):
+            refused.connect(timeout=5)
+    # Without a collection: closed means closed now, not when a cycle is finally broken.
+    assert open_descriptors() == before
 
 
 DEVICE_SCRIPT = """
@@ -168,7 +193,7 @@ def _retained_edge_status(settings: Settings, login: Enrolment) -> dict[str, Any
         return got[0]
     finally:
         client.disconnect()
-        client.loop_stop()
+        stop_loop(client)
 
 
 def test_broker_restart_edge_reconnects_resubscribes_and_presence_is_right(
@@ -181,7 +206,7 @@ def test_broker_restart_edge_reconnects_resubscribes_and_presence_is_right(
     broker.stop()
     assert wait_until(lambda: not edge.bus.connected.is_set(), 5)
     # While the broker is away the printer goes away for good.
-    printer.client.loop_stop()
+    stop_loop(printer.client)
     printer.client.on_connect = None
     broker.start()
     assert wait_until(lambda: edge.bus.connected.is_set(), 30), "edge did not reconnect"

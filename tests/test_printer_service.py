@@ -24,7 +24,7 @@ import pytest
 from edge.broker import BrokerProcess
 from edge.datadir import DataDir
 from edge.devices import Enrolment
-from edge.mqtt import make_client, parse_mqtt_url
+from edge.mqtt import make_client, parse_mqtt_url, stop_loop
 from edge.protocol import command_topic, event_topic, new_envelope, status_topic
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient
@@ -412,7 +412,7 @@ class EdgeSide:
 
     def close(self) -> None:
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_loop(self.client)
 
 
 def test_print_command_over_the_broker_is_answered_on_evt_job(

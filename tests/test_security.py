@@ -13,7 +13,7 @@ import pytest
 
 from edge.broker import BrokerProcess
 from edge.datadir import DataDir
-from edge.mqtt import make_client, parse_mqtt_url
+from edge.mqtt import make_client, parse_mqtt_url, stop_loop
 from edge.printers import add_printer
 from edge.protocol import new_envelope
 from edge.service import EdgeService
@@ -80,7 +80,7 @@ def test_anonymous_and_unknown_users_are_refused(settings: Settings,
         client.connect(a.host, a.port)
         client.loop_start()
         assert refused.wait(5), f"{user!r} was let in"
-        client.loop_stop()
+        stop_loop(client)
 
 
 def _publish_and_settle(client: DeviceClient, topic: str, payload: bytes) -> None:
@@ -192,7 +192,7 @@ class Hijacker:
                 self.accepted += 1
             time.sleep(0.2)
             client.disconnect()
-            client.loop_stop()
+            stop_loop(client)
 
     def __enter__(self) -> Hijacker:
         self.thread.start()
