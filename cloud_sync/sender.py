@@ -246,7 +246,12 @@ class Sender:
         self.metrics.outbox_depth.set(row["depth"])
         self.metrics.outbox_oldest_age.set(age or 0)
         self.metrics.sync_dead_letters.set(row["dead"])
-        return {"queue_depth": row["depth"], "oldest_age_s": age, "dead_letters": row["dead"]}
+        alarm_at = self.settings.outbox_max_events * self.settings.outbox_alarm_pct // 100
+        alarm = row["depth"] >= alarm_at
+        self.metrics.outbox_alarm.set(1 if alarm else 0)
+        return {"queue_depth": row["depth"], "oldest_age_s": age, "dead_letters": row["dead"],
+                "outbox_alarm": alarm, "outbox_alarm_at": alarm_at,
+                "outbox_max_events": self.settings.outbox_max_events}
 
     def state(self) -> dict[str, Any]:
         """For /healthz and the staff sync page."""
@@ -260,6 +265,8 @@ class Sender:
             "last_error": self.last_error, "last_error_at": rfc3339(self.last_error_at),
             "retry_in_s": round(self.backoff.remaining(), 1) or None,
             "backlog_old": age is not None and age > self.settings.sync_backlog_warn_s,
+            "outbox": {"alarm": report["outbox_alarm"], "alarm_at": report["outbox_alarm_at"],
+                       "max_events": report["outbox_max_events"]},
         }
 
     def dead_letters(self, limit: int = 200) -> list[dict[str, Any]]:

@@ -3,7 +3,8 @@
 paho's network thread only parses the topic and queues the message; handlers run on a
 small pool of worker threads. Messages of one device run one after another in arrival
 order (a device is never handled on two threads at once), while different devices run
-in parallel, and a device that floods the edge only fills its own backlog.
+in parallel, and a device that floods the edge only fills its own backlog. A device's
+status waits at most once (a newer one replaces it), and its events are rate limited.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -110,6 +112,41 @@ class SerialExecutor:
             t.join(timeout)
 
 
+class EventRate:
+    """A token bucket per device for its events (`evt/*`): `rate` a second on average and
+    `burst` at once. Only paho's network thread calls it, so it needs no lock."""
+
+    def __init__(self, rate: float, burst: int, log_every_s: float = 60.0) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.log_every_s = log_every_s
+        self._buckets: dict[str, list[float]] = {}  # key -> [tokens, last refill]
+        self._dropped: dict[str, list[float]] = {}  # key -> [dropped since log, logged at]
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = [self.burst, now]
+        bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if bucket[0] >= 1.0:
+            bucket[0] -= 1.0
+            return True
+        return False
+
+    def note_dropped(self, key: str, now: float | None = None) -> int:
+        """Count a dropped event; how many to log now (0: not yet, one line per interval)."""
+        now = time.monotonic() if now is None else now
+        seen = self._dropped.setdefault(key, [0.0, float("-inf")])
+        seen[0] += 1
+        if now - seen[1] < self.log_every_s:
+            return 0
+        count = int(seen[0])
+        seen[0], seen[1] = 0.0, now
+        return count
+
+
 class Bus:
     """The edge's connection to the store broker."""
 
@@ -140,6 +177,11 @@ class Bus:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.executor = SerialExecutor(settings.bus_workers, settings.bus_device_backlog)
+        self.event_rate = EventRate(settings.device_event_rate, settings.device_event_burst)
+        # The latest status of each device whose status task has not run yet: a newer one
+        # replaces it, so a flapping device costs one write per turn, not one per message.
+        self._statuses: dict[str, bytes] = {}
+        self._statuses_lock = threading.Lock()
         self.on_status: Callable[[str, str, dict[str, Any]], None] | None = None
         self._started = False
 
@@ -208,9 +250,36 @@ class Bus:
         if topic is None or topic.store != self.store_id or topic.channel in ("res", "cmd"):
             self.metrics.dropped.labels(reason="topic").inc()
             return
-        if not self.executor.submit(topic.device_key, lambda: self._handle(topic, msg)):
+        key = topic.device_key
+        if topic.channel == "status":
+            self._status_arrived(topic, msg.payload)
+            return
+        if topic.channel == "evt" and not self.event_rate.allow(key):
+            # Only events: a lane's request is always answered (or refused in its reply).
+            self.metrics.dropped.labels(reason="event_rate").inc()
+            count = self.event_rate.note_dropped(key)
+            if count:
+                log.warning("dropped %d event(s) from %s over its rate limit (%d/s, burst %d)",
+                            count, key, self.settings.device_event_rate,
+                            self.settings.device_event_burst)
+            return
+        if not self.executor.submit(key, lambda: self._handle(topic, msg)):
             self.metrics.dropped.labels(reason="backlog").inc()
-            log.warning("dropped a message from %s: its backlog is full", topic.device_key)
+            log.warning("dropped a message from %s: its backlog is full", key)
+
+    def _status_arrived(self, topic: Topic, payload: bytes) -> None:
+        key = topic.device_key
+        with self._statuses_lock:
+            waiting = key in self._statuses
+            self._statuses[key] = payload
+        if waiting:
+            self.metrics.dropped.labels(reason="status_superseded").inc()
+            return
+        if not self.executor.submit(key, lambda: self._latest_status(topic)):
+            with self._statuses_lock:
+                self._statuses.pop(key, None)
+            self.metrics.dropped.labels(reason="backlog").inc()
+            log.warning("dropped a status from %s: its backlog is full", key)
 
     # ------------------------------------------------------------ handlers (worker threads)
 
@@ -221,8 +290,6 @@ class Bus:
             self._send_reply(topic, msg, reply)
         elif topic.channel == "evt":
             self.dispatcher.handle_event(caller, topic.name, msg.payload)
-        elif topic.channel == "status":
-            self._presence(topic, msg.payload)
 
     def _send_reply(self, topic: Topic, msg: mqtt.MQTTMessage, reply: Reply) -> None:
         own = reply_topic(self.store_id, topic.kind, topic.device)
@@ -242,6 +309,12 @@ class Bus:
             props = Properties(PacketTypes.PUBLISH)
             props.CorrelationData = correlation
         self.client.publish(target, reply.body, qos=1, properties=props)
+
+    def _latest_status(self, topic: Topic) -> None:
+        with self._statuses_lock:
+            payload = self._statuses.pop(topic.device_key, None)
+        if payload is not None:
+            self._presence(topic, payload)
 
     def _presence(self, topic: Topic, payload: bytes) -> None:
         if not payload:

@@ -169,8 +169,8 @@ def record_status(store: Store, kind: str, device_id: str, payload: dict[str, An
         merged = {**before, **payload} if payload["state"] == "offline" else payload
         flaps = row[3] + (1 if _worth(before) != _worth(merged) else 0)
         synced = json.loads(row[1]) if row[1] else None
-        if _worth(merged) != synced and now - row[2] >= interval_s:
-            _queue_status(db, kind, device_id, merged, flaps, seen, now)
+        if _worth(merged) != synced and now - row[2] >= interval_s and \
+                _queue_status(db, kind, device_id, merged, flaps, seen, now):
             flaps = 0
         db.execute("UPDATE devices SET state = ?, last_seen = ?, status = ?, flaps = ? "
                    "WHERE kind = ? AND id = ?",
@@ -182,14 +182,19 @@ def record_status(store: Store, kind: str, device_id: str, payload: dict[str, An
 
 
 def _queue_status(db: sqlite_utils.Database, kind: str, device_id: str,
-                  status: dict[str, Any], changes: int, at: str, now: float) -> None:
+                  status: dict[str, Any], changes: int, at: str, now: float) -> bool:
+    """Queue a device.status event and note it as sent; False when a full outbox dropped it
+    (it is tried again with the device's next change or the next flush)."""
     worth = _worth(status)
-    queue_event(db.conn, "device.status", {
-        "kind": kind, "device": device_id, **worth,
-        **({"changes": changes} if changes > 1 else {})}, device_id=device_id, occurred_at=at)
+    if queue_event(db.conn, "device.status", {
+            "kind": kind, "device": device_id, **worth,
+            **({"changes": changes} if changes > 1 else {})},
+            device_id=device_id, occurred_at=at) is None:
+        return False
     db.execute("UPDATE devices SET status_synced = ?, status_synced_at = ?, flaps = 0 "
                "WHERE kind = ? AND id = ?",
                (json.dumps(worth, separators=(",", ":")), now, kind, device_id))
+    return True
 
 
 def flush_statuses(store: Store, interval_s: float = 60.0, now: float | None = None) -> int:
@@ -210,8 +215,7 @@ def flush_statuses(store: Store, interval_s: float = 60.0, now: float | None = N
                 continue
             if synced is None and current == {}:
                 continue  # never reported anything
-            _queue_status(db, kind, device_id, current, flaps, now_rfc3339(), now)
-            sent += 1
+            sent += _queue_status(db, kind, device_id, current, flaps, now_rfc3339(), now)
         return sent
 
     return store.write(_write)

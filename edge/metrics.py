@@ -34,6 +34,16 @@ class Metrics:
             "that could not be applied here and were skipped, by kind", ["kind"], registry=r)
         self.outbox_depth = Gauge("edge_outbox_depth", "Events waiting to be sent to the hub",
                                   registry=r)
+        self.outbox_max_events = Gauge("edge_outbox_max_events", "The outbox's cap "
+                                       "(outbox_max_events)", registry=r)
+        self.outbox_alarm_events = Gauge("edge_outbox_alarm_events", "Outbox depth at which "
+                                         "the alarm is raised (outbox_alarm_pct of the cap)",
+                                         registry=r)
+        self.outbox_alarm = Gauge("edge_outbox_alarm", "1 while the outbox is at or over its "
+                                  "alarm depth", registry=r)
+        self.outbox_dropped = Counter("edge_outbox_dropped", "Events a full outbox dropped, by "
+                                      "type (only device.status and kiosk.session)", ["type"],
+                                      registry=r)
         self.outbox_oldest_age = Gauge("edge_outbox_oldest_age_seconds",
                                        "Age of the oldest event waiting for the hub", registry=r)
         self.sync_events = Counter("edge_sync_events", "Outbox events that left the queue, by "

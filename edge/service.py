@@ -24,6 +24,7 @@ from edge.dispatch import Dispatcher, ReplyCache, register_builtin
 from edge.errors import StartupError
 from edge.hublink import HubLink
 from edge.metrics import Metrics
+from edge.outbox import OutboxCap
 from edge.pos import register_pos_methods
 from edge.printers import PrinterHost
 from edge.receipts import Receipts
@@ -47,6 +48,8 @@ class EdgeService:
         self.datadir = DataDir(settings.data_path).ensure()
         self.store = Store(self.datadir.database)
         self.metrics = Metrics()
+        self.store.outbox_cap = OutboxCap(settings.outbox_max_events, settings.outbox_alarm_pct,
+                                          self.metrics)
         self.dispatcher = Dispatcher(self.metrics, ReplyCache(settings.reply_cache_size,
                                                               settings.reply_cache_ttl_s))
         register_builtin(self.dispatcher)
@@ -194,6 +197,9 @@ class EdgeService:
         if not self.hub.standalone and readable:  # the pull state is read from it
             queue["pull"] = self.puller.state()
         ok = database["ok"]
-        status = "ok" if ok and broker["connected"] else ("degraded" if ok else "failing")
+        # A full-ish outbox does not stop sales (200), but someone must look (degraded).
+        outbox_alarm = bool(queue.get("outbox", {}).get("alarm"))
+        status = "ok" if ok and broker["connected"] and not outbox_alarm else (
+            "degraded" if ok else "failing")
         return ok, {"status": status, "store": self.settings.store_id, "database": database,
                     "broker": broker, "queue": queue}

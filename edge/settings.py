@@ -99,6 +99,16 @@ def _check_locale(value: str) -> None:
         raise ValueError("is not a locale such as en_IE, en_GB or de_DE") from None
 
 
+def _outbox_cap(value: int) -> None:
+    if value < 1000:
+        raise ValueError("must be 1000 or more (a day of a busy store's sales)")
+
+
+def _percent(value: int) -> None:
+    if not 1 <= value <= 99:
+        raise ValueError("must be a percentage from 1 to 99")
+
+
 def _check_level(value: str) -> None:
     if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
@@ -191,6 +201,17 @@ class Settings:
     bus_device_backlog: int = _opt(500, "Messages one device may have waiting before more are "
                                    "dropped, so a flooding device cannot starve the others.",
                                    _positive)
+    device_event_rate: int = _opt(20, "Events (evt/*) one device may send per second, on "
+                                  "average; more are dropped and counted. Requests are never "
+                                  "limited.", _positive)
+    device_event_burst: int = _opt(100, "Events one device may send at once above its rate "
+                                   "before the rate limit drops any.", _positive)
+    outbox_max_events: int = _opt(500_000, "Most events the outbox holds for the hub; when it "
+                                  "is full only device.status and kiosk.session are dropped, "
+                                  "never sales, redemptions, shoppers or consent.", _outbox_cap)
+    outbox_alarm_pct: int = _opt(80, "/healthz, /metrics and the staff pages raise the alarm "
+                                 "when the outbox is this full, percent of outbox_max_events.",
+                                 _percent)
     reply_cache_size: int = _opt(20000, "Replies kept so that a repeated request id gets the "
                                  "same reply.", _positive)
     reply_cache_ttl_s: int = _opt(900, "How long a reply is kept for repeats, seconds.", _positive)

@@ -16,12 +16,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from edge.protocol import now_rfc3339
+
+if TYPE_CHECKING:
+    from edge.outbox import OutboxCap
 
 T = TypeVar("T")
 Params = tuple[Any, ...] | dict[str, Any]
@@ -33,6 +36,7 @@ class WriterConnection(sqlite3.Connection):
     so the store can tell the sync sender once that transaction has committed."""
 
     outbox_written = False
+    outbox_cap: OutboxCap | None = None
 
 
 def _connect(path: Path, factory: type[sqlite3.Connection] = sqlite3.Connection
@@ -66,6 +70,15 @@ class Store:
         self.write_failure: dict[str, str] | None = None
         self._probed: tuple[float, dict[str, Any]] | None = None
         self.write(MIGRATIONS.apply)
+
+    @property
+    def outbox_cap(self) -> OutboxCap | None:
+        """The outbox's cap, checked by `queue_event` on this store's writer."""
+        return self._writer.outbox_cap
+
+    @outbox_cap.setter
+    def outbox_cap(self, cap: OutboxCap | None) -> None:
+        self._writer.outbox_cap = cap
 
     # ------------------------------------------------------------ writes
 

@@ -1,8 +1,9 @@
 """Staff sync page: is everything reaching the CRM hub? Queue, last success, dead letters,
 and the changes from the hub that could not be applied here (skipped, the feed went on).
 
-Every staff page also carries a warning when the oldest unsent event is older than
-`sync_backlog_warn_s` or the hub refused events (see `sync_warning`).
+Every staff page also carries a warning when the outbox nears its cap (`outbox_alarm_pct`
+of `outbox_max_events`), the oldest unsent event is older than `sync_backlog_warn_s`, or the
+hub refused events (see `sync_warning`).
 """
 
 from __future__ import annotations
@@ -67,11 +68,15 @@ def send_again(event_id: str) -> Any:
 def sync_warning() -> str | None:
     """One sentence for the top of every staff page when sync needs someone to look."""
     svc = _service()
-    if svc.hub.standalone:
-        return None
     try:
         report = svc.sender.queue_report()
     except Exception:  # a warning banner must never break the page under it
+        return None
+    if report["outbox_alarm"]:
+        return (f"The queue for the CRM hub holds {report['queue_depth']} events (full at "
+                f"{report['outbox_max_events']}). Sales go on and are kept; check the internet "
+                "connection or call IT (see the Sync page).")
+    if svc.hub.standalone:
         return None
     age = report["oldest_age_s"]
     if age is not None and age > svc.settings.sync_backlog_warn_s:
