@@ -31,14 +31,28 @@ work on the machine fall on both alike; each slice starts with `--warmup` s not 
   start offset per lane (a late reply never delays the next request);
 * (c) `--lanes` lanes as fast as replies come (closed loop, one request in flight per lane).
 
+Then (d), flood control: `--lanes` lanes each complete sales (`txn.complete`, a durable
+SQLite commit with its outbox event) at `--rate` a second, open loop, while the store is
+quiet and while one enrolled printer (`printer-flap`, in a process of its own) publishes its
+retained status as fast as the broker takes it (QoS 1, up to 100 in flight), paper flapping
+between `ok` and `near_end`, from the start of each flapping slice's warm-up to the end of
+its window, so the lanes are measured under flapping throughout; it must make at least
+`--flaps` changes in all (10,000 in a few seconds on a 2-core box). Quiet
+and flapping slices alternate (quiet, flap, flap, quiet, ...) within the same run. Reported:
+the lanes' `txn.complete` p50/p99 quiet and under flapping, side by side, and how many
+`device.status` events the flap added to the outbox (read from the edge's database once the
+bus backlog is empty) against the documented bound, one per `status_event_interval_s` plus
+one (docs/operations.md §16.4).
+
 Latency percentiles cover the requests sent in the measured window; throughput is the
 replies that arrived in the window divided by its length. Targets (2-core store box):
 edge p99 <= 2x echo p99 in (a) and (b), >= 1,000 requests/s in (c), edge VmRSS after start
-<= 120 MB (MiB, as /proc reports kB = KiB). The figures are printed for people, then the
-last line is the same figures as one JSON object.
+<= 120 MB (MiB, as /proc reports kB = KiB); (d) txn.complete p99 under flapping <= 2x quiet,
+and the flap's outbox growth within the documented bound. The figures are printed for
+people, then the last line is the same figures as one JSON object.
 
     .venv/bin/python bench/bus_rtt.py [--seconds 10] [--rounds 5] [--warmup 0.5] [--lanes 20]
-                                      [--rate 10] [--procs 2]
+                                      [--rate 10] [--procs 2] [--flaps 10000]
 """
 
 from __future__ import annotations
@@ -48,6 +62,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -59,11 +74,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from rig import (
+    KEEPALIVE,
     STORE,
     BenchLane,
     Child,
     NetLoop,
     bench_settings,
+    child,
     cpu_seconds,
     cpu_steal,
     echo_topic_of,
@@ -85,13 +102,19 @@ from rig import (
 
 from edge.datadir import DataDir
 from edge.devices import enrol
-from edge.mqtt import BrokerAddress, parse_mqtt_url
-from edge.protocol import new_envelope, request_topic
+from edge.mqtt import BrokerAddress, make_client, parse_mqtt_url
+from edge.protocol import encode, new_envelope, now_rfc3339, request_topic, status_topic
 from edge.store import Store
 
 RSS_TARGET_MB = 120.0
 C_RPS_TARGET = 1000.0
 P99_FACTOR = 2.0
+FLAP_P99_FACTOR = 2.0
+FLAPPER = "printer-flap"
+BASKET = {"currency": "EUR", "total_minor": 986, "lines": [
+    {"sku": "milk", "qty": 2, "unit_minor": 119, "categories": ["dairy"]},
+    {"sku": "bread", "qty": 1, "unit_minor": 249, "categories": ["bakery"]},
+    {"sku": "cheese", "qty": 1, "unit_minor": 499, "categories": ["dairy"]}]}
 
 
 
@@ -105,7 +128,8 @@ class Lane(BenchLane):
     def __init__(self, lane_id: str, username: str, password: str, address: BrokerAddress) -> None:
         super().__init__(lane_id, username, password, address, "rtt")
         self.topics = {"edge": request_topic(STORE, "pos", lane_id, "ping"),
-                       "echo": echo_topic_of(lane_id)}
+                       "echo": echo_topic_of(lane_id),
+                       "complete": request_topic(STORE, "pos", lane_id, "txn.complete")}
         self.seq = 0
         self.reset("echo", 0.0, 0.0, [])
 
@@ -114,7 +138,8 @@ class Lane(BenchLane):
         """Start a phase: where to send, the measured window, and (closed loop) where to queue
         this lane when its reply is in."""
         self.topic = self.topics[target]
-        self.check_ok = target == "edge"
+        self.check_ok = target in ("edge", "complete")
+        self.sale = target == "complete"
         self.measure_from = measure_from
         self.measure_to = measure_to
         self.ready_list = ready_list
@@ -129,7 +154,13 @@ class Lane(BenchLane):
     def send(self) -> None:
         self.seq += 1
         corr = self.seq.to_bytes(8, "big")
-        payload = new_envelope("ping", {"echo": self.seq}).to_json()
+        if self.sale:  # a sale of its own each time: a durable commit and its outbox event
+            payload = new_envelope("txn.complete", {
+                "txn": f"{self.id}-{os.getpid()}-{self.seq}", "basket": BASKET,
+                "total_minor": 986, "currency": "EUR",
+                "tenders": [{"kind": "card", "amount_minor": 986}]}).to_json()
+        else:
+            payload = new_envelope("ping", {"echo": self.seq}).to_json()
         self.props.CorrelationData = corr
         started = time.perf_counter()
         self.pending[corr] = started
@@ -201,6 +232,47 @@ def load_main(conn: Connection, address: BrokerAddress, creds: list[tuple[str, s
         net.close()
 
 
+def flapper_main(conn: Connection, address: BrokerAddress, username: str, password: str
+                 ) -> None:
+    """One enrolled printer flapping its retained status as fast as the broker takes it
+    (QoS 1, at most 100 in flight), for as long as each ("flap", seconds, most) says."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    client = make_client(f"bench-{FLAPPER}", address, username=username, password=password)
+    client.max_inflight_messages_set(100)
+    client.connect(address.host, address.port, keepalive=KEEPALIVE)
+    client.loop_start()
+    topic = status_topic(STORE, "printer", FLAPPER)
+    n = 0
+    try:
+        conn.send(("ready", 1))
+        while True:
+            msg = conn.recv()
+            if msg[0] == "stop":
+                break
+            _, seconds, most = msg
+            started = time.perf_counter()
+            end = started + seconds
+            window: list[mqtt.MQTTMessageInfo] = []
+            changes = 0
+            while changes < most and time.perf_counter() < end:
+                if len(window) >= 100:
+                    window.pop(0).wait_for_publish(5)
+                n += 1
+                changes += 1
+                body = {"state": "online", "ts": now_rfc3339(),
+                        "paper": "near_end" if n % 2 else "ok"}
+                window.append(client.publish(topic, encode(body), qos=1, retain=True))
+            for info in window:
+                info.wait_for_publish(5)
+            conn.send(("done", {"changes": changes,
+                                "seconds": time.perf_counter() - started}))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 # ---------------------------------------------------------------- figures
 
 
@@ -249,6 +321,10 @@ class Rig:
     echo: Child
     loaders: list[Child]
     rss_start_mb: float
+    flapper: Child
+    database: Path
+    http_port: int
+    status_interval_s: int
 
 
 def build_rig(stack: contextlib.ExitStack, args: argparse.Namespace) -> Rig:
@@ -261,6 +337,7 @@ def build_rig(stack: contextlib.ExitStack, args: argparse.Namespace) -> Rig:
     start_broker(stack, settings, datadir, store)
     lanes = [enrol(settings, datadir, store, "pos", f"lane-{i + 1:02d}")
              for i in range(args.lanes)]
+    flap = enrol(settings, datadir, store, "printer", FLAPPER)
     time.sleep(0.2)  # enrol() SIGHUPs the broker to re-read passwd and acl
     address = parse_mqtt_url(settings.mqtt_url)
 
@@ -268,10 +345,14 @@ def build_rig(stack: contextlib.ExitStack, args: argparse.Namespace) -> Rig:
     edge, rss_start = start_edge(stack, settings, log_path)
     echo = start_echo(stack, address, datadir)
     loaders = start_loaders(stack, load_main, address, lanes, args.procs)
+    flapper = stack.enter_context(child(flapper_main, "flapper", address, flap.username,
+                                        flap.password))
     echo.expect("ready", 20)
+    flapper.expect("ready", 20)
     for ld in loaders:
         ld.expect("ready", 30)
-    return Rig(edge, log_path, echo, loaders, rss_start)
+    return Rig(edge, log_path, echo, loaders, rss_start, flapper, datadir.database,
+               settings.http_port, settings.status_event_interval_s)
 
 
 def measure_load(rig: Rig, args: argparse.Namespace, key: str) -> dict[str, Any]:
@@ -293,11 +374,66 @@ def measure_load(rig: Rig, args: argparse.Namespace, key: str) -> dict[str, Any]
             "steal_pct": steal}
 
 
+def _flapper_status_events(database: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        row = conn.execute("SELECT COUNT(*) FROM outbox WHERE type = 'device.status' AND "
+                           "device_id = ?", (FLAPPER,)).fetchone()
+    return int(row[0])
+
+
+def _bus_backlog(http_port: int) -> int:
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{http_port}/healthz", timeout=5) as resp:
+        return int(json.load(resp)["queue"]["bus_backlog"])
+
+
+def measure_flapping(rig: Rig, args: argparse.Namespace) -> dict[str, Any]:
+    """(d) lanes completing sales, quiet and beside a printer flapping its status, in turns."""
+    spec = {"rate": args.rate, "warmup": args.warmup, "seconds": args.seconds / args.rounds,
+            "target": "complete"}
+    parts: dict[str, list[dict[str, Any]]] = {"quiet": [], "flapping": []}
+    flap_turns = [who for r in range(args.rounds)
+                  for who in (("quiet", "flapping") if r % 2 == 0 else ("flapping", "quiet"))]
+    changes, flap_seconds = 0, 0.0
+    cpu = {"quiet": 0.0, "flapping": 0.0}
+    wall = {"quiet": 0.0, "flapping": 0.0}
+    events_before = _flapper_status_events(rig.database)
+    first_flap: float | None = None
+    for who in flap_turns:
+        if who == "flapping":
+            first_flap = first_flap or time.monotonic()
+            # As fast as it goes, from the start of the warm-up to the end of the window.
+            rig.flapper.conn.send(("flap", spec["warmup"] + spec["seconds"] + 0.2, 10**9))
+        cpu_before, wall_before = cpu_seconds(rig.edge.pid), time.monotonic()
+        parts[who] += run_slice(rig.loaders, args.lanes, args.procs, spec)
+        cpu[who] += cpu_seconds(rig.edge.pid) - cpu_before
+        wall[who] += time.monotonic() - wall_before
+        if who == "flapping":
+            done = rig.flapper.expect("done", 60)
+            changes += done["changes"]
+            flap_seconds += done["seconds"]
+    deadline = time.monotonic() + 60
+    while _bus_backlog(rig.http_port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # the last status's write
+    span = time.monotonic() - (first_flap or time.monotonic())
+    added = _flapper_status_events(rig.database) - events_before
+    allowed = int(span // rig.status_interval_s) + 1
+    return {"figures": {who: Figures.merge(parts[who], args.seconds) for who in parts},
+            "changes": changes, "flap_seconds": flap_seconds, "status_events": added,
+            "status_events_allowed": allowed, "span_s": span,
+            "edge_cpu_pct": {who: 100.0 * cpu[who] / max(wall[who], 1e-9) for who in cpu}}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         rig = build_rig(stack, args)
         loads = {key: measure_load(rig, args, key) for key, _ in LOADS}
-        return {"loads": loads, "rss_start": rig.rss_start_mb, "rss_end": rss_mb(rig.edge.pid),
+        flapping = measure_flapping(rig, args)
+        return {"loads": loads, "flapping": flapping, "rss_start": rig.rss_start_mb,
+                "rss_end": rss_mb(rig.edge.pid),
                 "rss_hwm": rss_mb(rig.edge.pid, "VmHWM"),
                 "edge_log": rig.edge_log.read_text(errors="replace")}
 
@@ -318,6 +454,20 @@ def figures_of(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
             result[f"{key}_{target}_errors"] = f.errors
         result[f"{key}_edge_cpu_us_per_req"] = round(out["loads"][key]["edge_cpu_us"], 1)
         result[f"{key}_steal_pct"] = round(out["loads"][key]["steal_pct"], 1)
+    flap = out["flapping"]
+    quiet, flapping = flap["figures"]["quiet"], flap["figures"]["flapping"]
+    for who, f in (("quiet", quiet), ("flapping", flapping)):
+        result[f"d_complete_{who}_p50_ms"] = json_ms(f.p50_ms)
+        result[f"d_complete_{who}_p99_ms"] = json_ms(f.p99_ms)
+        result[f"d_complete_{who}_rps"] = round(f.rps, 1)
+        result[f"d_complete_{who}_lost"] = f.lost
+        result[f"d_complete_{who}_errors"] = f.errors
+    result["d_flap_changes"] = flap["changes"]
+    result["d_flap_changes_per_s"] = round(flap["changes"] / max(flap["flap_seconds"], 1e-9))
+    result["d_edge_cpu_pct_quiet"] = round(flap["edge_cpu_pct"]["quiet"], 1)
+    result["d_edge_cpu_pct_flapping"] = round(flap["edge_cpu_pct"]["flapping"], 1)
+    result["d_flap_status_events"] = flap["status_events"]
+    result["d_flap_status_events_allowed"] = flap["status_events_allowed"]
     result["edge_rss_mb"] = round(out["rss_start"], 1)
     result["edge_rss_end_mb"] = round(out["rss_end"], 1)
     a, b, c = figs["a"], figs["b"], figs["c"]
@@ -327,7 +477,11 @@ def figures_of(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
         "c_rps_ge_1000": c["edge"].rps >= C_RPS_TARGET,
         "rss_le_120mb": out["rss_start"] <= RSS_TARGET_MB,
         "no_lost_or_errors": all(f.lost == 0 and f.errors == 0
-                                 for per in figs.values() for f in per.values()),
+                                 for per in [*figs.values(), flap["figures"]]
+                                 for f in per.values()),
+        "d_flap_p99_le_2x_quiet": flapping.p99_ms <= FLAP_P99_FACTOR * quiet.p99_ms,
+        "d_flap_outbox_within_bound": flap["status_events"] <= flap["status_events_allowed"],
+        "d_flap_changes_made": flap["changes"] >= args.flaps,
     }
     result["targets_met"] = targets
     result["all_targets_met"] = all(targets.values())
@@ -354,6 +508,20 @@ def print_human(args: argparse.Namespace, out: dict[str, Any], result: dict[str,
     print("(lag: worst delay of a paced send behind its schedule, a load-generator figure;")
     print(" steal: CPU time the hypervisor gave to others during the load, a noise figure)")
     print()
+    flap = out["flapping"]
+    print(f"(d) {args.lanes} lanes x {args.rate:g} sales/s (txn.complete), quiet vs beside "
+          f"{FLAPPER} flapping its status ({flap['changes']} changes in "
+          f"{flap['flap_seconds']:.1f} s, {result['d_flap_changes_per_s']}/s)")
+    for who in ("quiet", "flapping"):
+        f = flap["figures"][who]
+        print(f"{'':<28} {who:<8} {f.p50_ms:>7.3f} {f.p99_ms:>7.3f} {f.rps:>7.0f} "
+              f"{f.sent:>6} {f.lost:>4} {f.errors:>6} {f.max_lag_ms:>6.1f}")
+    print(f"{'':<28} edge CPU {flap['edge_cpu_pct']['quiet']:.0f}% quiet, "
+          f"{flap['edge_cpu_pct']['flapping']:.0f}% flapping (of one core)")
+    print(f"{'':<28} device.status events the flap added to the outbox: "
+          f"{flap['status_events']} (documented bound over {flap['span_s']:.0f} s: "
+          f"{flap['status_events_allowed']})")
+    print()
     print(f"edge VmRSS: {out['rss_start']:.1f} MiB after start, {out['rss_end']:.1f} MiB at the "
           f"end, peak {out['rss_hwm']:.1f} MiB")
     print()
@@ -368,6 +536,13 @@ def print_human(args: argparse.Namespace, out: dict[str, Any], result: dict[str,
           f"{C_RPS_TARGET:.0f}: {verdict(met['c_rps_ge_1000'])}")
     print(f"  edge VmRSS after start {out['rss_start']:.1f} MiB <= {RSS_TARGET_MB:.0f}: "
           f"{verdict(met['rss_le_120mb'])}")
+    quiet, flapping = flap["figures"]["quiet"], flap["figures"]["flapping"]
+    print(f"  (d) txn.complete p99 flapping {flapping.p99_ms:.3f} ms <= {FLAP_P99_FACTOR:g} x "
+          f"quiet {quiet.p99_ms:.3f} ms = {FLAP_P99_FACTOR * quiet.p99_ms:.3f}: "
+          f"{verdict(met['d_flap_p99_le_2x_quiet'])}")
+    print(f"  (d) outbox growth {flap['status_events']} <= {flap['status_events_allowed']}: "
+          f"{verdict(met['d_flap_outbox_within_bound'])}; {flap['changes']} >= {args.flaps} "
+          f"changes made: {verdict(met['d_flap_changes_made'])}")
     print(f"  no lost replies, error replies or disconnects: {verdict(met['no_lost_or_errors'])}")
 
 
@@ -381,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lanes", type=int, default=20, help="lanes in loads (b) and (c)")
     parser.add_argument("--rate", type=float, default=10.0, help="requests/s per lane in (b)")
     parser.add_argument("--procs", type=int, default=2, help="load-generating processes")
+    parser.add_argument("--flaps", type=int, default=10000,
+                        help="status changes the flapping printer must make at least in (d)")
     args = parser.parse_args(argv)
     if min(args.lanes, args.procs, args.rounds) < 1 or args.seconds <= 0 or args.rate <= 0:
         parser.error("--lanes, --procs, --rounds, --seconds and --rate must be positive")

@@ -45,6 +45,7 @@ from edge.store import Store
 
 log = logging.getLogger(__name__)
 SOFTWARE = "store-edge/0.1"
+RECEIVE_MAXIMUM = 1000
 
 
 class SerialExecutor:
@@ -182,6 +183,10 @@ class Bus:
         # replaces it, so a flapping device costs one write per turn, not one per message.
         self._statuses: dict[str, bytes] = {}
         self._statuses_lock = threading.Lock()
+        # Counted on paho's network thread: label children looked up once (labels() costs
+        # more than inc()).
+        self._superseded = metrics.dropped.labels(reason="status_superseded")
+        self._over_rate = metrics.dropped.labels(reason="event_rate")
         self.on_status: Callable[[str, str, dict[str, Any]], None] | None = None
         self._started = False
 
@@ -192,6 +197,10 @@ class Bus:
         # A persistent session: QoS 1 events sent while the edge restarts wait at the broker.
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
+        # Let the broker send many messages before our acks come back: with its default of
+        # 20, a device flooding the edge makes the lanes' requests queue behind it at the
+        # broker while acks make the round trip (bench/bus_rtt.py, load (d)).
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
         self.client.connect_async(self.address.host, self.address.port,
                                   keepalive=self.settings.mqtt_keepalive, clean_start=False,
                                   properties=props)
@@ -229,7 +238,9 @@ class Bus:
             return
         self.refused = None
         base = f"store/{self.store_id}/+/+"
-        client.subscribe([(f"{base}/req/+", 1), (f"{base}/evt/+", 1), (f"{base}/status", 1)])
+        # Statuses at QoS 0: they are retained, so the latest comes again on every (re)connect,
+        # and a flapping device costs the network thread no acknowledgement per message.
+        client.subscribe([(f"{base}/req/+", 1), (f"{base}/evt/+", 1), (f"{base}/status", 0)])
         client.publish(edge_status_topic(self.store_id),
                        encode({"state": "online", "ts": now_rfc3339(), "sw": SOFTWARE}),
                        qos=1, retain=True)
@@ -256,7 +267,7 @@ class Bus:
             return
         if topic.channel == "evt" and not self.event_rate.allow(key):
             # Only events: a lane's request is always answered (or refused in its reply).
-            self.metrics.dropped.labels(reason="event_rate").inc()
+            self._over_rate.inc()
             count = self.event_rate.note_dropped(key)
             if count:
                 log.warning("dropped %d event(s) from %s over its rate limit (%d/s, burst %d)",
@@ -273,7 +284,7 @@ class Bus:
             waiting = key in self._statuses
             self._statuses[key] = payload
         if waiting:
-            self.metrics.dropped.labels(reason="status_superseded").inc()
+            self._superseded.inc()
             return
         if not self.executor.submit(key, lambda: self._latest_status(topic)):
             with self._statuses_lock:
