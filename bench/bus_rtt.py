@@ -32,7 +32,7 @@ work on the machine fall on both alike; each slice starts with `--warmup` s not 
 * (c) `--lanes` lanes as fast as replies come (closed loop, one request in flight per lane).
 
 Then (d), flood control: `--lanes` lanes each complete sales (`txn.complete`, a durable
-SQLite commit with its outbox event) at `--rate` a second, open loop, while the store is
+SQLite commit with its outbox event) at `--sale-rate` a second, open loop, while the store is
 quiet and while one enrolled printer (`printer-flap`, in a process of its own) publishes its
 retained status as fast as the broker takes it (QoS 1, up to 100 in flight), paper flapping
 between `ok` and `near_end`, from the start of each flapping slice's warm-up to the end of
@@ -53,6 +53,7 @@ people, then the last line is the same figures as one JSON object.
 
     .venv/bin/python bench/bus_rtt.py [--seconds 10] [--rounds 5] [--warmup 0.5] [--lanes 20]
                                       [--rate 10] [--procs 2] [--flaps 10000]
+                                      [--sale-rate 2]
 """
 
 from __future__ import annotations
@@ -391,7 +392,7 @@ def _bus_backlog(http_port: int) -> int:
 
 def measure_flapping(rig: Rig, args: argparse.Namespace) -> dict[str, Any]:
     """(d) lanes completing sales, quiet and beside a printer flapping its status, in turns."""
-    spec = {"rate": args.rate, "warmup": args.warmup, "seconds": args.seconds / args.rounds,
+    spec = {"rate": args.sale_rate, "warmup": args.warmup, "seconds": args.seconds / args.rounds,
             "target": "complete"}
     parts: dict[str, list[dict[str, Any]]] = {"quiet": [], "flapping": []}
     flap_turns = [who for r in range(args.rounds)
@@ -443,7 +444,8 @@ def figures_of(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
     figs: dict[str, dict[str, Figures]] = {k: v["figures"] for k, v in out["loads"].items()}
     result: dict[str, Any] = {"bench": "bus_rtt", "lanes": args.lanes, "seconds": args.seconds,
                               "rounds": args.rounds, "rate_per_lane": args.rate,
-                              "procs": args.procs, "cpus": os.cpu_count()}
+                              "procs": args.procs, "cpus": os.cpu_count(),
+                              "sale_rate_per_lane": args.sale_rate}
     for key, _ in LOADS:
         for target in ("edge", "echo"):
             f = figs[key][target]
@@ -509,7 +511,7 @@ def print_human(args: argparse.Namespace, out: dict[str, Any], result: dict[str,
     print(" steal: CPU time the hypervisor gave to others during the load, a noise figure)")
     print()
     flap = out["flapping"]
-    print(f"(d) {args.lanes} lanes x {args.rate:g} sales/s (txn.complete), quiet vs beside "
+    print(f"(d) {args.lanes} lanes x {args.sale_rate:g} sales/s (txn.complete), quiet vs beside "
           f"{FLAPPER} flapping its status ({flap['changes']} changes in "
           f"{flap['flap_seconds']:.1f} s, {result['d_flap_changes_per_s']}/s)")
     for who in ("quiet", "flapping"):
@@ -556,11 +558,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lanes", type=int, default=20, help="lanes in loads (b) and (c)")
     parser.add_argument("--rate", type=float, default=10.0, help="requests/s per lane in (b)")
     parser.add_argument("--procs", type=int, default=2, help="load-generating processes")
+    parser.add_argument("--sale-rate", type=float, default=2.0,
+                        help="sales/s per lane in (d), quiet and beside the flapping printer")
     parser.add_argument("--flaps", type=int, default=10000,
                         help="status changes the flapping printer must make at least in (d)")
     args = parser.parse_args(argv)
-    if min(args.lanes, args.procs, args.rounds) < 1 or args.seconds <= 0 or args.rate <= 0:
-        parser.error("--lanes, --procs, --rounds, --seconds and --rate must be positive")
+    if min(args.lanes, args.procs, args.rounds) < 1 or args.seconds <= 0 or args.rate <= 0 \
+            or args.sale_rate <= 0:
+        parser.error("--lanes, --procs, --rounds, --seconds, --rate and --sale-rate must be "
+                     "positive")
     args.procs = min(args.procs, args.lanes)
     signal.signal(signal.SIGTERM, exit_on_sigterm)  # so the broker and edge are stopped too
     out = run(args)

@@ -67,11 +67,15 @@ def check_profile(profile: str) -> None:
                          "default.") from None
 
 
-def check_connection(connection: str) -> None:
-    from pos_bridge.printer import parse_connection
+def check_connection(connection: str, settings: Settings) -> None:
+    """A connection the edge may serve: well formed, and a file:// one only inside the
+    printer spool folder (`printer_spool_dir`)."""
+    from pos_bridge.printer import inside_spool_dir, parse_connection
 
     try:
-        parse_connection(connection)
+        parsed = parse_connection(connection)
+        if parsed.scheme == "file":
+            inside_spool_dir(parsed.path, settings.printer_spool_path)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
 
@@ -86,7 +90,7 @@ def add_printer(settings: Settings, datadir: DataDir, store: Store, printer_id: 
         raise BadRequest(f"Lane ids are 1-32 of a-z, 0-9 and '-': {', '.join(bad)}")
     check_profile(profile)
     if connection:
-        check_connection(connection)
+        check_connection(connection, settings)
     known = store.query_one("SELECT 1 AS x FROM devices WHERE kind = 'printer' AND id = ?",
                             (printer_id,))
     enrolment: Enrolment | None = None
@@ -198,6 +202,8 @@ class PrinterHost:
         self._stopped = False
 
     def start(self) -> None:
+        if not self.settings.printer_spool_dir:  # the default folder is the edge's own
+            self.settings.printer_spool_path.mkdir(mode=0o750, exist_ok=True)
         self.refresh()
 
     def refresh(self) -> None:
@@ -254,7 +260,15 @@ class PrinterHost:
                               sw="store-edge/printer")
         journal = self.datadir.root / "printers" / f"{printer.id}.journal.db"
         journal.parent.mkdir(parents=True, exist_ok=True)
-        service = PrinterService(device, printer.connection, printer.profile, journal)
+        try:
+            service = PrinterService(device, printer.connection, printer.profile, journal,
+                                     spool_dir=self.settings.printer_spool_path)
+        except ValueError as exc:  # e.g. a file:// path outside the spool folder
+            log.error("printer %s: %s; not serving it", printer.id, exc)
+            with self._lock:
+                if self.services.get(printer.id) == (printer, None):
+                    del self.services[printer.id]
+            return
         with self._lock:
             if self._stopped or self.services.get(printer.id) != (printer, None):
                 return

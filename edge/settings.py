@@ -225,11 +225,21 @@ class Settings:
     disk_min_free_mb: int = _opt(500, "/healthz turns unhealthy when the data dir's disk has "
                                  "less free space than this, in MiB (before it is full).",
                                  _positive)
+    printer_spool_dir: str = _opt("", "The only folder a file:// printer connection may "
+                                  "point into (symlinks and '..' resolved), e.g. /dev/usb for "
+                                  "USB line printers; empty = DATA_DIR/printer-spool.")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR.", _check_level)
 
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def printer_spool_path(self) -> Path:
+        """Where file:// printers may write: `printer_spool_dir`, else DATA_DIR/printer-spool."""
+        if self.printer_spool_dir:
+            return Path(self.printer_spool_dir).expanduser().resolve()
+        return self.data_path / "printer-spool"
 
     @property
     def zone(self) -> ZoneInfo:

@@ -160,6 +160,19 @@ def parse_connection(url: str) -> Connection:
                      "(use tcp://, usb://, serial:// or file://)")
 
 
+def inside_spool_dir(path: str, spool_dir: str | Path) -> str:
+    """`path` with symlinks and `..` resolved, if that lies inside `spool_dir` (itself
+    resolved); else ValueError in one line. A `file://` printer may write there only."""
+    folder = os.path.realpath(spool_dir)
+    real = os.path.realpath(path)
+    if os.path.commonpath([folder, real]) != folder or real == folder:
+        shown = path if real == path else f"{path} (really {real})"
+        raise ValueError(f"printer connection file://{path}: {shown} is outside the printer "
+                         f"spool folder {folder}; put the device or file there (a symlink to "
+                         "/dev/usb/lp0 does not count), or set printer_spool_dir")
+    return real
+
+
 # ---------------------------------------------------------------- status
 
 
@@ -222,9 +235,14 @@ class PrinterLink:
 
     def __init__(self, connection: str | Connection, *, profile: str = "default",
                  connect_timeout: float = 2.0, read_timeout: float = 1.0,
-                 write_timeout: float = 5.0) -> None:
+                 write_timeout: float = 5.0, spool_dir: str | Path | None = None) -> None:
         self.connection = (connection if isinstance(connection, Connection)
                            else parse_connection(connection))
+        # The edge's printers: a file:// connection only inside this folder, checked here
+        # and again at every open (the path may have become a symlink since).
+        self.spool_dir = spool_dir
+        if spool_dir is not None and self.connection.scheme == "file":
+            inside_spool_dir(self.connection.path, spool_dir)
         self.profile = profile
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -313,8 +331,13 @@ class PrinterLink:
         else:
             from escpos.printer import File
 
-            driver = File(c.path, profile=self.profile)
-            driver.open()
+            path = c.path
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOCTTY
+            if self.spool_dir is not None:
+                path = inside_spool_dir(c.path, self.spool_dir)
+                flags |= os.O_NOFOLLOW  # no symlink slipped in after the check
+            driver = File(path, profile=self.profile)
+            driver.device = os.fdopen(os.open(path, flags, 0o640), "wb")
         if not driver.device:
             raise PrinterUnreachable(f"printer {c} could not be opened")
         self._driver = driver
@@ -484,12 +507,12 @@ class PrinterService:
                  journal: Path, *, logo: Path | None = None, poll_s: float = 1.0,
                  publish: Callable[[dict[str, Any]], None] | None = None,
                  on_status: Callable[[dict[str, str]], None] | None = None,
-                 link: PrinterLink | None = None) -> None:
+                 link: PrinterLink | None = None, spool_dir: str | Path | None = None) -> None:
         if device is None and publish is None:
             raise ValueError("a printer service needs a device or a publish callable")
         self.device = device
         self.profile = profile
-        self.link = link or PrinterLink(connection, profile=profile)
+        self.link = link or PrinterLink(connection, profile=profile, spool_dir=spool_dir)
         self.journal_path = Path(journal)
         self.logo_path = logo
         self.poll_s = poll_s
