@@ -170,7 +170,8 @@ def managers() -> None:
 @click.option("--all-regions", is_flag=True, help="This manager sees every region.")
 @click.option("--password-stdin", is_flag=True,
               help="Read the password from the first line of stdin (else it is asked for).")
-@click.option("--replace", is_flag=True, help="Reset an existing manager's password and region.")
+@click.option("--replace", is_flag=True, help="Reset an existing manager's password and region; "
+              "their open dashboard sessions end at once.")
 @_fails_cleanly
 def managers_add(username: str, region: str | None, all_regions: bool,
                  password_stdin: bool, replace: bool) -> None:

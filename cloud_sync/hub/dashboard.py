@@ -49,12 +49,16 @@ DATA_ENDPOINTS = {"hub_dashboard.live", "hub_dashboard.data", "hub_dashboard.exp
 # Same origin only; the SVG charts are inline markup, so nothing needs 'unsafe-inline'.
 
 def current_manager() -> Manager | None:
-    """The manager of this request's session, re-read so a removed account stops at once."""
+    """The manager of this request's session, re-read so that a removed account, or one
+    whose password was set since the session was made (its epoch), stops at once."""
     if "hub_manager" not in g:
         name = session.get("hub_manager")
-        g.hub_manager = get_manager(current_app.extensions["hub"].db, name) if name else None
-    manager: Manager | None = g.hub_manager
-    return manager
+        manager = get_manager(current_app.extensions["hub"].db, name) if name else None
+        if manager is not None and session.get("hub_epoch") != manager.session_epoch:
+            manager = None
+        g.hub_manager = manager
+    found: Manager | None = g.hub_manager
+    return found
 
 
 @bp.before_request
@@ -78,10 +82,12 @@ def login() -> Any:
     if request.method == "POST":
         manager = authenticate(current_app.extensions["hub"].db,
                                request.form.get("username", "").strip(),
-                               request.form.get("password", ""))
+                               request.form.get("password", ""),
+                               client=request.remote_addr or "unknown")
         if manager is not None:
             session.clear()
             session["hub_manager"] = manager.username
+            session["hub_epoch"] = manager.session_epoch
             session.permanent = True
             return redirect(local_path(request.args.get("next"),
                                        url_for("hub_dashboard.home")))

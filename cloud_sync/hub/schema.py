@@ -255,4 +255,17 @@ managers = Table(
     Column("created_ts", Float, nullable=False),
     Column("failed_logins", Integer, nullable=False, default=0),
     Column("locked_until", Float, nullable=False, default=0),
+    # Random, new with every password set: a dashboard session made under another ends.
+    Column("session_epoch", BigInteger),
+)
+
+# Wrong dashboard passwords, counted per (manager, client), per client ("*" manager) and per
+# manager ("*" client) before the password is checked (cloud_sync/hub/managers.py).
+manager_login_failures = Table(
+    "manager_login_failures", metadata,
+    Column("username", String(ID), primary_key=True),
+    Column("client", String(ID), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("locked_until", Float, nullable=False),
+    Column("updated", Float, nullable=False),
 )
