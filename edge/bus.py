@@ -39,6 +39,7 @@ from edge.protocol import (
     now_rfc3339,
     parse_topic,
     reply_topic,
+    status_topic,
 )
 from edge.settings import Settings
 from edge.store import Store
@@ -46,6 +47,11 @@ from edge.store import Store
 log = logging.getLogger(__name__)
 SOFTWARE = "store-edge/0.1"
 RECEIVE_MAXIMUM = 1000
+# A device sending more statuses than this in one second floods the edge's one connection to
+# the broker, where the lanes' requests queue behind its messages: the edge stops listening
+# to that device's status for STATUS_MUTE_S, then reads its latest (retained) state.
+STATUS_FLOOD_PER_S = 50
+STATUS_MUTE_S = 10.0
 
 
 class SerialExecutor:
@@ -186,6 +192,10 @@ class Bus:
         # Counted on paho's network thread: label children looked up once (labels() costs
         # more than inc()).
         self._superseded = metrics.dropped.labels(reason="status_superseded")
+        self._status_window: dict[str, list[float]] = {}  # key -> [window start, count]
+        self._muted: dict[str, float] = {}  # key -> muted until (monotonic)
+        self._status_subs: set[str] = set()  # per-device status topics while one is muted
+        self._subs_lock = threading.Lock()
         self._over_rate = metrics.dropped.labels(reason="event_rate")
         self.on_status: Callable[[str, str, dict[str, Any]], None] | None = None
         self._started = False
@@ -240,6 +250,12 @@ class Bus:
         base = f"store/{self.store_id}/+/+"
         # Statuses at QoS 0: they are retained, so the latest comes again on every (re)connect,
         # and a flapping device costs the network thread no acknowledgement per message.
+        with self._subs_lock:  # a new session: every status again, nobody muted
+            self._muted.clear()
+            left = sorted(self._status_subs)
+            self._status_subs.clear()
+        if left:  # the broker kept them with the session
+            client.unsubscribe(left)
         client.subscribe([(f"{base}/req/+", 1), (f"{base}/evt/+", 1), (f"{base}/status", 0)])
         client.publish(edge_status_topic(self.store_id),
                        encode({"state": "online", "ts": now_rfc3339(), "sw": SOFTWARE}),
@@ -280,6 +296,13 @@ class Bus:
 
     def _status_arrived(self, topic: Topic, payload: bytes) -> None:
         key = topic.device_key
+        now = time.monotonic()
+        window = self._status_window.get(key)
+        if window is None or now - window[0] >= 1.0:
+            window = self._status_window[key] = [now, 0.0]
+        window[1] += 1
+        if window[1] > STATUS_FLOOD_PER_S and key not in self._muted:
+            self._mute(key, now)
         with self._statuses_lock:
             waiting = key in self._statuses
             self._statuses[key] = payload
@@ -320,6 +343,49 @@ class Bus:
             props = Properties(PacketTypes.PUBLISH)
             props.CorrelationData = correlation
         self.client.publish(target, reply.body, qos=1, properties=props)
+
+    # ------------------------------------------------------------ muting a flooding status
+
+    def _mute(self, key: str, now: float) -> None:
+        """Stop listening to one device's status for STATUS_MUTE_S: subscribe to every other
+        enrolled device's status topic instead of the wildcard."""
+        with self._subs_lock:
+            self._muted[key] = now + STATUS_MUTE_S
+        self.metrics.status_mutes.labels(kind=key.split("/")[0]).inc()
+        log.warning("%s sent more than %d statuses in a second: not listening to its status "
+                    "for %g s, then reading its latest", key, STATUS_FLOOD_PER_S, STATUS_MUTE_S)
+        self._resubscribe()
+        timer = threading.Timer(STATUS_MUTE_S, self._unmute_due)
+        timer.daemon = True
+        timer.start()
+
+    def _unmute_due(self) -> None:
+        now = time.monotonic()
+        with self._subs_lock:
+            for key in [k for k, until in self._muted.items() if until <= now]:
+                del self._muted[key]
+                self._status_window.pop(key, None)
+        self._resubscribe()
+
+    def _resubscribe(self) -> None:
+        """The status subscriptions for who is muted now (new ones first, so no status falls
+        between two subscriptions; a retained status comes with each new one)."""
+        wildcard = f"store/{self.store_id}/+/+/status"
+        with self._subs_lock:
+            muted = set(self._muted)
+            had = set(self._status_subs) or {wildcard}
+            if muted:
+                rows = self.store.query("SELECT kind, id FROM devices")
+                want = {status_topic(self.store_id, r["kind"], r["id"]) for r in rows
+                        if f"{r['kind']}/{r['id']}" not in muted}
+            else:
+                want = {wildcard}
+            self._status_subs = set() if want == {wildcard} else want
+            new, gone = sorted(want - had), sorted(had - want)
+            if new:
+                self.client.subscribe([(t, 0) for t in new])
+            if gone:
+                self.client.unsubscribe(gone)
 
     def _latest_status(self, topic: Topic) -> None:
         with self._statuses_lock:

@@ -23,6 +23,9 @@ class Metrics:
                               ["type", "outcome"], registry=r)
         self.dropped = Counter("edge_bus_dropped", "Bus messages dropped before a handler, by "
                                "reason", ["reason"], registry=r)
+        self.status_mutes = Counter("edge_bus_status_mutes", "Times the edge stopped "
+                                    "listening to a device's status for a while because it "
+                                    "sent too many, by kind", ["kind"], registry=r)
         self.bus_connected = Gauge("edge_bus_connected", "1 while the edge is connected to the "
                                    "broker", registry=r)
         self.bus_connects = Counter("edge_bus_connects", "Successful connections to the broker",

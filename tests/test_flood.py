@@ -63,11 +63,41 @@ def test_a_device_flapping_its_status_2000_times_adds_at_most_one_event_an_inter
         row = edge.store.query_one("SELECT status FROM devices WHERE id = 'printer-1'")
         return json.loads(row["status"]).get("n") if row else None
 
-    # Only the latest status matters, and it is the one the edge ends up with.
+    # Only the latest status matters, and it is the one the edge ends up with (at the
+    # latest once it listens to the device again, STATUS_MUTE_S after it flooded).
     assert wait_until(lambda: latest() == 1999, 30)
+    mutes = edge.metrics.registry.get_sample_value("edge_bus_status_mutes_total",
+                                                   {"kind": "printer"})
+    assert mutes is not None and mutes >= 1
     # The first status was sent at connect; within the interval (60 s) nothing more.
     assert _status_events(edge.store, "printer-1") == 1
     assert edge.bus.executor.depth() == 0
+
+
+def test_a_flooding_status_is_muted_for_a_while_other_devices_are_heard_meanwhile(
+        edge: EdgeService, device: DeviceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge import bus as bus_module
+
+    monkeypatch.setattr(bus_module, "STATUS_MUTE_S", 2.0)
+    printer = device("printer", "printer-1")
+    kiosk = device("kiosk", "kiosk-1")
+    topic = f"store/{edge.settings.store_id}/printer/printer-1/status"
+
+    def status_of(device_id: str) -> dict[str, Any]:
+        row = edge.store.query_one("SELECT status FROM devices WHERE id = ?", (device_id,))
+        return json.loads(row["status"]) if row else {}
+
+    for i in range(300):
+        printer.client.publish(topic, encode({"state": "online", "ts": now_rfc3339(),
+                                              "paper": "near_end" if i % 2 else "ok"}),
+                               qos=1, retain=True)
+    assert wait_until(lambda: edge.metrics.registry.get_sample_value(
+        "edge_bus_status_mutes_total", {"kind": "printer"}) == 1)
+    kiosk.set_status(screen="on")  # heard while the printer is muted
+    assert wait_until(lambda: status_of("kiosk-1").get("screen") == "on")
+    assert wait_until(lambda: status_of("printer-1").get("paper") == "near_end", 15)
+    printer.set_status(paper="ok", cover="open")  # heard again, once calm
+    assert wait_until(lambda: status_of("printer-1").get("cover") == "open", 15)
 
 
 @pytest.fixture
