@@ -17,6 +17,7 @@ from edge.datadir import DataDir
 from edge.errors import EdgeError, NotFound, StartupError
 from edge.settings import Settings, load_settings
 from edge.store import Store
+from edge.tls import StoreTLS, fingerprint, parse_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,10 +76,55 @@ def init() -> None:
     datadir.secret_token("session-key")
     local_bundle(datadir)
     store_signing_key(datadir, settings.store_id)
+    tls = StoreTLS.of(datadir)
+    tls.ensure(settings.store_id, parse_names(settings.tls_names, settings.broker_host))
     sync_broker_files(settings, datadir, store)
     store.close()
     emit({"store": settings.store_id, "data_dir": str(datadir.root),
-           "mosquitto_conf": str(datadir.mosquitto / "mosquitto.conf")})
+           "mosquitto_conf": str(datadir.mosquitto / "mosquitto.conf"),
+           "ca_file": str(tls.ca_file), "ca_sha256": fingerprint(tls.cas()[0])})
+
+
+@main.group("tls")
+def tls_group() -> None:
+    """The store's CA and the box's server certificate (docs/operations.md §16.2)."""
+
+
+@tls_group.command("show")
+@_fails_cleanly
+def tls_show() -> None:
+    """Print the certificate files, names, expiry dates and fingerprints."""
+    settings = load_settings()
+    emit(StoreTLS.of(DataDir(settings.data_path)).describe())
+
+
+@tls_group.command("rotate")
+@click.option("--ca", "new_ca", is_flag=True,
+              help="Stage a new CA beside the current one (give devices the new ca.crt, then "
+                   "run `edge tls rotate` again).")
+@_fails_cleanly
+def tls_rotate(new_ca: bool) -> None:
+    """A new server key and certificate from the newest CA; the broker reloads it at once."""
+    from edge.broker import reload_broker
+
+    settings = load_settings()
+    datadir = DataDir(settings.data_path).ensure()
+    tls = StoreTLS.of(datadir)
+    if not tls.ready():
+        raise StartupError(f"no certificates in {tls.folder}: run `edge init` first")
+    if new_ca:
+        tls.stage_ca(settings.store_id)
+        click.echo("edge: a new CA is staged; copy ca.crt (both CAs) to every device, then run "
+                   "`edge tls rotate`", err=True)
+    else:
+        tls.issue_server(settings.store_id, parse_names(settings.tls_names,
+                                                         settings.broker_host))
+        reloaded = reload_broker(datadir)
+        click.echo("edge: new server certificate; " + (
+            "the broker reloaded it" if reloaded else "no running broker to reload (it reads "
+            "the new files when it starts)") + "; reload the HTTPS proxy too (systemctl reload "
+            "nginx)", err=True)
+    emit(tls.describe())
 
 
 @main.group()

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,6 +31,7 @@ from edge.settings import Settings, load_settings
 from edge.staff.accounts import add_user
 from edge.store import Store
 from edge.supervise import stop_process
+from edge.tls import StoreTLS
 from edge.tokens import COUPON_TYP, SigningKey
 
 DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2"), ("scanner", "scanner-1"),
@@ -148,6 +150,8 @@ def _prepare(settings: Settings, printer_ports: dict[str, int], hub_env: dict[st
                         connection=f"tcp://127.0.0.1:{printer_ports[printer_id]}")
         password = secrets.token_urlsafe(9)
         add_user(store, "manager", password, "manager", replace=True)
+        tls = StoreTLS.of(datadir)
+        tls.ensure(settings.store_id, ["localhost", "127.0.0.1"])
         sync_broker_files(settings, datadir, store)
         app = _demo_app_key(datadir)
         write_private(Path(settings.trusted_keys),
@@ -156,7 +160,10 @@ def _prepare(settings: Settings, printer_ports: dict[str, int], hub_env: dict[st
         _feed_hub(hub_env, app, shoppers, settings.country, settings.locale)
     finally:
         store.close()
-    spec = {"store": settings.store_id, "mqtt_url": settings.mqtt_url, "devices": enrolled,
+    # The simulated lanes reach the broker as lanes on the store LAN do: TLS, store CA.
+    lanes_url = (f"mqtts://localhost:{settings.broker_tls_port}"
+                 f"?cafile={quote(str(tls.ca_file))}")
+    spec = {"store": settings.store_id, "mqtt_url": lanes_url, "devices": enrolled,
             **scans}
     write_private(datadir.root / "demo-devices.json", json.dumps(spec, indent=2), replace=True)
     return datadir, password
@@ -223,7 +230,7 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090
     root = Path(data_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     settings = load_settings(data_dir=str(root), mqtt_url=f"mqtt://127.0.0.1:{mqtt_port}",
-                             http_port=http_port,
+                             http_port=http_port, broker_tls_port=_port_or_free(8883),
                              trusted_keys=str(root / "demo-trusted-keys.json"))
     hub_env, hub_token, hub_password = _prepare_hub(root, hub_port, settings.tz)
     settings = settings.with_overrides(hub_url=f"http://127.0.0.1:{hub_port}",
@@ -280,8 +287,10 @@ Demo store "{settings.store_name}" ({settings.store_id}) is running.
   Sync (staff page):    {base}/staff/sync  (what is waiting for the CRM hub)
   Health:               {base}/healthz
   Metrics:              {base}/metrics
-  MQTT broker:          mqtt://127.0.0.1:{mqtt_port}
-      edge login in:    {datadir.secrets}/mqtt-edge.json
+  MQTT broker, LAN:     mqtts://localhost:{settings.broker_tls_port}  (TLS; the lanes use it)
+      store CA:         {StoreTLS.of(datadir).ca_file}
+      this box only:    mqtt://127.0.0.1:{mqtt_port}  (edge login in
+                        {datadir.secrets}/mqtt-edge.json)
   Data:                 {datadir.root}
 
 CRM hub, regional dashboard: http://127.0.0.1:{hub_port}/
