@@ -15,7 +15,7 @@ import click
 
 from edge.datadir import DataDir
 from edge.errors import EdgeError, NotFound, StartupError
-from edge.settings import Settings, load_settings
+from edge.settings import REPO_DEFAULTS, Settings, load_settings
 from edge.store import Store
 from edge.tls import StoreTLS, fingerprint, parse_names
 
@@ -96,6 +96,30 @@ def tls_show() -> None:
     """Print the certificate files, names, expiry dates and fingerprints."""
     settings = load_settings()
     emit(StoreTLS.of(DataDir(settings.data_path)).describe())
+
+
+@tls_group.command("proxy-config")
+@click.option("--https-port", type=click.IntRange(1, 65535), default=443, show_default=True)
+@click.option("--http-port", type=click.IntRange(1, 65535), default=80, show_default=True,
+              help="Plain HTTP, which only redirects to HTTPS.")
+@click.option("--listen", "address", default="", help="Address to listen on (default: all).")
+@_fails_cleanly
+def tls_proxy_config(https_port: int, http_port: int, address: str) -> None:
+    """Print the nginx site that serves the staff pages over HTTPS with the store's certificate.
+
+    Write it to /etc/nginx/sites-enabled/store-edge and set http_trusted_proxy = "127.0.0.1".
+    """
+    settings = load_settings()
+    tls = StoreTLS.of(DataDir(settings.data_path))
+    if not tls.ready():
+        raise StartupError(f"no certificates in {tls.folder}: run `edge init` first")
+    prefix = f"{address}:" if address else ""
+    template = REPO_DEFAULTS.parent / "nginx" / "store-edge.conf.template"
+    click.echo(template.read_text().format(
+        http_listen=f"{prefix}{http_port}", https_listen=f"{prefix}{https_port}",
+        https_suffix="" if https_port == 443 else f":{https_port}",
+        cert=tls.cert_file, key=tls.key_file, body_limit=2 * settings.http_max_body_bytes,
+        upstream=f"{settings.http_host}:{settings.http_port}"), nl=False)
 
 
 @tls_group.command("rotate")
@@ -454,6 +478,7 @@ def serve() -> None:
     import waitress
 
     from edge import create_app
+    from edge.websafe import proxy_options
 
     settings = load_settings()
     app = create_app(settings)
@@ -465,7 +490,8 @@ def serve() -> None:
                                         threads=settings.http_threads, ident="store-edge",
                                         # The app refuses what is over the limit with a JSON
                                         # 413; the server stops reading far past it.
-                                        max_request_body_size=2 * settings.http_max_body_bytes)
+                                        max_request_body_size=2 * settings.http_max_body_bytes,
+                                        **proxy_options(settings.http_trusted_proxy))
     except OSError as exc:
         service.stop()
         raise StartupError(f"cannot listen on {settings.http_host}:{settings.http_port} "
