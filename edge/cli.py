@@ -449,6 +449,10 @@ def broker() -> None:
 
     settings = load_settings()
     datadir, store = _open(settings)
+    if settings.broker_tls_port:
+        # Made if missing (a box upgraded without `edge init`), renewed when near its end.
+        StoreTLS.of(datadir).ensure(settings.store_id,
+                                    parse_names(settings.tls_names, settings.broker_host))
     sync_broker_files(settings, datadir, store)
     store.close()
     proc = BrokerProcess(settings, datadir).start()
