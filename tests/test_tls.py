@@ -19,12 +19,13 @@ from urllib.parse import quote
 import pytest
 from cryptography import x509
 
-from edge.broker import BrokerProcess
+from edge.broker import BrokerProcess, wait_for_port
 from edge.datadir import DataDir
 from edge.devices import Enrolment, sync_broker_files
 from edge.service import EdgeService
 from edge.settings import Settings, SettingsError, load_settings
 from edge.store import Store
+from edge.supervise import stop_process
 from edge.tls import StoreTLS, default_names, fingerprint
 from pos_bridge.device import DeviceClient, DeviceError
 from pos_bridge.lane import Lane, MqttTransport, basket, new_txn_id
@@ -262,3 +263,19 @@ def test_a_cafile_that_cannot_work_is_a_config_error(url: str, message: str) -> 
 def test_the_plain_listener_setting_takes_only_known_values() -> None:
     with pytest.raises(SettingsError, match="must be localhost or lan"):
         load_settings({}, broker_plain_listener="everywhere")
+
+
+def test_edge_broker_makes_the_certificate_on_a_box_upgraded_without_init(
+        tls_settings: Settings, datadir: DataDir, store: Store) -> None:
+    folder = StoreTLS.of(datadir)
+    assert not folder.ready()
+    with open(tls_settings.data_path.parent / "broker.log", "wb") as log:
+        proc = subprocess.Popen([*edge_cli(), "broker"], env=edge_env(tls_settings), cwd=REPO,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port("127.0.0.1", tls_settings.broker_tls_port, 20)
+        served = handshake("127.0.0.1", tls_settings.broker_tls_port, folder.ca_file,
+                           "localhost")
+        assert fingerprint(served) == fingerprint(folder.server())
+    finally:
+        stop_process(proc)
