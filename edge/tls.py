@@ -38,6 +38,7 @@ from edge.datadir import DataDir, write_private
 
 CA_DAYS = 3650
 SERVER_DAYS = 397  # what browsers accept for a server certificate
+RENEW_DAYS = 30   # `edge init` / `edge broker` renew a server certificate this close to its end
 ORGANISATION = "store edge"
 
 Key = ec.EllipticCurvePrivateKey
@@ -143,7 +144,7 @@ class StoreTLS:
         if not (self.cert_file.exists() and self.key_file.exists()):
             return False
         server = self.server()
-        if server.not_valid_after_utc - _now() < dt.timedelta(days=30):
+        if server.not_valid_after_utc - _now() < dt.timedelta(days=RENEW_DAYS):
             return False
         have = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         return all(_san(n) in have for n in names)
@@ -231,6 +232,18 @@ class StoreTLS:
 
     def server(self) -> x509.Certificate:
         return x509.load_pem_x509_certificates(self.cert_file.read_bytes())[0]
+
+    def health(self, warn_days: int = RENEW_DAYS) -> dict[str, Any]:
+        """For /healthz: the server certificate's end, and whether it is further off than
+        `warn_days` (`edge broker` and `edge init` renew it inside that window)."""
+        if not self.ready():
+            return {"ok": False, "error": "no certificate: run edge init"}
+        try:
+            end = self.server().not_valid_after_utc
+        except (OSError, ValueError) as exc:
+            return {"ok": False, "error": f"unreadable certificate ({type(exc).__name__})"}
+        days = (end - _now()).days
+        return {"ok": days >= warn_days, "not_after": end.isoformat(), "days_left": days}
 
     def describe(self) -> dict[str, Any]:
         """What `edge tls show` prints: files, names, validity and fingerprints."""

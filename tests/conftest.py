@@ -96,7 +96,7 @@ def settings(tmp_path: Path, issuer: Issuer) -> Settings:
         store_id="store-t",
         data_dir=str(tmp_path / "data"),
         mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
-        broker_tls_port=free_port(),
+        broker_tls_port=0,  # TLS tests set a port (tests/test_tls.py)
         http_port=free_port(),
         broker_bin=shutil.which("mosquitto") or "/usr/sbin/mosquitto",
         mqtt_keepalive=5,

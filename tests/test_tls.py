@@ -279,3 +279,17 @@ def test_edge_broker_makes_the_certificate_on_a_box_upgraded_without_init(
         assert fingerprint(served) == fingerprint(folder.server())
     finally:
         stop_process(proc)
+
+
+def test_healthz_reports_the_certificate_and_warns_before_it_ends(tls_edge: EdgeService,
+                                                                  tls: StoreTLS) -> None:
+    healthy, report = tls_edge.health()
+    assert healthy and report["status"] == "ok"
+    assert report["tls"]["ok"] is True
+    assert report["tls"]["not_after"] == tls.server().not_valid_after_utc.isoformat()
+    assert 390 <= report["tls"]["days_left"] <= 397
+    assert tls.health(warn_days=report["tls"]["days_left"] + 1)["ok"] is False
+    tls.cert_file.unlink()
+    healthy, report = tls_edge.health()
+    assert healthy and report["status"] == "degraded"  # the till still sells
+    assert report["tls"] == {"ok": False, "error": "no certificate: run edge init"}
