@@ -35,8 +35,8 @@ from tests.conftest import (
     wait_until,
 )
 from tests.hubfix import hub_env_for, run_hub, start_hub, stop_hub
+from tests.test_staff_checkout import CASHIER, CASHIER_PW, sign_in
 
-CASHIER, CASHIER_PW = "till-ana", "till-password-1"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
@@ -104,7 +104,7 @@ def proxied(settings: Settings, broker: BrokerProcess, store: Store,
         stop_process(edge)
 
 
-def sign_in(session: requests.Session, base: str, **kwargs: object) -> requests.Response:
+def form_sign_in(session: requests.Session, base: str, **kwargs: object) -> requests.Response:
     """The login form as a browser posts it (with its CSRF token and Referer)."""
     form = session.get(f"{base}/staff/login", timeout=10, **kwargs)  # type: ignore[arg-type]
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
@@ -126,7 +126,7 @@ def session_cookie(response: requests.Response) -> dict[str, str | bool]:
 
 def test_over_https_the_session_cookie_is_secure(proxied: Proxied) -> None:
     with requests.Session() as s:
-        signed_in = sign_in(s, proxied.https, verify=str(proxied.ca_file))
+        signed_in = form_sign_in(s, proxied.https, verify=str(proxied.ca_file))
         assert signed_in.status_code == 302, signed_in.text
         assert signed_in.headers["Location"].startswith("/staff/")
         assert session_cookie(signed_in) == {"secure": True, "httponly": True,
@@ -155,7 +155,7 @@ def test_a_client_cannot_claim_https_or_another_address_through_the_proxy(
     # Straight at the edge over plain HTTP: HttpOnly and SameSite, and no Secure (a browser
     # would not send a Secure cookie back over this connection).
     with requests.Session() as s:
-        assert session_cookie(sign_in(s, proxied.direct)) == {
+        assert session_cookie(form_sign_in(s, proxied.direct)) == {
             "secure": False, "httponly": True, "samesite": "Lax"}
     # Through the proxy, a forged X-Forwarded-For is replaced by the real peer: the sign-in
     # refusal is logged for the address that really called.
@@ -181,7 +181,7 @@ def test_an_edge_without_a_proxy_ignores_forwarded_headers(
     try:
         with requests.Session() as s:
             s.headers.update({"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"})
-            cookie = session_cookie(sign_in(s, f"http://127.0.0.1:{settings.http_port}"))
+            cookie = session_cookie(form_sign_in(s, f"http://127.0.0.1:{settings.http_port}"))
         assert cookie["secure"] is False
     finally:
         stop_process(edge)
@@ -194,12 +194,7 @@ def test_chromium_signs_in_and_scans_over_https(proxied: Proxied,
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     try:
-        page.goto(f"{proxied.http}/staff/checkout")
-        expect(page).to_have_url(f"{proxied.https}/staff/login?next=/staff/checkout")
-        page.get_by_label("Username").fill(CASHIER)
-        page.get_by_label("Password").fill(CASHIER_PW)
-        page.get_by_role("button", name="Sign in").click()
-        expect(page).to_have_url(f"{proxied.https}/staff/checkout")
+        sign_in(page, proxied.https)
         (cookie,) = [c for c in context.cookies() if c["name"] == "session"]
         assert (cookie["secure"], cookie["httpOnly"], cookie["sameSite"]) == (True, True, "Lax")
         # A JSON action (CSRF token and the strict HTTPS Referer check) works through the proxy.

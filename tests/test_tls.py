@@ -29,7 +29,7 @@ from edge.supervise import stop_process
 from edge.tls import StoreTLS, default_names, fingerprint
 from pos_bridge.device import DeviceClient, DeviceError
 from pos_bridge.lane import Lane, MqttTransport, basket, new_txn_id
-from tests.conftest import REPO, Issuer, edge_cli, edge_env, free_port
+from tests.conftest import REPO, Issuer, edge_cli, edge_env, free_port, running_edge
 
 NAMES = ["localhost", "127.0.0.1"]
 
@@ -89,11 +89,8 @@ def handshake(host: str, port: int, ca_file: Path, server_name: str) -> x509.Cer
 @pytest.fixture
 def tls_edge(tls_settings: Settings, tls_broker: BrokerProcess) -> Iterator[EdgeService]:
     """The edge, on the plain localhost listener as on a store box."""
-    service = EdgeService(tls_settings)
-    service.start()
-    assert service.bus.wait_connected(10)
-    yield service
-    service.stop()
+    with running_edge(tls_settings) as service:
+        yield service
 
 
 @pytest.fixture
