@@ -15,9 +15,9 @@ import click
 
 from edge.datadir import DataDir
 from edge.errors import EdgeError, NotFound, StartupError
-from edge.settings import REPO_DEFAULTS, Settings, load_settings
+from edge.settings import Settings, load_settings
 from edge.store import Store
-from edge.tls import StoreTLS, fingerprint, parse_names
+from edge.tls import StoreTLS, fingerprint, parse_names, proxy_site
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -110,16 +110,7 @@ def tls_proxy_config(https_port: int, http_port: int, address: str) -> None:
     Write it to /etc/nginx/sites-enabled/store-edge and set http_trusted_proxy = "127.0.0.1".
     """
     settings = load_settings()
-    tls = StoreTLS.of(DataDir(settings.data_path))
-    if not tls.ready():
-        raise StartupError(f"no certificates in {tls.folder}: run `edge init` first")
-    prefix = f"{address}:" if address else ""
-    template = REPO_DEFAULTS.parent / "nginx" / "store-edge.conf.template"
-    click.echo(template.read_text().format(
-        http_listen=f"{prefix}{http_port}", https_listen=f"{prefix}{https_port}",
-        https_suffix="" if https_port == 443 else f":{https_port}",
-        cert=tls.cert_file, key=tls.key_file, body_limit=2 * settings.http_max_body_bytes,
-        upstream=f"{settings.http_host}:{settings.http_port}"), nl=False)
+    click.echo(proxy_site(settings, https_port, http_port, address), nl=False)
 
 
 @tls_group.command("rotate")

@@ -31,7 +31,7 @@ from edge.settings import Settings, load_settings
 from edge.staff.accounts import add_user
 from edge.store import Store
 from edge.supervise import stop_process
-from edge.tls import StoreTLS
+from edge.tls import StoreTLS, proxy_site, standalone_nginx
 from edge.tokens import COUPON_TYP, SigningKey
 
 DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2"), ("scanner", "scanner-1"),
@@ -223,6 +223,20 @@ def _feed_hub(env: dict[str, str], app: SigningKey, shoppers: list[dict[str, Any
         db.dispose()
 
 
+def _start_proxy(settings: Settings, root: Path, children: list[subprocess.Popen[Any]]
+                 ) -> str | None:
+    """nginx in front of the edge, as on a store box (docs/operations.md §16.2); the HTTPS
+    address of the staff pages, or None without nginx."""
+    https_port = _port_or_free(8443)
+    command = standalone_nginx(
+        proxy_site(settings, https_port, _port_or_free(8088), "127.0.0.1"), root / "nginx")
+    if not Path(command[0]).exists():
+        return None
+    children.append(subprocess.Popen(command, start_new_session=True))
+    wait_for_port("127.0.0.1", https_port, 10)
+    return f"https://localhost:{https_port}/staff/"
+
+
 def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090) -> None:
     mqtt_port = _port_or_free(mqtt_port)
     http_port = _port_or_free(http_port)
@@ -231,6 +245,7 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090
     root.mkdir(parents=True, exist_ok=True)
     settings = load_settings(data_dir=str(root), mqtt_url=f"mqtt://127.0.0.1:{mqtt_port}",
                              http_port=http_port, broker_tls_port=_port_or_free(8883),
+                             http_trusted_proxy="127.0.0.1",
                              trusted_keys=str(root / "demo-trusted-keys.json"))
     hub_env, hub_token, hub_password = _prepare_hub(root, hub_port, settings.tz)
     settings = settings.with_overrides(hub_url=f"http://127.0.0.1:{hub_port}",
@@ -268,6 +283,7 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090
         base = f"http://{settings.http_host}:{http_port}"
         wait_for_port(settings.http_host, http_port, 30)
         _wait_healthy(f"{base}/healthz", edge)
+        https = _start_proxy(settings, root, children)
         sim = subprocess.Popen([sys.executable, "-m", "pos_bridge.simulator",
                                 str(datadir.root / "demo-devices.json")], env=_env(settings),
                                start_new_session=True)
@@ -278,6 +294,8 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090
         print(f"""
 Demo store "{settings.store_name}" ({settings.store_id}) is running.
 
+  Staff pages, HTTPS:   {https or "(install nginx-light for HTTPS in front of the edge)"}
+      (nginx with the store's certificate; the browser warns until you trust the store CA)
   Checkout (staff page): {base}/staff/checkout
       sign in as:       manager / {password}
       try scanning:     4000123412341234 (Anna's loyalty card), then SAVE10

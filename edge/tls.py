@@ -24,6 +24,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edge.datadir import DataDir, write_private
+from edge.errors import StartupError
+from edge.settings import REPO_DEFAULTS, Settings
 
 CA_DAYS = 3650
 SERVER_DAYS = 397  # what browsers accept for a server certificate
@@ -261,3 +264,44 @@ class StoreTLS:
                        "issuer": server.issuer.rfc4514_string(),
                        "not_after": server.not_valid_after_utc.isoformat()},
         }
+
+
+def proxy_site(settings: Settings, https_port: int = 443, http_port: int = 80,
+               address: str = "") -> str:
+    """The nginx site (config/nginx/store-edge.conf.template) that serves the staff pages
+    over HTTPS with the box's certificate; `edge tls proxy-config` prints it."""
+    tls = StoreTLS.of(DataDir(settings.data_path))
+    if not tls.ready():
+        raise StartupError(f"no certificates in {tls.folder}: run `edge init` first")
+    prefix = f"{address}:" if address else ""
+    template = REPO_DEFAULTS.parent / "nginx" / "store-edge.conf.template"
+    return template.read_text().format(
+        http_listen=f"{prefix}{http_port}", https_listen=f"{prefix}{https_port}",
+        https_suffix="" if https_port == 443 else f":{https_port}",
+        cert=tls.cert_file, key=tls.key_file, body_limit=2 * settings.http_max_body_bytes,
+        upstream=f"{settings.http_host}:{settings.http_port}")
+
+
+def standalone_nginx(site: str, folder: Path) -> list[str]:
+    """The command line of an nginx in the foreground serving only `site`, with its pid,
+    logs and temp files in `folder` (for the demo and the tests; a store box runs Debian's
+    nginx service with the site in /etc/nginx/sites-enabled)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "site.conf").write_text(site)
+    conf = folder / "nginx.conf"
+    temp = "\n".join(f"    {kind}_temp_path {folder / kind};"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf.write_text(f"""daemon off;
+worker_processes 1;
+{"user root;" if os.geteuid() == 0 else ""}
+pid {folder}/nginx.pid;
+error_log {folder}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+{temp}
+    include {folder}/site.conf;
+}}
+""")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    return [nginx, "-c", str(conf), "-p", str(folder), "-e", str(folder / "error.log")]

@@ -24,6 +24,7 @@ from edge.settings import Settings
 from edge.staff.accounts import add_user
 from edge.store import Store
 from edge.supervise import stop_process
+from edge.tls import standalone_nginx
 from tests.browser import TIMEOUT_MS, browser, playwright  # noqa: F401 - fixtures
 from tests.conftest import (
     REPO,
@@ -56,31 +57,10 @@ def edge_command(settings: Settings, *args: str) -> str:
 
 
 def run_nginx(site: str, folder: Path) -> subprocess.Popen[bytes]:
-    """nginx in the foreground with the edge's site and private temp paths."""
-    folder.mkdir()
-    (folder / "site.conf").write_text(site)
-    conf = folder / "nginx.conf"
-    conf.write_text(f"""
-user root;
-daemon off;
-worker_processes 1;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {folder}/body;
-    proxy_temp_path {folder}/proxy;
-    fastcgi_temp_path {folder}/fastcgi;
-    uwsgi_temp_path {folder}/uwsgi;
-    scgi_temp_path {folder}/scgi;
-    include {folder}/site.conf;
-}}
-""")
+    """Debian's nginx in the foreground, serving the edge's site."""
     if not Path(NGINX).exists():
         pytest.fail("nginx is not installed: run the README's test command, which installs it")
-    return subprocess.Popen([NGINX, "-c", str(conf), "-p", str(folder), "-e",
-                             str(folder / "error.log")])
+    return subprocess.Popen(standalone_nginx(site, folder))
 
 
 @pytest.fixture
