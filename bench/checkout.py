@@ -45,6 +45,13 @@ each), so that drift over the run falls on both ledgers alike; the ratio of thei
 the ledger's cost (`--no-compare` skips the empty ledger). Before the loads, the disk's own
 append + `fdatasync` latency is probed for a second, the floor under every durable commit.
 
+With `--tls` (the default) the broker also has its TLS listener (the store's CA and server
+certificate made as `edge init` makes them), and every load runs once more on the ledger with
+a second set of `--lanes` lanes (`tls-lane-NN`) connected over `mqtts://`, verifying the CA and
+the host name as a lane does; this run sits between the two halves of the plain-MQTT ledger
+runs, and the TLS cost is the ratio of its p99s (and sales/s) to theirs. The echo stays on the
+plain listener in both, so each run's echo turns show the machine at that time.
+
 Percentiles cover the requests sent in the measured window; sales/s counts sales whose
 complete came back ok in the window. Also printed: the time the edge's dispatcher
 spent per method (from the `edge_request_seconds` histogram of /metrics, edge slices and
@@ -72,7 +79,7 @@ JSON object; its `apply_p99_ms`, `complete_p99_ms` and `baseline_echo_p99_ms` ar
 
     .venv/bin/python bench/checkout.py [--seconds 8] [--rounds 4] [--warmup 0.5] [--lanes 20]
         [--rate 5] [--procs 2] [--customers 100000] [--ledger 1000000] [--no-compare]
-        [--lookups 200] [--blackhole-lookups 20] [--tmpdir DIR]
+        [--no-tls] [--lookups 200] [--blackhole-lookups 20] [--tmpdir DIR]
 
 A quick run: `--customers 2000 --ledger 20000 --seconds 2 --rounds 1 --lookups 100
 --blackhole-lookups 10`.
@@ -150,6 +157,7 @@ from edge.mqtt import BrokerAddress, parse_mqtt_url
 from edge.protocol import format_ts, new_envelope, request_topic, uuid7
 from edge.settings import Settings
 from edge.store import Store
+from edge.tls import StoreTLS
 
 # The repository's root, for the helpers the tests and the benchmarks share (as bench/sync.py).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -452,6 +460,7 @@ class Seeded:
     settings: dict[str, Settings]  # by ledger name: "ledger", "empty"
     datadir: DataDir  # the "ledger" one, which the broker runs from
     lanes: list[Enrolment]
+    tls_lanes: list[Enrolment]
     private_jwk: str
     customers_s: float
     ledger_s: float
@@ -463,7 +472,8 @@ def seed(tmp: Path, args: argparse.Namespace) -> Seeded:
     public = json.loads(OKPAlgorithm.to_jwk(private.public_key()))
     jwks = tmp / "trusted-keys.json"
     jwks.write_text(json.dumps({"keys": [{**public, "kid": KID}]}))
-    settings = bench_settings(tmp / "ledger", trusted_keys=str(jwks), log_level="WARNING")
+    settings = bench_settings(tmp / "ledger", trusted_keys=str(jwks), log_level="WARNING",
+                              broker_tls_port=free_port())
     datadir = DataDir(settings.data_path).ensure()
     datadir.edge_mqtt_credentials()
     store = Store(datadir.database)
@@ -474,6 +484,10 @@ def seed(tmp: Path, args: argparse.Namespace) -> Seeded:
         customers_s = time.perf_counter() - t0
         lanes = [enrol(settings, datadir, store, "pos", f"lane-{i + 1:02d}")
                  for i in range(args.lanes)]
+        # The same number of lanes again for the TLS loads: a login connects once.
+        tls_lanes = [enrol(settings, datadir, store, "pos", f"tls-lane-{i + 1:02d}")
+                     for i in range(args.lanes if args.tls else 0)]
+        StoreTLS.of(datadir).ensure(STORE, ["localhost", "127.0.0.1"])
     finally:
         store.close()
     empty = settings.with_overrides(data_dir=str(tmp / "empty"))
@@ -487,8 +501,8 @@ def seed(tmp: Path, args: argparse.Namespace) -> Seeded:
         ledger_s = time.perf_counter() - t0
     finally:
         store.close()
-    return Seeded({"ledger": settings, "empty": empty}, datadir, lanes,
-                  OKPAlgorithm.to_jwk(private), customers_s, ledger_s)
+    return Seeded({"ledger": settings, "empty": empty, "tls": settings}, datadir, lanes,
+                  tls_lanes, OKPAlgorithm.to_jwk(private), customers_s, ledger_s)
 
 
 # ---------------------------------------------------------------- (d) identify, unknown shopper
@@ -792,13 +806,15 @@ def measure_edge(rig: Rig, settings: Settings, log_path: Path, args: argparse.Na
                 "rss_hwm": rss_mb(edge.pid, "VmHWM"), "log": log_path.read_text(errors="replace")}
 
 
-def edge_plan(rounds: int, compare: bool) -> list[tuple[str, int]]:
-    """Which data dir the edge runs on, in order, and for how many rounds: ledger, empty,
-    ledger (ABA), so that drift over the run falls on both ledgers alike."""
-    if not compare:
+def edge_plan(rounds: int, compare: bool, tls: bool = False) -> list[tuple[str, int]]:
+    """Which run comes when, and for how many rounds: the edge on the ledger (plain MQTT
+    lanes) before and after the others (empty ledger; the ledger with TLS lanes), so that
+    drift over the run falls on every comparison alike."""
+    middle = ([("empty", rounds)] if compare else []) + ([("tls", rounds)] if tls else [])
+    if not middle:
         return [("ledger", rounds)]
     first = (rounds + 1) // 2
-    return [("ledger", first), ("empty", rounds)] + (
+    return [("ledger", first), *middle] + (
         [("ledger", rounds - first)] if rounds > first else [])
 
 
@@ -818,16 +834,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         echo = start_echo(stack, address, seeded.datadir)
         loaders = start_loaders(stack, load_main, address, seeded.lanes, args.procs,
                                 seeded.private_jwk, args.customers)
+        rigs = {"plain": Rig(echo, loaders)}
+        if args.tls:
+            # The same loads from lanes on the broker's TLS listener, verifying the store's CA
+            # (the echo stays on the plain listener: the baseline is the broker's own hop).
+            tls_address = parse_mqtt_url(
+                f"mqtts://localhost:{settings.broker_tls_port}"
+                f"?cafile={StoreTLS.of(seeded.datadir).ca_file}")
+            rigs["tls"] = Rig(echo, start_loaders(stack, load_main, tls_address,
+                                                  seeded.tls_lanes, args.procs,
+                                                  seeded.private_jwk, args.customers))
         echo.expect("ready", 20)
-        for ld in loaders:
-            ld.expect("ready", 30)
-        rig = Rig(echo, loaders)
+        for rig in rigs.values():
+            for ld in rig.loaders:
+                ld.expect("ready", 30)
         fsync_ms = fsync_probe(tmp)
-        plan = edge_plan(args.rounds, args.compare)
+        plan = edge_plan(args.rounds, args.compare, args.tls)
         tallies = {name: {key: Tally() for key, _ in LOADS} for name, _ in plan}
         edges: dict[str, dict[str, Any]] = {}
         for i, (name, rounds) in enumerate(plan):
             s = seeded.settings[name].with_overrides(http_port=free_port())
+            rig = rigs["tls" if name == "tls" else "plain"]
             got = measure_edge(rig, s, tmp / f"edge-{i + 1}-{name}.log", args, rounds,
                                tallies[name])
             prev = edges.get(name)
@@ -893,6 +920,20 @@ def figures_of(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
                 ratios[f"{key}_{step}"] = r
                 result[f"{key}_{step}_p99_ledger_ratio"] = None if math.isnan(r) else round(r, 2)
             result[f"{key}_empty_sales_per_s"] = round(empty[key].sales_per_s, 1)
+    tls_ratios: dict[str, float] = {}
+    if "tls" in runs:
+        for key, _ in LOADS:
+            plain, tls = figs[key]["edge"], runs["tls"]["loads"][key]["figures"]["edge"]
+            for step in ("apply", "complete"):
+                result[f"{key}_tls_{step}_p50_ms"] = json_ms(tls.p(step, 50))
+                result[f"{key}_tls_{step}_p99_ms"] = json_ms(tls.p(step, 99))
+                r = ratio(tls.p(step, 99), plain.p(step, 99))
+                tls_ratios[f"{key}_{step}"] = r
+                result[f"{key}_{step}_p99_tls_ratio"] = None if math.isnan(r) else round(r, 2)
+            result[f"{key}_tls_sales_per_s"] = round(tls.sales_per_s, 1)
+        result["tls_apply_p99_ms"] = result["b_tls_apply_p99_ms"]
+        result["tls_complete_p99_ms"] = result["b_tls_complete_p99_ms"]
+        result["tls_sales_per_s"] = result["c_tls_sales_per_s"]
     ledger_run = runs["ledger"]
     result["edge_rss_mb"] = round(ledger_run["rss_start"], 1)
     result["edge_rss_end_mb"] = round(ledger_run["rss_end"], 1)
@@ -905,6 +946,8 @@ def figures_of(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
     every = [f for per in figs.values() for f in per.values()]
     if empty is not None:
         every += list(empty.values())
+    if "tls" in runs:
+        every += [f for ld in runs["tls"]["loads"].values() for f in ld["figures"].values()]
     targets: dict[str, bool | None] = {
         "a_apply_p99_le_3ms": a.p("apply", 99) <= A_APPLY_P99_MS,
         "b_apply_p99_le_10ms": b["edge"].p("apply", 99) <= B_APPLY_P99_MS,
@@ -990,6 +1033,16 @@ def print_human(args: argparse.Namespace, out: dict[str, Any], result: dict[str,
         print("ledger vs empty, p99 ratio: " + "; ".join(
             f"({k}) apply {_ratio_text(result, k, 'apply')}, complete "
             f"{_ratio_text(result, k, 'complete')}" for k, _ in LOADS))
+    if "tls" in runs:
+        print()
+        print("the lanes over mqtts:// (TLS, the store's CA verified; same ledger; the "
+              "echo stays on plain MQTT):")
+        print_loads(args, runs["tls"], ("echo", "edge"))
+        print()
+        print("TLS vs plain MQTT lanes, p99 ratio and sales/s: " + "; ".join(
+            f"({k}) apply {_ratio_text(result, k, 'apply', 'tls')}, complete "
+            f"{_ratio_text(result, k, 'complete', 'tls')}, {result[f'{k}_tls_sales_per_s']:.1f}"
+            f" vs {result[f'{k}_sales_per_s']:.1f} sales/s" for k, _ in LOADS))
     ident = out["identify"]
     print()
     print(f"(d) identify of a shopper, in the edge's domain (no MQTT), scrypt "
@@ -1043,8 +1096,8 @@ def print_human(args: argparse.Namespace, out: dict[str, Any], result: dict[str,
               f"{verdict(met[f'identify_{case}_wait_p99_le_bound'])}")
 
 
-def _ratio_text(result: dict[str, Any], key: str, step: str) -> str:
-    r = result.get(f"{key}_{step}_p99_ledger_ratio")
+def _ratio_text(result: dict[str, Any], key: str, step: str, of: str = "ledger") -> str:
+    r = result.get(f"{key}_{step}_p99_{of}_ratio")
     return "n/a" if r is None else f"{r:.2f}x"
 
 
@@ -1063,6 +1116,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="past redemptions in the ledger")
     parser.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
                         help="also run every load on an empty ledger, for the p99 ratio")
+    parser.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run every load with the lanes on the broker's TLS listener")
     parser.add_argument("--lookups", type=int, default=200,
                         help="(d) identifies found locally, and found by the hub")
     parser.add_argument("--blackhole-lookups", type=int, default=20,

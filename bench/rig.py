@@ -33,6 +33,7 @@ import selectors
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -101,7 +102,7 @@ class NetLoop:
             if client is None:
                 control = True
                 continue
-            if events & selectors.EVENT_READ and client.loop_read() and client.socket() is None:
+            if events & selectors.EVENT_READ and self._read(client):
                 self._drop(client, key.fileobj)  # connection lost: on_disconnect counted it
                 continue
             if events & selectors.EVENT_WRITE:
@@ -113,6 +114,17 @@ class NetLoop:
             for c in self.clients:
                 c.loop_misc()
         return control
+
+    @staticmethod
+    def _read(client: mqtt.Client) -> bool:
+        """Read what has arrived; True when the connection is gone. A TLS socket may hold
+        decrypted bytes that select() cannot see: read until it holds none."""
+        while True:
+            if client.loop_read() and client.socket() is None:
+                return True
+            sock = client.socket()
+            if not isinstance(sock, ssl.SSLSocket) or not sock.pending():
+                return False
 
     def flush(self) -> None:
         """Write whatever the clients have queued; wait for writability only if a socket is full."""

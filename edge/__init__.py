@@ -8,6 +8,7 @@ from datetime import timedelta
 from flask import Flask
 
 from edge.settings import Settings, load_settings
+from edge.websafe import session_cookies
 
 __all__ = ["create_app"]
 
@@ -30,14 +31,13 @@ def create_app(settings: Settings | None = None, *, start: bool = False) -> Flas
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=service.datadir.secret_token("session-key"),
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.staff_session_hours),
         WTF_CSRF_TIME_LIMIT=None,
         JSON_SORT_KEYS=False,
         # Checked before a body is read: a larger one is 413 (docs/settings.md).
         MAX_CONTENT_LENGTH=settings.http_max_body_bytes,
     )
+    session_cookies(app)
     app.extensions["edge"] = service
     api.init_app(app)
     staff.init_app(app)

@@ -27,6 +27,7 @@ from edge.errors import StartupError
 from edge.mqtt import parse_mqtt_url
 from edge.settings import Settings
 from edge.supervise import stop_process
+from edge.tls import StoreTLS
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config" / "mosquitto"
@@ -106,9 +107,18 @@ def render_conf(settings: Settings, datadir: DataDir,
         owner = pwd.getpwuid(datadir.root.stat().st_uid).pw_name
     except (KeyError, FileNotFoundError):
         owner = getpass.getuser()
+    lan_host = settings.broker_host or address.host
+    tls = StoreTLS.of(datadir)
+    if settings.broker_tls_port and tls.ready():
+        tls_listener = (CONFIG_DIR / "tls-listener.conf.template").read_text().format(
+            tls_port=settings.broker_tls_port, tls_host=lan_host, cert=tls.cert_file,
+            key=tls.key_file)
+    else:
+        tls_listener = ("\n# No TLS listener: broker_tls_port is 0 or `edge init` has not made "
+                        "the store's certificate yet.\n")
     return template.read_text().format(
-        host=settings.broker_host or address.host, port=address.port, dir=datadir.mosquitto,
-        user=owner,
+        host=lan_host if settings.broker_plain_listener == "lan" else "127.0.0.1",
+        port=address.port, dir=datadir.mosquitto, user=owner, tls_listener=tls_listener,
     )
 
 

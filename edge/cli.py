@@ -17,6 +17,7 @@ from edge.datadir import DataDir
 from edge.errors import EdgeError, NotFound, StartupError
 from edge.settings import Settings, load_settings
 from edge.store import Store
+from edge.tls import StoreTLS, fingerprint, parse_names, proxy_site
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,10 +76,70 @@ def init() -> None:
     datadir.secret_token("session-key")
     local_bundle(datadir)
     store_signing_key(datadir, settings.store_id)
+    tls = StoreTLS.of(datadir)
+    tls.ensure(settings.store_id, parse_names(settings.tls_names, settings.broker_host))
     sync_broker_files(settings, datadir, store)
     store.close()
     emit({"store": settings.store_id, "data_dir": str(datadir.root),
-           "mosquitto_conf": str(datadir.mosquitto / "mosquitto.conf")})
+           "mosquitto_conf": str(datadir.mosquitto / "mosquitto.conf"),
+           "ca_file": str(tls.ca_file), "ca_sha256": fingerprint(tls.cas()[0])})
+
+
+@main.group("tls")
+def tls_group() -> None:
+    """The store's CA and the box's server certificate (docs/operations.md §16.2)."""
+
+
+@tls_group.command("show")
+@_fails_cleanly
+def tls_show() -> None:
+    """Print the certificate files, names, expiry dates and fingerprints."""
+    settings = load_settings()
+    emit(StoreTLS.of(DataDir(settings.data_path)).describe())
+
+
+@tls_group.command("proxy-config")
+@click.option("--https-port", type=click.IntRange(1, 65535), default=443, show_default=True)
+@click.option("--http-port", type=click.IntRange(1, 65535), default=80, show_default=True,
+              help="Plain HTTP, which only redirects to HTTPS.")
+@click.option("--listen", "address", default="", help="Address to listen on (default: all).")
+@_fails_cleanly
+def tls_proxy_config(https_port: int, http_port: int, address: str) -> None:
+    """Print the nginx site that serves the staff pages over HTTPS with the store's certificate.
+
+    Write it to /etc/nginx/sites-enabled/store-edge and set http_trusted_proxy = "127.0.0.1".
+    """
+    settings = load_settings()
+    click.echo(proxy_site(settings, https_port, http_port, address), nl=False)
+
+
+@tls_group.command("rotate")
+@click.option("--ca", "new_ca", is_flag=True,
+              help="Stage a new CA beside the current one (give devices the new ca.crt, then "
+                   "run `edge tls rotate` again).")
+@_fails_cleanly
+def tls_rotate(new_ca: bool) -> None:
+    """A new server key and certificate from the newest CA; the broker reloads it at once."""
+    from edge.broker import reload_broker
+
+    settings = load_settings()
+    datadir = DataDir(settings.data_path).ensure()
+    tls = StoreTLS.of(datadir)
+    if not tls.ready():
+        raise StartupError(f"no certificates in {tls.folder}: run `edge init` first")
+    if new_ca:
+        tls.stage_ca(settings.store_id)
+        click.echo("edge: a new CA is staged; copy ca.crt (both CAs) to every device, then run "
+                   "`edge tls rotate`", err=True)
+    else:
+        tls.issue_server(settings.store_id, parse_names(settings.tls_names,
+                                                         settings.broker_host))
+        reloaded = reload_broker(datadir)
+        click.echo("edge: new server certificate; " + (
+            "the broker reloaded it" if reloaded else "no running broker to reload (it reads "
+            "the new files when it starts)") + "; reload the HTTPS proxy too (systemctl reload "
+            "nginx)", err=True)
+    emit(tls.describe())
 
 
 @main.group()
@@ -379,6 +440,10 @@ def broker() -> None:
 
     settings = load_settings()
     datadir, store = _open(settings)
+    if settings.broker_tls_port:
+        # Made if missing (a box upgraded without `edge init`), renewed when near its end.
+        StoreTLS.of(datadir).ensure(settings.store_id,
+                                    parse_names(settings.tls_names, settings.broker_host))
     sync_broker_files(settings, datadir, store)
     store.close()
     proc = BrokerProcess(settings, datadir).start()
@@ -408,6 +473,7 @@ def serve() -> None:
     import waitress
 
     from edge import create_app
+    from edge.websafe import proxy_options
 
     settings = load_settings()
     app = create_app(settings)
@@ -419,7 +485,8 @@ def serve() -> None:
                                         threads=settings.http_threads, ident="store-edge",
                                         # The app refuses what is over the limit with a JSON
                                         # 413; the server stops reading far past it.
-                                        max_request_body_size=2 * settings.http_max_body_bytes)
+                                        max_request_body_size=2 * settings.http_max_body_bytes,
+                                        **proxy_options(settings.http_trusted_proxy))
     except OSError as exc:
         service.stop()
         raise StartupError(f"cannot listen on {settings.http_host}:{settings.http_port} "

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,6 +31,7 @@ from edge.settings import Settings, load_settings
 from edge.staff.accounts import add_user
 from edge.store import Store
 from edge.supervise import stop_process
+from edge.tls import StoreTLS, proxy_site, standalone_nginx
 from edge.tokens import COUPON_TYP, SigningKey
 
 DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2"), ("scanner", "scanner-1"),
@@ -148,6 +150,8 @@ def _prepare(settings: Settings, printer_ports: dict[str, int], hub_env: dict[st
                         connection=f"tcp://127.0.0.1:{printer_ports[printer_id]}")
         password = secrets.token_urlsafe(9)
         add_user(store, "manager", password, "manager", replace=True)
+        tls = StoreTLS.of(datadir)
+        tls.ensure(settings.store_id, ["localhost", "127.0.0.1"])
         sync_broker_files(settings, datadir, store)
         app = _demo_app_key(datadir)
         write_private(Path(settings.trusted_keys),
@@ -156,7 +160,10 @@ def _prepare(settings: Settings, printer_ports: dict[str, int], hub_env: dict[st
         _feed_hub(hub_env, app, shoppers, settings.country, settings.locale)
     finally:
         store.close()
-    spec = {"store": settings.store_id, "mqtt_url": settings.mqtt_url, "devices": enrolled,
+    # The simulated lanes reach the broker as lanes on the store LAN do: TLS, store CA.
+    lanes_url = (f"mqtts://localhost:{settings.broker_tls_port}"
+                 f"?cafile={quote(str(tls.ca_file))}")
+    spec = {"store": settings.store_id, "mqtt_url": lanes_url, "devices": enrolled,
             **scans}
     write_private(datadir.root / "demo-devices.json", json.dumps(spec, indent=2), replace=True)
     return datadir, password
@@ -216,6 +223,20 @@ def _feed_hub(env: dict[str, str], app: SigningKey, shoppers: list[dict[str, Any
         db.dispose()
 
 
+def _start_proxy(settings: Settings, root: Path, children: list[subprocess.Popen[Any]]
+                 ) -> str | None:
+    """nginx in front of the edge, as on a store box (docs/operations.md §16.2); the HTTPS
+    address of the staff pages, or None without nginx."""
+    https_port = _port_or_free(8443)
+    command = standalone_nginx(
+        proxy_site(settings, https_port, _port_or_free(8088), "127.0.0.1"), root / "nginx")
+    if not Path(command[0]).exists():
+        return None
+    children.append(subprocess.Popen(command, start_new_session=True))
+    wait_for_port("127.0.0.1", https_port, 10)
+    return f"https://localhost:{https_port}/staff/"
+
+
 def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090) -> None:
     mqtt_port = _port_or_free(mqtt_port)
     http_port = _port_or_free(http_port)
@@ -223,7 +244,8 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090
     root = Path(data_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     settings = load_settings(data_dir=str(root), mqtt_url=f"mqtt://127.0.0.1:{mqtt_port}",
-                             http_port=http_port,
+                             http_port=http_port, broker_tls_port=_port_or_free(8883),
+                             http_trusted_proxy="127.0.0.1",
                              trusted_keys=str(root / "demo-trusted-keys.json"))
     hub_env, hub_token, hub_password = _prepare_hub(root, hub_port, settings.tz)
     settings = settings.with_overrides(hub_url=f"http://127.0.0.1:{hub_port}",
@@ -261,6 +283,7 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090
         base = f"http://{settings.http_host}:{http_port}"
         wait_for_port(settings.http_host, http_port, 30)
         _wait_healthy(f"{base}/healthz", edge)
+        https = _start_proxy(settings, root, children)
         sim = subprocess.Popen([sys.executable, "-m", "pos_bridge.simulator",
                                 str(datadir.root / "demo-devices.json")], env=_env(settings),
                                start_new_session=True)
@@ -271,6 +294,8 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090
         print(f"""
 Demo store "{settings.store_name}" ({settings.store_id}) is running.
 
+  Staff pages, HTTPS:   {https or "(install nginx-light for HTTPS in front of the edge)"}
+      (nginx with the store's certificate; the browser warns until you trust the store CA)
   Checkout (staff page): {base}/staff/checkout
       sign in as:       manager / {password}
       try scanning:     4000123412341234 (Anna's loyalty card), then SAVE10
@@ -280,8 +305,10 @@ Demo store "{settings.store_name}" ({settings.store_id}) is running.
   Sync (staff page):    {base}/staff/sync  (what is waiting for the CRM hub)
   Health:               {base}/healthz
   Metrics:              {base}/metrics
-  MQTT broker:          mqtt://127.0.0.1:{mqtt_port}
-      edge login in:    {datadir.secrets}/mqtt-edge.json
+  MQTT broker, LAN:     mqtts://localhost:{settings.broker_tls_port}  (TLS; the lanes use it)
+      store CA:         {StoreTLS.of(datadir).ca_file}
+      this box only:    mqtt://127.0.0.1:{mqtt_port}  (edge login in
+                        {datadir.secrets}/mqtt-edge.json)
   Data:                 {datadir.root}
 
 CRM hub, regional dashboard: http://127.0.0.1:{hub_port}/

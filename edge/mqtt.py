@@ -11,7 +11,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
@@ -26,24 +26,49 @@ class BrokerAddress:
     tls: bool
     username: str | None
     password: str | None
+    ca_file: str | None = None  # mqtts: the CA to verify the broker with; None = the system's
 
 
 def parse_mqtt_url(url: str) -> BrokerAddress:
-    """`mqtt://user:pass@host:1883` or `mqtts://...` into its parts (the port has a default)."""
+    """`mqtt://user:pass@host:1883` or `mqtts://user:pass@host:8883?cafile=/path/ca.crt` into
+    its parts (the port has a default)."""
     parts = urlsplit(url)
     tls = parts.scheme == "mqtts"
+    ca_files = parse_qs(parts.query).get("cafile")
     return BrokerAddress(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or (8883 if tls else 1883),
         tls=tls,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
+        ca_file=ca_files[-1] if ca_files else None,
     )
 
 
 def _nodelay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when its handshake fails: paho drops such a socket without closing it,
+    one descriptor per reconnect try against a broker whose certificate is refused."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """TLS 1.2+; the broker's certificate must chain to `ca_file` (the store's CA; None = the
+    system's CAs) and name the host that was dialled."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.sslsocket_class = _ClosingSSLSocket
+    return context
 
 
 def make_client(client_id: str, address: BrokerAddress, *, username: str | None = None,
@@ -61,7 +86,7 @@ def make_client(client_id: str, address: BrokerAddress, *, username: str | None 
     if user is not None:
         client.username_pw_set(user, password if password is not None else address.password)
     if address.tls:
-        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_set_context(tls_context(address.ca_file))
     client.reconnect_delay_set(min_delay=1, max_delay=int(max_backoff))
     client.max_inflight_messages_set(100)
     client.max_queued_messages_set(10000)

@@ -31,6 +31,7 @@ from edge.receipts import Receipts
 from edge.settings import Settings
 from edge.spool import Spool
 from edge.store import Store
+from edge.tls import StoreTLS
 from edge.tokens import TrustedKeys, store_signing_key
 from edge.transactions import Checkout
 
@@ -196,10 +197,14 @@ class EdgeService:
         queue["bus_backlog"] = self.bus.executor.depth()
         if not self.hub.standalone and readable:  # the pull state is read from it
             queue["pull"] = self.puller.state()
+        report: dict[str, Any] = {"database": database, "broker": broker, "queue": queue}
+        tls_ok = True
+        if self.settings.broker_tls_port:
+            report["tls"] = StoreTLS.of(self.datadir).health()
+            tls_ok = report["tls"]["ok"]
         ok = database["ok"]
         # A full-ish outbox does not stop sales (200), but someone must look (degraded).
         outbox_alarm = bool(queue.get("outbox", {}).get("alarm"))
-        status = "ok" if ok and broker["connected"] and not outbox_alarm else (
+        status = "ok" if ok and broker["connected"] and tls_ok and not outbox_alarm else (
             "degraded" if ok else "failing")
-        return ok, {"status": status, "store": self.settings.store_id, "database": database,
-                    "broker": broker, "queue": queue}
+        return ok, {"status": status, "store": self.settings.store_id, **report}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.errors import StartupError
@@ -49,6 +49,11 @@ def _check_mqtt_url(value: str) -> None:
         parts.port  # noqa: B018 - parsing the port validates it
     except ValueError:
         raise ValueError("has a port that is not a number from 1 to 65535") from None
+    cafile = parse_qs(parts.query).get("cafile")
+    if cafile and parts.scheme != "mqtts":
+        raise ValueError("has a cafile but is not mqtts://: the CA file is for TLS")
+    if cafile and not Path(cafile[-1]).is_file():
+        raise ValueError(f"names a cafile that does not exist: {cafile[-1]}")
 
 
 def _check_http_url(value: str) -> None:
@@ -59,6 +64,11 @@ def _check_http_url(value: str) -> None:
 def _check_port(value: int) -> None:
     if not 0 <= value <= 65535:
         raise ValueError("must be a port number from 1 to 65535 (0 picks a free one)")
+
+
+def _check_plain_listener(value: str) -> None:
+    if value not in ("localhost", "lan"):
+        raise ValueError("must be localhost or lan")
 
 
 def _positive(value: int) -> None:
@@ -218,6 +228,18 @@ class Settings:
     broker_bin: str = _opt("mosquitto", "The Mosquitto executable that `edge broker` runs.")
     broker_host: str = _opt("", "Address the store's Mosquitto listens on (0.0.0.0 for lanes on "
                             "the LAN); empty = the host of mqtt_url. The port is mqtt_url's.")
+    broker_tls_port: int = _opt(8883, "Port of the broker's TLS listener (mqtts://) on "
+                                "broker_host, with the store's certificate; 0 = none.",
+                                _check_port)
+    broker_plain_listener: str = _opt("localhost", "Where the broker's plain (mqtt://) "
+                                      "listener is reachable: localhost (the edge and hosted "
+                                      "printers only; devices on the LAN use TLS) or lan "
+                                      "(broker_host).", _check_plain_listener)
+    tls_names: str = _opt("", "Host names and addresses in the box's server certificate, "
+                          "comma-separated; empty = its host names, loopback and LAN address.")
+    http_trusted_proxy: str = _opt("", "Address of the HTTPS proxy in front of the staff pages "
+                                   "(e.g. 127.0.0.1): only its X-Forwarded-Proto and "
+                                   "X-Forwarded-For are believed. Empty = no proxy.")
     staff_session_hours: int = _opt(12, "A staff sign-in ends this many hours after it was "
                                     "made, however busy.", _positive)
     staff_idle_minutes: int = _opt(60, "A staff sign-in ends after this many minutes without "

@@ -7,9 +7,11 @@ One rule for both, written here once (docs/operations.md, "Securing the store LA
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import unquote
 
-from flask import Response
+from flask import Flask, Response, request
+from flask.sessions import SecureCookieSessionInterface
 
 # A path on this site: one "/" and then anything but a second "/" or "\" (browsers read
 # "//host", "/\host" and "\\host" as another site), with no whitespace or control characters
@@ -54,3 +56,29 @@ def page_headers(response: Response, *, cache: bool = False) -> Response:
     if not cache:
         response.headers["Cache-Control"] = "no-store"
     return response
+
+
+class _SecureWhenHttps(SecureCookieSessionInterface):
+    """The session cookie is `Secure` whenever the page came over HTTPS (directly or through
+    the trusted proxy), so a browser never sends it back over plain HTTP."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return request.is_secure or bool(super().get_cookie_secure(app))
+
+
+def session_cookies(app: Flask) -> None:
+    """Session cookies as both sites send them: HttpOnly and SameSite always, Secure on
+    HTTPS."""
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    app.session_interface = _SecureWhenHttps()
+
+
+def proxy_options(trusted_proxy: str) -> dict[str, Any]:
+    """waitress options for a TLS proxy at `trusted_proxy` (empty: none). Only that peer's
+    X-Forwarded-Proto and X-Forwarded-For count (the page is HTTPS; the client's address, for
+    sign-in throttling and logs); from anyone else those headers are dropped."""
+    if not trusted_proxy:
+        return {}
+    return {"trusted_proxy": trusted_proxy, "trusted_proxy_count": 1,
+            "trusted_proxy_headers": {"x-forwarded-proto", "x-forwarded-for"},
+            "clear_untrusted_proxy_headers": True}

@@ -2,7 +2,7 @@
 # Install what the tests need (Mosquitto, Chromium, the dev extras) and run the whole suite.
 # Extra arguments go to pytest (e.g. -k presence).
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-apt_install mosquitto chromium postgresql faketime
+apt_install mosquitto chromium postgresql faketime nginx-light
 make_venv "[dev]"
 cd "$ROOT"
 "$VENV/bin/ruff" check edge pos_bridge cloud_sync kiosk_ui tests bench

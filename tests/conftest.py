@@ -6,6 +6,7 @@ a free port, its own data dir and, where it needs one, its own `edge serve` proc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -96,6 +97,7 @@ def settings(tmp_path: Path, issuer: Issuer) -> Settings:
         store_id="store-t",
         data_dir=str(tmp_path / "data"),
         mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
+        broker_tls_port=0,  # TLS tests set a port (tests/test_tls.py)
         http_port=free_port(),
         broker_bin=shutil.which("mosquitto") or "/usr/sbin/mosquitto",
         mqtt_keepalive=5,
@@ -132,14 +134,23 @@ def enrolled(settings: Settings, datadir: DataDir, store: Store) -> Callable[[st
     return _enrol
 
 
+@contextlib.contextmanager
+def running_edge(settings: Settings) -> Iterator[EdgeService]:
+    """The edge service in this process, started and on the bus; stopped afterwards."""
+    service = EdgeService(settings)
+    service.start()
+    try:
+        assert service.bus.wait_connected(10), "the edge did not connect to the test broker"
+        yield service
+    finally:
+        service.stop()
+
+
 @pytest.fixture
 def edge(settings: Settings, broker: BrokerProcess) -> Iterator[EdgeService]:
     """The edge service in this process, connected to the test broker."""
-    service = EdgeService(settings)
-    service.start()
-    assert service.bus.wait_connected(10), "the edge did not connect to the test broker"
-    yield service
-    service.stop()
+    with running_edge(settings) as service:
+        yield service
 
 
 @pytest.fixture

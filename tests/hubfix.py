@@ -142,7 +142,8 @@ def hub_env(settings: HubSettings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update(hub_env_for(settings.data_dir, settings.database_url, settings.http_port))
     env.update({"HUB_MAX_BATCH_EVENTS": str(settings.max_batch_events),
-                "HUB_MAX_BATCH_BYTES": str(settings.max_batch_bytes)})
+                "HUB_MAX_BATCH_BYTES": str(settings.max_batch_bytes),
+                "HUB_TRUSTED_PROXY": settings.trusted_proxy})
     return env
 
 

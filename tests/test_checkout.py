@@ -16,7 +16,7 @@ from edge.customers import parse_customer, upsert_customers
 from edge.service import EdgeService
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient
-from tests.conftest import Issuer, wait_until
+from tests.conftest import Issuer, running_edge, wait_until
 
 Lanes = Callable[[int], list[DeviceClient]]
 BASKET = {"currency": "EUR", "total_minor": 986, "lines": [
@@ -217,11 +217,8 @@ def short_hold(settings: Settings) -> Settings:
 
 @pytest.fixture
 def quick_edge(short_hold: Settings, broker: Any) -> Iterator[EdgeService]:
-    service = EdgeService(short_hold)
-    service.start()
-    assert service.bus.wait_connected(10)
-    yield service
-    service.stop()
+    with running_edge(short_hold) as service:
+        yield service
 
 
 def test_abandoned_basket_hold_lapses_and_the_coupon_is_usable_again(

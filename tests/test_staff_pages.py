@@ -81,7 +81,8 @@ def test_wrong_password_shows_a_readable_error(staff_edge: str, page: Page) -> N
     sign_in(page, staff_edge, "not-the-password")
     alert = page.get_by_role("alert")
     expect(alert).to_have_text(
-        "Wrong username or password (after 5 wrong tries the account waits 5 minutes).")
+        "Wrong username or password (after 5 wrong tries, this account cannot sign in from "
+        "this device for 5 minutes).")
     expect(alert).to_be_visible()
     assert page.url.startswith(f"{staff_edge}/staff/login")
     expect(page.get_by_role("heading", name="Staff sign-in")).to_be_visible()

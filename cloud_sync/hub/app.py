@@ -11,6 +11,7 @@ from flask import Flask
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.settings import HubSettings
 from edge.datadir import DataDir
+from edge.websafe import session_cookies
 
 
 @dataclass
@@ -32,12 +33,11 @@ def create_app(settings: HubSettings, db: HubDB | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=datadir.secret_token("session-key"),
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         WTF_CSRF_TIME_LIMIT=None,
         MAX_CONTENT_LENGTH=settings.max_batch_bytes,
     )
+    session_cookies(app)
     app.extensions["hub"] = hub
     api.init_app(app)        # store API, /healthz, /.well-known/jwks.json (CSRF-exempt)
     dashboard.init_app(app)  # login, dashboard, CSV export (CSRF-protected forms)

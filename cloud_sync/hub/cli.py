@@ -71,6 +71,7 @@ def serve() -> None:
     import waitress
 
     from cloud_sync.hub.app import create_app
+    from edge.websafe import proxy_options
 
     settings = load_hub_settings()
     try:
@@ -81,7 +82,8 @@ def serve() -> None:
     app = create_app(settings, db)
     try:
         server = waitress.create_server(app, host=settings.http_host, port=settings.http_port,
-                                        threads=settings.threads, ident="store-edge-hub")
+                                        threads=settings.threads, ident="store-edge-hub",
+                                        **proxy_options(settings.trusted_proxy))
     except OSError as exc:
         db.dispose()
         raise StartupError(f"cannot listen on {settings.http_host}:{settings.http_port} "

@@ -27,6 +27,7 @@ class HubSettings:
     threads: int = 8           # waitress worker threads
     lookup_per_minute: int = 30    # online customer look-ups per store per rolling minute
     customer_seen_days: int = 90   # a customer seen in a region is sent there this long
+    trusted_proxy: str = ""    # the TLS proxy's address: its X-Forwarded-Proto/-For count
 
     @property
     def db_url(self) -> str:
@@ -75,4 +76,5 @@ def load_hub_settings(env: Mapping[str, str] | None = None) -> HubSettings:
         threads=_int(env, "HUB_THREADS", 8, 1, 64),
         lookup_per_minute=_int(env, "HUB_LOOKUP_PER_MINUTE", 30, 1, 100_000),
         customer_seen_days=_int(env, "HUB_CUSTOMER_SEEN_DAYS", 90, 1, 3650),
+        trusted_proxy=env.get("HUB_TRUSTED_PROXY", "").strip(),
     )

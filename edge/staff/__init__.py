@@ -38,7 +38,8 @@ def login() -> Any:
         if user is not None:
             start_session(user)
             return redirect(local_path(request.args.get("next"), url_for("staff.devices")))
-        error = "Wrong username or password (after 5 wrong tries the account waits 5 minutes)."
+        error = ("Wrong username or password (after 5 wrong tries, this account cannot sign in "
+                 "from this device for 5 minutes).")
     return render_template("login.html", error=error,
                            username=request.form.get("username", ""))
 
