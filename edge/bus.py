@@ -47,11 +47,6 @@ from edge.store import Store
 log = logging.getLogger(__name__)
 SOFTWARE = "store-edge/0.1"
 RECEIVE_MAXIMUM = 1000
-# A device sending more statuses than this in one second floods the edge's one connection to
-# the broker, where the lanes' requests queue behind its messages: the edge stops listening
-# to that device's status for STATUS_MUTE_S, then reads its latest (retained) state.
-STATUS_FLOOD_PER_S = 50
-STATUS_MUTE_S = 10.0
 
 
 class SerialExecutor:
@@ -301,7 +296,9 @@ class Bus:
         if window is None or now - window[0] >= 1.0:
             window = self._status_window[key] = [now, 0.0]
         window[1] += 1
-        if window[1] > STATUS_FLOOD_PER_S and key not in self._muted:
+        # More than this in a second floods the edge's one connection to the broker, where
+        # the lanes' requests would queue behind it: stop listening for a while.
+        if window[1] > self.settings.status_flood_per_s and key not in self._muted:
             self._mute(key, now)
         with self._statuses_lock:
             waiting = key in self._statuses
@@ -347,15 +344,18 @@ class Bus:
     # ------------------------------------------------------------ muting a flooding status
 
     def _mute(self, key: str, now: float) -> None:
-        """Stop listening to one device's status for STATUS_MUTE_S: subscribe to every other
-        enrolled device's status topic instead of the wildcard."""
+        """Stop listening to one device's status for `status_mute_s`, then read its latest
+        (retained): subscribe to every other enrolled device's status instead of the
+        wildcard."""
+        mute_s = self.settings.status_mute_s
         with self._subs_lock:
-            self._muted[key] = now + STATUS_MUTE_S
+            self._muted[key] = now + mute_s
         self.metrics.status_mutes.labels(kind=key.split("/")[0]).inc()
         log.warning("%s sent more than %d statuses in a second: not listening to its status "
-                    "for %g s, then reading its latest", key, STATUS_FLOOD_PER_S, STATUS_MUTE_S)
+                    "for %d s, then reading its latest", key, self.settings.status_flood_per_s,
+                    mute_s)
         self._resubscribe()
-        timer = threading.Timer(STATUS_MUTE_S, self._unmute_due)
+        timer = threading.Timer(mute_s, self._unmute_due)
         timer.daemon = True
         timer.start()
 

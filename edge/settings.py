@@ -216,6 +216,11 @@ class Settings:
                                   "limited.", _positive)
     device_event_burst: int = _opt(100, "Events one device may send at once above its rate "
                                    "before the rate limit drops any.", _positive)
+    status_flood_per_s: int = _opt(50, "A device sending more statuses than this in one "
+                                   "second is not listened to for status_mute_s, so the "
+                                   "lanes' requests never queue behind its flood.", _positive)
+    status_mute_s: int = _opt(10, "How long the edge does not listen to a flooding device's "
+                              "status, seconds; then it reads the device's latest.", _positive)
     outbox_max_events: int = _opt(500_000, "Most events the outbox holds for the hub; when it "
                                   "is full only device.status and kiosk.session are dropped, "
                                   "never sales, redemptions, shoppers or consent.", _outbox_cap)

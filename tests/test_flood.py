@@ -64,7 +64,7 @@ def test_a_device_flapping_its_status_2000_times_adds_at_most_one_event_an_inter
         return json.loads(row["status"]).get("n") if row else None
 
     # Only the latest status matters, and it is the one the edge ends up with (at the
-    # latest once it listens to the device again, STATUS_MUTE_S after it flooded).
+    # latest once it listens to the device again, status_mute_s after it flooded).
     assert wait_until(lambda: latest() == 1999, 30)
     mutes = edge.metrics.registry.get_sample_value("edge_bus_status_mutes_total",
                                                    {"kind": "printer"})
@@ -74,11 +74,19 @@ def test_a_device_flapping_its_status_2000_times_adds_at_most_one_event_an_inter
     assert edge.bus.executor.depth() == 0
 
 
-def test_a_flooding_status_is_muted_for_a_while_other_devices_are_heard_meanwhile(
-        edge: EdgeService, device: DeviceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge import bus as bus_module
+@pytest.fixture
+def mute_edge(settings: Settings, broker: Any) -> Iterator[EdgeService]:
+    """An edge that stops listening to a flooding status for 2 s."""
+    service = EdgeService(settings.with_overrides(status_mute_s=2))
+    service.start()
+    assert service.bus.wait_connected(10)
+    yield service
+    service.stop()
 
-    monkeypatch.setattr(bus_module, "STATUS_MUTE_S", 2.0)
+
+def test_a_flooding_status_is_muted_for_a_while_other_devices_are_heard_meanwhile(
+        mute_edge: EdgeService, device: DeviceFactory) -> None:
+    edge = mute_edge
     printer = device("printer", "printer-1")
     kiosk = device("kiosk", "kiosk-1")
     topic = f"store/{edge.settings.store_id}/printer/printer-1/status"
