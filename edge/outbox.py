@@ -16,6 +16,7 @@ EVENT_TYPES = frozenset({
     "customer.identified", "coupon.redeemed", "coupon.redemption_reversed",
     "transaction.completed", "transaction.voided", "receipt.printed", "kiosk.session",
     "offer.clipped", "consent.changed", "device.status",
+    "staff.action",  # a void of an open sale or a reprint at a till (edge/audit.py)
 })
 
 
