@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -35,6 +36,7 @@ from edge.staff.accounts import MAX_FAILURES, add_user
 from tests.conftest import Issuer
 from tests.hubfix import (  # noqa: F401 (fixtures used by name)
     HubServer,
+    event,
     hub_db_url,
     hub_server,
     hub_settings,
@@ -466,3 +468,26 @@ def test_an_approved_void_and_a_reprint_reach_the_hub_with_who_did_them(
     [reprinted] = hub_events_of(hub_server, settings.store_id, "staff.action")
     assert (reprinted["action"], reprinted["job"], reprinted["by"], reprinted["approved_by"],
             reprinted["lane"]) == ("receipt.reprint", job, MANAGER, None, "lane-1")
+
+
+def test_the_hub_refuses_a_staff_action_that_does_not_say_who(hub_server: HubServer  # noqa: F811
+                                                              ) -> None:
+    token = hub_server.add_store("s1")
+    who = {"by": "carla", "by_kind": "staff", "approved_by": "mia"}
+    good = event("s1", "staff.action", data={"action": "receipt.reprint", "job": "j-1", **who})
+    nobody = event("s1", "staff.action", data={"action": "receipt.reprint", "job": "j-2"})
+    odd = event("s1", "staff.action", data={"action": "txn.refund", "txn": "t-1", **who})
+    voided = event("s1", "transaction.voided", data={"txn": "t-2", **who,
+                                                     "approved_by": "Not A Name"})
+    answer = requests.post(f"{hub_server.url}/api/v1/stores/s1/events",
+                           json={"batch_id": "b-1", "events": [good, nobody, odd, voided]},
+                           headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert answer.status_code == 400
+    assert [(r["index"], r["error"]) for r in answer.json()["error"]["detail"]["rejected"]] == [
+        (1, "data.by: missing or not a staff user name or device id"),
+        (2, "data.action: not one of txn.void, receipt.reprint"),
+        (3, "data.approved_by: not a staff user name")]
+    accepted = requests.post(f"{hub_server.url}/api/v1/stores/s1/events",
+                             json={"batch_id": "b-2", "events": [good]},
+                             headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert accepted.json()["accepted"] == [good["event_id"]]
