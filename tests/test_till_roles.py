@@ -348,6 +348,18 @@ def test_a_cashier_signed_in_at_lane_1_works_there_only(till: Till, issuer: Issu
     assert cashier.open("staff-web").status_code == 403
 
 
+def test_a_cashiers_first_action_binds_the_sign_in_to_the_page_lane(till: Till,
+                                                                      issuer: Issuer) -> None:
+    cashier = till.sign_in(CASHIER, CASHIER_PW)
+    token = re.search(r'name="csrf_token" value="([^"]+)"',
+                      cashier.client.get("/staff/receipts/").get_data(as_text=True))
+    assert token
+    cashier.csrf = token.group(1)
+    assert cashier.post("scan", {"txn": "W-8", "code": issuer.coupon(), "total": "20.00"}
+                        ).get_json()["reply"]["ok"]
+    assert error(cashier.open("lane-1"))["detail"]["reason"] == "other_lane"
+
+
 def test_a_lanes_own_pos_voids_without_a_manager_and_is_recorded_as_the_device(
         till: Till, issuer: Issuer) -> None:
     till.lane_sells("L1-200", issuer.coupon())

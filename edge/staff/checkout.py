@@ -98,11 +98,15 @@ def _open_lane() -> str:
 
 
 def _acting_lane() -> str:
-    """The lane of an action: for a cashier, only the lane their sign-in belongs to."""
+    """The lane of an action: for a cashier, only the lane their sign-in belongs to (before
+    any page was opened, the page's own lane, which the first action then binds)."""
     lane, user = _lane(), _user()
-    bound = _bound_lane() or DEFAULT_LANE
-    if user.role != "manager" and lane != bound:
-        raise _not_your_lane(lane, bound)
+    bound = _bound_lane()
+    if user.role != "manager":
+        if lane != (bound or DEFAULT_LANE):
+            raise _not_your_lane(lane, bound or DEFAULT_LANE)
+        if bound is None:
+            session["lane"] = lane
     return lane
 
 
