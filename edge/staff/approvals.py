@@ -46,8 +46,9 @@ def grant(store: Store, username: str, password: str, client: str, *, for_user: 
     otherwise."""
     manager = authenticate(store, username.strip(), password, client)
     if manager is None:
-        raise refused("Wrong manager name or password (after 5 wrong tries the account "
-                      "waits 5 minutes).", "credentials")
+        raise refused("Wrong manager name or password (after 5 wrong tries, this account "
+                      "cannot sign in or approve from this device for 5 minutes).",
+                      "credentials")
     if manager.role != "manager":
         raise refused(f"{manager.username} is not a manager: only a manager can approve this.",
                       "not_manager")
