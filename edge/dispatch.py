@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.errors import BadRequest, EdgeError, Forbidden
 from edge.metrics import Metrics
@@ -31,15 +31,20 @@ from edge.protocol import (
     reply_ok,
 )
 
+if TYPE_CHECKING:
+    from edge.audit import Actor
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who sent a request: the device's kind and id (from its topic or its HTTP token)."""
+    """Who sent a request: the device's kind and id (from its topic or its HTTP token), and
+    for the staff checkout page the signed-in staff member (`staff`, an `edge.audit.Actor`)."""
 
     kind: str
     device: str
+    staff: Actor | None = None
 
     @property
     def key(self) -> str:

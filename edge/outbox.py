@@ -24,11 +24,12 @@ EVENT_TYPES = frozenset({
     "customer.identified", "coupon.redeemed", "coupon.redemption_reversed",
     "transaction.completed", "transaction.voided", "receipt.printed", "kiosk.session",
     "offer.clipped", "consent.changed", "device.status",
+    "staff.action",  # a void of an open sale or a reprint at a till (edge/audit.py)
 })
 # What a full outbox drops: telemetry the hub can do without (a device's presence is
 # re-sent as its latest state once there is room; a kiosk session is a visit count). Never
-# sales, redemptions, shoppers, consent, clipped offers, or receipt.printed (it tells the
-# hub of the next-visit coupon issued on the receipt).
+# sales, redemptions, shoppers, consent, clipped offers, the till's audit (staff.action), or
+# receipt.printed (it tells the hub of the next-visit coupon issued on the receipt).
 DROPPABLE = frozenset({"device.status", "kiosk.session"})
 
 

@@ -94,4 +94,5 @@ def register_pos_methods(dispatcher: Dispatcher, checkout: Checkout) -> None:
 
     @dispatcher.method("txn.void", kinds=POS)
     def void(caller: Caller, env: Envelope) -> dict[str, Any]:
-        return checkout.void(caller.device, _txn(env.data))
+        # A lane's own POS enforces its roles; the staff page says who is signed in.
+        return checkout.void(caller.device, _txn(env.data), caller.staff)

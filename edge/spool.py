@@ -28,6 +28,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from edge.audit import REPRINT, Actor, record
 from edge.dispatch import Caller
 from edge.errors import BadRequest
 from edge.outbox import queue_event
@@ -274,9 +275,12 @@ class Spool:
             "ON p.id = j.printer WHERE j.job = ?", (job,))
         return (row["document"], row["profile"]) if row else None
 
-    def reprint(self, job: str) -> str:
+    def reprint(self, job: str, actor: Actor | None = None) -> str:
         """Staff pressed Reprint: a failed or held job is tried again as it is (it never
-        printed whole); a printed one is printed again as a copy under a new job id."""
+        printed whole); a printed one is printed again as a copy under a new job id.
+        Recorded in the audit trail with `actor` (the staff page says who; None: the
+        edge itself)."""
+        actor = actor or Actor("edge")
         now = self.clock()
         with self.store.transaction() as db:
             conn = db.conn
@@ -314,5 +318,8 @@ class Spool:
                 if row["state"] != "printed":
                     conn.execute("UPDATE print_jobs SET reason = 'replaced', updated_at = ? "
                                  "WHERE job = ?", (now, job))
+            record(conn, REPRINT, actor, lane=row["device_id"], txn=row["txn"], job=job,
+                   at=format_ts(datetime.fromtimestamp(now, UTC)),
+                   detail={"copy": row["state"] == "printed", "new_job": new_job})
         self.send_now(new_job)
         return new_job

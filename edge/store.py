@@ -496,3 +496,35 @@ def _m0010(db: sqlite_utils.Database) -> None:
         ALTER TABLE devices ADD COLUMN flaps INTEGER NOT NULL DEFAULT 0;
         """
     )
+
+
+@MIGRATIONS(name="0011_till_audit")
+def _m0011(db: sqlite_utils.Database) -> None:
+    # till_audit: every void, reversal and reprint with who did it and who approved it
+    # (docs/operations.md §16.3); the hub hears of each through the outbox as well.
+    # staff_approvals: a manager's approval on a cashier's screen, good for one action.
+    db.executescript(
+        """
+        CREATE TABLE till_audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            action TEXT NOT NULL,
+            lane TEXT NOT NULL,
+            txn TEXT,
+            job TEXT,
+            by TEXT NOT NULL,
+            by_kind TEXT NOT NULL CHECK (by_kind IN ('staff', 'device')),
+            approved_by TEXT,
+            detail TEXT NOT NULL DEFAULT '{}',
+            at TEXT NOT NULL
+        );
+        CREATE TABLE staff_approvals (
+            id TEXT PRIMARY KEY,
+            manager TEXT NOT NULL,
+            for_user TEXT NOT NULL,
+            action TEXT NOT NULL,
+            lane TEXT NOT NULL,
+            target TEXT NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        """
+    )

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from edge.audit import VOID, Actor, record
 from edge.basket import Basket, Pricing
 from edge.coupons import Coupon, CouponBook, CouponRefused
 from edge.customers import (
@@ -43,7 +44,7 @@ from edge.customers import (
     parse_customer,
     upsert_customers,
 )
-from edge.errors import BadRequest, EdgeError
+from edge.errors import BadRequest, EdgeError, Forbidden
 from edge.hublink import HubLink
 from edge.outbox import queue_event
 from edge.protocol import format_ts, uuid7
@@ -566,8 +567,14 @@ class Checkout:
                 device_id=sale.device_id, occurred_at=redeemed_at)
         return redemptions, released
 
-    def void(self, device: str, txn: str) -> dict[str, Any]:
-        """Cancel a sale: release its holds, or reverse its redemptions (a return)."""
+    def void(self, device: str, txn: str, actor: Actor | None = None) -> dict[str, Any]:
+        """Cancel a sale: release its holds, or reverse its redemptions (a return).
+
+        `actor`: who asks (None: the lane's own POS). A completed sale is voided only for
+        an actor that may take it back (a manager, or a cashier with a manager's approval),
+        decided inside the write transaction, so a sale completed a moment before is not
+        voided by a cashier who saw it open. Every void goes into the audit trail."""
+        actor = actor or Actor(device)
         now = self.clock()
         with self.store.transaction() as db:
             conn = db.conn
@@ -577,6 +584,10 @@ class Checkout:
                                  detail={"txn": txn})
             if sale.state == "voided" and sale.result is not None:
                 return sale.result
+            if sale.state == "completed" and not actor.may_take_back:
+                raise Forbidden(f"Sale {txn} is completed: undoing it needs a manager. Ask a "
+                                "manager to approve on this screen.",
+                                detail={"reason": "manager_required", "txn": txn})
             released = [r["id"] for r in conn.execute(
                 "SELECT id FROM reservations WHERE device_id = ? AND txn = ? AND "
                 "state IN ('held', 'expired')", (device, txn))]
@@ -598,11 +609,15 @@ class Checkout:
                         "discount_minor": r["discount_minor"], "currency": r["currency"],
                         "store_id": self.settings.store_id, "reversed_at": voided_at},
                         device_id=device, occurred_at=voided_at)
-                queue_event(conn, "transaction.voided", {"txn": txn, "voided_at": voided_at,
-                                                         "redemptions_reversed": reversed_},
-                            device_id=device, occurred_at=voided_at)
+                queue_event(conn, "transaction.voided", {
+                    "txn": txn, "voided_at": voided_at, "redemptions_reversed": reversed_,
+                    **actor.fields()}, device_id=device, occurred_at=voided_at)
             result = {"txn": txn, "state": "voided", "was": sale.state,
                       "released": released, "reversed": reversed_}
+            # A completed sale's void is told to the hub as transaction.voided (above).
+            record(conn, VOID, actor, lane=device, txn=txn, at=voided_at,
+                   detail={"was": sale.state, "reversed": len(reversed_)},
+                   event=sale.state != "completed")
             conn.execute("UPDATE transactions SET state = 'voided', voided_at = ?, result = ? "
                          "WHERE device_id = ? AND txn = ?",
                          (voided_at, json.dumps(result), device, txn))

@@ -225,7 +225,7 @@ def test_the_cap_never_drops_sales_redemptions_shoppers_or_consent(store: Store)
     _fill_outbox(store, 1000)
     kept = ("transaction.completed", "transaction.voided", "coupon.redeemed",
             "coupon.redemption_reversed", "customer.identified", "consent.changed",
-            "receipt.printed", "offer.clipped")
+            "receipt.printed", "offer.clipped", "staff.action")
     ids = store.write(lambda db: [queue_event(db.conn, t, {"x": 1}) for t in kept])
     assert all(ids)
     dropped = store.write(lambda db: [queue_event(db.conn, t, {"x": 1})

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from edge.settings import Settings
 from tests import browser as chromium
@@ -27,6 +27,8 @@ playwright, browser, page = chromium.playwright, chromium.browser, chromium.page
 
 CASHIER = "carla"
 CASHIER_PW = "cashier-password-1"
+MANAGER = "mia"
+MANAGER_PW = "manager-password-1"
 CARD = "4000123412341234"
 ANNA = {"id": "c-1", "display_name": "Anna", "tier": "gold", "points": 120, "card": CARD,
         "phone": "+4915123456789"}
@@ -40,12 +42,16 @@ def edge_command(settings: Settings, *args: str, stdin: str | None = None) -> No
 
 @pytest.fixture
 def seeded(settings: Settings, tmp_path: Path) -> None:
-    """Anna in the customer cache and a cashier account, written before the edge starts."""
+    """Anna in the customer cache, a cashier and a manager account and the POS lane lane-2,
+    written before the edge starts."""
     customers = tmp_path / "customers.jsonl"
     customers.write_text(json.dumps(ANNA) + "\n")
     edge_command(settings, "customers", "import", str(customers))
     edge_command(settings, "staff", "add", CASHIER, "--role", "cashier", "--password-stdin",
                  stdin=CASHIER_PW + "\n")
+    edge_command(settings, "staff", "add", MANAGER, "--role", "manager", "--password-stdin",
+                 stdin=MANAGER_PW + "\n")
+    edge_command(settings, "devices", "add", "pos", "lane-2")
 
 
 @pytest.fixture
@@ -69,13 +75,14 @@ def till(page: Page, checkout_edge: str) -> Iterator[Page]:
     assert script_errors == []
 
 
-def sign_in(page: Page, base: str) -> None:
-    page.goto(f"{base}/staff/checkout")
-    expect(page).to_have_url(f"{base}/staff/login?next=/staff/checkout")
-    page.get_by_label("Username").fill(CASHIER)
-    page.get_by_label("Password").fill(CASHIER_PW)
+def sign_in(page: Page, base: str, user: str = CASHIER, password: str = CASHIER_PW,
+            path: str = "/staff/checkout") -> None:
+    page.goto(f"{base}{path}")
+    expect(page).to_have_url(f"{base}/staff/login?next={path.replace('=', '%3D')}")
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(f"{base}/staff/checkout")
+    expect(page).to_have_url(f"{base}{path}")
     expect(page.locator("#scan")).to_be_focused()
 
 
@@ -162,10 +169,13 @@ def test_forged_coupon_is_refused_and_the_next_scan_still_works(till: Page,
 
 
 def test_undone_coupon_can_be_applied_in_another_sale(till: Page, checkout_edge: str,
-                                                      issuer: Issuer) -> None:
+                                                      issuer: Issuer, browser: Browser) -> None:
     coupon = issuer.coupon()
-    other = till.context.new_page()  # a second lane, same cashier
-    other.goto(f"{checkout_edge}/staff/checkout?lane=lane-2")
+    # A second lane, where a manager works (a cashier's sign-in belongs to one lane).
+    context = browser.new_context(viewport={"width": 1100, "height": 700})
+    context.set_default_timeout(chromium.TIMEOUT_MS)
+    other = context.new_page()
+    sign_in(other, checkout_edge, MANAGER, MANAGER_PW, "/staff/checkout?lane=lane-2")
     expect(other.locator("h1")).to_contain_text("lane lane-2")
 
     scanner(till, issuer.member("c-1"))
@@ -190,9 +200,12 @@ def test_undone_coupon_can_be_applied_in_another_sale(till: Page, checkout_edge:
     expect(coupons(other)).to_have_count(1)
     expect(coupons(other).first).to_contain_text("€3.00")
     expect(other.get_by_role("alert")).to_be_hidden()
+    context.close()
 
 
-def test_voiding_a_redeemed_sale_gives_the_coupon_back(till: Page, issuer: Issuer) -> None:
+def test_voiding_a_redeemed_sale_needs_a_manager_and_gives_the_coupon_back(
+        till: Page, issuer: Issuer, tmp_path: Path) -> None:
+    shots = tmp_path
     coupon = issuer.coupon()
     basket_total(till, "20.00")
     scanner(till, coupon)
@@ -200,7 +213,24 @@ def test_voiding_a_redeemed_sale_gives_the_coupon_back(till: Page, issuer: Issue
     till.get_by_role("button", name="Redeem").click()
     expect(till.locator("#sale-state")).to_have_text("redeemed")
 
+    # A completed sale is undone only with a manager's approval, typed on this screen.
     till.get_by_role("button", name="Undo last sale").click()
+    dialog = till.get_by_role("dialog", name="Manager approval")
+    expect(dialog).to_be_visible()
+    dialog.get_by_label("Manager user name").fill(CASHIER)
+    dialog.get_by_label("Manager password").fill(CASHIER_PW)
+    dialog.get_by_role("button", name="Approve").click()
+    expect(dialog.locator("#approval-error")).to_have_text(
+        f"{CASHIER} is not a manager: only a manager can approve this.")
+    dialog.get_by_label("Manager user name").fill(MANAGER)
+    dialog.get_by_label("Manager password").fill("not-her-password")
+    dialog.get_by_role("button", name="Approve").click()
+    expect(dialog.locator("#approval-error")).to_contain_text("Wrong manager name or password")
+    expect(dialog.get_by_label("Manager password")).to_have_value("")
+    dialog.get_by_label("Manager password").fill(MANAGER_PW)
+    till.screenshot(path=str(shots / "approval-dialog.png"))
+    dialog.get_by_role("button", name="Approve").click()
+    expect(dialog).to_be_hidden()
     expect(till.locator("#sale-state")).to_have_text("voided")
     expect(till.get_by_role("status")).to_contain_text("voided: 1 coupon given back.")
     expect(till.get_by_role("button", name="Undo last sale")).to_be_hidden()
@@ -248,3 +278,14 @@ def test_lane_must_be_a_device_id(checkout_edge: str) -> None:
                            auth=(CASHIER, CASHIER_PW), timeout=5)
     assert answer.status_code == 400
     assert answer.json()["error"]["detail"] == {"field": "lane"}
+    unknown = requests.post(f"{checkout_edge}/staff/checkout/scan?lane=lane-4",
+                            json={"txn": "web-test-2", "code": CARD},
+                            auth=(CASHIER, CASHIER_PW), timeout=5)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["message"].startswith("There is no lane lane-4 at this store")
+
+
+def test_a_cashier_stays_on_the_lane_they_opened(till: Page, checkout_edge: str) -> None:
+    till.goto(f"{checkout_edge}/staff/checkout?lane=lane-2")
+    expect(till.locator("body")).to_contain_text(
+        "You are signed in at lane staff-web and can only work on that lane, not on lane-2.")

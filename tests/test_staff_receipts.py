@@ -32,6 +32,7 @@ from tests.conftest import start_edge_on_bus, wait_until
 playwright, browser, page = chromium.playwright, chromium.browser, chromium.page
 
 CASHIER, CASHIER_PW = "carla", "cashier-password-1"
+MANAGER, MANAGER_PW = "mia", "manager-password-1"
 BASKET = {"currency": "EUR", "total_minor": 1298, "lines": [
     {"sku": "cheese", "qty": 2, "unit_minor": 649, "categories": ["dairy"],
      "name": "Queso manchego añejo"}]}
@@ -49,6 +50,7 @@ def base(settings: Settings, datadir: DataDir, store: Store, broker: Any,
     add_printer(settings, datadir, store, "printer-1", lanes=["lane-1"],
                 connection=printer.address, profile="TM-T20II")
     add_user(store, CASHIER, CASHIER_PW, "cashier")
+    add_user(store, MANAGER, MANAGER_PW, "manager")
     proc = start_edge_on_bus(settings.with_overrides(print_retries=0))
     yield f"http://127.0.0.1:{settings.http_port}"
     stop_process(proc)
@@ -70,6 +72,15 @@ def job_state(settings: Settings, job: str) -> str | None:
     finally:
         conn.close()
     return row[0] if row else None
+
+
+def manager_approves(page: Page) -> None:
+    """A manager types their name and password into the approval dialog."""
+    dialog = page.get_by_role("dialog", name="Manager approval")
+    expect(dialog).to_be_visible()
+    dialog.get_by_label("Manager user name").fill(MANAGER)
+    dialog.get_by_label("Manager password").fill(MANAGER_PW)
+    dialog.get_by_role("button", name="Approve").click()
 
 
 def test_receipts_page_previews_a_receipt_and_reprints_a_failed_one(
@@ -119,13 +130,16 @@ def test_receipts_page_previews_a_receipt_and_reprints_a_failed_one(
     expect(page.locator("#job-reason")).to_contain_text("could not be reached")
     printer.set_reachable(True)
     page.get_by_role("button", name="Reprint").click()
+    manager_approves(page)
     expect(page.locator(".flash")).to_contain_text("Sent to the printer again")
     papers = printer.wait_printouts(2)
     assert sum(p.find_text(failed) for p in papers) == 1
     assert wait_until(lambda: page.reload() is not None and
                       page.locator("#job-state").inner_text() == "printed", 10)
     # "Print a copy" of a printed receipt: a new job, marked as a copy on the paper.
+    # Each reprint needs its own approval.
     page.get_by_role("button", name="Print a copy").click()
+    manager_approves(page)
     copies = printer.wait_printouts(3)
     assert copies[-1].find_text("*** COPY ***") and copies[-1].find_text(failed)
     # A form post without the CSRF token is refused.

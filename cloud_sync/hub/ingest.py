@@ -134,6 +134,25 @@ def _currency(data: dict[str, Any], required: bool = True) -> str | None:
     return value
 
 
+STAFF_ACTIONS = ("txn.void", "receipt.reprint")
+_ACTOR_KINDS = ("staff", "device")
+
+
+def _actor(data: dict[str, Any], required: bool) -> None:
+    """Who did it at the till: `by` (a staff user name or a lane's device id), `by_kind`,
+    and the approving manager `approved_by` (null when none was needed)."""
+    by = data.get("by")
+    if by is None and not required:
+        return
+    if not isinstance(by, str) or not ID_RE.match(by):
+        raise _Bad("data.by: missing or not a staff user name or device id")
+    if data.get("by_kind") not in _ACTOR_KINDS:
+        raise _Bad(f"data.by_kind: not one of {', '.join(_ACTOR_KINDS)}")
+    approved = data.get("approved_by")
+    if approved is not None and (not isinstance(approved, str) or not ID_RE.match(approved)):
+        raise _Bad("data.approved_by: not a staff user name")
+
+
 def parse_event(obj: Any, store_id: str) -> Event:
     """Validate one event of `store_id`'s batch; raises _Bad with the first problem."""
     if not isinstance(obj, dict):
@@ -177,6 +196,15 @@ def parse_event(obj: Any, store_id: str) -> Event:
     elif type_ == "receipt.printed":
         _ref(data, "job")
         customer_id = _ref(data, "customer_id", required=False)
+    elif type_ == "transaction.voided":
+        _ref(data, "txn")
+        _actor(data, required=False)  # edges before roles at the till did not say who
+    elif type_ == "staff.action":
+        if data.get("action") not in STAFF_ACTIONS:
+            raise _Bad(f"data.action: not one of {', '.join(STAFF_ACTIONS)}")
+        _actor(data, required=True)
+        _ref(data, "txn", required=False)
+        _ref(data, "job", required=False)
     else:
         # Other types carry what the edge knows; a customer id, if any, is kept for
         # erasure and per-customer reports.

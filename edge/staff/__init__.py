@@ -1,7 +1,9 @@
-"""Staff web pages: sign-in, the live device overview, the checkout page and receipts."""
+"""Staff web pages: sign-in, the live device overview, the checkout page, receipts and the
+managers' audit trail."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import (
@@ -16,6 +18,7 @@ from flask import (
     url_for,
 )
 
+from edge.audit import recent
 from edge.staff.accounts import authenticate
 from edge.staff.auth import client_address, csrf, current_user, require_staff, start_session
 from edge.staff.checkout import bp as checkout_bp
@@ -23,6 +26,7 @@ from edge.staff.receipts import bp as receipts_bp
 from edge.staff.sync import bp as sync_bp
 from edge.staff.sync import sync_warning
 from edge.websafe import local_path, page_headers
+from edge.wording import moment
 
 bp = Blueprint("staff", __name__, url_prefix="/staff", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -60,6 +64,18 @@ def home() -> Any:
 def devices() -> Any:
     svc = current_app.extensions["edge"]
     return render_template("devices.html", user=current_user(), store=svc.settings)
+
+
+@bp.get("/audit")
+@require_staff("manager")
+def audit() -> Any:
+    """Voids, reversals and reprints at the tills, newest first, with who did them."""
+    svc = current_app.extensions["edge"]
+    s = svc.settings
+    entries = recent(svc.store)
+    for entry in entries:
+        entry["when"] = moment(datetime.fromisoformat(entry["at"]), s.zone, s.locale)
+    return render_template("audit.html", user=current_user(), store=s, entries=entries)
 
 
 def init_app(app: Flask) -> None:

@@ -4,6 +4,11 @@ The page is just another lane. Every action it offers becomes a POS request enve
 goes through the one dispatcher as `Caller("pos", lane)`, exactly like a lane's MQTT
 `req/{method}`, so coupons are checked, held, redeemed and refused by the same code with
 the same sentences. The views only decide which method a scan is and build its data.
+
+Roles at the till (docs/operations.md §16.3): the page works for its own lane `staff-web`
+and for enrolled POS lanes. A cashier's sign-in belongs to the first lane they open the page
+for (HTTP Basic: `staff-web`); a manager may open any lane. Voiding a completed sale needs
+a manager, or a manager's approval typed into this page (`/approve`), good for one void.
 """
 
 from __future__ import annotations
@@ -17,14 +22,18 @@ from typing import Any, TypeVar, cast
 
 import jwt
 from babel.numbers import get_currency_precision, get_currency_symbol
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Response, current_app, g, jsonify, render_template, request, session
 
+from edge.audit import VOID, Actor
 from edge.dispatch import Caller
-from edge.errors import BadRequest, Unauthorized
+from edge.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from edge.protocol import ID_RE, new_envelope
 from edge.service import EdgeService
-from edge.staff.auth import csrf, current_user, require_staff
+from edge.staff.accounts import StaffUser
+from edge.staff.approvals import APPROVAL_SECONDS, consume, grant
+from edge.staff.auth import client_address, csrf, current_user, require_staff
 from edge.tokens import MEMBER_TYP
+from edge.transactions import TXN_RE
 
 F = TypeVar("F", bound=Callable[..., Any])
 bp = Blueprint("checkout", __name__, url_prefix="/staff/checkout")
@@ -42,10 +51,62 @@ def _service() -> EdgeService:
 
 
 def _lane() -> str:
+    """The lane the request names: the page's own lane or an enrolled POS lane."""
     lane = request.args.get("lane", DEFAULT_LANE)
     if not ID_RE.match(lane):
         raise BadRequest("A lane id is 1-32 lower-case letters, digits or '-', e.g. lane-4.",
                          detail={"field": "lane"})
+    if lane != DEFAULT_LANE and _service().store.query_one(
+            "SELECT 1 FROM devices WHERE kind = 'pos' AND id = ?", (lane,)) is None:
+        raise NotFound(f"There is no lane {lane} at this store: the checkout page works for "
+                       f"{DEFAULT_LANE} and the enrolled POS lanes.",
+                       detail={"field": "lane", "reason": "lane_unknown", "lane": lane})
+    return lane
+
+
+def _user() -> StaffUser:
+    user = current_user()
+    assert user is not None  # the views run behind require_staff
+    return user
+
+
+def _bound_lane() -> str | None:
+    """The lane this cashier's sign-in belongs to (None: no page opened yet). HTTP Basic
+    has no session to remember a lane in: it is the page's own lane."""
+    if g.get("staff_via") != "session":
+        return DEFAULT_LANE
+    lane = session.get("lane")
+    return lane if isinstance(lane, str) else None
+
+
+def _not_your_lane(lane: str, bound: str) -> Forbidden:
+    return Forbidden(f"You are signed in at lane {bound} and can only work on that lane, not "
+                     f"on {lane}. To work at another lane, sign out and sign in there, or ask "
+                     "a manager.", detail={"reason": "other_lane", "lane": lane,
+                                           "signed_in_at": bound})
+
+
+def _open_lane() -> str:
+    """The lane the page is opened for; a cashier's first one becomes theirs."""
+    lane, user = _lane(), _user()
+    bound = _bound_lane()
+    if user.role != "manager" and bound is not None and bound != lane:
+        raise _not_your_lane(lane, bound)
+    if g.get("staff_via") == "session":
+        session["lane"] = lane  # a manager switches lanes by opening another
+    return lane
+
+
+def _acting_lane() -> str:
+    """The lane of an action: for a cashier, only the lane their sign-in belongs to (before
+    any page was opened, the page's own lane, which the first action then binds)."""
+    lane, user = _lane(), _user()
+    bound = _bound_lane()
+    if user.role != "manager":
+        if lane != (bound or DEFAULT_LANE):
+            raise _not_your_lane(lane, bound or DEFAULT_LANE)
+        if bound is None:
+            session["lane"] = lane
     return lane
 
 
@@ -92,12 +153,17 @@ def identifies_shopper(code: str) -> bool:
         return False
 
 
-def _dispatch(lane: str, method: str, data: dict[str, Any], **extra: Any) -> Response:
+def _dispatch(lane: str, method: str, data: dict[str, Any], *, staff: Actor | None = None,
+              **extra: Any) -> Response:
     """Send one POS request through the dispatcher; the page gets the reply envelope."""
     envelope = new_envelope(method, data)
-    reply = _service().dispatcher.handle_request(Caller("pos", lane), method,
-                                                 envelope.to_json())
-    return jsonify({"action": method, **extra, "reply": json.loads(reply.body)})
+    reply = json.loads(_service().dispatcher.handle_request(
+        Caller("pos", lane, staff), method, envelope.to_json()).body)
+    error = reply.get("error") or {}
+    if error.get("detail", {}).get("reason") == "manager_required":
+        # A question of role, answered like the page's other refusals of who may do what.
+        raise Forbidden(error["message"], detail=error["detail"])
+    return jsonify({"action": method, **extra, "reply": reply})
 
 
 def sale_action(view: F) -> F:
@@ -122,7 +188,7 @@ def sale_action(view: F) -> F:
 def page() -> Any:
     settings = _service().settings
     return render_template(
-        "checkout.html", user=current_user(), store=settings, lane=_lane(),
+        "checkout.html", user=current_user(), store=settings, lane=_open_lane(),
         currency=settings.currency, precision=int(get_currency_precision(settings.currency)),
         symbol=get_currency_symbol(settings.currency, locale=settings.locale),
         locale_tag=settings.locale.replace("_", "-"))
@@ -132,7 +198,7 @@ def page() -> Any:
 @sale_action
 def scan() -> Response:
     """A scanned code: identify the shopper, or apply a coupon to the basket total."""
-    lane, body = _lane(), _body()
+    lane, body = _acting_lane(), _body()
     code = body.get("code")
     if not isinstance(code, str) or not code.strip():
         raise BadRequest("Scan or type a code first.", detail={"field": "code"})
@@ -150,7 +216,7 @@ def scan() -> Response:
 @sale_action
 def redeem() -> Response:
     """Complete the sale: its coupons become redemptions."""
-    lane, body = _lane(), _body()
+    lane, body = _acting_lane(), _body()
     currency = _service().settings.currency
     total = to_minor(body.get("total"), currency)
     discount = body.get("discount_minor", 0)
@@ -166,7 +232,7 @@ def redeem() -> Response:
 @sale_action
 def remove() -> Response:
     """Take an applied coupon off the open sale."""
-    lane, body = _lane(), _body()
+    lane, body = _acting_lane(), _body()
     return _dispatch(lane, "coupon.remove",
                      {"txn": body.get("txn"), "reservation": body.get("reservation")})
 
@@ -174,6 +240,33 @@ def remove() -> Response:
 @bp.post("/void")
 @sale_action
 def void() -> Response:
-    """Cancel a sale: release its coupons, or give back those it redeemed."""
-    lane, body = _lane(), _body()
-    return _dispatch(lane, "txn.void", {"txn": body.get("txn")})
+    """Cancel a sale: release its coupons, or give back those it redeemed (a completed sale:
+    a manager, or a cashier with a manager's `approval` from /approve)."""
+    lane, body, user = _acting_lane(), _body(), _user()
+    approved_by = None
+    if body.get("approval") is not None:
+        approved_by = consume(_service().store, body["approval"], for_user=user.username,
+                              action=VOID, lane=lane, target=str(body.get("txn")))
+    actor = Actor(user.username, "staff", approved_by, manager=user.role == "manager")
+    return _dispatch(lane, "txn.void", {"txn": body.get("txn")}, staff=actor)
+
+
+@bp.post("/approve")
+@sale_action
+def approve() -> Response:
+    """A manager approves voiding one completed sale on this cashier's screen: their user
+    name and password, checked as a sign-in is. The answer's `approval` is good for one
+    void of that sale on this lane by this cashier, for a short while."""
+    lane, body, user = _acting_lane(), _body(), _user()
+    txn = body.get("txn")
+    if not isinstance(txn, str) or not TXN_RE.match(txn):
+        raise BadRequest('"txn" must be the sale id: 1-64 letters, digits or ._:/-',
+                         detail={"field": "txn"})
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username.strip():
+        raise BadRequest("The manager types their user name and password.",
+                         detail={"field": "username"})
+    approval = grant(_service().store, username, password, client_address(),
+                     for_user=user.username, action=VOID, lane=lane, target=txn)
+    return jsonify({"approval": approval.id, "manager": approval.manager,
+                    "expires_in_s": APPROVAL_SECONDS})

@@ -3,6 +3,10 @@
 The preview is drawn from the job's stored document by the same renderer the printer
 service uses (ESC/POS bytes, then the virtual printer's raster), so what staff see is
 what the paper shows, for the printer's own profile.
+
+Reprinting and copying a receipt needs a manager: a manager signed in, or a manager's
+approval typed into the page's dialog (`/approve`), good for one reprint of that receipt
+(docs/operations.md §16.3). Every reprint is in the audit trail.
 """
 
 from __future__ import annotations
@@ -18,16 +22,19 @@ from flask import (
     abort,
     current_app,
     flash,
+    jsonify,
     redirect,
     render_template,
     request,
     url_for,
 )
 
+from edge.audit import REPRINT, Actor
 from edge.errors import BadRequest
 from edge.protocol import ID_RE
 from edge.service import EdgeService
-from edge.staff.auth import current_user, require_staff
+from edge.staff.approvals import APPROVAL_SECONDS, consume, grant, manager_required
+from edge.staff.auth import client_address, current_user, require_staff
 from edge.wording import moment
 
 T = TypeVar("T")
@@ -106,12 +113,48 @@ def preview(job: str) -> Response:
     return response
 
 
+def _lane_of(svc: EdgeService, job: str) -> str:
+    row = _found(svc.spool.job(job))
+    return str(row["device_id"])
+
+
+@bp.post("/<job>/approve")
+@require_staff("cashier")
+def approve(job: str) -> Response:
+    """A manager approves one reprint of this receipt on a cashier's screen (JSON, as the
+    checkout's approval): their user name and password, checked as a sign-in is."""
+    svc, user = _service(), current_user()
+    assert user is not None
+    lane = _lane_of(svc, _job(job))
+    body = request.get_json(silent=True)
+    body = body if isinstance(body, dict) else {}
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username.strip():
+        raise BadRequest("The manager types their user name and password.",
+                         detail={"field": "username"})
+    approval = grant(svc.store, username, password, client_address(), for_user=user.username,
+                     action=REPRINT, lane=lane, target=job)
+    return jsonify({"approval": approval.id, "manager": approval.manager,
+                    "expires_in_s": APPROVAL_SECONDS})
+
+
 @bp.post("/<job>/reprint")
 @require_staff("cashier")
 def reprint(job: str) -> Any:
-    svc = _service()
+    svc, user = _service(), current_user()
+    assert user is not None
+    lane = _lane_of(svc, _job(job))
+    approved_by = None
+    if user.role != "manager":
+        approval = request.form.get("approval")
+        if not approval:
+            raise manager_required("Reprinting or copying a receipt needs a manager. Ask a "
+                                   "manager to approve on this screen.", job=job)
+        approved_by = consume(svc.store, approval, for_user=user.username, action=REPRINT,
+                              lane=lane, target=job)
+    actor = Actor(user.username, "staff", approved_by, manager=user.role == "manager")
     try:
-        new_job = svc.spool.reprint(_job(job))
+        new_job = svc.spool.reprint(job, actor)
     except BadRequest as exc:
         flash(exc.message, "error")
         return redirect(url_for("receipts.detail", job=job))

@@ -162,8 +162,10 @@
       throw new Error("The store server answered " + res.status + ".");
     }
     if (!res.ok) {
-      throw new Error(answer.error ? answer.error.message : "The store server answered " +
-                      res.status + ".");
+      const err = new Error(answer.error ? answer.error.message : "The store server answered " +
+                            res.status + ".");
+      err.reason = answer.error && answer.error.detail ? answer.error.detail.reason : null;
+      throw err;
     }
     return answer;
   }
@@ -246,9 +248,27 @@
     say("Coupon taken off: " + (coupon.description || coupon.coupon) + ".");
   }
 
+  // Voids a completed sale; a cashier gets a manager's approval on this screen first.
+  async function voidCompleted(txn) {
+    try {
+      return await post(root.dataset.void, { txn: txn });
+    } catch (err) {
+      if (err.reason !== "manager_required") throw err;
+    }
+    const approved = await window.StaffApproval.ask(root.dataset.approve, { txn: txn },
+      "Undo sale " + txn + " and give its coupons back.");
+    if (!approved) return null;
+    say("Approved by " + approved.manager + ".");
+    return post(root.dataset.void, { txn: txn, approval: approved.approval });
+  }
+
   async function voidLast() {
     const target = lastRedeemed;
-    const answer = await post(root.dataset.void, { txn: target.txn });
+    const answer = await voidCompleted(target.txn);
+    if (!answer) {
+      refuse("Sale " + target.txn + " was not undone: no manager approved it.");
+      return;
+    }
     if (!answer.reply.ok) {
       refuse(answer.reply.error.message);
       return;
