@@ -29,7 +29,15 @@ from edge.supervise import stop_process
 from edge.tls import StoreTLS, default_names, fingerprint
 from pos_bridge.device import DeviceClient, DeviceError
 from pos_bridge.lane import Lane, MqttTransport, basket, new_txn_id
-from tests.conftest import REPO, Issuer, edge_cli, edge_env, free_port, running_edge
+from tests.conftest import (
+    REPO,
+    Issuer,
+    edge_cli,
+    edge_env,
+    free_port,
+    running_edge,
+    wait_until,
+)
 
 NAMES = ["localhost", "127.0.0.1"]
 
@@ -224,6 +232,9 @@ def test_rotation_serves_a_new_certificate_without_dropping_devices(
     lane.client.on_disconnect = lambda *a: (drops.append(a), on_disconnect(*a))
 
     rotate(tls_settings)
+    # Mosquitto handles the SIGHUP in its own time: wait for the new certificate.
+    assert wait_until(lambda: fingerprint(handshake("127.0.0.1", port, old_ca, "localhost"))
+                      == fingerprint(tls.server()), 5)
     after = handshake("127.0.0.1", port, old_ca, "localhost")
     assert fingerprint(after) != fingerprint(before)
     assert fingerprint(after) == fingerprint(tls.server())
@@ -237,6 +248,8 @@ def test_rotation_serves_a_new_certificate_without_dropping_devices(
     assert len(tls.cas()) == 2
     assert fingerprint(handshake("127.0.0.1", port, old_ca, "localhost")) == fingerprint(after)
     rotate(tls_settings)
+    assert wait_until(lambda: fingerprint(handshake("127.0.0.1", port, bundle, "localhost"))
+                      == fingerprint(tls.server()), 5)
     switched = handshake("127.0.0.1", port, bundle, "localhost")
     assert switched.issuer != after.issuer
     with pytest.raises(ssl.SSLCertVerificationError):
