@@ -20,7 +20,7 @@ from edge.service import EdgeService
 from edge.settings import Settings
 from edge.store import Store
 from pos_bridge.device import DeviceClient
-from tests.conftest import wait_until
+from tests.conftest import running_edge, wait_until
 from tests.test_checkout import complete
 
 DeviceFactory = Callable[..., DeviceClient]
@@ -77,11 +77,8 @@ def test_a_device_flapping_its_status_2000_times_adds_at_most_one_event_an_inter
 @pytest.fixture
 def mute_edge(settings: Settings, broker: Any) -> Iterator[EdgeService]:
     """An edge that stops listening to a flooding status for 2 s."""
-    service = EdgeService(settings.with_overrides(status_mute_s=2))
-    service.start()
-    assert service.bus.wait_connected(10)
-    yield service
-    service.stop()
+    with running_edge(settings.with_overrides(status_mute_s=2)) as service:
+        yield service
 
 
 def test_a_flooding_status_is_muted_for_a_while_other_devices_are_heard_meanwhile(
@@ -111,11 +108,9 @@ def test_a_flooding_status_is_muted_for_a_while_other_devices_are_heard_meanwhil
 @pytest.fixture
 def rate_edge(settings: Settings, broker: Any) -> Iterator[EdgeService]:
     """An edge that takes 1 event a second from each device, 10 at once."""
-    service = EdgeService(settings.with_overrides(device_event_rate=1, device_event_burst=10))
-    service.start()
-    assert service.bus.wait_connected(10)
-    yield service
-    service.stop()
+    limited = settings.with_overrides(device_event_rate=1, device_event_burst=10)
+    with running_edge(limited) as service:
+        yield service
 
 
 def test_an_event_flood_from_one_device_is_rate_limited_while_others_go_through(

@@ -25,7 +25,7 @@ from edge.service import EdgeService
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient
 from pos_bridge.virtual_printer import Printout, VirtualPrinter
-from tests.conftest import wait_until
+from tests.conftest import running_edge, wait_until
 
 ANNA = {"id": "c-anna", "display_name": "Anna", "tier": "gold", "points": 1240,
         "card": "4000123412341234", "segments": ["coffee-lovers"],
@@ -221,11 +221,8 @@ def test_paper_out_before_and_during_a_job_holds_then_prints_once(
 @pytest.fixture
 def impatient_edge(settings: Settings, broker: Any) -> Iterator[EdgeService]:
     """An edge that gives up on an unreachable printer after two resends (2 s, then 4 s)."""
-    service = EdgeService(settings.with_overrides(print_retries=2))
-    service.start()
-    assert service.bus.wait_connected(10)
-    yield service
-    service.stop()
+    with running_edge(settings.with_overrides(print_retries=2)) as service:
+        yield service
 
 
 def test_unreachable_printer_never_blocks_the_checkout_and_fails_visibly(

@@ -32,7 +32,7 @@ from edge.service import EdgeService
 from edge.settings import Settings
 from edge.store import Store
 from edge.supervise import stop_process
-from tests.conftest import free_port, start_edge, wait_until
+from tests.conftest import free_port, running_edge, start_edge, wait_until
 from tests.hubfix import HubServer, hub_env_for, run_hub, start_hub, stop_hub
 
 # ---------------------------------------------------------------- fixtures
@@ -417,11 +417,8 @@ def test_a_cashier_sees_the_sync_page_but_cannot_send_dead_letters_again(
 @pytest.fixture
 def status_edge(settings: Settings, broker: Any) -> Iterator[EdgeService]:
     """An edge that sends a device's status changes at most once a second."""
-    service = EdgeService(settings.with_overrides(status_event_interval_s=1))
-    service.start()
-    assert service.bus.wait_connected(10)
-    yield service
-    service.stop()
+    with running_edge(settings.with_overrides(status_event_interval_s=1)) as service:
+        yield service
 
 
 def test_device_status_changes_are_queued_for_the_hub_but_repeats_are_not(
