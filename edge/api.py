@@ -11,7 +11,7 @@ import logging
 import sqlite3
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -106,6 +106,22 @@ def _wants_json() -> bool:
     return best == "application/json"
 
 
+def _error_page(message: str, status: int) -> tuple[Any, int]:
+    """A refusal on a staff page, in the staff pages' own frame (with the way back); plain
+    text elsewhere."""
+    if not request.path.startswith("/staff"):
+        return message, status
+    from edge.staff.auth import current_user
+
+    heading = {403: "Not allowed here", 404: "Not found"}.get(status, "Something went wrong")
+    try:
+        user = current_user()
+    except Exception:  # a broken session must not hide the message
+        user = None
+    return render_template("error.html", heading=heading, message=message, user=user,
+                           store=service().settings), status
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
@@ -121,7 +137,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(EdgeError)
     def _edge_error(exc: EdgeError) -> Any:
         if not _wants_json():
-            return exc.message, exc.status
+            return _error_page(exc.message, exc.status)
         return error_response(exc.code, exc.message, exc.status, exc.detail)
 
     @app.errorhandler(HTTPException)
@@ -136,5 +152,5 @@ def init_app(app: Flask) -> None:
         log.exception("unhandled error on %s %s", request.method, request.path)
         err = EdgeError()
         if not _wants_json():
-            return err.message, 500
+            return _error_page(err.message, 500)
         return error_response(err.code, err.message, 500)

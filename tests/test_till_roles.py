@@ -503,3 +503,14 @@ def test_the_hub_refuses_a_staff_action_that_does_not_say_who(hub_server: HubSer
                              json={"batch_id": "b-2", "events": [good]},
                              headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert accepted.json()["accepted"] == [good["event_id"]]
+
+
+def test_a_refused_lane_is_explained_on_a_staff_page_with_the_way_back(till: Till) -> None:
+    cashier = till.sign_in(CASHIER, CASHIER_PW, "lane-1")
+    page = cashier.client.get("/staff/checkout?lane=staff-web", headers={"Accept": "text/html"})
+    assert page.status_code == 403
+    html = page.get_data(as_text=True)
+    assert "<h1>Not allowed here</h1>" in html
+    assert "signed in at lane lane-1" in html
+    assert 'href="/staff/checkout"' in html and f"{CASHIER} (cashier)" in html
+    assert page.headers["Content-Security-Policy"].endswith("frame-ancestors 'none'")
