@@ -12,7 +12,7 @@ import sqlite3
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from edge.devices import authenticate, list_devices
@@ -71,7 +71,10 @@ def metrics() -> Response:
         svc.sender.queue_report()  # the queue gauges, fresh
     except sqlite3.Error:
         log.warning("metrics: the database did not answer")
-    return Response(generate_latest(svc.metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+    # The format the scraper asks for (Prometheus text 0.0.4 unless it accepts OpenMetrics),
+    # its Content-Type exactly as the library states it: one charset.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encode(svc.metrics.registry), content_type=content_type)
 
 
 @bp.get("/api/v1/devices")

@@ -142,6 +142,18 @@ def test_metrics_are_prometheus_text(client: FlaskClient) -> None:
     text = resp.get_data(as_text=True)
     for name in ("edge_bus_connected", "edge_outbox_depth", "edge_devices_online"):
         assert f"# TYPE {name} gauge" in text
+    # One charset, and the text format version Prometheus servers of every age read.
+    assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+
+
+def test_metrics_speak_openmetrics_to_a_scraper_that_asks(client: FlaskClient) -> None:
+    resp = client.get("/metrics", headers={
+        "Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"})
+    assert resp.status_code == 200
+    params = [p.strip() for p in resp.headers["Content-Type"].split(";")]
+    assert params[0] == "application/openmetrics-text"
+    assert [p for p in params if p.startswith("charset=")] == ["charset=utf-8"]
+    assert resp.get_data(as_text=True).rstrip().endswith("# EOF")
 
 
 def test_served_edge_is_healthy_and_stops_cleanly_on_sigterm(
