@@ -90,15 +90,17 @@ class Receipts:
              "lines": [p.strip() for p in s.store_address.split("|") if p.strip()]},
             {"type": "lines", "items": items},
         ]
+        # As receipts usually read: the lines, their subtotal, the discounts taken off it,
+        # then the total that was paid.
         discount = sum(r["discount_minor"] for r in redemptions)
         if redemptions:
+            blocks.append({"type": "totals", "rows": [
+                {"label": "Subtotal", "amount": fmt(basket.total_minor)}]})
             blocks.append({"type": "discounts", "items": [
                 {"name": r["description"], "amount": fmt(-r["discount_minor"])}
                 for r in redemptions]})
-        rows: list[dict[str, Any]] = []
-        if discount:
-            rows.append({"label": "Subtotal", "amount": fmt(basket.total_minor)})
-        rows.append({"label": "Total", "amount": fmt(total_minor), "strong": True})
+        rows: list[dict[str, Any]] = [
+            {"label": "Total", "amount": fmt(total_minor), "strong": True}]
         paid = 0
         for t in tenders:
             rows.append({"label": TENDER_LABELS.get(t["kind"], t["kind"].replace("_", " ")

@@ -505,6 +505,7 @@ class _Writer:
         self.model = model
         self.p = model.begin()
         self.width = model.columns
+        self.previous = ""  # the block type written last
 
     def raw(self, data: bytes) -> None:
         self.p._raw(data)
@@ -584,15 +585,15 @@ def _header(w: _Writer, b: _Block, logo: Image.Image | None) -> None:
 
 
 def _items(w: _Writer, b: _Block, _logo: Image.Image | None) -> None:
-    if b.type == "discounts":
+    if b.type == "discounts" and w.previous != "totals":
         w.rule()
     w.rows(b.rows)
 
 
 def _totals(w: _Writer, b: _Block, _logo: Image.Image | None) -> None:
+    # A subtotal's discounts follow right under it: the space comes after the last totals.
     w.rule()
     w.rows(b.rows)
-    w.line()
 
 
 def _savings(w: _Writer, b: _Block, _logo: Image.Image | None) -> None:
@@ -673,7 +674,12 @@ def render_escpos(document: dict[str, Any], profile: str = "default", *,
     w.style(align="left", bold=False, normal_textsize=True, font="a")
     w.code_page([text for block in blocks for text in _texts(block)])
     for block in blocks:
+        if w.previous == "totals" and block.type != "discounts":
+            w.line()
         _BLOCKS[block.type](w, block, logo)
+        w.previous = block.type
+    if w.previous == "totals":
+        w.line()
     if w.model.cuts:
         w.p.cut()
     else:

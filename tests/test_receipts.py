@@ -156,6 +156,28 @@ def test_personalised_receipt_prints_and_its_offer_qr_is_a_coupon_the_checkout_t
     assert refused["error"]["code"] == "coupon_wrong_customer"
 
 
+def test_a_discount_is_printed_under_the_subtotal_it_was_taken_off(
+        shop: tuple[EdgeService, VirtualPrinter, DeviceClient]) -> None:
+    edge, vp, lane = shop
+    sale(lane, "s-1", card=ANNA["card"])
+    [first] = vp.wait_printouts(1)
+    [coupon] = [p for p in qr_payloads(first) if p.startswith("ey") and p.count(".") == 2]
+    ok(lane.request("identify", {"txn": "s-2", "code": ANNA["card"]}))
+    ok(lane.request("coupon.apply", {"txn": "s-2", "code": coupon, "basket": BASKET}))
+    ok(lane.request("txn.complete", {
+        "txn": "s-2", "basket": BASKET, "total_minor": 1146, "currency": "EUR",
+        "tenders": [{"kind": "card", "amount_minor": 1146}]}))
+    paper = vp.wait_printouts(2)[1]
+    rows = [line.strip() for line in paper.text]
+    at = {label: next(i for i, row in enumerate(rows) if row.startswith(label))
+          for label in ("Tea £ import", "Subtotal", "€1 off fruit", "Total")}
+    # The lines, their subtotal, the discount right under it, then what was paid.
+    assert at["Tea £ import"] < at["Subtotal"] < at["€1 off fruit"] < at["Total"], rows
+    assert at["€1 off fruit"] == at["Subtotal"] + 1, rows
+    assert rows[at["Subtotal"]].endswith("€12.46") and rows[at["€1 off fruit"]].endswith("-€1.00")
+    assert rows[at["Total"]].endswith("€11.46"), rows
+
+
 def test_without_consent_or_identification_the_receipt_is_plain(
         shop: tuple[EdgeService, VirtualPrinter, DeviceClient]) -> None:
     edge, vp, lane = shop
