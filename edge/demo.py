@@ -313,8 +313,10 @@ Demo store "{settings.store_name}" ({settings.store_id}) is running.
 
 CRM hub, regional dashboard: http://127.0.0.1:{hub_port}/
       sign in as:       regional / {hub_password}
-      two stores of region "north": this one live (its sales appear within seconds) and
-      "Harbour Street" (store-2) with two weeks of history; one offline double spend.
+      two stores of region "north". This one is live: its figures are the demo's sales
+      (they appear within seconds) and one redemption of yesterday, the same single-use
+      coupon Harbour Street took while offline (under "Redemption conflicts").
+      "Harbour Street" (store-2) is pre-loaded with two weeks of made-up history.
       hub data:         {root / "hub"}
 
 Simulated devices: {", ".join(f"{k} {i}" for k, i in DEMO_DEVICES)}.

@@ -1,6 +1,9 @@
-"""Demo data for the hub: two stores of one region with two weeks of history, fed through
-the real ingest path, so the dashboard has numbers (and a conflict) before the live demo
-store adds its own sales."""
+"""Demo data for the hub: two stores of one region, fed through the real ingest path.
+
+Only Harbour Street (store-2) has a past: two weeks of sales, redemptions of coupons the hub
+signed, receipts and kiosk visits, so the dashboard has history to compare. The live demo
+store (store-1) starts with nothing but the one redemption that makes the offline double
+spend with Harbour Street: every other figure of it comes from the running demo."""
 
 from __future__ import annotations
 
@@ -15,18 +18,19 @@ from cloud_sync.hub.managers import add_manager
 from cloud_sync.hub.settings import HubSettings
 from cloud_sync.hub.stores import add_store, list_stores
 from edge.protocol import format_ts, uuid7
-from edge.tokens import COUPON_TYP
+from edge.tokens import COUPON_TYP, SigningKey
 
 REGION = "north"
-# (id, name, sales on an ordinary day)
-DEMO_STORES = [("store-1", "Demo Store", 60), ("store-2", "Harbour Street", 90)]
+# (id, name, sales on an ordinary day of its pre-loaded history; 0: none, the store is live)
+DEMO_STORES = [("store-1", "Demo Store", 0), ("store-2", "Harbour Street", 90)]
 SHOPPERS = [f"c-{n:03d}" for n in range(120)]
 CAMPAIGNS = ["cmp-save10", "cmp-dairy", "cmp-coffee", "cmp-fruit"]
 
 
-def _day_of_events(store_id: str, day: datetime, sales: int, rng: random.Random
-                   ) -> list[dict[str, Any]]:
+def _day_of_events(store_id: str, day: datetime, sales: int, rng: random.Random,
+                   hub_key: SigningKey) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
+    expires = int((datetime.now(UTC) + timedelta(days=30)).timestamp())
 
     def add(type_: str, at: datetime, data: dict[str, Any], device: str = "lane-1") -> None:
         events.append({"event_id": uuid7(), "type": type_, "occurred_at": format_ts(at),
@@ -44,11 +48,15 @@ def _day_of_events(store_id: str, day: datetime, sales: int, rng: random.Random
                                             "method": "card"}, lane)
             if rng.random() < 0.3:
                 discount = rng.choice([100, 200, 300, 500])
+                coupon, campaign = f"hist-{uuid7()}", rng.choice(CAMPAIGNS)
+                # A coupon the hub signed, as the app's are: the hub believes its use.
+                token = hub_key.sign({"jti": coupon, "cmp": campaign, "max": 1,
+                                      "exp": expires}, COUPON_TYP)
                 add("coupon.redeemed", at, {
-                    "redemption": uuid7(), "coupon": f"hist-{uuid7()}",
-                    "campaign": rng.choice(CAMPAIGNS), "discount_minor": discount,
-                    "currency": "EUR", "customer_id": customer, "txn": txn,
-                    "store_id": store_id, "redeemed_at": format_ts(at), "max_uses": 1}, lane)
+                    "redemption": uuid7(), "coupon": coupon, "campaign": campaign,
+                    "discount_minor": discount, "currency": "EUR", "customer_id": customer,
+                    "txn": txn, "store_id": store_id, "redeemed_at": format_ts(at),
+                    "max_uses": 1, "token": token}, lane)
         add("transaction.completed", at, {
             "txn": txn, "customer_id": customer, "total_minor": total - discount,
             "basket_total_minor": total, "discount_minor": discount, "currency": "EUR",
@@ -75,19 +83,20 @@ def seed(db: HubDB, settings: HubSettings, manager_password: str, days: int = 14
     if known:
         return tokens  # a demo run before this one seeded the history
     today = datetime.now(settings.zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    hub_key = hub_signing_key(settings)
     for sid, _, per_day in DEMO_STORES:
-        for back in range(days, 0, -1):
+        for back in range(days if per_day else 0, 0, -1):
             day = today - timedelta(days=back)
             sales = int(per_day * (1.25 if day.weekday() >= 4 else 1.0) * rng.uniform(.8, 1.2))
-            events = _day_of_events(sid, day.astimezone(UTC), sales, rng)
+            events = _day_of_events(sid, day.astimezone(UTC), sales, rng, hub_key)
             for start in range(0, len(events), settings.max_batch_events):
                 ingest(db, settings, sid, {"batch_id": uuid7(),
                                            "events": events[start:start +
-                                                            settings.max_batch_events]})
+                                                            settings.max_batch_events]},
+                       hub_key)
     # The same single-use coupon taken at both stores while Harbour Street was offline: a
     # coupon the hub signed, so the hub believes both uses and sees the double spend.
     when = format_ts(today - timedelta(days=1, hours=-11))
-    hub_key = hub_signing_key(settings)
     token = hub_key.sign({"jti": "app-7f3a-single-use", "cmp": "cmp-dairy", "max": 1,
                           "exp": int((today + timedelta(days=30)).timestamp())}, COUPON_TYP)
     for sid in ("store-1", "store-2"):
