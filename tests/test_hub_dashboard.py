@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -43,6 +44,8 @@ from tests.test_web_safety import sign_in_with_each_next
 playwright, browser, page = chromium.playwright, chromium.browser, chromium.page
 
 NORTH, NORTH_PW = "nina", "north-password-1"
+WEST, WEST_PW = "wes", "west-password-1"
+WIDE_NAME = "Westhafen Einkaufszentrum am Kanal"
 ADMIN, ADMIN_PW = "ada", "all-regions-pw-1"
 N1_NAME = "Nordstadt & Co <Markt>"  # escaped everywhere it is shown
 
@@ -108,8 +111,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     add_store(db, "north-2", "north", "Hafen")
     add_store(db, "north-3", "north", "=Altstadt")  # never synced; a formula-like name
     add_store(db, "south-1", "south", "Südstadt")
+    add_store(db, "west-1", "west", WIDE_NAME)  # big figures, for the narrow screen
     add_manager(db, NORTH, NORTH_PW, "north")
     add_manager(db, ADMIN, ADMIN_PW, None)
+    add_manager(db, WEST, WEST_PW, "west")
     hub = Hub(f"http://127.0.0.1:{port}", settings, db)
     hub.send("north-1", sale("north-1", 1000, "cust-1"), sale("north-1", 2000, "cust-2"),
              sale("north-1", 550), redeemed("north-1", "red-1", "cpn-single", 500),
@@ -122,6 +127,9 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
                            {"redemption": "red-2", "coupon": "cpn-other"}, ago_s=30))
     hub.send("north-2", sale("north-2", 700), redeemed("north-2", "red-3", "cpn-single", 500))
     hub.send("south-1", sale("south-1", 99900), sale("south-1", 99900))
+    hub.send("west-1", sale("west-1", 987654321, "cust-w"), sale("west-1", 123456789),
+             redeemed("west-1", "red-w", "cpn-west", 1234567),
+             queue_depth=123456, oldest_age_s=86400.0 * 3, dead_letters=9876)
     log = data_dir.parent / "serve.log"
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "cloud_sync.hub.cli", "serve"], env=env,
@@ -220,6 +228,34 @@ def test_north_manager_sees_north_figures_conflict_and_charts_only(
     assert errors == []
 
 
+def test_today_is_drawn_per_hour_up_to_this_hour(hub: Hub, page: Page) -> None:
+    sign_in(page, hub.url, NORTH, NORTH_PW)
+    page.goto(f"{hub.url}/?period=today")
+    expect(page.locator("#chart-sales > title")).to_have_text("Completed sales per hour, "
+                                                              "region north")
+    now = datetime.now(ZoneInfo("Europe/Berlin"))
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    begun = int((now.timestamp() - midnight.timestamp()) // 3600) + 1
+    points = page.locator("#chart-sales circle > title").all_text_contents()
+    mine = [t for t in points if t.startswith(f"{N1_NAME}, ")]
+    assert len(mine) == begun, points   # one point per hour so far, none for hours to come
+    assert mine[0].startswith(f"{N1_NAME}, 00:00: ")
+    # north-1's three sales were sent a minute ago: today's, unless midnight was just now.
+    sold_today = 3 if now.timestamp() - 60 >= midnight.timestamp() else 0
+    assert sum(int(t.rsplit(": ", 1)[1].split()[0]) for t in mine) == sold_today, mine
+
+
+def test_the_dashboard_fits_an_800_pixel_wide_screen(hub: Hub, page: Page) -> None:
+    page.set_viewport_size({"width": 800, "height": 900})
+    sign_in(page, hub.url, WEST, WEST_PW)  # a store of long name and millions in sales
+    expect(cell(page, "kpis", "west-1", "sales")).to_have_text("€11,111,111.10")
+    for query in ("/", "/?period=today", "/stores/west-1"):
+        page.goto(f"{hub.url}{query}")
+        expect(page.locator("table.kpis")).to_be_visible()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 800, f"{query} is {width} px wide"
+
+
 def test_csv_export_holds_the_table_and_neutralises_formulas(hub: Hub, page: Page,
                                                              tmp_path: Path) -> None:
     sign_in(page, hub.url, NORTH, NORTH_PW)
@@ -264,7 +300,7 @@ def test_another_regions_store_or_region_is_not_found(hub: Hub, page: Page) -> N
 def test_all_regions_manager_picks_a_region(hub: Hub, page: Page) -> None:
     sign_in(page, hub.url, ADMIN, ADMIN_PW)
     expect(page.get_by_role("heading", level=1)).to_have_text("All regions")
-    expect(cell(page, "kpis", "total", "transactions")).to_have_text("6")
+    expect(cell(page, "kpis", "total", "transactions")).to_have_text("8")
     page.get_by_label("Region", exact=True).select_option("south")
     page.get_by_role("button", name="Show").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Region south")

@@ -225,6 +225,30 @@ def test_daily_series_counts_per_local_day_across_a_clock_change(
     assert series.redemptions == {"north-1": [0, 0, 1], "north-2": [0, 0, 0]}
 
 
+def test_a_single_day_is_counted_per_local_hour_and_future_hours_are_not_drawn(
+        db: HubDB, stores: dict[str, Store]) -> None:
+    n1 = stores["north-1"]
+    # 25 October 2026 in Berlin: 02:00-03:00 comes twice (summer time ends), 25 hours.
+    first_two = datetime(2026, 10, 25, 2, 30, tzinfo=ZoneInfo(ZONE)).timestamp()
+    n1.send(n1.sale(100, local_ts("2026-10-25", 0, 10)),
+            n1.sale(100, first_two), n1.sale(100, first_two + 3600),   # the two 02:30s
+            n1.sale(100, local_ts("2026-10-25", 23, 50)),
+            n1.redeemed("red-h", "cpn-h", 10, local_ts("2026-10-25", 9, 5)))
+    period = kpis.period_of("custom", ZoneInfo(ZONE), time.time(), "2026-10-25", "2026-10-25")
+    series = kpis.daily_series(db, ["north-1"], period, ZoneInfo(ZONE))
+    assert [h.strftime("%H:%M") for h in series.hours][:5] == \
+        ["00:00", "01:00", "02:00", "02:00", "03:00"]
+    assert len(series.hours) == 25
+    counts = series.transactions["north-1"]
+    assert (counts[0], counts[2], counts[3], counts[24], sum(counts)) == (1, 1, 1, 1, 4)
+    assert series.redemptions["north-1"][10] == 1 and sum(series.redemptions["north-1"]) == 1
+    # At 09:30 that day eleven hours (00, 01, 02, 02, 03 ... 08, 09) have begun.
+    assert series.begun(datetime(2026, 10, 25, 9, 30, tzinfo=ZoneInfo(ZONE)).timestamp()) == 11
+    week = kpis.daily_series(db, ["north-1"], kpis.period_of(
+        "custom", ZoneInfo(ZONE), time.time(), "2026-10-24", "2026-10-26"), ZoneInfo(ZONE))
+    assert week.hours == [] and len(week.transactions["north-1"]) == 3
+
+
 def test_sync_health_reports_the_queue_and_a_store_that_stopped_syncing(
         db: HubDB, stores: dict[str, Store]) -> None:
     n1 = stores["north-1"]

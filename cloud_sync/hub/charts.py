@@ -80,7 +80,7 @@ def _axes(labels: Sequence[str], top: int) -> tuple[list[str], float, float]:
 
 def line_chart(chart_id: str, title: str, labels: Sequence[str],
                series: Sequence[tuple[str, Sequence[int]]], unit: str = "") -> Markup:
-    """One line per named series over the day `labels` (e.g. sales per day per store)."""
+    """One line per named series over the `labels` (days or hours; e.g. sales per store)."""
     top = nice_max(max((max(values, default=0) for _, values in series), default=0))
     parts, plot_h, slot = _axes(labels, top)
     for i, (name, values) in enumerate(series):
@@ -90,7 +90,7 @@ def line_chart(chart_id: str, title: str, labels: Sequence[str],
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
                      f'points="{path}"/>')
-        for (x, y), label, v in zip(points, labels, values, strict=True):
+        for (x, y), label, v in zip(points, labels, values, strict=False):  # may end early
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}">'
                          f'<title>{escape(name)}, {escape(label)}: {v}{escape(_unit(unit))}</title>'
                          f'</circle>')
@@ -101,15 +101,16 @@ def line_chart(chart_id: str, title: str, labels: Sequence[str],
 
 def bar_chart(chart_id: str, title: str, labels: Sequence[str], values: Sequence[int],
               unit: str = "") -> Markup:
-    """One bar per day label (e.g. coupon redemptions per day, all shown stores together)."""
+    """One bar per label (a day or an hour; e.g. coupon redemptions, all shown stores)."""
     top = nice_max(max(values, default=0))
     parts, plot_h, slot = _axes(labels, top)
     bar_w = max(slot * 0.7, 1)
-    for j, (label, v) in enumerate(zip(labels, values, strict=True)):
+    for j, (label, v) in enumerate(zip(labels, values, strict=False)):  # values may end early
         h = plot_h * v / top
         x = LEFT + slot * j + (slot - bar_w) / 2
         parts.append(f'<rect class="bar" x="{x:.1f}" y="{TOP + plot_h - h:.1f}" '
                      f'width="{bar_w:.1f}" height="{h:.1f}">'
                      f'<title>{escape(label)}: {v}{escape(_unit(unit))}</title></rect>')
-    desc = f"{sum(values)}{_unit(unit)} in total over {len(labels)} days."
+    shown = f", {labels[0]} to {labels[len(values) - 1]}" if values and labels else ""
+    desc = f"{sum(values)}{_unit(unit)} in total{shown}."
     return _frame(chart_id, title, desc, HEIGHT, parts)

@@ -198,9 +198,12 @@ def _context(scope: Scope, period: kpis.Period, period_error: str | None) -> dic
     rows = kpis.store_kpis(db, scope.stores, period.start_ts, period.end_ts)
     series = kpis.daily_series(db, ids, period, zone)
     names = {s.id: s.name for s in scope.stores}
-    labels = [d.strftime("%-d %b") for d in series.days]
-    redeemed = [sum(day) for day in zip(*series.redemptions.values(), strict=True)] \
-        if series.redemptions else [0] * len(labels)
+    per = "hour" if series.hours else "day"
+    labels = [h.strftime("%H:%M") for h in series.hours] if series.hours else \
+        [d.strftime("%-d %b") for d in series.days]
+    begun = series.begun(now)  # hours or days still to come get no point, not a zero
+    redeemed = [sum(day) for day in zip(*series.redemptions.values(), strict=True)][:begun] \
+        if series.redemptions else [0] * begun
     where = scope.store.name if scope.store else \
         (f"region {scope.region}" if scope.region else "all regions")
     return {
@@ -214,11 +217,13 @@ def _context(scope: Scope, period: kpis.Period, period_error: str | None) -> dic
         "suspects": kpis.suspect_redemptions(db, ids),
         "store_names": names, "refresh_s": REFRESH_S, "suspect_reasons": SUSPECT_REASONS,
         "sales_chart": charts.line_chart(
-            "chart-sales", f"Completed sales per day, {where}", labels,
-            [(names[s], values) for s, values in series.transactions.items()], "sales"),
+            "chart-sales", f"Completed sales per {per}, {where}", labels,
+            [(names[s], values[:begun]) for s, values in series.transactions.items()],
+            "sales"),
         "redemptions_chart": charts.bar_chart(
-            "chart-redemptions", f"Coupon redemptions per day, {where}", labels, redeemed,
+            "chart-redemptions", f"Coupon redemptions per {per}, {where}", labels, redeemed,
             "redemptions"),
+        "chart_per": per,
         "updated": moment(datetime.fromtimestamp(now, UTC), zone, LOCALE),
         "zone": hub.settings.tz,
     }

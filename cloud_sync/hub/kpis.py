@@ -213,11 +213,21 @@ def totals(rows: Sequence[StoreKpis], name: str = "Total") -> StoreKpis:
 
 @dataclass(frozen=True)
 class DailySeries:
-    """Per local day of a period: completed sales and live redemptions, per store."""
+    """Per local day of a period (per hour when the period is one day): completed sales and
+    live redemptions, per store."""
 
     days: list[date]
     transactions: dict[str, list[int]]
     redemptions: dict[str, list[int]]
+    # The local start of each hour when the counts are per hour (a one-day period; 23 or 25
+    # of them on a clock change), else empty: the counts are per day.
+    hours: list[datetime] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)  # each bucket's start (Unix time)
+
+    def begun(self, now: float) -> int:
+        """How many buckets (hours or days) have begun by `now`: the later ones have no
+        figures yet, and a chart should not draw them as zeros."""
+        return sum(1 for t in self.starts if t <= now)
 
 
 def _day_bucket(ts: ColumnElement[float], edges: Sequence[float]) -> ColumnElement[int]:
@@ -228,11 +238,20 @@ def _day_bucket(ts: ColumnElement[float], edges: Sequence[float]) -> ColumnEleme
 
 def daily_series(db: HubDB, store_ids: Sequence[str], period: Period, zone: ZoneInfo
                  ) -> DailySeries:
-    """Counts per day of `period` in `zone` for each store id (zeros where nothing happened)."""
+    """Counts per day of `period` in `zone` for each store id (zeros where nothing happened);
+    per hour when the period is a single day, so "today" is a curve and not a dot."""
     days = period.days()
-    edges = [_midnight(d, zone) for d in days] + [period.end_ts]
-    txn = {s: [0] * len(days) for s in store_ids}
-    red = {s: [0] * len(days) for s in store_ids}
+    hours: list[datetime] = []
+    if len(days) == 1:
+        starts = [period.start_ts + 3600 * k
+                  for k in range(round((period.end_ts - period.start_ts) / 3600))]
+        hours = [datetime.fromtimestamp(t, zone) for t in starts]
+        edges = [*starts, period.end_ts]
+    else:
+        edges = [_midnight(d, zone) for d in days] + [period.end_ts]
+    buckets = len(edges) - 1
+    txn = {s: [0] * buckets for s in store_ids}
+    red = {s: [0] * buckets for s in store_ids}
     if store_ids:
         ev_day = _day_bucket(events.c.occurred_ts, edges).label("day")
         red_day = _day_bucket(redemptions.c.redeemed_ts, edges).label("day")
@@ -251,7 +270,7 @@ def daily_series(db: HubDB, store_ids: Sequence[str], period: Period, zone: Zone
                                       period.end_ts))
                     .group_by(redemptions.c.store_id, red_day))):
                 red[store_id][day] = n
-    return DailySeries(days, txn, red)
+    return DailySeries(days, txn, red, hours, edges[:-1])
 
 
 @dataclass(frozen=True)
