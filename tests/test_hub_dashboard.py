@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from playwright.sync_api import Page, expect
 
 from cloud_sync.hub.dashboard import safe_cell
 from cloud_sync.hub.db import HubDB
+from cloud_sync.hub.feed import import_campaigns, import_customers
 from cloud_sync.hub.ingest import ingest
 from cloud_sync.hub.managers import add_manager, authenticate
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
@@ -60,14 +62,15 @@ def ev(store: str, type_: str, data: dict[str, Any], ago_s: float = 60) -> dict[
             "occurred_at": rfc3339(time.time() - ago_s), "device_id": "lane-1", "data": data}
 
 
-def sale(store: str, total_minor: int, customer: str | None = None) -> dict[str, Any]:
-    return ev(store, "transaction.completed", {"txn": uuid.uuid4().hex[:10],
+def sale(store: str, total_minor: int, customer: str | None = None, txn: str = "",
+         **more: Any) -> dict[str, Any]:
+    return ev(store, "transaction.completed", {"txn": txn or uuid.uuid4().hex[:10],
                                                "customer_id": customer,
                                                "total_minor": total_minor,
-                                               "currency": "EUR", "redemptions": []})
+                                               "currency": "EUR", "redemptions": [], **more})
 
 
-def redeemed(store: str, redemption: str, coupon: str, discount_minor: int
+def redeemed(store: str, redemption: str, coupon: str, discount_minor: int, txn: str = ""
              ) -> dict[str, Any]:
     """A use of a coupon the hub signed (so the hub believes it and counts it chain-wide)."""
     token = HUB_KEY.sign({"jti": coupon, "cmp": "autumn-10", "exp": int(time.time()) + 3600},
@@ -75,7 +78,8 @@ def redeemed(store: str, redemption: str, coupon: str, discount_minor: int
     return ev(store, "coupon.redeemed", {"redemption": redemption, "coupon": coupon,
                                          "campaign": "autumn-10", "discount_minor":
                                          discount_minor, "currency": "EUR", "token": token,
-                                         "customer_id": "cust-1", "max_uses": 1})
+                                         "customer_id": "cust-1", "max_uses": 1,
+                                         "txn": txn or uuid.uuid4().hex[:10]})
 
 
 # The hub's signing key, made before the hub starts (it uses the one in its data dir).
@@ -116,8 +120,17 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     add_manager(db, ADMIN, ADMIN_PW, None)
     add_manager(db, WEST, WEST_PW, "west")
     hub = Hub(f"http://127.0.0.1:{port}", settings, db)
-    hub.send("north-1", sale("north-1", 1000, "cust-1"), sale("north-1", 2000, "cust-2"),
-             sale("north-1", 550), redeemed("north-1", "red-1", "cpn-single", 500),
+    import_campaigns(db, [json.dumps(
+        {"id": "autumn-10", "name": "Autumn ten", "description": "€5 off in autumn",
+         "disc": {"kind": "amount", "value_minor": 500, "currency": "EUR"}})])
+    import_customers(db, [json.dumps({"id": "cust-1", "display_name": "Karla K.",
+                                      "region": "north"})])
+    hub.send("north-1", sale("north-1", 1000, "cust-1", txn="n1-first", basket_total_minor=1500,
+                             discount_minor=500, lines=[
+                                 {"sku": "4006381333931", "name": "Kaffee <Bio>", "qty": 2,
+                                  "unit_minor": 750, "total_minor": 1500}]),
+             sale("north-1", 2000, "cust-2"),
+             sale("north-1", 550), redeemed("north-1", "red-1", "cpn-single", 500, "n1-first"),
              redeemed("north-1", "red-2", "cpn-other", 300),
              ev("north-1", "kiosk.session", {"session": "k1"}),
              ev("north-1", "kiosk.session", {"session": "k2"}),
@@ -207,9 +220,11 @@ def test_north_manager_sees_north_figures_conflict_and_charts_only(
     rows = page.locator("table.conflicts.open tbody tr")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("cpn-single")
-    expect(rows.first).to_contain_text("autumn-10")
+    expect(rows.first.locator(".campaign")).to_have_text("Autumn ten autumn-10")
     expect(rows.first.locator(".uses")).to_have_text("2 / 1")
-    expect(rows.first.locator(".stores")).to_have_text(f"{N1_NAME}, Hafen")
+    expect(rows.first.locator(".given")).to_have_text("€10.00")
+    expect(rows.first.locator(".customer")).to_have_text("Karla K.")
+    expect(rows.first.locator(".stores")).to_have_text(f"{N1_NAME}, lane-1, Hafen, lane-1")
 
     # Charts: inline, accessible SVG with the store names escaped.
     charts = page.locator("svg.chart")
@@ -254,6 +269,23 @@ def test_the_dashboard_fits_an_800_pixel_wide_screen(hub: Hub, page: Page) -> No
         expect(page.locator("table.kpis")).to_be_visible()
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 800, f"{query} is {width} px wide"
+
+
+def test_a_conflicts_sale_opens_with_what_the_store_reported(hub: Hub, page: Page) -> None:
+    sign_in(page, hub.url, NORTH, NORTH_PW)
+    row = page.locator("table.conflicts.open tbody tr").first
+    row.get_by_role("link", name=f"{N1_NAME}, lane-1").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Sale n1-first")
+    expect(page.locator(".sale-facts .customer")).to_have_text("Karla K. cust-1")
+    for column, text in {"basket": "€15.00", "discount": "€5.00", "total": "€10.00"}.items():
+        expect(page.locator(f".sale-facts .{column}")).to_have_text(text)
+    expect(page.locator("table.lines tbody td")).to_have_text(["Kaffee <Bio>", "2", "€15.00"])
+    expect(page.locator("table.redeemed tr.this")).to_contain_text("cpn-single")
+    expect(page.locator("table.redeemed tr.this")).to_contain_text("Autumn ten")
+    # Another region's store, or a redemption of another store, is not found.
+    for path in ("/stores/south-1/redemptions/red-1", "/stores/north-2/redemptions/red-1",
+                 "/stores/north-1/redemptions/no-such"):
+        assert page.request.get(hub.url + path).status == 404, path
 
 
 def test_csv_export_holds_the_table_and_neutralises_formulas(hub: Hub, page: Page,

@@ -11,10 +11,11 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from babel.dates import format_timedelta
 from flask import (
@@ -258,6 +259,27 @@ def store_page(store_id: str) -> Any:
     return render_template("dashboard.html", **_context(scope, *_period()))
 
 
+@bp.get("/stores/<store_id>/redemptions/<redemption_id>")
+def sale_page(store_id: str, redemption_id: str) -> Any:
+    """The sale a redemption was part of, as the store reported it (linked from a
+    conflict); another region's store, or a redemption not of this store, is a 404."""
+    scope = _scope(store_id)
+    hub = current_app.extensions["hub"]
+    sale = kpis.sale_of_redemption(hub.db, store_id, redemption_id)
+    if sale is None:
+        abort(404)
+    return render_template("sale.html", scope=scope, manager=scope.manager, sale=sale,
+                           redemption_id=redemption_id, zone=hub.settings.zone,
+                           moment_of=_moment_of(hub.settings.zone))
+
+
+def _moment_of(zone: ZoneInfo) -> Callable[[float | None], str]:
+    """A Unix time for people, in the hub's zone ("30 Nov 2026, 11:00")."""
+    def fmt(ts: float | None) -> str:
+        return "–" if ts is None else moment(datetime.fromtimestamp(ts, UTC), zone, LOCALE)
+    return fmt
+
+
 @bp.get("/dashboard/live")
 def live() -> Any:
     """The part of the page that refreshes itself (the page's script fetches it)."""
@@ -284,7 +306,14 @@ def data() -> Any:
         conflicts=[{"coupon_id": c.coupon_id, "campaign_id": c.campaign_id,
                     "uses": c.uses, "max_uses": c.max_uses, "stores": c.stores,
                     "other_region_stores": c.other_stores, "detected_ts": c.detected_ts,
-                    "resolved_ts": c.resolved_ts}
+                    "resolved_ts": c.resolved_ts, "campaign_name": c.campaign_name,
+                    "customer_id": c.customer_id, "discount_minor": c.discount,
+                    "uses_here": [{"redemption": u.redemption_id, "store_id": u.store_id,
+                                   "device": u.device, "txn": u.txn,
+                                   "redeemed_ts": u.redeemed_ts,
+                                   "discount_minor": u.discount_minor,
+                                   "currency": u.currency, "reversed": u.reversed}
+                                  for u in c.used]}
                    for c in ctx["open_conflicts"] + ctx["resolved_conflicts"]],
         suspect_redemptions=[{"redemption": r.redemption_id, "store_id": r.store_id,
                               "coupon_id": r.coupon_id, "campaign_id": r.campaign_id,

@@ -8,6 +8,7 @@ are calendar days in the hub's zone (`HUB_TZ`), half-open: `start_ts <= t < end_
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, case, func, or_, select
 
 from cloud_sync.hub.db import HubDB
+from cloud_sync.hub.schema import campaigns as campaigns_table
 from cloud_sync.hub.schema import conflicts, events, redemptions, stores
+from cloud_sync.hub.schema import customers as customers_table
 from cloud_sync.hub.schema import suspect_redemptions as suspects_table
 
 COMPLETED = "transaction.completed"
@@ -310,6 +313,20 @@ def sync_health(db: HubDB, visible: Sequence[StoreRef], now: float, stale_after_
 
 
 @dataclass(frozen=True)
+class ConflictUse:
+    """One use of a conflicting coupon at one of the caller's stores: the sale it was in."""
+
+    redemption_id: str
+    store_id: str
+    device: str | None
+    txn: str | None
+    redeemed_ts: float
+    discount_minor: int
+    currency: str
+    reversed: bool
+
+
+@dataclass(frozen=True)
 class ConflictRow:
     """A coupon used more often than it may be, as far as the caller's stores go."""
 
@@ -322,6 +339,45 @@ class ConflictRow:
     detected_ts: float
     updated_ts: float
     resolved_ts: float | None
+    campaign_name: str = ""
+    customer_id: str | None = None
+    customer_name: str | None = None
+    # What the uses at the caller's stores gave away, per currency, and those uses.
+    discount: dict[str, int] = field(default_factory=dict)
+    used: list[ConflictUse] = field(default_factory=list)
+
+
+def _record_names(conn: Any, table: Any, ids: set[str], field_name: str) -> dict[str, str]:
+    """`field_name` of the JSON records of `table` with these ids (campaign or customer)."""
+    if not ids:
+        return {}
+    out = {}
+    for row in conn.execute(select(table.c.id, table.c.record).where(table.c.id.in_(ids))):
+        try:
+            value = json.loads(row.record).get(field_name)
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(value, str) and value:
+            out[row.id] = value
+    return out
+
+
+def _conflict_uses(conn: Any, redemption_ids: list[str], mine: set[str]
+                   ) -> list[tuple[ConflictUse, str | None]]:
+    """The uses (with their customer id) among `redemption_ids` at the stores in `mine`."""
+    rows = list(conn.execute(select(redemptions).where(redemptions.c.id.in_(redemption_ids),
+                                                       redemptions.c.store_id.in_(mine))))
+    sent = {r.event_id: r for r in conn.execute(
+        select(events.c.event_id, events.c.device_id, events.c.data)
+        .where(events.c.event_id.in_([row.event_id for row in rows])))} if rows else {}
+    out = []
+    for row in sorted(rows, key=lambda r: r.redeemed_ts):
+        event = sent.get(row.event_id)
+        txn = _txn_of(event.data) if event is not None else None
+        out.append((ConflictUse(row.id, row.store_id, event.device_id if event else None, txn,
+                                row.redeemed_ts, int(row.discount_minor), row.currency,
+                                row.reversed_at is not None), row.customer_id))
+    return out
 
 
 def _conflicts(db: HubDB, store_ids: Sequence[str], resolved: bool, limit: int
@@ -338,16 +394,31 @@ def _conflicts(db: HubDB, store_ids: Sequence[str], resolved: bool, limit: int
     order = conflicts.c.resolved_ts.desc() if resolved else conflicts.c.detected_ts.desc()
     out: list[ConflictRow] = []
     with db.read() as conn:
+        found = []
         for r in conn.execute(query.order_by(order, conflicts.c.coupon_id)):
             involved = [s for s in json.loads(r.stores) if isinstance(s, str)]
             seen = [s for s in involved if s in mine]
             if not seen:
                 continue
-            out.append(ConflictRow(r.coupon_id, r.campaign_id, r.max_uses, r.uses, seen,
-                                   len(set(involved) - mine), r.detected_ts, r.updated_ts,
-                                   r.resolved_ts))
-            if len(out) >= limit:
+            ids = [i for i in json.loads(r.redemptions) if isinstance(i, str)]
+            found.append((r, seen, len(set(involved) - mine), _conflict_uses(conn, ids, mine)))
+            if len(found) >= limit:
                 break
+        campaign_names = _record_names(conn, campaigns_table,
+                                       {r.campaign_id for r, *_ in found}, "name")
+        customers = {c for *_, uses in found for _, c in uses if c}
+        customer_names = _record_names(conn, customers_table, customers, "display_name")
+        for r, seen, others, uses in found:
+            shopper = next((c for _, c in uses if c), None)
+            discount: dict[str, int] = {}
+            for use, _ in uses:
+                if not use.reversed:
+                    discount[use.currency] = discount.get(use.currency, 0) + use.discount_minor
+            out.append(ConflictRow(
+                r.coupon_id, r.campaign_id, r.max_uses, r.uses, seen, others, r.detected_ts,
+                r.updated_ts, r.resolved_ts, campaign_names.get(r.campaign_id, r.campaign_id),
+                shopper, customer_names.get(shopper) if shopper else None, discount,
+                [use for use, _ in uses]))
     return out
 
 
@@ -407,3 +478,78 @@ def as_dict(row: StoreKpis) -> Mapping[str, object]:
             "sales_minor": dict(row.sales), "redemptions": row.redemptions,
             "discount_minor": dict(row.discount), "kiosk_sessions": row.kiosk_sessions,
             "receipts_printed": row.receipts}
+
+
+@dataclass(frozen=True)
+class SaleDetail:
+    """What the hub holds of the sale a redemption was part of (the events of that sale)."""
+
+    store_id: str
+    txn: str | None
+    device: str | None
+    customer_id: str | None
+    customer_name: str | None
+    completed: dict[str, Any] | None       # transaction.completed's data, when it arrived
+    completed_ts: float | None
+    redeemed: list[dict[str, Any]]         # the sale's redemptions, with "campaign_name"
+    others: list[tuple[str, float, dict[str, Any]]]  # (type, occurred_ts, data) of the rest
+
+
+SALE_WINDOW_S = 3600.0  # a sale's events are this close to its redemption
+AFTER_WINDOW_S = 90 * 86400.0  # a void or reprint may come weeks later
+LATER_TYPES = ("transaction.voided", "staff.action", "coupon.redemption_reversed")
+SALE_TYPES = ("transaction.completed", "coupon.redeemed", "customer.identified",
+              "receipt.printed")
+
+
+def sale_of_redemption(db: HubDB, store_id: str, redemption_id: str) -> SaleDetail | None:
+    """The sale of one redemption at `store_id` (None when there is no such redemption
+    there). Read through the events index: the sale's own events within an hour of the
+    redemption, voids, reversals and reprints of it within 90 days after."""
+    with db.read() as conn:
+        red = conn.execute(select(redemptions).where(redemptions.c.id == redemption_id,
+                                                     redemptions.c.store_id == store_id)
+                           ).first()
+        if red is None:
+            return None
+        own = conn.execute(select(events.c.device_id, events.c.data)
+                           .where(events.c.event_id == red.event_id)).first()
+        txn = _txn_of(own.data) if own is not None else None
+        found: list[tuple[str, float, dict[str, Any]]] = []
+        if txn is not None:
+            at = red.redeemed_ts
+            for types, start, end in ((SALE_TYPES, at - SALE_WINDOW_S, at + SALE_WINDOW_S),
+                                      (LATER_TYPES, at - SALE_WINDOW_S, at + AFTER_WINDOW_S)):
+                for row in conn.execute(
+                        select(events.c.type, events.c.occurred_ts, events.c.data)
+                        .where(events.c.store_id == store_id, events.c.type.in_(types),
+                               events.c.occurred_ts >= start, events.c.occurred_ts <= end)
+                        .order_by(events.c.occurred_ts)):
+                    with contextlib.suppress(ValueError):
+                        data = json.loads(row.data)
+                        if isinstance(data, dict) and data.get("txn") == txn:
+                            found.append((row.type, row.occurred_ts, data))
+        completed = next(((ts, d) for t, ts, d in found if t == "transaction.completed"), None)
+        redeemed = [d for t, _, d in found if t == "coupon.redeemed"] or \
+            ([json.loads(own.data)] if own is not None else [])
+        names = _record_names(conn, campaigns_table,
+                              {str(d.get("campaign")) for d in redeemed}, "name")
+        customer = red.customer_id or (completed[1].get("customer_id") if completed else None)
+        customer = customer if isinstance(customer, str) else None
+        shopper = _record_names(conn, customers_table, {customer} if customer else set(),
+                                "display_name")
+    return SaleDetail(
+        store_id, txn, own.device_id if own is not None else None, customer,
+        shopper.get(customer) if customer else None,
+        completed[1] if completed else None, completed[0] if completed else None,
+        [{**d, "campaign_name": names.get(str(d.get("campaign")), d.get("campaign"))}
+         for d in redeemed],
+        [(t, ts, d) for t, ts, d in found if t not in ("transaction.completed",
+                                                        "coupon.redeemed")])
+
+
+def _txn_of(data: str) -> str | None:
+    with contextlib.suppress(ValueError, AttributeError):
+        txn = json.loads(data).get("txn")
+        return txn if isinstance(txn, str) else None
+    return None
