@@ -293,9 +293,27 @@ def test_the_readmes_deploy_blocks_run_as_documented(scratch: Scratch) -> None:
             assert time.monotonic() < deadline, (
                 f"{line!r} is not in the broker's log while it runs:\n{log.read_text()}")
             time.sleep(0.1)
+
+        # operations.md §14.1's port check (no nc on a fresh Debian), against a port that
+        # answers (the broker's) and one that does not.
+        ops = OPERATIONS.read_text()
+        check = re.search(r"```sh\n(timeout 3 bash -c .*)\n```", ops)
+        assert check, "§14.1 shows the port check"
+        for port, said in ((scratch.tls_port, "open"), (free_port(), "closed")):
+            line = check.group(1).replace("10.0.0.21/9100", f"127.0.0.1/{port}")
+            assert subprocess.run(["bash", "-c", line], capture_output=True, text=True,
+                                  check=True).stdout.strip() == said
     finally:
         os.killpg(broker.pid, signal.SIGTERM)
         broker.wait(15)
+
+    # A settings file the service user cannot read is named, not a shell error.
+    env_file.chmod(0o600)
+    refused = subprocess.run([str(wrapper), "devices", "list"], env=scratch.env(),
+                             capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"edge: {env_file} is not readable by {scratch.user}; "
+                                     f"it must be root:{scratch.user}, mode 0640")
 
 
 def test_the_install_in_operations_is_the_readmes() -> None:
