@@ -332,3 +332,28 @@ def test_no_doc_runs_edge_around_the_wrapper() -> None:
         text = doc.read_text()
         for bad in ("sudo -u", "env $(cat /", "/etc/store-edge/env "):
             assert bad not in text, f"{doc.name} still has {bad!r}"
+
+
+def test_the_hub_admin_command_reads_its_settings_file(tmp_path: Path) -> None:
+    """config/bin/edge-hub (docs/hub.md, "Deploying the hub"): the settings of
+    /etc/edge-hub.env, quoted values with spaces intact, none of the caller's. Run here as
+    its own user (root), so this checkout's .venv serves as /opt/store-edge's."""
+    env_file = tmp_path / "edge-hub.env"
+    env_file.write_text(f"HUB_DATA_DIR={tmp_path}/data\n# the dashboard's days\n"
+                        'HUB_TZ="Europe/Berlin"\n')
+    env_file.chmod(0o640)
+    env = {**os.environ, "EDGE_HUB_DIR": str(ROOT), "EDGE_HUB_ENV_FILE": str(env_file),
+           "EDGE_HUB_USER": "root", "HUB_DATA_DIR": str(tmp_path / "not-this-one")}
+    hub = [str(ROOT / "config/bin/edge-hub")]
+    added = subprocess.run([*hub, "stores", "add", "store-12", "--region", "north", "--name",
+                            "Harbour Street"], env=env, capture_output=True, text=True)
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["store"] == "store-12"
+    assert (tmp_path / "data").is_dir() and not (tmp_path / "not-this-one").exists()
+    listed = subprocess.run([*hub, "stores", "list"], env=env, capture_output=True, text=True,
+                            check=True)
+    assert "Harbour Street" in listed.stdout
+    gone = subprocess.run([*hub, "stores", "list"], capture_output=True, text=True,
+                          env={**env, "EDGE_HUB_USER": "no-such-user-here"})
+    assert (gone.returncode, gone.stderr.split(";")[0]) == (
+        2, "edge-hub: there is no user no-such-user-here")
