@@ -135,6 +135,11 @@ def missing_packages(command: str) -> list[str]:
     ).stdout != "install ok installed"]
 
 
+def user_uid(user: str) -> int:
+    return int(subprocess.run(["id", "-u", user], capture_output=True, text=True,
+                              check=True).stdout)
+
+
 @dataclass
 class Scratch:
     root: Path
@@ -245,6 +250,15 @@ def test_the_readmes_deploy_blocks_run_as_documented(scratch: Scratch) -> None:
     site = scratch.path("/etc/nginx/sites-enabled/store-edge").read_text()
     assert "ssl_certificate" in site and str(scratch.path("/var/lib/store-edge")) in site
     assert not scratch.path("/etc/nginx/sites-enabled/default").exists()
+    main = scratch.root / "nginx.conf"  # the site as Debian's nginx.conf includes it
+    main.write_text(f"pid {scratch.root}/nginx.pid;\nerror_log {scratch.root}/nginx.log;\n"
+                    "events {}\nhttp { include " + str(scratch.path(
+                        "/etc/nginx/sites-enabled")) + "/*; }\n")
+    checked = subprocess.run(["nginx", "-t", "-c", str(main)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    # The data dir, the service user's home, is kept private by the edge.
+    data = scratch.path("/var/lib/store-edge").stat()
+    assert (stat.S_IMODE(data.st_mode), data.st_uid) == (0o700, user_uid(scratch.user))
     assert sorted(p.name for p in scratch.path("/etc/systemd/system").iterdir()) == [
         "store-edge-broker.service", "store-edge.service"]
 
@@ -265,8 +279,7 @@ def test_the_readmes_deploy_blocks_run_as_documented(scratch: Scratch) -> None:
         capture_output=True, text=True, check=True).stdout)
     written = re.findall(r"^(EDGE_\w+)=", env_file.read_text(), re.M)
     assert seen == {"env": sorted(written), "cwd": str(fake),
-                    "user": int(subprocess.run(["id", "-u", scratch.user], capture_output=True,
-                                               text=True, check=True).stdout),
+                    "user": user_uid(scratch.user),
                     "name": "Harbour Street",
                     "address": "Harbour Street 4 | 20457 Hamburg | Tel. 040 1234567",
                     "survey": "", "store": "store-12"}
