@@ -370,3 +370,31 @@ def test_the_hub_admin_command_reads_its_settings_file(tmp_path: Path) -> None:
                           env={**env, "EDGE_HUB_USER": "no-such-user-here"})
     assert (gone.returncode, gone.stderr.split(";")[0]) == (
         2, "edge-hub: there is no user no-such-user-here")
+
+
+def _unit(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines()
+                if "=" in line and not line.startswith("#"))
+
+
+def _defaults(wrapper: Path) -> dict[str, str]:
+    found = re.findall(r"^(dir|env_file|user)=\$\{\w+:-(.*)\}$", wrapper.read_text(), re.M)
+    return dict(found)
+
+
+def test_the_units_and_the_admin_commands_agree() -> None:
+    """The admin command runs as the units' user, in their folder, with their settings file
+    (required, so a missing file stops them instead of starting a store with defaults)."""
+    edge = _defaults(ROOT / "config/bin/edge")
+    for name in ("store-edge.service", "store-edge-broker.service"):
+        unit = _unit((ROOT / "config/systemd" / name).read_text())
+        assert (unit["User"], unit["Group"], unit["WorkingDirectory"], unit["EnvironmentFile"]
+                ) == (edge["user"], edge["user"], edge["dir"], edge["env_file"])
+        assert unit["ExecStart"].startswith(f"{edge['dir']}/.venv/bin/edge ")
+    hub_doc = (ROOT / "docs/hub.md").read_text()
+    hub_unit = _unit(re.findall(r"```ini\n(.*?)```", hub_doc, re.S)[-1])
+    hub = _defaults(ROOT / "config/bin/edge-hub")
+    assert (hub_unit["User"], hub_unit["WorkingDirectory"], hub_unit["EnvironmentFile"]) == (
+        hub["user"], hub["dir"], hub["env_file"])
+    assert hub_unit["ExecStart"] == f"{hub['dir']}/.venv/bin/edge-hub serve"
+    assert f"--shell /usr/sbin/nologin {hub['user']}" in hub_doc  # the user is made
