@@ -227,6 +227,13 @@ def run_blocks(scratch: Scratch, blocks: list[list[Command]]) -> list[tuple[Comm
     return done
 
 
+def _readable_by_all(path: Path) -> bool:
+    """The service user reads this checkout's packages: every folder above must let it in."""
+    return all(p.stat().st_mode & 0o005 == 0o005 for p in [path, *path.parents])
+
+
+@pytest.mark.skipif(not _readable_by_all(Path(DEV_SITE)),
+                    reason=f"{DEV_SITE} is not readable by other users")
 @pytest.mark.skipif(not _system_python_matches(),
                     reason=f"{SYSTEM_PYTHON} is not this Python's version (shared packages)")
 def test_the_readmes_deploy_blocks_run_as_documented(scratch: Scratch) -> None:
