@@ -166,7 +166,7 @@ class Scratch:
                    STORE_EDGE_DIR=str(self.path("/opt/store-edge")),
                    STORE_EDGE_ENV_FILE=str(self.path("/etc/store-edge/edge.env")),
                    STORE_EDGE_USER=self.user,
-                   EDGE_STORE_ID="not-this-one")  # the wrapper must not pass the caller's on
+                   EDGE_LOG_LEVEL="DEBUG")  # not in the file: the wrapper must not pass it on
         return env
 
 
