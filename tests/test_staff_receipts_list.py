@@ -101,11 +101,11 @@ def test_list_shows_time_lane_name_with_consent_and_total_and_finds_receipts(
         f"{when.day} {when.strftime('%b')}, {when:%H:%M}")
     expect(a.locator("td.lane")).to_have_text("lane-1")
     expect(b.locator("td.lane")).to_have_text("lane-2")
-    expect(a.locator("td.customer")).to_have_text(ANNA["display_name"])
+    expect(a.locator("td.shopper")).to_have_text(ANNA["display_name"])
     # Ben did not agree to personalisation: the list does not name him.
-    expect(b.locator("td.customer")).not_to_contain_text("Ben")
-    expect(b.locator("td.customer")).to_contain_text("member")
-    expect(g.locator("td.customer")).to_have_text("—")
+    expect(b.locator("td.shopper")).not_to_contain_text("Ben")
+    expect(b.locator("td.shopper")).to_contain_text("member")
+    expect(g.locator("td.shopper")).to_have_text("—")
     for row in (a, b, g):
         expect(row.locator("td.total")).to_have_text("€12.98")
     assert "Kowalski" not in page.content()
@@ -118,7 +118,7 @@ def test_list_shows_time_lane_name_with_consent_and_total_and_finds_receipts(
     # By the card number as it is printed on the card, with spaces.
     search(page, "4000 1234 1234 1234")
     expect(rows).to_have_count(1)
-    expect(page.locator(f'tr[data-job="{anna}"] td.customer')).to_have_text("Anna Berg")
+    expect(page.locator(f'tr[data-job="{anna}"] td.shopper')).to_have_text("Anna Berg")
     expect(page.locator("#search-result")).to_contain_text("…1234")
     # By the shopper's app member code.
     search(page, issuer.member("c-1"))
