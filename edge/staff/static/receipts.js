@@ -26,6 +26,11 @@
       if (button && info.state === "printed" && button.textContent !== "Print a copy") {
         button.textContent = "Print a copy";
         button.classList.remove("primary");
+        const form = button.form;
+        if (form && form.dataset.approveWhat) {
+          form.dataset.approveWhat = form.dataset.approveWhat.replace("Print again",
+                                                                      "Print a copy of");
+        }
       }
       return;
     }
