@@ -50,13 +50,14 @@ class ZonedFormatter(logging.Formatter):
     ("2026-11-24T16:07:09.123+02:00"), so a time a line quotes and the line's own stamp
     read alike, and nobody has to guess which zone a line is in."""
 
-    def __init__(self, fmt: str | None, zone: ZoneInfo) -> None:
+    def __init__(self, fmt: str | None, zone: ZoneInfo | None) -> None:
         super().__init__(fmt)
-        self.zone = zone
+        self.zone = zone  # None: the machine's own zone (a device's processes)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return datetime.fromtimestamp(record.created, self.zone).isoformat(
-            timespec="milliseconds")
+        when = datetime.fromtimestamp(record.created, self.zone) if self.zone is not None \
+            else datetime.fromtimestamp(record.created).astimezone()
+        return when.isoformat(timespec="milliseconds")
 
 
 def install(logger: logging.Logger | None = None, zone: ZoneInfo | None = None) -> None:
@@ -65,6 +66,15 @@ def install(logger: logging.Logger | None = None, zone: ZoneInfo | None = None) 
     for handler in (logger or logging.getLogger()).handlers:
         if not any(isinstance(f, RedactFilter) for f in handler.filters):
             handler.addFilter(RedactFilter())
-        if zone is not None and not isinstance(handler.formatter, ZonedFormatter):
+    if zone is not None:
+        stamp(zone, logger)
+
+
+def stamp(zone: ZoneInfo | None = None, logger: logging.Logger | None = None) -> None:
+    """Stamp the lines of every handler of `logger` (the root logger by default) with ISO
+    8601 times with their offset, in `zone` (None: the machine's zone), keeping each
+    handler's format."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not isinstance(handler.formatter, ZonedFormatter):
             fmt = handler.formatter._fmt if handler.formatter is not None else None
             handler.setFormatter(ZonedFormatter(fmt, zone))

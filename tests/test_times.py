@@ -4,6 +4,8 @@ with zoneinfo/strftime, never with the function under test."""
 
 from __future__ import annotations
 
+import io
+import logging
 import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -12,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cloud_sync.hub.settings import load_hub_settings
+from edge import logsafe
 from edge.devices import LastSeen
 from edge.errors import StartupError
 from edge.store import Store
@@ -96,3 +99,22 @@ def test_last_seen_moves_in_memory_and_is_written_once_per_flush(tmp_path: Path)
         assert _last_seen_in_db(tmp_path / "edge.db") == "2026-11-24T14:20:00.000Z"
     finally:
         store.close()
+
+
+def test_log_stamps_carry_the_zone_offset_and_keep_the_format() -> None:
+    logger = logging.getLogger("test-times-stamp")
+    logger.propagate = False
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        logsafe.install(logger, zone=ZoneInfo("Asia/Kolkata"))  # +05:30 all year
+        logger.warning("card 4000 1234 1234 1234 refused")
+    finally:
+        logger.removeHandler(handler)
+    stamp, rest = out.getvalue().strip().split(" ", 1)
+    assert stamp.endswith("+05:30"), stamp
+    when = datetime.fromisoformat(stamp)
+    assert abs((datetime.now(UTC) - when).total_seconds()) < 60
+    assert rest == "WARNING: card [redacted] refused"
