@@ -37,6 +37,7 @@ def money(minor: int, currency: str, locale: str) -> str:
 FORMS = {
     "moment": "d MMM, HH:mm",     # "21 Nov, 17:40": lists, receipts, the audit trail
     "day": "d MMM yyyy",          # "21 Nov 2026"
+    "day_month": "d MMM",         # "21 Nov": a chart's days
     "clock": "HH:mm",             # "17:40"
     "seconds": "HH:mm:ss",        # "17:40:09": what changes every few seconds (last seen)
     "full": "d MMM yyyy, HH:mm:ss",
@@ -67,9 +68,9 @@ def day(when: datetime, zone: ZoneInfo, locale: str) -> str:
     return local_time(when, zone, locale, "day")
 
 
-def calendar_day(when: date, locale: str) -> str:
+def calendar_day(when: date, locale: str, form: str = "day") -> str:
     """A calendar date as it is (no zone to convert from), short: "30 Nov 2026"."""
-    return str(format_date(when, FORMS["day"], locale=locale))
+    return str(format_date(when, FORMS[form], locale=locale))
 
 
 def clock_time(when: datetime, zone: ZoneInfo, locale: str) -> str:

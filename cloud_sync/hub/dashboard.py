@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from babel.dates import format_date, format_timedelta
+from babel.dates import format_timedelta
 from flask import (
     Blueprint,
     Flask,
@@ -249,7 +249,7 @@ def _context(scope: Scope, period: kpis.Period, period_error: str | None) -> dic
     rows = kpis.store_kpis(db, scope.stores, period.start_ts, period.end_ts)
     series = kpis.daily_series(db, ids, period, zone)
     names = {s.id: s.name for s in scope.stores}
-    labels = [str(format_date(d, "d MMM", locale=hub.settings.locale)) for d in series.days]
+    labels = [calendar_day(d, hub.settings.locale, "day_month") for d in series.days]
     redeemed = [sum(day) for day in zip(*series.redemptions.values(), strict=True)] \
         if series.redemptions else [0] * len(labels)
     where = scope.store.name if scope.store else \
