@@ -111,10 +111,16 @@ def test_list_shows_time_lane_name_with_consent_and_total_and_finds_receipts(
     assert "Kowalski" not in page.content()
     page.screenshot(path="/work/shots/i13-times-receipts.png", full_page=True)
 
-    # By receipt number (as printed: "Receipt <job>").
+    # By receipt number (as printed: "Receipt <job>"), whole or its last characters.
     search(page, ben)
     expect(rows).to_have_count(1)
     expect(page.locator(f'tr[data-job="{ben}"]')).to_be_visible()
+    search(page, f"Receipt {guest}")
+    expect(rows).to_have_count(1)
+    expect(page.locator(f'tr[data-job="{guest}"]')).to_be_visible()
+    search(page, anna[-8:].upper())
+    expect(rows).to_have_count(1)
+    expect(page.locator(f'tr[data-job="{anna}"]')).to_be_visible()
     # By the card number as it is printed on the card, with spaces.
     search(page, "4000 1234 1234 1234")
     expect(rows).to_have_count(1)

@@ -12,6 +12,7 @@ approval typed into the page's dialog (`/approve`), good for one reprint of that
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -82,7 +83,9 @@ LISTED = ("SELECT j.job, j.device_id, j.txn, j.printer, j.state, j.reason, j.per
           "FROM print_jobs j LEFT JOIN transactions t ON t.device_id = j.device_id "
           "AND t.txn = j.txn LEFT JOIN customers c ON c.id = COALESCE(j.customer_id, "
           "t.customer_id)")
-JOB_PREFIX_MIN = 8  # hex characters of a receipt number that find it
+# The last characters of a receipt number that find it: a receipt number (a UUIDv7) starts
+# with the time, the same for every receipt of a minute, and ends at random.
+JOB_END_MIN = 6
 SEARCH_MAX = 600  # characters: a member code is a few hundred
 
 
@@ -104,6 +107,8 @@ def _search(svc: EdgeService, text: str) -> Search:
     number (any spacing; its look-up hash, as identify computes it), else a receipt or sale
     number. Nothing typed here is logged or put in a URL."""
     text = text.strip()[:SEARCH_MAX]
+    # "Receipt 01a2…" copied from the paper's foot, or a sale number "s-12".
+    text = re.sub(r"^(receipt|sale)\s*:?\s+", "", text, flags=re.IGNORECASE)
     if looks_like_jws(text):
         try:
             sub = svc.keys.verify(text, MEMBER_TYP).get("sub")
@@ -123,7 +128,7 @@ def _search(svc: EdgeService, text: str) -> Search:
         return Search(text, numbers=tuple(numbers), customer=found.id if found else None,
                       identifier=digest, said=f"Receipts of card …{card[-4:]}")
     job = text.lower()
-    if len(job) >= JOB_PREFIX_MIN and all(c in "0123456789abcdef-" for c in job):
+    if len(job) >= JOB_END_MIN and all(c in "0123456789abcdef-" for c in job):
         numbers.append(job)
     return Search(text, numbers=tuple(numbers), said="Receipt number")
 
@@ -146,8 +151,8 @@ def listed(svc: EdgeService, *, state: str | None = None, lane: str | None = Non
     if search is not None:
         found = []
         for number in search.numbers:
-            found.append("j.txn = ? OR j.job = ? OR (length(?) >= ? AND j.job LIKE ? || '%')")
-            args.extend([number, number, number, JOB_PREFIX_MIN, number])
+            found.append("j.txn = ? OR j.job = ? OR (length(?) >= ? AND j.job LIKE '%' || ?)")
+            args.extend([number, number, number, JOB_END_MIN, number])
         if search.customer:
             found.append("c.id = ?")
             args.append(search.customer)
