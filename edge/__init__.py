@@ -26,7 +26,8 @@ def create_app(settings: Settings | None = None, *, start: bool = False) -> Flas
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # job bookkeeping is noise
-    logsafe.install()  # no e-mail, phone or card number in any log line
+    # No e-mail, phone or card number in any log line; times in the store's zone, with offset.
+    logsafe.install(zone=settings.zone)
     service = EdgeService(settings)
     app = Flask(__name__)
     app.config.update(

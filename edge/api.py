@@ -21,6 +21,7 @@ from edge.errors import EdgeError, Unauthorized
 from edge.protocol import ID_RE
 from edge.service import EdgeService
 from edge.staff.auth import require_staff
+from edge.wording import local_time
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -80,7 +81,16 @@ def metrics() -> Response:
 @bp.get("/api/v1/devices")
 @require_staff("cashier")
 def devices() -> Response:
-    return jsonify({"store": service().settings.store_id, "devices": list_devices(service().store)})
+    """Every device with its presence; `last_seen_local` is its last message as staff read
+    it (the store's zone and locale, wording.local_time), so the page's script formats
+    nothing itself."""
+    svc = service()
+    s = svc.settings
+    rows = svc.last_seen.merge(list_devices(svc.store))
+    for row in rows:
+        row["last_seen_local"] = local_time(row["last_seen"], s.zone, s.locale, "seconds") \
+            if row["last_seen"] else None
+    return jsonify({"store": s.store_id, "zone": s.tz, "devices": rows})
 
 
 @bp.post("/api/v1/pos/<device>/<method>")
@@ -97,6 +107,7 @@ def pos_request(device: str, method: str) -> Response:
         raise Unauthorized("Send the lane's device password as 'Authorization: Bearer ...'.")
     if not ID_RE.match(device) or not authenticate(service().store, "pos", device, token.strip()):
         raise Unauthorized("Unknown lane or wrong token.")
+    service().last_seen.note("pos", device)
     reply = service().dispatcher.handle_request(Caller("pos", device), method,
                                                 request.get_data(cache=False))
     return Response(reply.body, status=200, mimetype="application/json")

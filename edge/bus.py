@@ -22,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.datadir import DataDir
-from edge.devices import parse_status, record_status
+from edge.devices import LastSeen, parse_status, record_status
 from edge.dispatch import Caller, Dispatcher, Reply
 from edge.errors import BadRequest
 from edge.metrics import Metrics
@@ -153,8 +153,10 @@ class Bus:
     """The edge's connection to the store broker."""
 
     def __init__(self, settings: Settings, datadir: DataDir, store: Store, dispatcher: Dispatcher,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, last_seen: LastSeen | None = None) -> None:
         self.settings = settings
+        # Every message of a device moves its "last seen" on, in memory (devices.LastSeen).
+        self.last_seen = last_seen or LastSeen()
         self.store = store
         self.dispatcher = dispatcher
         self.metrics = metrics
@@ -273,6 +275,7 @@ class Bus:
             self.metrics.dropped.labels(reason="topic").inc()
             return
         key = topic.device_key
+        self.last_seen.note(topic.kind, topic.device)
         if topic.channel == "status":
             self._status_arrived(topic, msg.payload)
             return

@@ -183,13 +183,15 @@ def _wait_healthy(url: str, proc: subprocess.Popen[Any], timeout: float = 30) ->
     raise StartupError(f"the edge did not become healthy at {url}")
 
 
-def _prepare_hub(root: Path, port: int, tz: str) -> tuple[dict[str, str], str, str]:
+def _prepare_hub(root: Path, port: int, tz: str, locale: str
+                 ) -> tuple[dict[str, str], str, str]:
     """The demo's CRM hub: its environment, this store's token, the manager's password."""
     from cloud_sync.hub.db import HubDB
     from cloud_sync.hub.demo import seed
     from cloud_sync.hub.settings import load_hub_settings
 
-    env = {"HUB_DATA_DIR": str(root / "hub"), "HUB_HTTP_PORT": str(port), "HUB_TZ": tz}
+    env = {"HUB_DATA_DIR": str(root / "hub"), "HUB_HTTP_PORT": str(port), "HUB_TZ": tz,
+           "HUB_LOCALE": locale}
     hub_settings = load_hub_settings(env)
     db = HubDB(hub_settings.db_url)
     password = secrets.token_urlsafe(9)
@@ -247,7 +249,8 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090
                              http_port=http_port, broker_tls_port=_port_or_free(8883),
                              http_trusted_proxy="127.0.0.1",
                              trusted_keys=str(root / "demo-trusted-keys.json"))
-    hub_env, hub_token, hub_password = _prepare_hub(root, hub_port, settings.tz)
+    hub_env, hub_token, hub_password = _prepare_hub(root, hub_port, settings.tz,
+                                                     settings.locale)
     settings = settings.with_overrides(hub_url=f"http://127.0.0.1:{hub_port}",
                                        hub_token=hub_token, sync_pull_interval_s=15)
     printer_ports = {printer_id: _port_or_free(9100 + i)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlite_utils
@@ -19,7 +21,7 @@ from edge.broker import Login, hash_password, verify_password, write_broker_file
 from edge.datadir import DataDir
 from edge.errors import BadRequest, Conflict, NotFound
 from edge.outbox import queue_event
-from edge.protocol import DEVICE_KINDS, ID_RE, now_rfc3339, parse_ts
+from edge.protocol import DEVICE_KINDS, ID_RE, format_ts, now_rfc3339, parse_ts
 from edge.settings import Settings
 from edge.store import Store
 
@@ -106,6 +108,56 @@ def authenticate(store: Store, kind: str, device_id: str, password: str) -> bool
     row = store.query_one("SELECT password_hash FROM devices WHERE kind = ? AND id = ?",
                           (kind, device_id))
     return row is not None and verify_password(password, row["password_hash"])
+
+
+class LastSeen:
+    """When each device was last heard from: any message (a lane's request, an event, a
+    status) or HTTP call, not only a change of status.
+
+    Noted in memory on paho's network thread (one dict store, no lock held long) and written
+    to the devices table by `flush` (a job every few seconds, one write for all of them), so a
+    lane selling every second, or a device flooding the edge, costs no database write per
+    message. `merge` puts the newest moments into what the devices API shows."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], float] = {}
+        self._unsaved: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def note(self, kind: str, device_id: str, now: float | None = None) -> None:
+        key = (kind, device_id)
+        with self._lock:
+            self._seen[key] = time.time() if now is None else now
+            self._unsaved.add(key)
+
+    def get(self, kind: str, device_id: str) -> float | None:
+        return self._seen.get((kind, device_id))
+
+    def merge(self, devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`list_devices` rows with `last_seen` moved on to what was heard since the flush."""
+        for row in devices:
+            at = self.get(row["kind"], row["id"])
+            if at is not None:
+                text = format_ts(datetime.fromtimestamp(at, UTC))
+                if row["last_seen"] is None or text > row["last_seen"]:
+                    row["last_seen"] = text
+        return devices
+
+    def flush(self, store: Store) -> int:
+        """Write the moments noted since the last flush (never moving one back); how many."""
+        with self._lock:
+            keys, self._unsaved = self._unsaved, set()
+            rows = [(format_ts(datetime.fromtimestamp(self._seen[k], UTC)), *k) for k in keys]
+        if not rows:
+            return 0
+
+        def _write(db: sqlite_utils.Database) -> int:
+            return sum(db.execute(
+                "UPDATE devices SET last_seen = ? WHERE kind = ? AND id = ? AND "
+                "(last_seen IS NULL OR last_seen < ?)", (at, kind, dev, at)).rowcount
+                for at, kind, dev in rows)
+
+        return store.write(_write)
 
 
 def list_devices(store: Store) -> list[dict[str, Any]]:

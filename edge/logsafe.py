@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 MASK = "[redacted]"
 _PATTERNS = [
@@ -43,8 +45,36 @@ class RedactFilter(logging.Filter):
         return True
 
 
-def install(logger: logging.Logger | None = None) -> None:
-    """Put the filter on every handler of `logger` (the root logger by default), once."""
+class ZonedFormatter(logging.Formatter):
+    """Log lines stamped with the moment in the store's zone and its UTC offset
+    ("2026-11-24T16:07:09.123+02:00"), so a time a line quotes and the line's own stamp
+    read alike, and nobody has to guess which zone a line is in."""
+
+    def __init__(self, fmt: str | None, zone: ZoneInfo | None) -> None:
+        super().__init__(fmt)
+        self.zone = zone  # None: the machine's own zone (a device's processes)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        when = datetime.fromtimestamp(record.created, self.zone) if self.zone is not None \
+            else datetime.fromtimestamp(record.created).astimezone()
+        return when.isoformat(timespec="milliseconds")
+
+
+def install(logger: logging.Logger | None = None, zone: ZoneInfo | None = None) -> None:
+    """Put the filter on every handler of `logger` (the root logger by default), once; with
+    `zone`, stamp their lines with ISO 8601 times in that zone with the offset."""
     for handler in (logger or logging.getLogger()).handlers:
         if not any(isinstance(f, RedactFilter) for f in handler.filters):
             handler.addFilter(RedactFilter())
+    if zone is not None:
+        stamp(zone, logger)
+
+
+def stamp(zone: ZoneInfo | None = None, logger: logging.Logger | None = None) -> None:
+    """Stamp the lines of every handler of `logger` (the root logger by default) with ISO
+    8601 times with their offset, in `zone` (None: the machine's zone), keeping each
+    handler's format."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not isinstance(handler.formatter, ZonedFormatter):
+            fmt = handler.formatter._fmt if handler.formatter is not None else None
+            handler.setFormatter(ZonedFormatter(fmt, zone))

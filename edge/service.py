@@ -20,6 +20,7 @@ from edge.bus import Bus
 from edge.coupons import CouponBook
 from edge.customers import Lookup, local_bundle
 from edge.datadir import DataDir
+from edge.devices import LastSeen
 from edge.dispatch import Dispatcher, ReplyCache, register_builtin
 from edge.errors import StartupError
 from edge.hublink import HubLink
@@ -36,6 +37,8 @@ from edge.tokens import TrustedKeys, store_signing_key
 from edge.transactions import Checkout
 
 log = logging.getLogger(__name__)
+# How often the devices' "last seen" noted in memory is written to the database.
+LAST_SEEN_FLUSH_S = 5
 
 
 class EdgeService:
@@ -68,7 +71,9 @@ class EdgeService:
                                  self.hub, self.receipts, self.spool, self.online_lookup)
         register_pos_methods(self.dispatcher, self.checkout)
         self.dispatcher.event("job")(self.spool.on_job_event)
-        self.bus = Bus(settings, self.datadir, self.store, self.dispatcher, self.metrics)
+        self.last_seen = LastSeen()
+        self.bus = Bus(settings, self.datadir, self.store, self.dispatcher, self.metrics,
+                       self.last_seen)
         self.bus.on_status = self._device_status
         self.spool.send = lambda printer, job, document: self.bus.command(
             "printer", printer, "print", {"job": job, "document": document})
@@ -86,6 +91,8 @@ class EdgeService:
         self.scheduler.add_job(self._flush_statuses, "interval",
                                seconds=max(1, settings.status_event_interval_s // 2),
                                id="device_status_flush")
+        self.scheduler.add_job(self._flush_last_seen, "interval", seconds=LAST_SEEN_FLUSH_S,
+                               id="last_seen_flush", coalesce=True, max_instances=1)
         self.scheduler.add_job(self.store.checkpoint, "interval", minutes=5, id="wal_checkpoint",
                                coalesce=True, max_instances=1)
         self.scheduler.add_job(self.checkout.sweep, "interval", seconds=30,
@@ -128,6 +135,8 @@ class EdgeService:
             self.online_lookup.close()
         self.printers.stop()
         self.bus.stop()
+        with contextlib.suppress(Exception):  # the last moments heard, kept for next time
+            self.last_seen.flush(self.store)
         self.store.close()
 
     def _resume_printing(self) -> None:
@@ -164,6 +173,9 @@ class EdgeService:
         with contextlib.suppress(SchedulerNotRunningError):  # stopping meanwhile
             self.scheduler.add_job(fn, "date", run_date=when, name=f"{job_id} (soon)",
                                    misfire_grace_time=60)
+
+    def _flush_last_seen(self) -> None:
+        self.last_seen.flush(self.store)
 
     def _flush_statuses(self) -> None:
         from edge.devices import flush_statuses

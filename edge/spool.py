@@ -252,14 +252,14 @@ class Spool:
             sql += " WHERE " + " AND ".join(where)
         rows = self.store.query(sql + " ORDER BY created_at DESC, job DESC LIMIT ?",
                                 (*args, limit))
-        return [self._described(r) for r in rows]
+        return [self.described(r) for r in rows]
 
     def job(self, job: str) -> dict[str, Any] | None:
         row = self.store.query_one(f"SELECT {self.LISTED} FROM print_jobs WHERE job = ?", (job,))
-        return self._described(row) if row else None
+        return self.described(row) if row else None
 
     @staticmethod
-    def _described(row: dict[str, Any]) -> dict[str, Any]:
+    def described(row: dict[str, Any]) -> dict[str, Any]:
         row["reason_text"] = REASON_TEXT.get(row["reason"] or "", row["reason"])
         row["created"] = format_ts(datetime.fromtimestamp(row["created_at"], UTC))
         return row

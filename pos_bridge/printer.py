@@ -40,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
 
+from edge import logsafe
 from edge.protocol import Envelope
 from pos_bridge.device import DeviceClient, DeviceError
 from pos_bridge.receipt_render import DocumentError, check_profile, render_escpos
@@ -772,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s printer %(levelname)s: %(message)s")
+    logsafe.stamp()  # ISO 8601 times with the offset, as the edge's lines
     password = os.environ.get("PRINTER_MQTT_PASSWORD")
     if not password:
         print("PRINTER_MQTT_PASSWORD is not set", file=sys.stderr)

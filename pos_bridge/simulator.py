@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 import jwt
 
+from edge import logsafe
 from edge.protocol import uuid7
 from edge.wording import money
 from pos_bridge.device import DeviceClient, DeviceError
@@ -510,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s simulator: %(message)s")
+        logsafe.stamp()
         sim = Simulator(spec, http_url=args.http, only=args.interactive)
         signal.signal(signal.SIGTERM, _goodbye_on_sigterm)
         # Ctrl-C ends the session even when started from a script that ignores SIGINT.
@@ -527,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
             sim.close()
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s simulator: %(message)s")
+    logsafe.stamp()  # ISO 8601 times with the offset, as the edge's lines
     sim = Simulator(spec, checkout_every=args.checkout_every, http_url=args.http)
     signal.signal(signal.SIGTERM, lambda *_: sim.stop.set())
     signal.signal(signal.SIGINT, lambda *_: sim.stop.set())

@@ -7,6 +7,7 @@ non-zero exit, never a traceback.
 from __future__ import annotations
 
 import gc
+import logging
 import signal
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import click
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
+from edge import logsafe
 from edge.cli import emit, fails_cleanly_as
 from edge.errors import BadRequest, StartupError
 
@@ -74,6 +76,10 @@ def serve() -> None:
     from edge.websafe import proxy_options
 
     settings = load_hub_settings()
+    # Warnings and errors (as before), stamped in HUB_TZ with the offset, no personal data.
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsafe.install(zone=settings.zone)
     try:
         db = HubDB(settings.db_url)
     except Exception as exc:

@@ -13,7 +13,7 @@ import io
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,6 +25,7 @@ from flask import (
     abort,
     current_app,
     g,
+    has_app_context,
     jsonify,
     redirect,
     render_template,
@@ -37,12 +38,20 @@ from flask_wtf.csrf import CSRFProtect
 from cloud_sync.hub import charts, kpis
 from cloud_sync.hub.managers import Manager, authenticate, get_manager
 from edge.websafe import local_path, page_headers
-from edge.wording import moment, money, to_major
+from edge.wording import (
+    calendar_day,
+    date_pattern,
+    input_date,
+    local_time,
+    money,
+    parse_input_date,
+    to_major,
+)
 
 bp = Blueprint("hub_dashboard", __name__, template_folder="templates", static_folder="static",
                static_url_path="/assets")
 csrf = CSRFProtect()
-LOCALE = "en_IE"   # the edge's default wording locale; the dashboard is in English
+LOCALE = "en_IE"   # outside a request; in one, the hub's HUB_LOCALE (the words are English)
 REFRESH_S = 10
 OPEN_ENDPOINTS = {"hub_dashboard.login", "hub_dashboard.static"}
 # The live refresh and scripts get a status, not the login page's HTML.
@@ -140,17 +149,53 @@ def _scope(store_id: str | None = None) -> Scope:
     return Scope(manager, wanted, None, kpis.stores_in(db, wanted), choices)
 
 
+def _typed_dates() -> dict[str, str] | None:
+    """`from`/`to` as typed in the locale's date fields (24.11.2026) turned into the ISO
+    dates the URL keeps (2026-11-24); None when they already are ISO (or unreadable: the
+    period says so)."""
+    locale = current_app.extensions["hub"].settings.locale
+    iso = {}
+    for name in ("from", "to"):
+        text = request.args.get(name, "").strip()
+        if not text:
+            continue
+        try:
+            date.fromisoformat(text)
+            continue
+        except ValueError:
+            pass
+        try:
+            iso[name] = parse_input_date(text, locale).isoformat()
+        except ValueError:
+            continue
+    return iso or None
+
+
+def _canonical() -> Any:
+    """A redirect to the same page with ISO dates in the URL, when the form sent the
+    locale's (bookmarks and links keep one format whatever the hub's locale)."""
+    iso = _typed_dates()
+    if iso is None or request.endpoint is None:
+        return None
+    args: dict[str, Any] = {**request.args.to_dict(), **iso, **(request.view_args or {})}
+    return redirect(url_for(request.endpoint, **args))
+
+
 def _period() -> tuple[kpis.Period, str | None]:
     """The period asked for, or the last 7 days with a sentence saying what was wrong."""
     hub = current_app.extensions["hub"]
     zone, now = hub.settings.zone, time.time()
     key = request.args.get("period", kpis.DEFAULT_PERIOD)
+    dates = {"from": request.args.get("from", ""), "to": request.args.get("to", ""),
+             **(_typed_dates() or {})}
     try:
-        return kpis.period_of(key, zone, now, request.args.get("from", ""),
-                              request.args.get("to", "")), None
+        return kpis.period_of(key, zone, now, dates["from"], dates["to"]), None
     except kpis.PeriodError as exc:
+        said = str(exc)
+        if said.startswith("Dates must look like"):  # in the locale's words, not ISO's
+            said = f"Dates must look like {input_date(date(2026, 11, 24), hub.settings.locale)}."
         return kpis.period_of(kpis.DEFAULT_PERIOD, zone, now), \
-            f"{exc} Showing the last 7 days instead."
+            f"{said} Showing the last 7 days instead."
 
 
 def _period_args(period: kpis.Period) -> dict[str, str]:
@@ -160,11 +205,17 @@ def _period_args(period: kpis.Period) -> dict[str, str]:
     return {"period": period.key}
 
 
+def _locale() -> str:
+    """The hub's locale (HUB_LOCALE) for dates, times and money on the dashboard."""
+    hub = current_app.extensions.get("hub") if has_app_context() else None
+    return hub.settings.locale if hub is not None else LOCALE
+
+
 def format_money(amounts: dict[str, int]) -> str:
     """Minor units per currency for people: "€12.98", several currencies joined by " · "."""
     if not amounts:
         return "–"
-    return " · ".join(money(minor, cur, LOCALE) for cur, minor in sorted(amounts.items()))
+    return " · ".join(money(minor, cur, _locale()) for cur, minor in sorted(amounts.items()))
 
 
 def format_pct(value: float | None) -> str:
@@ -179,7 +230,7 @@ def format_ago(ts: float | None, now: float) -> str:
     if now - ts < 5:
         return "just now"
     return str(format_timedelta(timedelta(seconds=ts - now), add_direction=True,
-                                locale=LOCALE))
+                                locale=LOCALE))  # words, and the dashboard's are English
 
 
 def format_age(seconds: float | None) -> str:
@@ -199,9 +250,10 @@ def _context(scope: Scope, period: kpis.Period, period_error: str | None) -> dic
     rows = kpis.store_kpis(db, scope.stores, period.start_ts, period.end_ts)
     series = kpis.daily_series(db, ids, period, zone)
     names = {s.id: s.name for s in scope.stores}
+    locale = hub.settings.locale
     per = "hour" if series.hours else "day"
-    labels = [h.strftime("%H:%M") for h in series.hours] if series.hours else \
-        [d.strftime("%-d %b") for d in series.days]
+    labels = [local_time(h, zone, locale, "clock") for h in series.hours] if series.hours \
+        else [calendar_day(d, locale, "day_month") for d in series.days]
     begun = series.begun(now)  # hours or days still to come get no point, not a zero
     redeemed = [sum(day) for day in zip(*series.redemptions.values(), strict=True)][:begun] \
         if series.redemptions else [0] * begun
@@ -225,7 +277,13 @@ def _context(scope: Scope, period: kpis.Period, period_error: str | None) -> dic
             "chart-redemptions", f"Coupon redemptions per {per}, {where}", labels, redeemed,
             "redemptions"),
         "chart_per": per,
-        "updated": moment(datetime.fromtimestamp(now, UTC), zone, LOCALE),
+        "updated": local_time(datetime.fromtimestamp(now, UTC), zone, locale),
+        "first_day": calendar_day(period.first, locale),
+        "last_day": calendar_day(period.last, locale),
+        "date_pattern": date_pattern(locale),
+        "date_example": input_date(date(2026, 11, 24), locale),
+        "from_text": input_date(period.first, locale),
+        "to_text": input_date(period.last, locale),
         "zone": hub.settings.tz,
     }
 
@@ -249,14 +307,14 @@ SUSPECT_REASONS = {
 def home() -> Any:
     """The dashboard of the manager's region (or the chosen region, or all of them)."""
     scope = _scope()
-    return render_template("dashboard.html", **_context(scope, *_period()))
+    return _canonical() or render_template("dashboard.html", **_context(scope, *_period()))
 
 
 @bp.get("/stores/<store_id>")
 def store_page(store_id: str) -> Any:
     """One store's dashboard; another region's store is a 404."""
     scope = _scope(store_id)
-    return render_template("dashboard.html", **_context(scope, *_period()))
+    return _canonical() or render_template("dashboard.html", **_context(scope, *_period()))
 
 
 @bp.get("/stores/<store_id>/redemptions/<redemption_id>")
@@ -270,13 +328,13 @@ def sale_page(store_id: str, redemption_id: str) -> Any:
         abort(404)
     return render_template("sale.html", scope=scope, manager=scope.manager, sale=sale,
                            redemption_id=redemption_id, zone=hub.settings.zone,
-                           moment_of=_moment_of(hub.settings.zone))
+                           moment_of=_moment_of(hub.settings.zone, hub.settings.locale))
 
 
-def _moment_of(zone: ZoneInfo) -> Callable[[float | None], str]:
-    """A Unix time for people, in the hub's zone ("30 Nov 2026, 11:00")."""
+def _moment_of(zone: ZoneInfo, locale: str) -> Callable[[float | None], str]:
+    """A Unix time for people, in the hub's zone and locale ("30 Nov, 11:00")."""
     def fmt(ts: float | None) -> str:
-        return "–" if ts is None else moment(datetime.fromtimestamp(ts, UTC), zone, LOCALE)
+        return "–" if ts is None else local_time(ts, zone, locale)
     return fmt
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel import Locale, UnknownLocaleError
+
 from edge.errors import StartupError
 
 
@@ -21,6 +23,7 @@ class HubSettings:
     http_host: str = "127.0.0.1"
     http_port: int = 8090
     tz: str = "UTC"            # the dashboard's days and periods
+    locale: str = "en_IE"      # how the dashboard writes dates, times and money
     max_batch_events: int = 1000
     max_batch_bytes: int = 4 * 1024 * 1024
     stale_after_s: int = 900   # a store silent this long "stopped syncing"
@@ -59,6 +62,12 @@ def load_hub_settings(env: Mapping[str, str] | None = None) -> HubSettings:
     except (ZoneInfoNotFoundError, ValueError):
         raise StartupError(f"HUB_TZ={tz!r} is not an IANA time zone such as Europe/Berlin") \
             from None
+    locale = env.get("HUB_LOCALE") or "en_IE"
+    try:
+        Locale.parse(locale)
+    except (UnknownLocaleError, ValueError):
+        raise StartupError(f"HUB_LOCALE={locale!r} is not a locale such as en_IE or de_DE") \
+            from None
     url = env.get("HUB_DATABASE_URL", "")
     if url and not url.startswith(("sqlite://", "postgresql://", "postgres://",
                                    "postgresql+psycopg://")):
@@ -70,6 +79,7 @@ def load_hub_settings(env: Mapping[str, str] | None = None) -> HubSettings:
         http_host=env.get("HUB_HTTP_HOST") or "127.0.0.1",
         http_port=_int(env, "HUB_HTTP_PORT", 8090, 0, 65535),
         tz=tz,
+        locale=locale,
         max_batch_events=_int(env, "HUB_MAX_BATCH_EVENTS", 1000, 1, 100_000),
         max_batch_bytes=_int(env, "HUB_MAX_BATCH_BYTES", 4 * 1024 * 1024, 1024, 256 << 20),
         stale_after_s=_int(env, "HUB_STALE_AFTER_S", 900, 10, 7 * 86400),

@@ -26,7 +26,7 @@ from edge.staff.receipts import bp as receipts_bp
 from edge.staff.sync import bp as sync_bp
 from edge.staff.sync import sync_warning
 from edge.websafe import local_path, page_headers
-from edge.wording import moment
+from edge.wording import local_time, moment
 
 bp = Blueprint("staff", __name__, url_prefix="/staff", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -84,6 +84,14 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(checkout_bp)
     app.register_blueprint(receipts_bp)
     app.register_blueprint(sync_bp)
+    settings = app.extensions["edge"].settings
+
+    def _local_time(when: Any, form: str = "moment") -> str:
+        """`{{ job.created_at | local_time }}`: every time a staff page shows, in the store's
+        zone and locale (wording.local_time)."""
+        return local_time(when, settings.zone, settings.locale, form) if when else ""
+
+    app.jinja_env.filters["local_time"] = _local_time
 
     @app.context_processor
     def _sync_banner() -> dict[str, Any]:

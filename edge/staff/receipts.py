@@ -12,6 +12,8 @@ approval typed into the page's dialog (`/approve`), good for one reprint of that
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -30,12 +32,15 @@ from flask import (
 )
 
 from edge.audit import REPRINT, Actor
+from edge.customers import IdentifierError, find_by_hash, normalise_card
 from edge.errors import BadRequest
 from edge.protocol import ID_RE
 from edge.service import EdgeService
+from edge.spool import Spool
 from edge.staff.approvals import APPROVAL_SECONDS, consume, grant, manager_required
 from edge.staff.auth import client_address, current_user, require_staff
-from edge.wording import moment
+from edge.tokens import MEMBER_TYP, TokenRejected, looks_like_jws
+from edge.wording import local_time, money
 
 T = TypeVar("T")
 bp = Blueprint("receipts", __name__, url_prefix="/staff/receipts")
@@ -70,9 +75,112 @@ def _found(value: T | None) -> T:
     return value
 
 
-@bp.get("/")
+# The list: each receipt with its sale (lane, total) and shopper; the name only for a shopper
+# whose consent allows personalisation (as the paper itself: edge/receipts.py).
+LISTED = ("SELECT j.job, j.device_id, j.txn, j.printer, j.state, j.reason, j.personalised, "
+          "j.copy_of, j.attempts, j.created_at, j.updated_at, j.printed_at, t.total_minor, "
+          "t.currency, c.id AS customer, c.display_name, c.consent "
+          "FROM print_jobs j LEFT JOIN transactions t ON t.device_id = j.device_id "
+          "AND t.txn = j.txn LEFT JOIN customers c ON c.id = COALESCE(j.customer_id, "
+          "t.customer_id)")
+# The last characters of a receipt number that find it: a receipt number (a UUIDv7) starts
+# with the time, the same for every receipt of a minute, and ends at random.
+JOB_END_MIN = 6
+SEARCH_MAX = 600  # characters: a member code is a few hundred
+
+
+@dataclass(frozen=True)
+class Search:
+    """What the search box found out about what was typed: a receipt number, or a shopper
+    (by loyalty card or member code), and how to say it."""
+
+    text: str
+    numbers: tuple[str, ...] = ()   # receipt (job) ids or their start, and sale numbers
+    customer: str | None = None     # the shopper's customer id
+    identifier: str | None = None   # what a sale keeps for an unknown shopper's card/code
+    said: str = ""                  # "Receipts of card …1234", for the page
+    error: str | None = None
+
+
+def _search(svc: EdgeService, text: str) -> Search:
+    """Resolve the search box: a member code (a signed token: its subject), a loyalty-card
+    number (any spacing; its look-up hash, as identify computes it), else a receipt or sale
+    number. Nothing typed here is logged or put in a URL."""
+    text = text.strip()[:SEARCH_MAX]
+    # "Receipt 01a2…" copied from the paper's foot, or a sale number "s-12".
+    text = re.sub(r"^(receipt|sale)\s*:?\s+", "", text, flags=re.IGNORECASE)
+    if looks_like_jws(text):
+        try:
+            sub = svc.keys.verify(text, MEMBER_TYP).get("sub")
+        except TokenRejected:
+            return Search(text, error="That member code is not genuine (or is a coupon).")
+        if not isinstance(sub, str) or not sub:
+            return Search(text, error="That member code is not readable.")
+        return Search(text, customer=sub, identifier=sub, said="Receipts of a member code")
+    numbers = [text]
+    try:
+        card = normalise_card(text)
+    except IdentifierError:
+        card = None
+    if card is not None:
+        digest = svc.lookup.hash("card", card)
+        found = find_by_hash(svc.store, "card", digest)
+        return Search(text, numbers=tuple(numbers), customer=found.id if found else None,
+                      identifier=digest, said=f"Receipts of card …{card[-4:]}")
+    job = text.lower()
+    if len(job) >= JOB_END_MIN and all(c in "0123456789abcdef-" for c in job):
+        numbers.append(job)
+    return Search(text, numbers=tuple(numbers), said="Receipt number")
+
+
+def listed(svc: EdgeService, *, state: str | None = None, lane: str | None = None,
+           search: Search | None = None, jobs: list[str] | None = None,
+           limit: int = 100) -> list[dict[str, Any]]:
+    """Receipts for the list, newest first, worded for staff."""
+    where: list[str] = []
+    args: list[Any] = []
+    if state:
+        where.append("j.state = ?")
+        args.append(state)
+    if lane:
+        where.append("j.device_id = ?")
+        args.append(lane)
+    if jobs is not None:
+        where.append(f"j.job IN ({', '.join('?' * len(jobs))})")
+        args.extend(jobs)
+    if search is not None:
+        found = []
+        for number in search.numbers:
+            found.append("j.txn = ? OR j.job = ? OR (length(?) >= ? AND j.job LIKE '%' || ?)")
+            args.extend([number, number, number, JOB_END_MIN, number])
+        if search.customer:
+            found.append("c.id = ?")
+            args.append(search.customer)
+        if search.identifier:
+            found.append("t.identifier = ?")
+            args.append(search.identifier)
+        where.append("(" + (" OR ".join(found) or "0") + ")")
+    sql = LISTED + (" WHERE " + " AND ".join(where) if where else "")
+    rows = svc.store.query(sql + " ORDER BY j.created_at DESC, j.job DESC LIMIT ?",
+                           (*args, limit))
+    s = svc.settings
+    out = []
+    for row in rows:
+        consent = json.loads(row.pop("consent") or "{}")
+        name = row.pop("display_name")
+        row["name"] = name if consent.get("personalised") else None
+        row["identified"] = row.pop("customer") is not None
+        row["total"] = money(row["total_minor"], row["currency"], s.locale) \
+            if row["total_minor"] is not None and row["currency"] else None
+        out.append(_worded(svc, Spool.described(row)))
+    return out
+
+
+@bp.route("/", methods=["GET", "POST"])
 @require_staff("cashier")
 def page() -> Any:
+    """The list; the search box posts (a card number or member code stays out of URLs and
+    the access log)."""
     svc = _service()
     state = request.args.get("state") or None
     if state not in (None, *STATES):
@@ -80,9 +188,28 @@ def page() -> Any:
     lane = request.args.get("lane") or None
     if lane is not None and not ID_RE.match(lane):
         lane = None
-    jobs = [_worded(svc, j) for j in svc.spool.recent(100, state=state, lane=lane)]
+    search = None
+    if request.method == "POST" and request.form.get("q", "").strip():
+        search = _search(svc, request.form["q"])
+    jobs = [] if search is not None and search.error else \
+        listed(svc, state=state, lane=lane, search=search)
     return render_template("receipts.html", user=current_user(), store=svc.settings, jobs=jobs,
-                           counts=svc.spool.counts(), state=state, lane=lane, states=STATES)
+                           counts=svc.spool.counts(), state=state, lane=lane, states=STATES,
+                           search=search)
+
+
+@bp.get("/states")
+@require_staff("cashier")
+def states() -> Any:
+    """The state of the receipts a page shows (`?job=…&job=…`), for its script to update
+    them without a reload."""
+    wanted = [j for j in request.args.getlist("job")[:PREVIEWS * 2]
+              if 0 < len(j) <= 64 and all(c in "0123456789abcdef-" for c in j)]
+    rows = listed(_service(), jobs=wanted, limit=len(wanted)) if wanted else []
+    return jsonify({"jobs": {r["job"]: {"state": r["state"], "reason": r["reason_text"] or "",
+                                        "printed": r.get("printed_when") or ""}
+                             for r in rows},
+                    "counts": _service().spool.counts()})
 
 
 @bp.get("/<job>")
@@ -97,10 +224,9 @@ def detail(job: str) -> Any:
 def _worded(svc: EdgeService, row: dict[str, Any]) -> dict[str, Any]:
     """Times in the store's zone, as staff read them."""
     s = svc.settings
-    row["when"] = moment(datetime.fromtimestamp(row["created_at"], UTC), s.zone, s.locale)
+    row["when"] = local_time(datetime.fromtimestamp(row["created_at"], UTC), s.zone, s.locale)
     if row.get("printed_at"):
-        row["printed_when"] = moment(datetime.fromisoformat(row["printed_at"]), s.zone,
-                                     s.locale)
+        row["printed_when"] = local_time(row["printed_at"], s.zone, s.locale)
     return row
 
 

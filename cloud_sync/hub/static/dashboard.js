@@ -30,8 +30,8 @@
   document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
 
   // Typing a date means a custom period.
-  for (const input of document.querySelectorAll('.controls input[type="date"]')) {
-    input.addEventListener("change", () => {
+  for (const input of document.querySelectorAll(".controls input.date")) {
+    input.addEventListener("input", () => {
       const custom = document.querySelector('.controls input[value="custom"]');
       if (custom) custom.checked = true;
     });

@@ -30,7 +30,8 @@
         const tr = document.createElement("tr");
         tr.dataset.device = d.kind + "/" + d.id;
         tr.append(cell(d.kind), cell(d.id), cell(d.state, "state " + d.state),
-                  cell(d.last_seen ? new Date(d.last_seen).toLocaleTimeString() : "never"),
+                  // Formatted by the server in the store's zone and locale, as every staff time is.
+                  cell(d.last_seen_local || "never"),
                   cell(details(d.status)));
         return tr;
       }));
