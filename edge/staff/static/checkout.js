@@ -30,6 +30,8 @@
   const categoryQty = document.getElementById("category-qty");
   const replaceDialog = document.getElementById("replace-dialog");
   const replaceText = document.getElementById("replace-text");
+  const replaceYes = document.getElementById("replace-yes");
+  const replaceNo = document.getElementById("replace-no");
   const newSaleButton = document.getElementById("new-sale");
   const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
   const precision = Number(root.dataset.precision);
@@ -285,11 +287,21 @@
   function askReplace(current, what) {
     replaceText.textContent = current.customer.display_name + " is on this sale. Replace " +
       "them with the shopper of this " + what + "?";
-    replaceDialog.returnValue = "";
-    replaceDialog.showModal();
     return new Promise((resolve) => {
-      replaceDialog.addEventListener("close", () => resolve(replaceDialog.returnValue ===
-                                                            "replace"), { once: true });
+      function done(replace) {
+        replaceYes.onclick = null;
+        replaceNo.onclick = null;
+        replaceDialog.oncancel = null;
+        replaceDialog.close();
+        scan.blur(); // a modal dialog leaves Chromium's text input behind: focus anew
+        scan.focus();
+        resolve(replace);
+      }
+      replaceYes.onclick = () => done(true);
+      replaceNo.onclick = () => done(false);
+      replaceDialog.oncancel = (event) => { event.preventDefault(); done(false); };
+      replaceDialog.showModal();
+      replaceNo.focus(); // Enter from a scanner must not replace the shopper
     });
   }
 
