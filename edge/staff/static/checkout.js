@@ -159,7 +159,7 @@
       tr.append(cell);
       return tr;
     }));
-    itemEntry.disabled = sale.state !== "open";
+    itemEntry.hidden = sale.state !== "open"; // a closed sale is only for reading
     if (sale.lines.length) sale.basketMinor = linesMinor(sale.lines);
 
     couponList.replaceChildren(...sale.coupons.map((c) => {
