@@ -444,6 +444,22 @@ def test_unknown_product_and_bad_lines_say_what_to_do_and_keep_what_was_typed(
     assert answer.status_code == 400
     assert answer.json()["error"]["message"] == \
         "This store has no category 'toys': pick one from the list."
+    # What /scan makes of a code, as a script sees it (HTTP Basic: the lane staff-web).
+    def scan(**body: object) -> requests.Response:
+        return requests.post(f"{checkout_edge}/staff/checkout/scan?lane=staff-web",
+                             json={"txn": "web-http-1", **body},
+                             auth=(CASHIER, CASHIER_PW), timeout=5)
+
+    assert scan(code=MILK).json()["line"] == {
+        "sku": MILK, "qty": 1, "unit_minor": 149, "categories": ["dairy"], "name": "Milk 1 l"}
+    asked = scan(code="0160/5550199", customer_on_sale=True).json()
+    assert asked == {"action": "confirm_replace", "kind": "phone", "what": "phone number"}
+    who = scan(code="0160/5550199").json()
+    assert (who["action"], who["kind"], who["reply"]["data"]["customer"]["id"]) == \
+        ("identify", "phone", "c-2")
+    bad = scan(code="+49 123")
+    assert (bad.status_code, bad.json()["error"]["message"]) == (
+        400, "That is not a valid phone number for DE; type it with its +country code.")
 
 
 def test_undo_last_sale_is_about_the_last_sale_and_not_beside_an_open_one(
