@@ -124,7 +124,8 @@ def _body() -> dict[str, Any]:
 def to_minor(text: Any, currency: str) -> int:
     """What the cashier typed as the basket total ("12,50" or "12.50") in minor units."""
     if not isinstance(text, str) or not text.strip():
-        raise BadRequest("Type the basket total first, e.g. 23.50.", detail={"field": "total"})
+        raise BadRequest("Scan the items or type the basket total first, e.g. 23.50.",
+                         detail={"field": "total"})
     typed = text.strip()
     places = int(get_currency_precision(currency))
     if not AMOUNT_RE.match(typed):
