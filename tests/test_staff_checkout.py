@@ -420,7 +420,7 @@ def test_unknown_product_and_bad_lines_say_what_to_do_and_keep_what_was_typed(
     # The unknown product by category and amount instead.
     till.get_by_label("Category").select_option("fruit")
     amount = till.get_by_label("Price each")
-    for typed, sentence in [("25000", "That is more than 10,000 EUR for one item: check the "
+    for typed, sentence in [("25000", "That is more than €10,000.00 for one item: check the "
                                       "amount."),
                             ("0", "Type the item's price: it must be more than 0."),
                             ("abc", "'abc' is not an amount: type the item's price like 2.49.")]:

@@ -35,6 +35,7 @@ from edge.staff.accounts import StaffUser
 from edge.staff.approvals import APPROVAL_SECONDS, consume, grant
 from edge.staff.auth import client_address, csrf, current_user, require_staff
 from edge.transactions import TXN_RE
+from edge.wording import money
 
 F = TypeVar("F", bound=Callable[..., Any])
 bp = Blueprint("checkout", __name__, url_prefix="/staff/checkout")
@@ -158,8 +159,9 @@ def _amount(text: Any, currency: str) -> int:
         raise BadRequest("Type the item's price: it must be more than 0.",
                          detail={"field": "amount"})
     if minor > MAX_LINE_MAJOR * 10**places:
-        raise BadRequest(f"That is more than {MAX_LINE_MAJOR:,} {currency} for one item: check "
-                         "the amount.", detail={"field": "amount"})
+        most = money(MAX_LINE_MAJOR * 10**places, currency, _service().settings.locale)
+        raise BadRequest(f"That is more than {most} for one item: check the amount.",
+                         detail={"field": "amount"})
     return int(minor)
 
 
