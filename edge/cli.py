@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gc
 import json
 import signal
@@ -14,7 +15,7 @@ from typing import Any, TypeVar, cast
 import click
 
 from edge.datadir import DataDir
-from edge.errors import EdgeError, NotFound, StartupError
+from edge.errors import BadRequest, EdgeError, NotFound, StartupError
 from edge.settings import Settings, load_settings
 from edge.store import Store
 from edge.tls import StoreTLS, fingerprint, parse_names, proxy_site
@@ -373,6 +374,47 @@ def campaigns_import(path: str) -> None:
         _import_file(path, lambda f, progress: import_jsonl(
             store, f, lambda obj: parse_campaign(obj, settings.locale), upsert_campaigns,
             progress))
+
+
+@main.group()
+def products() -> None:
+    """The store's product list, for basket lines on the staff checkout page."""
+
+
+@products.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None,
+              help="The file's format (default: csv for a .csv file, else JSON Lines).")
+@_fails_cleanly
+def products_import(path: str, fmt: str | None) -> None:
+    """Load products from a CSV or JSON Lines file; prints {"imported","skipped","problems"}.
+
+    A product already known (same sku) is replaced. Exit status 1 when lines were skipped
+    (the good lines are still imported).
+    """
+    from edge.imports import import_jsonl, import_records
+    from edge.products import csv_rows, parse_product, upsert_products
+
+    settings = load_settings()
+    fmt = fmt or ("csv" if path.lower().endswith(".csv") else "jsonl")
+
+    def run(f: Any, progress: Callable[[int], None]) -> Any:
+        def parse(obj: Any) -> Any:
+            return parse_product(obj, settings.currency)
+
+        if fmt == "jsonl":
+            return import_jsonl(store, f, parse, upsert_products, progress)
+        try:
+            rows = list(csv_rows(f))
+        except (ValueError, csv.Error) as exc:
+            raise BadRequest(f"{path}: {exc}") from None
+        return import_records(store, rows, parse, upsert_products, progress)
+
+    _, store = _open(settings)
+    try:
+        _import_file(path, run)
+    finally:
+        store.close()
 
 
 @main.group()

@@ -135,6 +135,16 @@ def _seed(settings: Settings, app: SigningKey) -> tuple[dict[str, Any], list[dic
     return scans, records
 
 
+def _load_products(store: Store) -> None:
+    """The simulated lanes' catalogue as the store's product list, as `edge products import`
+    loads it: the staff checkout page then knows the items the lanes sell."""
+    from edge.products import Product, upsert_products
+    from pos_bridge.simulator import CATALOGUE
+
+    store.write(lambda db: upsert_products(db, [
+        Product(p.sku, p.name, p.unit_minor, p.categories) for p in CATALOGUE]))
+
+
 def _prepare(settings: Settings, printer_ports: dict[str, int], hub_env: dict[str, str]
              ) -> tuple[DataDir, str]:
     """Data dir, demo devices and printers, a manager account with a fresh password; the
@@ -158,6 +168,7 @@ def _prepare(settings: Settings, printer_ports: dict[str, int], hub_env: dict[st
                       json.dumps({"keys": [app.public_jwk()]}, indent=2), replace=True)
         scans, shoppers = _seed(settings, app)
         _feed_hub(hub_env, app, shoppers, settings.country, settings.locale)
+        _load_products(store)
     finally:
         store.close()
     # The simulated lanes reach the broker as lanes on the store LAN do: TLS, store CA.

@@ -1,4 +1,5 @@
-"""Bulk loading of JSON Lines files (customers, campaigns) with a report of what was skipped.
+"""Bulk loading of JSON Lines and CSV files (customers, campaigns, products) with a report
+of what was skipped.
 
 Each line is validated on its own; a bad line is skipped with its line number and the
 reason, never half-written, and never stops the rest. Good lines are written in batches,
@@ -8,7 +9,7 @@ one store transaction each.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,6 +33,24 @@ def import_jsonl(store: Store, lines: Iterable[str], parse: Callable[[Any], T],
                  write: Callable[[Any, list[T]], None],
                  progress: Callable[[int], None] = lambda n: None) -> ImportReport:
     """Parse each line with `parse` (ValueError = skip with reason) and `write` batches."""
+
+    def records() -> Iterator[tuple[int, Any]]:
+        for number, text in enumerate(lines, start=1):
+            if not text.strip():
+                continue
+            try:
+                yield number, json.loads(text)
+            except json.JSONDecodeError:
+                yield number, ValueError("not valid JSON")
+
+    return import_records(store, records(), parse, write, progress)
+
+
+def import_records(store: Store, records: Iterable[tuple[int, Any]], parse: Callable[[Any], T],
+                   write: Callable[[Any, list[T]], None],
+                   progress: Callable[[int], None] = lambda n: None) -> ImportReport:
+    """(line number, record) pairs, each parsed with `parse`; a ValueError in place of a
+    record, or raised by `parse`, skips that line with its reason."""
     report = ImportReport()
     batch: list[T] = []
 
@@ -42,15 +61,13 @@ def import_jsonl(store: Store, lines: Iterable[str], parse: Callable[[Any], T],
             progress(len(batch))
             batch.clear()
 
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
+    for number, obj in records:
         try:
-            obj = json.loads(text)
+            if isinstance(obj, ValueError):
+                raise obj
             batch.append(parse(obj))
         except ValueError as exc:
-            reason = "not valid JSON" if isinstance(exc, json.JSONDecodeError) else str(exc)
-            report.skipped.append((number, reason))
+            report.skipped.append((number, str(exc)))
             progress(1)
             continue
         if len(batch) >= BATCH:

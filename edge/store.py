@@ -528,3 +528,21 @@ def _m0011(db: sqlite_utils.Database) -> None:
         );
         """
     )
+
+
+@MIGRATIONS(name="0012_products")
+def _m0012(db: sqlite_utils.Database) -> None:
+    # The store's product list for the staff checkout page (edge products import, later the
+    # hub): what a typed or scanned product code costs and which categories it is in, so
+    # item-bound coupons work on the page as at an integrated lane.
+    db.executescript(
+        """
+        CREATE TABLE products (
+            sku TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            unit_minor INTEGER NOT NULL,
+            categories TEXT NOT NULL DEFAULT '[]',
+            updated_at TEXT NOT NULL
+        );
+        """
+    )

@@ -29,6 +29,7 @@ from typing import Any
 
 from edge.audit import VOID, Actor, record
 from edge.basket import Basket, Pricing
+from edge.codes import classify_code
 from edge.coupons import Coupon, CouponBook, CouponRefused
 from edge.customers import (
     Customer,
@@ -39,7 +40,6 @@ from edge.customers import (
     customer_of,
     find_by_hash,
     get_customer,
-    normalise_card,
     normalise_phone,
     parse_customer,
     upsert_customers,
@@ -52,7 +52,7 @@ from edge.receipts import Receipts
 from edge.settings import Settings
 from edge.spool import Spool
 from edge.store import Store
-from edge.tokens import COUPON_TYP, MEMBER_TYP, TokenRejected, TrustedKeys, looks_like_jws
+from edge.tokens import COUPON_TYP, MEMBER_TYP, TokenRejected, TrustedKeys
 from edge.wording import clock_time, moment
 
 log = logging.getLogger(__name__)
@@ -216,16 +216,22 @@ class Checkout:
                 find_by_hash(self.store, "phone", digest), "phone", e164, digest, started),
                 None)
         assert code is not None
-        if looks_like_jws(code):
+        # The one reading of a scanned code, shared with the staff checkout page.
+        scanned = classify_code(code, self.settings.country)
+        if scanned.kind in ("member", "coupon"):
             sub, jti, exp = self._member_code(code)
             return ("member", sub, *self._local_or_hub(
                 get_customer(self.store, sub), "member", code.strip(), sub, started),
                 (jti, exp))
-        try:
-            card = normalise_card(code)
-        except IdentifierError:
-            raise BadRequest("That is neither a member code nor a loyalty-card number.",
-                             detail={"field": "code"}) from None
+        if scanned.kind == "phone":
+            digest = self.lookup.hash("phone", scanned.value)
+            return ("phone", digest, *self._local_or_hub(
+                find_by_hash(self.store, "phone", digest), "phone", scanned.value, digest,
+                started), None)
+        if scanned.kind != "card":
+            raise BadRequest("That is neither a member code, a loyalty-card number nor a "
+                             "phone number.", detail={"field": "code"})
+        card = scanned.value
         digest = self.lookup.hash("card", card)
         return ("card", digest, *self._local_or_hub(
             find_by_hash(self.store, "card", digest), "card", card, digest, started), None)

@@ -290,3 +290,17 @@ def test_kiosk_cannot_call_pos_methods(seeded: EdgeService, device: Callable[...
                                                         "coupon.apply", envelope.to_json()).body)
     assert reply["error"]["code"] == "forbidden"
     assert seeded.store.query("SELECT * FROM reservations") == []
+
+
+def test_a_lane_identifies_by_a_phone_number_scanned_or_typed_into_code(
+        seeded: EdgeService, lanes: Lanes) -> None:
+    """The lanes read `code` with the same rules as the checkout page (edge.codes)."""
+    lane = lanes(1)[0]
+    for i, code in enumerate(["+49 151 23456789", "0151 23456789", "4000-1234-1234-1234"]):
+        who = ok(lane.request("identify", {"txn": f"p-{i}", "code": code}))
+        assert who["customer"]["id"] == "c-1"
+    row = seeded.store.query_one("SELECT identifier_kind FROM transactions WHERE txn = 'p-1'")
+    assert row is not None and row["identifier_kind"] == "phone"
+    message = refused(lane.request("identify", {"txn": "p-9", "code": "hello world"}),
+                      "bad_request")
+    assert message == "That is neither a member code, a loyalty-card number nor a phone number."

@@ -130,3 +130,50 @@ def test_a_stale_pid_file_never_signals_another_program(settings: Settings) -> N
     datadir = DataDir(settings.data_path).ensure()
     (datadir.mosquitto / "mosquitto.pid").write_text(f"{os.getpid()}\n")  # pytest, not mosquitto
     assert reload_broker(datadir) is False
+
+
+def test_products_import_csv_and_json_lines_upserts_and_names_bad_rows(
+        settings: Settings, tmp_path: Any) -> None:
+    from edge.products import find_product, known_categories
+    from edge.store import Store
+
+    first = tmp_path / "products.csv"
+    first.write_text("sku,name,price,categories\n"
+                     "8000070,Coffee beans 500 g,7.99,coffee;pantry\n"
+                     "5000169,Milk 1 l,\"1,49\",dairy\n"
+                     "bad sku,Thing,1.00,\n"
+                     "4000001,Apples,abc,fruit\n"
+                     "4000002,Pears,-1,fruit\n"
+                     "4000003,Plums,1.999,fruit\n")
+    done = run_edge(settings, "products", "import", str(first))
+    assert done.returncode == 1  # some rows skipped; the good ones are in
+    report = json.loads(done.stdout)
+    assert (report["imported"], report["skipped"]) == (2, 4)
+    assert [p["line"] for p in report["problems"]] == [4, 5, 6, 7]
+    errors = done.stderr.splitlines()
+    assert "line 5: skipped: price 'abc' is not an amount like 2.49" in errors
+    assert "line 7: skipped: price '1.999' has more than 2 decimal places" in errors
+    # JSON Lines, and the same code again: replaced, not doubled.
+    second = tmp_path / "products.jsonl"
+    second.write_text(json.dumps({"sku": "8000070", "name": "Coffee beans 1 kg",
+                                  "unit_minor": 1499, "categories": ["coffee"]}) + "\n")
+    done = run_edge(settings, "products", "import", str(second))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"imported": 1, "skipped": 0, "problems": []}
+    again = run_edge(settings, "products", "import", str(second))
+    assert again.returncode == 0
+    store = Store(settings.data_path / "edge.db")
+    try:
+        coffee = find_product(store, "8000070")
+        assert coffee is not None and (coffee.name, coffee.unit_minor) == ("Coffee beans 1 kg",
+                                                                           1499)
+        assert store.query_one("SELECT COUNT(*) AS n FROM products")["n"] == 2  # type: ignore[index]
+        assert known_categories(store) == ["coffee", "dairy"]
+    finally:
+        store.close()
+    header = tmp_path / "wrong.csv"
+    header.write_text("code,title\n1,x\n")
+    done = run_edge(settings, "products", "import", str(header))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "edge: " + str(header) + ": the first line of a CSV file must name its columns")

@@ -32,6 +32,13 @@ MANAGER_PW = "manager-password-1"
 CARD = "4000123412341234"
 ANNA = {"id": "c-1", "display_name": "Anna", "tier": "gold", "points": 120, "card": CARD,
         "phone": "+4915123456789"}
+BEN = {"id": "c-2", "display_name": "Ben", "tier": "silver", "points": 40,
+       "card": "4000 5555 6666 7777", "phone": "+49 160 5550199"}
+COFFEE, MILK = "8000070", "5000169"
+PRODUCTS = ("sku,name,price,categories\n"
+            f"{COFFEE},Coffee beans 500 g,7.99,coffee;pantry\n"
+            f"{MILK},Milk 1 l,1.49,dairy\n"
+            "4000400,Apples loose,2.49,fruit\n")
 
 
 def edge_command(settings: Settings, *args: str, stdin: str | None = None) -> None:
@@ -45,8 +52,11 @@ def seeded(settings: Settings, tmp_path: Path) -> None:
     """Anna in the customer cache, a cashier and a manager account and the POS lane lane-2,
     written before the edge starts."""
     customers = tmp_path / "customers.jsonl"
-    customers.write_text(json.dumps(ANNA) + "\n")
+    customers.write_text(json.dumps(ANNA) + "\n" + json.dumps(BEN) + "\n")
     edge_command(settings, "customers", "import", str(customers))
+    products = tmp_path / "products.csv"
+    products.write_text(PRODUCTS)
+    edge_command(settings, "products", "import", str(products))
     edge_command(settings, "staff", "add", CASHIER, "--role", "cashier", "--password-stdin",
                  stdin=CASHIER_PW + "\n")
     edge_command(settings, "staff", "add", MANAGER, "--role", "manager", "--password-stdin",
@@ -289,3 +299,186 @@ def test_a_cashier_stays_on_the_lane_they_opened(till: Page, checkout_edge: str)
     till.goto(f"{checkout_edge}/staff/checkout?lane=lane-2")
     expect(till.locator("body")).to_contain_text(
         "You are signed in at lane staff-web and can only work on that lane, not on lane-2.")
+
+
+# ---------------------------------------------------------------- issue 13: items 2, 3, 7
+
+
+def placeholder_fits(page: Page, selector: str) -> tuple[float, float]:
+    """(width of the field's placeholder text, room for text in the field), in pixels."""
+    sizes: list[float] = page.eval_on_selector(selector, """el => {
+        const ph = getComputedStyle(el, "::placeholder");
+        const ctx = document.createElement("canvas").getContext("2d");
+        ctx.font = ph.fontStyle + " " + ph.fontWeight + " " + ph.fontSize + " " + ph.fontFamily;
+        const cs = getComputedStyle(el);
+        return [ctx.measureText(el.placeholder).width,
+                el.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight)];
+    }""")
+    return sizes[0], sizes[1]
+
+
+@pytest.mark.parametrize("code", ["+49 151 23456789", "0151 23456789", "4000 1234 1234 1234"])
+def test_phone_numbers_and_spaced_cards_identify_without_a_total(till: Page, code: str) -> None:
+    expect(till.get_by_label("Basket total")).to_have_value("")
+    scanner(till, code)
+    expect(till.locator("#customer")).to_contain_text("Anna")
+    expect(till.get_by_role("alert")).to_be_hidden()
+    expect(till.get_by_role("status")).to_have_text("Customer: Anna.")
+    expect(till.locator("#scan")).to_be_focused()
+
+
+@pytest.mark.parametrize("width", [1100, 800])
+def test_the_scan_fields_placeholder_is_not_cut_off(till: Page, width: int) -> None:
+    till.set_viewport_size({"width": width, "height": 700})
+    text, room = placeholder_fits(till, "#scan")
+    assert 0 < text <= room, (text, room)
+
+
+def test_a_second_shoppers_card_asks_before_replacing(till: Page, tmp_path: Path) -> None:
+    scanner(till, CARD)
+    expect(till.locator("#customer")).to_contain_text("Anna")
+    scanner(till, BEN["card"])
+    question = till.get_by_role("dialog", name="Another shopper?")
+    expect(question).to_be_visible()
+    expect(question).to_contain_text(
+        "Anna is on this sale. Replace them with the shopper of this loyalty card?")
+    till.screenshot(path=str(tmp_path / "replace.png"))
+    question.get_by_role("button", name="Keep").click()
+    expect(question).to_be_hidden()
+    expect(till.locator("#customer")).to_contain_text("Anna")
+    expect(till.get_by_role("status")).to_have_text("Anna stays on the sale.")
+    expect(till.get_by_role("alert")).to_be_hidden()
+    expect(coupons(till)).to_have_count(0)  # never read as a coupon
+    expect(till.locator("#scan")).to_be_focused()
+
+    scanner(till, CARD)  # the same shopper again: no question
+    expect(question).to_be_hidden()
+    expect(till.get_by_role("status")).to_have_text("Customer: Anna.")
+
+    scanner(till, "0160 5550199")  # Ben by phone
+    expect(question).to_contain_text("shopper of this phone number?")
+    question.get_by_role("button", name="Replace shopper").click()
+    expect(till.locator("#customer")).to_contain_text("Ben")
+    expect(till.get_by_role("status")).to_have_text("Customer: Ben.")
+
+
+def test_an_item_bound_coupon_is_redeemed_on_scanned_and_typed_items(
+        till: Page, issuer: Issuer) -> None:
+    # A next-visit coupon for coffee: €2.00 off, only on the coffee.
+    coupon = issuer.coupon(skus=[COFFEE], stack=True, disc={"kind": "amount", "value_minor": 200,
+                                                 "currency": "EUR"})
+    dairy = issuer.coupon(cats=["dairy"], stack=True)  # 10 % off dairy
+    scanner(till, MILK)
+    expect(till.locator("#lines tbody tr")).to_have_count(1)
+    expect(till.get_by_role("status")).to_have_text("Added: 1 × Milk 1 l, €1.49 each.")
+    till.get_by_label("Product code").fill(MILK)
+    till.get_by_label("Quantity").fill("2")
+    till.get_by_role("button", name="Add item").click()
+    expect(till.locator("#lines tbody tr").first).to_contain_text("3")
+    expect(till.locator("#scan")).to_be_focused()
+    # Without coffee in the basket the coffee coupon is refused, as at a lane.
+    scanner(till, coupon)
+    expect(till.get_by_role("alert")).to_contain_text("None of the items in this basket")
+    scanner(till, COFFEE)
+    expect(till.locator("#lines tbody tr")).to_have_count(2)
+    expect(till.get_by_label("Basket total")).to_have_value("12.46")
+    scanner(till, coupon)
+    expect(coupons(till)).to_have_count(1)
+    expect(coupons(till).first).to_contain_text("€2.00")
+    scanner(till, dairy)
+    expect(coupons(till)).to_have_count(2)
+    expect(coupons(till).nth(1)).to_contain_text("€0.45")  # 10 % of 3 × €1.49
+    # One more coffee: the coupons are priced again on the new basket.
+    scanner(till, COFFEE)
+    expect(till.locator("#basket-total")).to_have_text("€20.45")
+    expect(till.locator("#to-pay")).to_have_text("€18.00")
+    till.get_by_role("button", name="Redeem").click()
+    expect(till.locator("#sale-state")).to_have_text("redeemed")
+    expect(till.get_by_role("status")).to_have_text(
+        "Redeemed: 2 coupons, €2.45 off. To pay €18.00.")
+    expect(till.get_by_role("alert")).to_be_hidden()
+
+
+def test_unknown_product_and_bad_lines_say_what_to_do_and_keep_what_was_typed(
+        till: Page, checkout_edge: str) -> None:
+    code, qty = till.get_by_label("Product code"), till.get_by_label("Quantity")
+    code.fill("999999")
+    till.get_by_role("button", name="Add item").click()
+    expect(till.get_by_role("alert")).to_have_text(
+        "This store's product list has no product with that code: enter the item by "
+        "category and amount.")
+    expect(code).to_have_value("999999")  # nothing lost
+    code.fill(MILK)
+    for typed, sentence in [("0", "The quantity must be at least 1."),
+                            ("-2", "The quantity must be at least 1."),
+                            ("two", "Type the quantity as a whole number, e.g. 2.")]:
+        qty.fill(typed)
+        till.get_by_role("button", name="Add item").click()
+        expect(till.get_by_role("alert")).to_have_text(sentence)
+        expect(qty).to_have_value(typed)
+    expect(till.locator("#lines tbody tr")).to_have_count(0)
+    # The unknown product by category and amount instead.
+    till.get_by_label("Category").select_option("fruit")
+    amount = till.get_by_label("Price each")
+    for typed, sentence in [("25000", "That is more than €10,000.00 for one item: check the "
+                                      "amount."),
+                            ("0", "Type the item's price: it must be more than 0."),
+                            ("abc", "'abc' is not an amount: type the item's price like 2.49.")]:
+        amount.fill(typed)
+        till.get_by_role("button", name="Add by category").click()
+        expect(till.get_by_role("alert")).to_have_text(sentence)
+        expect(amount).to_have_value(typed)
+    amount.fill("2,50")
+    till.get_by_label("Qty", exact=True).fill("2")
+    till.get_by_role("button", name="Add by category").click()
+    expect(till.get_by_role("alert")).to_be_hidden()
+    row = till.locator("#lines tbody tr")
+    expect(row).to_have_count(1)
+    expect(row.first).to_contain_text("fruit")
+    expect(row.first).to_contain_text("€5.00")
+    expect(amount).to_have_value("")
+    # A category the store does not have (the page only offers known ones).
+    answer = requests.post(f"{checkout_edge}/staff/checkout/item?lane=staff-web",
+                           json={"cat": "toys", "amount": "5.00"},
+                           auth=(CASHIER, CASHIER_PW), timeout=5)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"] == \
+        "This store has no category 'toys': pick one from the list."
+    # What /scan makes of a code, as a script sees it (HTTP Basic: the lane staff-web).
+    def scan(**body: object) -> requests.Response:
+        return requests.post(f"{checkout_edge}/staff/checkout/scan?lane=staff-web",
+                             json={"txn": "web-http-1", **body},
+                             auth=(CASHIER, CASHIER_PW), timeout=5)
+
+    assert scan(code=MILK).json()["line"] == {
+        "sku": MILK, "qty": 1, "unit_minor": 149, "categories": ["dairy"], "name": "Milk 1 l"}
+    asked = scan(code="0160/5550199", customer_on_sale=True).json()
+    assert asked == {"action": "confirm_replace", "kind": "phone", "what": "phone number"}
+    who = scan(code="0160/5550199").json()
+    assert (who["action"], who["kind"], who["reply"]["data"]["customer"]["id"]) == \
+        ("identify", "phone", "c-2")
+    bad = scan(code="+49 123")
+    assert (bad.status_code, bad.json()["error"]["message"]) == (
+        400, "That is not a valid phone number for DE; type it with its +country code.")
+
+
+def test_undo_last_sale_is_about_the_last_sale_and_not_beside_an_open_one(
+        till: Page, issuer: Issuer) -> None:
+    last = till.get_by_role("region", name="Last sale")
+    undo = till.get_by_role("button", name="Undo last sale")
+    expect(undo).to_be_hidden()
+    basket_total(till, "20.00")
+    scanner(till, issuer.coupon())
+    till.get_by_role("button", name="Redeem").click()
+    expect(till.locator("#sale-state")).to_have_text("redeemed")
+    expect(last).to_be_visible()
+    expect(last).to_contain_text("to pay was €18.00")
+    expect(last.get_by_role("button", name="Undo last sale")).to_be_visible()
+    expect(till.locator("#sale .actions").get_by_role("button", name="Undo last sale")) \
+        .to_have_count(0)
+    # The next sale under way: the undo is gone, so it cannot be taken for this sale's.
+    scanner(till, CARD)
+    expect(till.locator("#sale-state")).to_have_text("open")
+    expect(undo).to_be_hidden()
+    till.get_by_role("button", name="New sale").click()
+    expect(undo).to_be_visible()  # nothing under way again

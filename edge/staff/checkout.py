@@ -20,27 +20,32 @@ from decimal import Decimal
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-import jwt
 from babel.numbers import get_currency_precision, get_currency_symbol
 from flask import Blueprint, Response, current_app, g, jsonify, render_template, request, session
 
 from edge.audit import VOID, Actor
+from edge.basket import MAX_LINES, MAX_QTY, Line
+from edge.codes import Scanned, classify_code
 from edge.dispatch import Caller
 from edge.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from edge.products import find_product, known_categories
 from edge.protocol import ID_RE, new_envelope
 from edge.service import EdgeService
 from edge.staff.accounts import StaffUser
 from edge.staff.approvals import APPROVAL_SECONDS, consume, grant
 from edge.staff.auth import client_address, csrf, current_user, require_staff
-from edge.tokens import MEMBER_TYP
 from edge.transactions import TXN_RE
+from edge.wording import money
 
 F = TypeVar("F", bound=Callable[..., Any])
 bp = Blueprint("checkout", __name__, url_prefix="/staff/checkout")
 
 DEFAULT_LANE = "staff-web"
 BASKET_SKU = "BASKET"
-CARD_RE = re.compile(r"^[0-9]+\Z")
+# A line typed by category: at most this much for one item, in major units (a typo guard).
+MAX_LINE_MAJOR = 10_000
+QTY_RE = re.compile(r"^[0-9]{1,6}\Z")
+SHOPPER_WORDS = {"card": "loyalty card", "phone": "phone number", "member": "member code"}
 # What a cashier types as the basket total: "23.50" or "23,50"; no thousands separators.
 AMOUNT_RE = re.compile(r"^[0-9]{1,7}([.,][0-9]*)?\Z")
 
@@ -120,7 +125,8 @@ def _body() -> dict[str, Any]:
 def to_minor(text: Any, currency: str) -> int:
     """What the cashier typed as the basket total ("12,50" or "12.50") in minor units."""
     if not isinstance(text, str) or not text.strip():
-        raise BadRequest("Type the basket total first, e.g. 23.50.", detail={"field": "total"})
+        raise BadRequest("Scan the items or type the basket total first, e.g. 23.50.",
+                         detail={"field": "total"})
     typed = text.strip()
     places = int(get_currency_precision(currency))
     if not AMOUNT_RE.match(typed):
@@ -133,24 +139,98 @@ def to_minor(text: Any, currency: str) -> int:
     return int(minor)
 
 
-def _basket(total_minor: int, currency: str) -> dict[str, Any]:
-    """The whole sale as one line: this page knows the amount, not the items."""
-    return {"currency": currency, "total_minor": total_minor,
-            "lines": [{"sku": BASKET_SKU, "qty": 1, "unit_minor": total_minor,
-                       "categories": []}]}
+def _amount(text: Any, currency: str) -> int:
+    """The price of one item typed on the page, in minor units; above 0, not absurd."""
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("Type the item's price, e.g. 2.49.", detail={"field": "amount"})
+    typed = text.strip()
+    if typed.startswith("-"):
+        raise BadRequest("A price cannot be below 0: type what one item costs, e.g. 2.49.",
+                         detail={"field": "amount"})
+    if not AMOUNT_RE.match(typed):
+        raise BadRequest(f"{typed!r} is not an amount: type the item's price like 2.49.",
+                         detail={"field": "amount"})
+    places = int(get_currency_precision(currency))
+    minor = Decimal(typed.replace(",", ".").rstrip(".")).scaleb(places)
+    if minor != minor.to_integral_value():
+        raise BadRequest(f"{currency} amounts have {places} decimal places at most.",
+                         detail={"field": "amount"})
+    if minor <= 0:
+        raise BadRequest("Type the item's price: it must be more than 0.",
+                         detail={"field": "amount"})
+    if minor > MAX_LINE_MAJOR * 10**places:
+        most = money(MAX_LINE_MAJOR * 10**places, currency, _service().settings.locale)
+        raise BadRequest(f"That is more than {most} for one item: check the amount.",
+                         detail={"field": "amount"})
+    return int(minor)
 
 
-def identifies_shopper(code: str) -> bool:
-    """Does this scan name the shopper (member code or loyalty card) rather than a coupon?
+def _qty(value: Any) -> int:
+    """A quantity typed on the page (or sent by it as a number): 1 to 9999."""
+    if value is None or value == "":
+        return 1
+    if isinstance(value, str) and QTY_RE.match(value.strip()):
+        value = int(value.strip())
+    elif isinstance(value, str) and value.strip().startswith("-"):
+        raise BadRequest("The quantity must be at least 1.", detail={"field": "qty"})
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequest("Type the quantity as a whole number, e.g. 2.", detail={"field": "qty"})
+    if value < 1:
+        raise BadRequest("The quantity must be at least 1.", detail={"field": "qty"})
+    if value > MAX_QTY:
+        raise BadRequest(f"The quantity can be at most {MAX_QTY}.", detail={"field": "qty"})
+    return value
 
-    Only routing: the unverified header picks the method; the domain verifies the code.
-    """
-    if CARD_RE.match(code):
-        return True
-    try:
-        return jwt.get_unverified_header(code).get("typ") == MEMBER_TYP
-    except jwt.PyJWTError:
-        return False
+
+def page_line(raw: Any, currency: str) -> Line:
+    """One basket line as the page holds it: `{"code", "qty"}` for a product of the store's
+    list, or `{"cat", "amount", "qty"}` for an item entered by category and amount. The
+    result has the shape of a lane's line (docs/checkout.md §2)."""
+    if not isinstance(raw, dict):
+        raise BadRequest("A basket line is a product code or a category and an amount.",
+                         detail={"field": "lines"})
+    store = _service().store
+    if raw.get("code") is not None:
+        code = raw["code"]
+        if not isinstance(code, str) or not code.strip():
+            raise BadRequest("Scan or type the product code first.", detail={"field": "code"})
+        product = find_product(store, code)
+        if product is None:
+            raise BadRequest("This store's product list has no product with that code: enter "
+                             "the item by category and amount.",
+                             detail={"field": "code", "reason": "product_unknown"})
+        return Line(product.sku, _qty(raw.get("qty")), product.unit_minor,
+                    frozenset(product.categories), product.name)
+    cat = raw.get("cat")
+    if not isinstance(cat, str) or not cat.strip():
+        raise BadRequest("Pick the item's category, or scan its product code.",
+                         detail={"field": "cat"})
+    cat = cat.strip()
+    if cat not in known_categories(store):
+        raise BadRequest(f"This store has no category {cat!r}: pick one from the list.",
+                         detail={"field": "cat", "reason": "category_unknown"})
+    unit = _amount(raw.get("amount"), currency)
+    return Line(f"cat:{cat}", _qty(raw.get("qty")), unit, frozenset([cat]), cat)
+
+
+def _line_json(line: Line) -> dict[str, Any]:
+    return {"sku": line.sku, "qty": line.qty, "unit_minor": line.unit_minor,
+            "categories": sorted(line.categories), "name": line.name}
+
+
+def _basket(body: dict[str, Any], currency: str) -> dict[str, Any]:
+    """The sale's basket as a lane sends it: the page's lines when it holds any, else the
+    typed total as one line (the page then knows the amount, not the items)."""
+    lines = body.get("lines") or []
+    if not isinstance(lines, list) or len(lines) > MAX_LINES:
+        raise BadRequest(f"A sale holds at most {MAX_LINES} lines.", detail={"field": "lines"})
+    if lines:
+        out = [_line_json(page_line(raw, currency)) for raw in lines]
+        total = sum(line["qty"] * line["unit_minor"] for line in out)
+    else:
+        total = to_minor(body.get("total"), currency)
+        out = [{"sku": BASKET_SKU, "qty": 1, "unit_minor": total, "categories": []}]
+    return {"currency": currency, "total_minor": total, "lines": out}
 
 
 def _dispatch(lane: str, method: str, data: dict[str, Any], *, staff: Actor | None = None,
@@ -191,25 +271,60 @@ def page() -> Any:
         "checkout.html", user=current_user(), store=settings, lane=_open_lane(),
         currency=settings.currency, precision=int(get_currency_precision(settings.currency)),
         symbol=get_currency_symbol(settings.currency, locale=settings.locale),
-        locale_tag=settings.locale.replace("_", "-"))
+        locale_tag=settings.locale.replace("_", "-"),
+        categories=known_categories(_service().store))
 
 
 @bp.post("/scan")
 @sale_action
 def scan() -> Response:
-    """A scanned code: identify the shopper, or apply a coupon to the basket total."""
+    """A scanned code: a product of the store's list becomes a line; a shopper's code
+    (member QR, card, phone) identifies them; anything else is a coupon for the basket.
+    Shopper codes are read by the lanes' own rules (edge.codes)."""
     lane, body = _acting_lane(), _body()
     code = body.get("code")
     if not isinstance(code, str) or not code.strip():
         raise BadRequest("Scan or type a code first.", detail={"field": "code"})
     code = code.strip()
-    if identifies_shopper(code):
-        return _dispatch(lane, "identify", {"txn": body.get("txn"), "code": code})
-    currency = _service().settings.currency
-    total = to_minor(body.get("total"), currency)
-    return _dispatch(lane, "coupon.apply",
-                     {"txn": body.get("txn"), "code": code, "basket": _basket(total, currency)},
-                     total_minor=total)
+    settings = _service().settings
+    if find_product(_service().store, code) is not None:
+        line = page_line({"code": code, "qty": 1}, settings.currency)
+        return jsonify({"action": "item", "input": {"code": line.sku},
+                        "line": _line_json(line)})
+    scanned = classify_code(code, settings.country)
+    if scanned.names_shopper:
+        if body.get("customer_on_sale") and not body.get("replace"):
+            # Another shopper's code while one is on the sale: the cashier decides.
+            return jsonify({"action": "confirm_replace", "kind": scanned.kind,
+                            "what": SHOPPER_WORDS[scanned.kind]})
+        data = {"txn": body.get("txn"), **_identify_data(scanned, code)}
+        return _dispatch(lane, "identify", data, kind=scanned.kind)
+    if scanned.kind == "unreadable" and scanned.hint == "phone":
+        raise BadRequest(f"That is not a valid phone number for {settings.country}; type it "
+                         "with its +country code.", detail={"field": "code", "reason": "phone"})
+    basket = _basket(body, settings.currency)
+    return _dispatch(lane, "coupon.apply", {"txn": body.get("txn"), "code": code,
+                                            "basket": basket},
+                     total_minor=basket["total_minor"])
+
+
+def _identify_data(scanned: Scanned, code: str) -> dict[str, str]:
+    """`identify`'s data as a lane sends it: a phone number as `phone`, the rest as `code`."""
+    return {"phone": code} if scanned.kind == "phone" else {"code": code}
+
+
+@bp.post("/item")
+@sale_action
+def item() -> Response:
+    """Check one basket line before the page holds it: a product code and quantity, or a
+    category, an amount and a quantity. The answer is the line as a lane would send it."""
+    _acting_lane()
+    body = _body()
+    line = page_line(body, _service().settings.currency)
+    held = {"code": line.sku} if body.get("code") is not None else \
+        {"cat": str(body.get("cat", "")).strip(), "amount": str(body.get("amount")).strip()}
+    return jsonify({"action": "item", "input": {**held, "qty": line.qty},
+                    "line": _line_json(line)})
 
 
 @bp.post("/redeem")
@@ -218,13 +333,14 @@ def redeem() -> Response:
     """Complete the sale: its coupons become redemptions."""
     lane, body = _acting_lane(), _body()
     currency = _service().settings.currency
-    total = to_minor(body.get("total"), currency)
+    basket = _basket(body, currency)
+    total = basket["total_minor"]
     discount = body.get("discount_minor", 0)
     if not isinstance(discount, int) or isinstance(discount, bool) or discount < 0:
         raise BadRequest('"discount_minor" must be a whole number of minor units, 0 or more.',
                          detail={"field": "discount_minor"})
     return _dispatch(lane, "txn.complete", {
-        "txn": body.get("txn"), "basket": _basket(total, currency), "tenders": [],
+        "txn": body.get("txn"), "basket": basket, "tenders": [],
         "total_minor": max(total - discount, 0), "currency": currency}, total_minor=total)
 
 

@@ -16,6 +16,22 @@
   const toPayCell = document.getElementById("to-pay");
   const redeemButton = document.getElementById("redeem");
   const voidButton = document.getElementById("void");
+  const lastSaleBox = document.getElementById("last-sale");
+  const lastSaleText = document.getElementById("last-sale-text");
+  const linesTable = document.getElementById("lines");
+  const linesBody = linesTable.querySelector("tbody");
+  const itemEntry = document.getElementById("item-entry");
+  const productForm = document.getElementById("product-form");
+  const productCode = document.getElementById("product-code");
+  const productQty = document.getElementById("product-qty");
+  const categoryForm = document.getElementById("category-form");
+  const categorySelect = document.getElementById("category");
+  const lineAmount = document.getElementById("line-amount");
+  const categoryQty = document.getElementById("category-qty");
+  const replaceDialog = document.getElementById("replace-dialog");
+  const replaceText = document.getElementById("replace-text");
+  const replaceYes = document.getElementById("replace-yes");
+  const replaceNo = document.getElementById("replace-no");
   const newSaleButton = document.getElementById("new-sale");
   const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
   const precision = Number(root.dataset.precision);
@@ -25,7 +41,7 @@
   });
 
   let sale = null;
-  let lastRedeemed = null; // the last completed sale, which "Undo sale" voids
+  let lastRedeemed = null; // the last completed sale, which "Undo last sale" voids
   let queue = Promise.resolve(); // one request at a time, in scan order
 
   // A time-ordered id (UUIDv7 layout); crypto.randomUUID needs HTTPS, getRandomValues not.
@@ -49,8 +65,25 @@
   }
 
   function freshSale() {
+    // lines: [{input: what the edge re-reads ({code, qty} or {cat, amount, qty}), line}]
     return { txn: "web-" + uuid7(), state: "open", touched: false, customer: null,
-             wallet: [], coupons: [], basketMinor: null, result: null };
+             customerCode: null, wallet: [], coupons: [], lines: [], basketMinor: null,
+             result: null };
+  }
+
+  function linesMinor(lines) {
+    return lines.reduce((sum, l) => sum + l.line.qty * l.line.unit_minor, 0);
+  }
+
+  // Minor units as the plain number a cashier would type ("12.48"), for the total field.
+  function plain(minor) {
+    const digits = String(minor).padStart(precision + 1, "0");
+    return precision ? digits.slice(0, -precision) + "." + digits.slice(-precision) : digits;
+  }
+
+  // What the edge needs to price the sale: the lines, or else the typed total.
+  function basketBody(lines) {
+    return lines.length ? { lines: lines.map((l) => l.input) } : { total: total.value };
   }
 
   function discountMinor() {
@@ -99,8 +132,35 @@
       customerBox.replaceChildren(...parts);
     } else {
       customerBox.className = "customer empty";
-      customerBox.textContent = "No customer yet: scan the member code or loyalty card.";
+      customerBox.textContent =
+        "No customer yet: scan the loyalty card or member code, or type the phone number.";
     }
+
+    linesTable.hidden = sale.lines.length === 0;
+    linesBody.replaceChildren(...sale.lines.map((l, i) => {
+      const tr = document.createElement("tr");
+      const cells = [l.line.name || l.line.sku, String(l.line.qty), money(l.line.unit_minor),
+                     money(l.line.qty * l.line.unit_minor)];
+      cells.forEach((text, k) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (k) td.className = "num";
+        tr.append(td);
+      });
+      const cell = document.createElement("td");
+      if (sale.state === "open") {
+        const remove = document.createElement("button");
+        remove.type = "button";
+        remove.textContent = "Remove";
+        remove.setAttribute("aria-label", "Remove " + (l.line.name || l.line.sku));
+        remove.addEventListener("click", () => run(() => removeLine(i)));
+        cell.append(remove);
+      }
+      tr.append(cell);
+      return tr;
+    }));
+    itemEntry.hidden = sale.state !== "open"; // a closed sale is only for reading
+    if (sale.lines.length) sale.basketMinor = linesMinor(sale.lines);
 
     couponList.replaceChildren(...sale.coupons.map((c) => {
       const li = document.createElement("li");
@@ -134,13 +194,19 @@
     toPayCell.textContent = sale.basketMinor === null ? "–"
       : money(Math.max(sale.basketMinor - discount, 0));
 
-    // The total is what the coupons were priced on: change it only with no coupon held.
-    total.readOnly = sale.state === "open" && sale.coupons.length > 0;
-    total.title = total.readOnly ? "Undo the coupons to change the total" : "";
+    // With items, the total is theirs. A typed total is what the coupons were priced on:
+    // change it only with no coupon held.
+    if (sale.lines.length) total.value = plain(sale.basketMinor);
+    total.readOnly = sale.lines.length > 0 ||
+      (sale.state === "open" && sale.coupons.length > 0);
+    total.title = sale.lines.length ? "The total of the items"
+      : total.readOnly ? "Undo the coupons to change the total" : "";
     redeemButton.disabled = sale.state !== "open";
-    voidButton.hidden = !lastRedeemed;
-    voidButton.title = lastRedeemed ? "Void sale " + lastRedeemed.txn + " (to pay was " +
-      money(lastRedeemed.result.total_minor) + ") and give its coupons back" : "";
+    // "Undo last sale" is about the sale before: shown while no other sale is under way.
+    const showLast = !!lastRedeemed && (sale === lastRedeemed || !sale.touched);
+    lastSaleBox.hidden = !showLast;
+    lastSaleText.textContent = showLast ? "Last sale " + lastRedeemed.txn + ": to pay was " +
+      money(lastRedeemed.result.total_minor) + "." : "";
   }
 
   async function post(url, body) {
@@ -173,17 +239,29 @@
   // A closed sale on screen is only for reading: the next scan starts a new one.
   function openSale() {
     if (sale.state !== "open") {
+      if (sale.lines.length) total.value = ""; // that was the closed sale's total
       sale = freshSale();
       render();
     }
     return sale;
   }
 
-  async function submitScan(code) {
+  async function submitScan(code, replace) {
     const current = openSale();
+    const answer = await post(root.dataset.scan, Object.assign({
+      txn: current.txn, code: code, replace: !!replace,
+      customer_on_sale: !!current.customer && code !== current.customerCode,
+    }, basketBody(current.lines)));
+    if (answer.action === "item") {
+      await addLine(current, answer);
+      return;
+    }
+    if (answer.action === "confirm_replace") {
+      if (await askReplace(current, answer.what)) return submitScan(code, true);
+      say(current.customer.display_name + " stays on the sale.");
+      return;
+    }
     current.touched = true;
-    const answer = await post(root.dataset.scan,
-                              { txn: current.txn, code: code, total: total.value });
     const reply = answer.reply;
     if (!reply.ok) {
       refuse(reply.error.message);
@@ -191,10 +269,12 @@
     }
     if (answer.action === "identify") {
       current.customer = reply.data.customer;
+      current.customerCode = code;
       current.wallet = reply.data.wallet || [];
       say("Customer: " + reply.data.customer.display_name + ".");
     } else {
       const c = reply.data;
+      c.scanned = code; // to price it again when the items change
       current.coupons = current.coupons.filter((x) => x.reservation !== c.reservation);
       current.coupons.push(c);
       current.basketMinor = answer.total_minor;
@@ -203,12 +283,101 @@
     }
   }
 
+  // A second shopper's code while one is on the sale: the cashier decides, never silently.
+  function askReplace(current, what) {
+    replaceText.textContent = current.customer.display_name + " is on this sale. Replace " +
+      "them with the shopper of this " + what + "?";
+    return new Promise((resolve) => {
+      function done(replace) {
+        replaceYes.onclick = null;
+        replaceNo.onclick = null;
+        replaceDialog.oncancel = null;
+        replaceDialog.close();
+        scan.blur(); // a modal dialog leaves Chromium's text input behind: focus anew
+        scan.focus();
+        resolve(replace);
+      }
+      replaceYes.onclick = () => done(true);
+      replaceNo.onclick = () => done(false);
+      replaceDialog.oncancel = (event) => { event.preventDefault(); done(false); };
+      replaceDialog.showModal();
+      replaceNo.focus(); // Enter from a scanner must not replace the shopper
+    });
+  }
+
+  // A checked line joins the sale (the same product again adds to its quantity); the held
+  // coupons are priced again on the new basket.
+  async function addLine(current, answer) {
+    const before = current.lines.map((l) => ({ input: Object.assign({}, l.input),
+                                               line: Object.assign({}, l.line) }));
+    const input = Object.assign({ qty: 1 }, answer.input);
+    const same = input.code ? current.lines.find((l) => l.input.code === input.code) : null;
+    if (same) {
+      same.input.qty += input.qty;
+      same.line.qty += input.qty;
+    } else {
+      current.lines.push({ input: input, line: answer.line });
+    }
+    current.touched = true;
+    if (!(await repriceCoupons(current))) {
+      current.lines = before;
+      return;
+    }
+    say("Added: " + input.qty + " × " + (answer.line.name || answer.line.sku) + ", " +
+        money(answer.line.unit_minor) + " each.");
+  }
+
+  async function removeLine(index) {
+    const current = sale;
+    const before = current.lines.slice();
+    const [gone] = current.lines.splice(index, 1);
+    if (!(await repriceCoupons(current))) {
+      current.lines = before;
+      return;
+    }
+    if (!current.lines.length && !current.coupons.length) current.basketMinor = null;
+    say("Removed: " + (gone.line.name || gone.line.sku) + ".");
+  }
+
+  // Held coupons were priced on the basket as it was: apply each again on the new one
+  // (the same hold, priced again). A coupon the new basket no longer allows stops the
+  // change: the cashier undoes that coupon first. False when the change was refused.
+  // (txn.complete prices every coupon again on the final basket in any case.)
+  async function repriceCoupons(current) {
+    if (!current.coupons.length) return true;
+    if (!current.lines.length) {
+      refuse("Undo the coupons first: they need the items, or a typed basket total.");
+      return false;
+    }
+    const priced = [];
+    for (const c of current.coupons) {
+      const answer = await post(root.dataset.scan, Object.assign(
+        { txn: current.txn, code: c.scanned }, basketBody(current.lines)));
+      if (!answer.reply || !answer.reply.ok) {
+        refuse((c.description || c.coupon) + ": " +
+               (answer.reply ? answer.reply.error.message : "not a coupon.") +
+               " Undo this coupon before changing the items.");
+        // A refused apply changes nothing at the edge: the holds stay as they were.
+        return false;
+      }
+      priced.push(Object.assign(answer.reply.data, { scanned: c.scanned }));
+    }
+    current.coupons = priced;
+    return true;
+  }
+
+  async function submitItem(input) {
+    const current = openSale();
+    const answer = await post(root.dataset.item, input);
+    await addLine(current, answer);
+  }
+
   async function redeem() {
     const current = sale;
     if (current.state !== "open") return; // a second click on a sale already redeemed
     current.touched = true;
-    const answer = await post(root.dataset.redeem, {
-      txn: current.txn, total: total.value, discount_minor: discountMinor() });
+    const answer = await post(root.dataset.redeem, Object.assign({
+      txn: current.txn, discount_minor: discountMinor() }, basketBody(current.lines)));
     const reply = answer.reply;
     if (!reply.ok) {
       refuse(reply.error.message);
@@ -244,7 +413,7 @@
       return;
     }
     current.coupons = current.coupons.filter((c) => c.reservation !== coupon.reservation);
-    if (!current.coupons.length) current.basketMinor = null;
+    if (!current.coupons.length && !current.lines.length) current.basketMinor = null;
     say("Coupon taken off: " + (coupon.description || coupon.coupon) + ".");
   }
 
@@ -321,6 +490,29 @@
       return;
     }
     run(() => submitScan(code));
+  });
+  productForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = { code: productCode.value.trim(), qty: productQty.value.trim() };
+    run(async () => {
+      await submitItem(input);
+      if (!refusal.textContent) {
+        productCode.value = "";
+        productQty.value = "1";
+      }
+    });
+  });
+  categoryForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = { cat: categorySelect.value, amount: lineAmount.value.trim(),
+                    qty: categoryQty.value.trim() };
+    run(async () => {
+      await submitItem(input);
+      if (!refusal.textContent) {
+        lineAmount.value = "";
+        categoryQty.value = "1";
+      }
+    });
   });
   redeemButton.addEventListener("click", () => run(redeem));
   voidButton.addEventListener("click", () => run(voidLast));
