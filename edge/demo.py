@@ -312,7 +312,13 @@ Demo store "{settings.store_name}" ({settings.store_id}) is running.
       (nginx with the store's certificate; the browser warns until you trust the store CA)
   Checkout (staff page): {base}/staff/checkout
       sign in as:       manager / {password}
-      try scanning:     4000123412341234 (Anna's loyalty card), then SAVE10
+      then type each code into the scan field and press Enter:
+                        4000123412341234  Anna's loyalty card
+                        4015400           nappies, €13.99
+                        4015400           the same again: the basket is €27.98
+                        SAVE10            10% off a basket of €20 or more: −€2.80
+      and press Redeem: the receipt prints on printer-1 (see Receipts). Shoppers are
+      found by phone too: +49 160 5550199 (Chloé), or 0160 5550199.
   Receipts (staff page): {base}/staff/receipts  (every sale's receipt, with a preview)
   Devices (staff page): {base}/staff/devices
   Devices (API):        curl -u manager:{password} {base}/api/v1/devices

@@ -114,6 +114,69 @@ def sign_in(page: Page, url: str, who: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
+def banner_steps(demo: Demo) -> list[tuple[str, str]]:
+    """The codes the banner says to scan, in order, each with what it says of it."""
+    start = demo.banner.index("then type each code into the scan field")
+    end = demo.banner.index("and press Redeem", start)
+    steps = []
+    for line in demo.banner[start:end].splitlines()[1:]:
+        if not line.strip():
+            continue
+        code, _, said = line.strip().partition(" ")
+        steps.append((code, said.strip()))
+    assert steps, demo.banner
+    return steps
+
+
+def money_in(text: str) -> str:
+    found = re.findall(r"[−-]?€\d+\.\d\d", text)
+    assert found, text
+    return found[-1]
+
+
+def test_the_checkout_walkthrough_of_the_banner_works_word_for_word(demo: Demo, page: Page
+                                                                    ) -> None:
+    url = demo.line("Checkout (staff page):")
+    sign_in(page, url, demo.after("Checkout (staff page):", "sign in as:"))
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Checkout")
+    scan, refusal = page.locator("#scan"), page.locator("#refusal")
+    steps = banner_steps(demo)
+    for code, said in steps:
+        scan.fill(code)
+        scan.press("Enter")
+        expect(page.locator("#notice")).not_to_be_empty()
+        expect(refusal).to_be_hidden()
+        if "loyalty card" in said:  # "Anna's loyalty card": Anna is on the sale
+            expect(page.locator("#customer")).to_contain_text(said.split("'")[0])
+        if "the basket is" in said:
+            expect(page.locator("#basket-total")).to_have_text(money_in(said))
+    coupon_said = steps[-1][1]
+    expect(page.locator("#discount-total")).to_have_text(money_in(coupon_said))
+    expect(page.locator("#coupons")).to_contain_text(coupon_said.split(":")[0])
+    page.get_by_role("button", name="Redeem").click()
+    expect(page.locator("#sale-state")).to_have_text("redeemed")
+    expect(refusal).to_be_hidden()
+
+    # "the receipt prints on printer-1 (see Receipts)": there, with Anna's name and total.
+    page.get_by_role("link", name="Receipts").click()
+    row = page.locator("#receipts tbody tr").first
+    expect(row.locator(".shopper")).to_have_text("Anna")
+    expect(row.locator(".lane")).to_have_text("staff-web")
+    expect(row).to_contain_text("printed", timeout=20_000)
+
+    # "Shoppers are found by phone too: +49 160 5550199 (Chloé), or 0160 5550199."
+    phones = re.search(r"found by phone too: (\+[\d ]+) \((\w+)\), or ([\d ]+)\.",
+                       demo.banner)
+    assert phones, demo.banner
+    for number in (phones.group(1).strip(), phones.group(3).strip()):
+        page.goto(url)
+        page.get_by_role("button", name="New sale").click()
+        scan.fill(number)
+        scan.press("Enter")
+        expect(page.locator("#customer")).to_contain_text(phones.group(2))
+        expect(refusal).to_be_hidden()
+
+
 def test_the_hub_part_of_the_banner_works_as_written(demo: Demo, page: Page) -> None:
     url = demo.line("CRM hub, regional dashboard:")
     sign_in(page, url, demo.after("CRM hub, regional dashboard:", "sign in as:"))
