@@ -334,8 +334,8 @@ Demo store "{settings.store_name}" ({settings.store_id}) is running.
 CRM hub, regional dashboard: http://127.0.0.1:{hub_port}/
       sign in as:       regional / {hub_password}
       two stores of region "north". This one is live: its figures are the demo's sales
-      (they appear within seconds) and one redemption of yesterday, the same single-use
-      coupon Harbour Street took while offline (under "Redemption conflicts").
+      (they appear within seconds) and one sale of yesterday, in which Chloé used the
+      single-use coupon Harbour Street also took while offline ("Redemption conflicts").
       "Harbour Street" (store-2) is pre-loaded with two weeks of made-up history.
       hub data:         {root / "hub"}
 

@@ -2,8 +2,9 @@
 
 Only Harbour Street (store-2) has a past: two weeks of sales, redemptions of coupons the hub
 signed, receipts and kiosk visits, so the dashboard has history to compare. The live demo
-store (store-1) starts with nothing but the one redemption that makes the offline double
-spend with Harbour Street: every other figure of it comes from the running demo."""
+store (store-1) starts with nothing but the one sale of yesterday whose coupon makes the
+offline double spend with Harbour Street: every other figure of it comes from the running
+demo."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ REGION = "north"
 DEMO_STORES = [("store-1", "Demo Store", 0), ("store-2", "Harbour Street", 90)]
 SHOPPERS = [f"c-{n:03d}" for n in range(120)]
 CAMPAIGNS = ["cmp-save10", "cmp-dairy", "cmp-coffee", "cmp-fruit"]
+DOUBLE_SPENDER = "c-chloe"  # one of the demo store's shoppers (edge/demo.py)
 
 
 def _day_of_events(store_id: str, day: datetime, sales: int, rng: random.Random,
@@ -96,17 +98,35 @@ def seed(db: HubDB, settings: HubSettings, manager_password: str, days: int = 14
                        hub_key)
     # The same single-use coupon taken at both stores while Harbour Street was offline: a
     # coupon the hub signed, so the hub believes both uses and sees the double spend.
-    when = format_ts(today - timedelta(days=1, hours=-11))
     token = hub_key.sign({"jti": "app-7f3a-single-use", "cmp": "cmp-dairy", "max": 1,
                           "exp": int((today + timedelta(days=30)).timestamp())}, COUPON_TYP)
-    for sid in ("store-1", "store-2"):
-        ingest(db, settings, sid, {"batch_id": uuid7(), "events": [{
-            "event_id": uuid7(), "type": "coupon.redeemed", "occurred_at": when,
-            "store_id": sid, "device_id": "lane-1", "data": {
+    for n, sid in enumerate(("store-1", "store-2")):
+        at = today - timedelta(days=1, hours=-11, minutes=-47 * n)
+        txn, lane = f"{sid}-{at:%m%d}-dairy", f"lane-{n + 1}"
+        # Chloé's sale at each store: yoghurt and milk, her app's dairy coupon taken off.
+        lines = [{"sku": "5000328", "name": "Greek yoghurt 500 g", "qty": 2, "unit_minor": 219,
+                  "total_minor": 438, "categories": ["dairy"]},
+                 {"sku": "5000169", "name": "Organic whole milk 1 l", "qty": 2,
+                  "unit_minor": 149, "total_minor": 298, "categories": ["dairy", "organic"]}]
+
+        def event(type_: str, data: dict[str, Any], sid: str = sid, at: datetime = at,
+                  lane: str = lane) -> dict[str, Any]:
+            return {"event_id": uuid7(), "type": type_, "occurred_at": format_ts(at),
+                    "store_id": sid, "device_id": lane, "data": data}
+
+        ingest(db, settings, sid, {"batch_id": uuid7(), "events": [
+            event("customer.identified", {"txn": txn, "customer_id": DOUBLE_SPENDER,
+                                          "method": "member_code"}),
+            event("coupon.redeemed", {
                 "redemption": uuid7(), "coupon": "app-7f3a-single-use", "campaign": "cmp-dairy",
-                "discount_minor": 300, "currency": "EUR", "customer_id": None,
-                "txn": f"dup-{sid}", "store_id": sid, "redeemed_at": when, "max_uses": 1,
-                "token": token}}]}, hub_key)
+                "discount_minor": 147, "currency": "EUR", "customer_id": DOUBLE_SPENDER,
+                "txn": txn, "store_id": sid, "redeemed_at": format_ts(at), "max_uses": 1,
+                "token": token}),
+            event("transaction.completed", {
+                "txn": txn, "customer_id": DOUBLE_SPENDER, "basket_total_minor": 736,
+                "discount_minor": 147, "total_minor": 589, "currency": "EUR", "lines": lines,
+                "tenders": [{"kind": "card", "amount_minor": 589}],
+                "completed_at": format_ts(at)})]}, hub_key)
     # Harbour Street's edge reports a small, recent queue.
     ingest(db, settings, "store-2", {"batch_id": uuid7(), "events": [{
         "event_id": uuid7(), "type": "device.status", "occurred_at": format_ts(datetime.now(UTC)),
