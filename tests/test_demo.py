@@ -8,6 +8,7 @@ from what it printed, never from the code that printed it.
 from __future__ import annotations
 
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from playwright.sync_api import Page, expect
 
 from tests import browser as chromium
@@ -196,6 +198,24 @@ def test_the_hub_part_of_the_banner_works_as_written(demo: Demo, page: Page) -> 
     sales = page.locator("table.kpis tr[data-store='store-1'] .transactions")
     first = int(sales.inner_text())
     expect(sales).not_to_have_text(str(first), timeout=60_000)  # the lanes keep selling
+
+
+def test_the_banners_api_and_health_lines_answer_as_they_say(demo: Demo) -> None:
+    # "Devices (API): curl -u manager:PASSWORD URL": the same request, as curl sends it.
+    command = shlex.split(demo.line("Devices (API):"))
+    assert command[:2] == ["curl", "-u"], command
+    user, _, password = command[2].partition(":")
+    answer = requests.get(command[3], auth=(user, password), timeout=10)
+    assert answer.status_code == 200, answer.text
+    devices = {(d["kind"], d["id"]) for d in answer.json()["devices"]}
+    named = re.search(r"Simulated devices: (.+)\.", demo.banner)
+    assert named, demo.banner
+    for device in named.group(1).split(", "):
+        kind, _, ident = device.partition(" ")
+        assert (kind, ident) in devices, (device, devices)
+    assert requests.get(demo.line("Health:"), timeout=10).json()["status"] in ("ok", "degraded")
+    metrics = requests.get(demo.line("Metrics:"), timeout=10)  # from the box itself
+    assert metrics.status_code == 200 and "edge_bus_connected 1.0" in metrics.text
 
 
 def test_ctrl_c_stops_every_process_of_the_demo(demo: Demo) -> None:
