@@ -138,11 +138,10 @@ def _seed(settings: Settings, app: SigningKey) -> tuple[dict[str, Any], list[dic
 def _load_products(store: Store) -> None:
     """The simulated lanes' catalogue as the store's product list, as `edge products import`
     loads it: the staff checkout page then knows the items the lanes sell."""
-    from edge.products import Product, upsert_products
+    from edge.products import upsert_products
     from pos_bridge.simulator import CATALOGUE
 
-    store.write(lambda db: upsert_products(db, [
-        Product(p.sku, p.name, p.unit_minor, p.categories) for p in CATALOGUE]))
+    store.write(lambda db: upsert_products(db, list(CATALOGUE)))
 
 
 def _prepare(settings: Settings, printer_ports: dict[str, int], hub_env: dict[str, str]

@@ -32,6 +32,7 @@ from typing import Any, TextIO
 import jwt
 
 from edge import logsafe
+from edge.products import Product
 from edge.protocol import uuid7
 from edge.wording import money
 from pos_bridge.device import DeviceClient, DeviceError
@@ -54,14 +55,6 @@ MODELS = {"pos": "Simulated lane", "printer": "Simulated TM-T88", "scanner": "Si
 EXTRA_STATUS: dict[str, dict[str, Any]] = {"printer": {"paper": "ok", "cover": "closed"}}
 LOCALE = "en_IE"
 MEMBER_CODE_TTL_S = 120
-
-
-@dataclass(frozen=True, slots=True)
-class Product:
-    sku: str
-    name: str
-    unit_minor: int
-    categories: tuple[str, ...]
 
 
 CATALOGUE: tuple[Product, ...] = (

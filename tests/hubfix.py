@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
+from edge.supervise import stop_process
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 REPO = Path(__file__).resolve().parent.parent
@@ -246,6 +247,33 @@ def start_hub(settings: HubSettings, *, keep_port: bool = False) -> HubServer:
         pytest.fail(f"edge-hub serve did not start:\n{line!r}\n{log.read_text()}")
     server = HubServer(replace(settings, http_port=port), proc, log)
     return server
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], url: str, log: Path) -> Iterator[None]:
+    """`edge-hub serve` with the environment `env` (its settings, port included) while the
+    block runs; the test fails when it does not answer at `url` within 30 s."""
+    import requests
+
+    with log.open("ab") as out:
+        proc = subprocess.Popen([*hub_cli(), "serve"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=REPO)
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{url}/login", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        deadline = time.monotonic() + 30
+        while not up():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"edge-hub serve did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield
+    finally:
+        stop_process(proc)
 
 
 def stop_hub(server: HubServer, timeout: float = 15.0) -> int:

@@ -13,8 +13,6 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,10 +35,10 @@ from cloud_sync.hub.managers import add_manager, authenticate
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
 from cloud_sync.hub.stores import add_store
 from edge.errors import BadRequest, Conflict
-from edge.supervise import stop_process
 from edge.tokens import SigningKey
 from tests import browser as chromium
-from tests.conftest import REPO, free_port, wait_until
+from tests.conftest import free_port
+from tests.hubfix import serving
 from tests.test_web_safety import sign_in_with_each_next
 
 playwright, browser, page = chromium.playwright, chromium.browser, chromium.page
@@ -143,23 +141,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     hub.send("west-1", sale("west-1", 987654321, "cust-w"), sale("west-1", 123456789),
              redeemed("west-1", "red-w", "cpn-west", 1234567),
              queue_depth=123456, oldest_age_s=86400.0 * 3, dead_letters=9876)
-    log = data_dir.parent / "serve.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cloud_sync.hub.cli", "serve"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-
-    def up() -> bool:
-        try:
-            return requests.get(f"{hub.url}/login", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
     try:
-        if not wait_until(up, timeout=30, interval=0.1):
-            pytest.fail(f"edge-hub serve did not start:\n{log.read_text()}")
-        yield hub
+        with serving(env, hub.url, data_dir.parent / "serve.log"):
+            yield hub
     finally:
-        stop_process(proc)
         db.dispose()
 
 

@@ -7,8 +7,6 @@ filters the figures, and the URL keeps ISO dates.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
@@ -16,16 +14,15 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import requests
 from playwright.sync_api import Page, expect
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.managers import add_manager
 from cloud_sync.hub.settings import load_hub_settings
 from cloud_sync.hub.stores import add_store
-from edge.supervise import stop_process
 from tests import browser as chromium
-from tests.conftest import REPO, free_port, wait_until
+from tests.conftest import free_port
+from tests.hubfix import serving
 from tests.test_hub_dashboard import Hub, ev, sign_in
 
 playwright, browser, page = chromium.playwright, chromium.browser, chromium.page
@@ -62,23 +59,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         hub.send("north-1", ev("north-1", "transaction.completed", {
             "txn": f"t-{ago}", "customer_id": None, "total_minor": total, "currency": "EUR",
             "redemptions": []}, ago_s=ago))
-    log = data_dir.parent / "serve.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cloud_sync.hub.cli", "serve"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-
-    def up() -> bool:
-        try:
-            return requests.get(f"{hub.url}/login", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
     try:
-        if not wait_until(up, timeout=30, interval=0.1):
-            pytest.fail(f"edge-hub serve did not start:\n{log.read_text()}")
-        yield hub
+        with serving(env, hub.url, data_dir.parent / "serve.log"):
+            yield hub
     finally:
-        stop_process(proc)
         db.dispose()
 
 
