@@ -109,7 +109,6 @@ def test_list_shows_time_lane_name_with_consent_and_total_and_finds_receipts(
     for row in (a, b, g):
         expect(row.locator("td.total")).to_have_text("€12.98")
     assert "Kowalski" not in page.content()
-    page.screenshot(path="/work/shots/i13-times-receipts.png", full_page=True)
 
     # By receipt number (as printed: "Receipt <job>"), whole or its last characters.
     search(page, ben)
@@ -133,7 +132,6 @@ def test_list_shows_time_lane_name_with_consent_and_total_and_finds_receipts(
     search(page, "4000 0000 0000 0000")
     expect(rows).to_have_count(0)
     expect(page.locator("#receipts")).to_contain_text("No receipts found")
-    page.screenshot(path="/work/shots/i13-times-receipts-search.png", full_page=True)
     # Nothing typed into the search went into a URL.
     assert not [u for u in requested if "4000" in u or "c-1" in u]
     assert errors == []
@@ -168,4 +166,3 @@ def test_a_reprints_state_follows_on_the_list_without_a_reload(
     expect(row.locator("span.job")).to_have_class("job printed")
     expect(row.locator("td.reason")).to_have_text("")
     assert navigations == []
-    other.screenshot(path="/work/shots/i13-times-receipt.png", full_page=True)

@@ -65,7 +65,6 @@ def test_last_seen_is_store_time_and_moves_on_while_a_lane_sells(
 
     assert wait_until(settled, 10), cell.inner_text()
     assert re.fullmatch(r"\d\d:\d\d:\d\d", cell.inner_text())
-    page.screenshot(path="/work/shots/i13-times-devices.png", full_page=True)
 
     # Written to the database within a few seconds too (not once per message).
     def stored() -> bool:
