@@ -488,10 +488,11 @@ def broker() -> None:
                                     parse_names(settings.tls_names, settings.broker_host))
     sync_broker_files(settings, datadir, store)
     store.close()
-    proc = BrokerProcess(settings, datadir).start()
-    _stop_on_signals()
-    assert proc.process is not None
+    proc = BrokerProcess(settings, datadir)
+    _stop_on_signals()  # before the start: a stop that comes during it stops Mosquitto too
     try:
+        proc.start()
+        assert proc.process is not None
         code = proc.process.wait()
     except KeyboardInterrupt:
         proc.stop()

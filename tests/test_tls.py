@@ -7,6 +7,7 @@ serves them, and the devices verify them with Python's ssl module (through paho)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import socket
@@ -289,6 +290,18 @@ def test_edge_broker_makes_the_certificate_on_a_box_upgraded_without_init(
         assert fingerprint(served) == fingerprint(folder.server())
     finally:
         stop_process(proc)
+    # Stopped at once after it started serving, it stops its Mosquitto too.
+    conf = str(datadir.root / "mosquitto" / "mosquitto.conf").encode()
+
+    def brokers_left() -> list[Path]:
+        left = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                if conf in cmdline.read_bytes():
+                    left.append(cmdline)
+        return left
+
+    assert wait_until(lambda: not brokers_left(), 10), brokers_left()
 
 
 def test_healthz_reports_the_certificate_and_warns_before_it_ends(tls_edge: EdgeService,
