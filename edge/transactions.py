@@ -211,10 +211,7 @@ class Checkout:
                 raise BadRequest(f"That is not a valid phone number for "
                                  f"{self.settings.country}; type it with its +country code.",
                                  detail={"field": "phone"}) from None
-            digest = self.lookup.hash("phone", e164)
-            return ("phone", digest, *self._local_or_hub(
-                find_by_hash(self.store, "phone", digest), "phone", e164, digest, started),
-                None)
+            return self._by_identifier("phone", e164, started)
         assert code is not None
         # The one reading of a scanned code, shared with the staff checkout page.
         scanned = classify_code(code, self.settings.country)
@@ -223,18 +220,18 @@ class Checkout:
             return ("member", sub, *self._local_or_hub(
                 get_customer(self.store, sub), "member", code.strip(), sub, started),
                 (jti, exp))
-        if scanned.kind == "phone":
-            digest = self.lookup.hash("phone", scanned.value)
-            return ("phone", digest, *self._local_or_hub(
-                find_by_hash(self.store, "phone", digest), "phone", scanned.value, digest,
-                started), None)
-        if scanned.kind != "card":
+        if scanned.kind not in ("phone", "card"):
             raise BadRequest("That is neither a member code, a loyalty-card number nor a "
                              "phone number.", detail={"field": "code"})
-        card = scanned.value
-        digest = self.lookup.hash("card", card)
-        return ("card", digest, *self._local_or_hub(
-            find_by_hash(self.store, "card", digest), "card", card, digest, started), None)
+        return self._by_identifier(scanned.kind, scanned.value, started)
+
+    def _by_identifier(self, kind: str, value: str, started: float
+                       ) -> tuple[str, str, Customer | None, CustomerRecord | None, None]:
+        """A phone number (E.164) or card number: found by its look-up hash, here or at the
+        hub; the hash is what the sale keeps."""
+        digest = self.lookup.hash(kind, value)
+        return (kind, digest, *self._local_or_hub(
+            find_by_hash(self.store, kind, digest), kind, value, digest, started), None)
 
     def _local_or_hub(self, local: Customer | None, kind: str, value: str, key: str,
                       started: float) -> tuple[Customer | None, CustomerRecord | None]:
