@@ -127,15 +127,19 @@ def to_minor(text: Any, currency: str) -> int:
     if not isinstance(text, str) or not text.strip():
         raise BadRequest("Scan the items or type the basket total first, e.g. 23.50.",
                          detail={"field": "total"})
-    typed = text.strip()
-    places = int(get_currency_precision(currency))
+    return _minor_units(text.strip(), currency, "total", "the basket total like 23.50")
+
+
+def _minor_units(typed: str, currency: str, field: str, example: str) -> int:
+    """An amount typed as "12,50" or "12.50" in minor units of `currency`; a BadRequest on
+    `field` that shows `example` when it is not one."""
     if not AMOUNT_RE.match(typed):
-        raise BadRequest(f"{typed!r} is not an amount: type the basket total like 23.50.",
-                         detail={"field": "total"})
+        raise BadRequest(f"{typed!r} is not an amount: type {example}.", detail={"field": field})
+    places = int(get_currency_precision(currency))
     minor = Decimal(typed.replace(",", ".").rstrip(".")).scaleb(places)
     if minor != minor.to_integral_value():
         raise BadRequest(f"{currency} amounts have {places} decimal places at most.",
-                         detail={"field": "total"})
+                         detail={"field": field})
     return int(minor)
 
 
@@ -147,14 +151,8 @@ def _amount(text: Any, currency: str) -> int:
     if typed.startswith("-"):
         raise BadRequest("A price cannot be below 0: type what one item costs, e.g. 2.49.",
                          detail={"field": "amount"})
-    if not AMOUNT_RE.match(typed):
-        raise BadRequest(f"{typed!r} is not an amount: type the item's price like 2.49.",
-                         detail={"field": "amount"})
+    minor = _minor_units(typed, currency, "amount", "the item's price like 2.49")
     places = int(get_currency_precision(currency))
-    minor = Decimal(typed.replace(",", ".").rstrip(".")).scaleb(places)
-    if minor != minor.to_integral_value():
-        raise BadRequest(f"{currency} amounts have {places} decimal places at most.",
-                         detail={"field": "amount"})
     if minor <= 0:
         raise BadRequest("Type the item's price: it must be more than 0.",
                          detail={"field": "amount"})
@@ -162,7 +160,7 @@ def _amount(text: Any, currency: str) -> int:
         most = money(MAX_LINE_MAJOR * 10**places, currency, _service().settings.locale)
         raise BadRequest(f"That is more than {most} for one item: check the amount.",
                          detail={"field": "amount"})
-    return int(minor)
+    return minor
 
 
 def _qty(value: Any) -> int:
@@ -182,10 +180,11 @@ def _qty(value: Any) -> int:
     return value
 
 
-def page_line(raw: Any, currency: str) -> Line:
+def page_line(raw: Any, currency: str, categories: set[str] | None = None) -> Line:
     """One basket line as the page holds it: `{"code", "qty"}` for a product of the store's
     list, or `{"cat", "amount", "qty"}` for an item entered by category and amount. The
-    result has the shape of a lane's line (docs/checkout.md §2)."""
+    result has the shape of a lane's line (docs/checkout.md §2). `categories`: the store's
+    categories when the caller has read them already (a basket of many lines)."""
     if not isinstance(raw, dict):
         raise BadRequest("A basket line is a product code or a category and an amount.",
                          detail={"field": "lines"})
@@ -206,7 +205,7 @@ def page_line(raw: Any, currency: str) -> Line:
         raise BadRequest("Pick the item's category, or scan its product code.",
                          detail={"field": "cat"})
     cat = cat.strip()
-    if cat not in known_categories(store):
+    if cat not in (categories if categories is not None else set(known_categories(store))):
         raise BadRequest(f"This store has no category {cat!r}: pick one from the list.",
                          detail={"field": "cat", "reason": "category_unknown"})
     unit = _amount(raw.get("amount"), currency)
@@ -225,7 +224,10 @@ def _basket(body: dict[str, Any], currency: str) -> dict[str, Any]:
     if not isinstance(lines, list) or len(lines) > MAX_LINES:
         raise BadRequest(f"A sale holds at most {MAX_LINES} lines.", detail={"field": "lines"})
     if lines:
-        out = [_line_json(page_line(raw, currency)) for raw in lines]
+        # The product list's categories once per basket, not once per line typed by category.
+        by_category = any(isinstance(raw, dict) and raw.get("code") is None for raw in lines)
+        known = set(known_categories(_service().store)) if by_category else None
+        out = [_line_json(page_line(raw, currency, known)) for raw in lines]
         total = sum(line["qty"] * line["unit_minor"] for line in out)
     else:
         total = to_minor(body.get("total"), currency)
