@@ -362,21 +362,24 @@ def _record_names(conn: Any, table: Any, ids: set[str], field_name: str) -> dict
     return out
 
 
-def _conflict_uses(conn: Any, redemption_ids: list[str], mine: set[str]
-                   ) -> list[tuple[ConflictUse, str | None]]:
-    """The uses (with their customer id) among `redemption_ids` at the stores in `mine`."""
+def _conflict_uses(conn: Any, redemption_ids: set[str], mine: set[str]
+                   ) -> dict[str, tuple[ConflictUse, str | None]]:
+    """The uses (with their customer id) among `redemption_ids` at the stores in `mine`, by
+    redemption id: two queries for every conflict of a page, not two per conflict."""
+    if not redemption_ids:
+        return {}
     rows = list(conn.execute(select(redemptions).where(redemptions.c.id.in_(redemption_ids),
                                                        redemptions.c.store_id.in_(mine))))
     sent = {r.event_id: r for r in conn.execute(
         select(events.c.event_id, events.c.device_id, events.c.data)
         .where(events.c.event_id.in_([row.event_id for row in rows])))} if rows else {}
-    out = []
-    for row in sorted(rows, key=lambda r: r.redeemed_ts):
+    out = {}
+    for row in rows:
         event = sent.get(row.event_id)
         txn = _txn_of(event.data) if event is not None else None
-        out.append((ConflictUse(row.id, row.store_id, event.device_id if event else None, txn,
-                                row.redeemed_ts, int(row.discount_minor), row.currency,
-                                row.reversed_at is not None), row.customer_id))
+        out[row.id] = (ConflictUse(row.id, row.store_id, event.device_id if event else None,
+                                   txn, row.redeemed_ts, int(row.discount_minor), row.currency,
+                                   row.reversed_at is not None), row.customer_id)
     return out
 
 
@@ -394,16 +397,20 @@ def _conflicts(db: HubDB, store_ids: Sequence[str], resolved: bool, limit: int
     order = conflicts.c.resolved_ts.desc() if resolved else conflicts.c.detected_ts.desc()
     out: list[ConflictRow] = []
     with db.read() as conn:
-        found = []
+        listed: list[tuple[Any, list[str], int, list[str]]] = []
         for r in conn.execute(query.order_by(order, conflicts.c.coupon_id)):
             involved = [s for s in json.loads(r.stores) if isinstance(s, str)]
             seen = [s for s in involved if s in mine]
             if not seen:
                 continue
             ids = [i for i in json.loads(r.redemptions) if isinstance(i, str)]
-            found.append((r, seen, len(set(involved) - mine), _conflict_uses(conn, ids, mine)))
-            if len(found) >= limit:
+            listed.append((r, seen, len(set(involved) - mine), ids))
+            if len(listed) >= limit:
                 break
+        by_id = _conflict_uses(conn, {i for *_, ids in listed for i in ids}, mine)
+        found = [(r, seen, others, sorted((by_id[i] for i in ids if i in by_id),
+                                          key=lambda use: use[0].redeemed_ts))
+                 for r, seen, others, ids in listed]
         campaign_names = _record_names(conn, campaigns_table,
                                        {r.campaign_id for r, *_ in found}, "name")
         customers = {c for *_, uses in found for _, c in uses if c}
