@@ -108,9 +108,9 @@ from rig import (
 
 from edge.datadir import DataDir
 from edge.devices import enrol
-from edge.mqtt import BrokerAddress, make_client, parse_mqtt_url
-from edge.protocol import encode, new_envelope, now_rfc3339, request_topic, status_topic
 from edge.store import Store
+from store_contract.mqtt import BrokerAddress, make_client, parse_mqtt_url
+from store_contract.protocol import encode, new_envelope, now_rfc3339, request_topic, status_topic
 
 RSS_TARGET_MB = 120.0
 C_RPS_TARGET = 1000.0

@@ -153,11 +153,11 @@ from edge.customers import (
 )
 from edge.datadir import DataDir
 from edge.devices import Enrolment, enrol
-from edge.mqtt import BrokerAddress, parse_mqtt_url
-from edge.protocol import format_ts, new_envelope, request_topic, uuid7
 from edge.settings import Settings
 from edge.store import Store
 from edge.tls import StoreTLS
+from store_contract.mqtt import BrokerAddress, parse_mqtt_url
+from store_contract.protocol import format_ts, new_envelope, request_topic, uuid7
 
 # The repository's root, for the helpers the tests and the benchmarks share (as bench/sync.py).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -52,11 +52,11 @@ from paho.mqtt.properties import Properties
 from edge.broker import BrokerProcess, hash_password, reload_broker
 from edge.datadir import DataDir, write_private
 from edge.devices import Enrolment, sync_broker_files
-from edge.mqtt import BrokerAddress, make_client
-from edge.protocol import event_topic
 from edge.settings import Settings, load_settings
 from edge.store import Store
 from edge.supervise import stop_process
+from store_contract.mqtt import BrokerAddress, make_client
+from store_contract.protocol import event_topic
 
 STORE = "bench"
 KEEPALIVE = 60

@@ -18,7 +18,7 @@ free), once on SQLite and once on PostgreSQL, in turn:
   `edge-hub coupons issue` records them, the others checked by signature; and a shared
   `code:` coupon), so the hub's redemption ledger, token check, conflict check and change
   feed all run, `receipt.printed` and
-  now and then `device.status`; ids are `edge.protocol.uuid7`.
+  now and then `device.status`; ids are `store_contract.protocol.uuid7`.
 
 Measurements, per database:
 
@@ -106,11 +106,11 @@ from edge.datadir import DataDir, write_private  # noqa: E402
 from edge.hublink import HubLink  # noqa: E402
 from edge.metrics import Metrics  # noqa: E402
 from edge.outbox import queue_event  # noqa: E402
-from edge.protocol import format_ts, uuid7  # noqa: E402
 from edge.settings import load_settings  # noqa: E402
 from edge.store import Store  # noqa: E402
 from edge.supervise import stop_process  # noqa: E402
 from edge.tokens import COUPON_TYP, SigningKey  # noqa: E402
+from store_contract.protocol import format_ts, uuid7  # noqa: E402
 from tests.hubfix import PG_BIN, PostgresCluster  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

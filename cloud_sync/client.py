@@ -12,8 +12,8 @@ from typing import Any
 
 import requests
 
-from edge.protocol import format_ts
 from edge.settings import Settings
+from store_contract.protocol import format_ts
 
 RETRY_AFTER_MAX_S = 3600.0  # a hub asking for more than an hour is not believed beyond that
 

@@ -37,9 +37,9 @@ import requests
 from cloud_sync.client import Backoff, HubClient, retry_after, rfc3339
 from edge.hublink import HubLink
 from edge.metrics import Metrics
-from edge.protocol import uuid7
 from edge.settings import Settings
 from edge.store import Store
+from store_contract.protocol import uuid7
 
 log = logging.getLogger(__name__)
 TRANSIENT = frozenset({408, 429})

@@ -8,7 +8,7 @@ from datetime import timedelta
 from flask import Flask
 
 from edge.settings import Settings, load_settings
-from edge.websafe import session_cookies
+from store_contract.web import session_cookies
 
 __all__ = ["create_app"]
 
@@ -19,8 +19,9 @@ def create_app(settings: Settings | None = None, *, start: bool = False) -> Flas
     With `start=True` the bus connects and the scheduler runs (what `edge serve` does);
     otherwise they wait for `app.extensions["edge"].start()`.
     """
-    from edge import api, logsafe, staff
+    from edge import api, staff
     from edge.service import EdgeService
+    from store_contract import logsafe
 
     settings = settings or load_settings()
     logging.basicConfig(level=settings.log_level.upper(),

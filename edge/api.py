@@ -17,11 +17,11 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from edge.devices import authenticate, list_devices
 from edge.dispatch import Caller
-from edge.errors import EdgeError, Unauthorized
-from edge.protocol import ID_RE
 from edge.service import EdgeService
 from edge.staff.auth import require_staff
-from edge.wording import local_time
+from store_contract.errors import EdgeError, Unauthorized
+from store_contract.protocol import ID_RE
+from store_contract.wording import local_time
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)

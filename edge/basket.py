@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
-from edge.errors import BadRequest
+from store_contract.errors import BadRequest
 
 SKU_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")

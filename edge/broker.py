@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.datadir import DataDir, write_private
-from edge.errors import StartupError
-from edge.mqtt import parse_mqtt_url
 from edge.settings import Settings
 from edge.supervise import stop_process
 from edge.tls import StoreTLS
+from store_contract.errors import StartupError
+from store_contract.mqtt import parse_mqtt_url
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config" / "mosquitto"

@@ -24,10 +24,12 @@ from paho.mqtt.properties import Properties
 from edge.datadir import DataDir
 from edge.devices import LastSeen, parse_status, record_status
 from edge.dispatch import Caller, Dispatcher, Reply
-from edge.errors import BadRequest
 from edge.metrics import Metrics
-from edge.mqtt import is_refused, make_client, parse_mqtt_url, publish_offline, stop_loop
-from edge.protocol import (
+from edge.settings import Settings
+from edge.store import Store
+from store_contract.errors import BadRequest
+from store_contract.mqtt import is_refused, make_client, parse_mqtt_url, publish_offline, stop_loop
+from store_contract.protocol import (
     DEVICE_KINDS,
     MAX_ENVELOPE_BYTES,
     Topic,
@@ -41,8 +43,6 @@ from edge.protocol import (
     reply_topic,
     status_topic,
 )
-from edge.settings import Settings
-from edge.store import Store
 
 log = logging.getLogger(__name__)
 SOFTWARE = "store-edge/0.1"

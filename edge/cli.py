@@ -15,10 +15,10 @@ from typing import Any, TypeVar, cast
 import click
 
 from edge.datadir import DataDir
-from edge.errors import BadRequest, EdgeError, NotFound, StartupError
 from edge.settings import Settings, load_settings
 from edge.store import Store
 from edge.tls import StoreTLS, fingerprint, parse_names, proxy_site
+from store_contract.errors import BadRequest, EdgeError, NotFound, StartupError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -239,8 +239,8 @@ def printers_list() -> None:
 def printers_remove(printer_id: str) -> None:
     """Remove a printer and its login; its lanes then have no printer."""
     from edge.devices import remove
-    from edge.errors import NotFound
     from edge.printers import forget_hosted_login, remove_printer
+    from store_contract.errors import NotFound
 
     settings = load_settings()
     datadir, store = _open(settings)
@@ -516,7 +516,7 @@ def serve() -> None:
     import waitress
 
     from edge import create_app
-    from edge.websafe import proxy_options
+    from store_contract.web import proxy_options
 
     settings = load_settings()
     app = create_app(settings)

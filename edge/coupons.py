@@ -28,11 +28,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.basket import Basket, Discount, Pricing, Rule, parse_discount
-from edge.errors import EdgeError
 from edge.settings import Settings
 from edge.store import Store
 from edge.tokens import COUPON_TYP, MEMBER_TYP, TokenRejected, TrustedKeys, looks_like_jws
-from edge.wording import day, money
+from store_contract.errors import EdgeError
+from store_contract.wording import day, money
 
 PLAIN_CODE_RE = re.compile(r"^[A-Za-z0-9-]{3,32}\Z")
 UNTIL_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")

@@ -28,8 +28,8 @@ from typing import Any
 
 import phonenumbers
 
-from edge.protocol import now_rfc3339
 from edge.store import Store
+from store_contract.protocol import now_rfc3339
 
 CUSTOMER_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 CARD_RE = re.compile(r"^[0-9]{6,32}\Z")

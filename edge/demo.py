@@ -25,7 +25,6 @@ from cloud_sync.hub.demo import REGION as HUB_DEMO_REGION
 from edge.broker import BrokerProcess, wait_for_port
 from edge.datadir import DataDir, write_private
 from edge.devices import enrol, sync_broker_files
-from edge.errors import StartupError
 from edge.printers import add_printer
 from edge.settings import Settings, load_settings
 from edge.staff.accounts import add_user
@@ -33,6 +32,7 @@ from edge.store import Store
 from edge.supervise import stop_process
 from edge.tls import StoreTLS, proxy_site, standalone_nginx
 from edge.tokens import COUPON_TYP, SigningKey
+from store_contract.errors import StartupError
 
 DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2"), ("scanner", "scanner-1"),
                 ("kiosk", "kiosk-1")]

@@ -19,11 +19,11 @@ import sqlite_utils
 
 from edge.broker import Login, hash_password, verify_password, write_broker_files
 from edge.datadir import DataDir
-from edge.errors import BadRequest, Conflict, NotFound
 from edge.outbox import queue_event
-from edge.protocol import DEVICE_KINDS, ID_RE, format_ts, now_rfc3339, parse_ts
 from edge.settings import Settings
 from edge.store import Store
+from store_contract.errors import BadRequest, Conflict, NotFound
+from store_contract.protocol import DEVICE_KINDS, ID_RE, format_ts, now_rfc3339, parse_ts
 
 PRESENCE_STATES = ("online", "offline")
 

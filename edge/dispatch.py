@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from edge.errors import BadRequest, EdgeError, Forbidden
 from edge.metrics import Metrics
-from edge.protocol import (
+from store_contract.errors import BadRequest, EdgeError, Forbidden
+from store_contract.protocol import (
     Envelope,
     decode_json,
     encode,

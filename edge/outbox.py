@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from edge.metrics import Metrics
-from edge.protocol import now_rfc3339, uuid7
+from store_contract.protocol import now_rfc3339, uuid7
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from edge.basket import parse_basket
 from edge.dispatch import Caller, Dispatcher
-from edge.errors import BadRequest
-from edge.protocol import Envelope
 from edge.transactions import TXN_RE, Checkout, Tender
+from store_contract.errors import BadRequest
+from store_contract.protocol import Envelope
 
 POS = ("pos",)
 MAX_CODE_CHARS = 4096

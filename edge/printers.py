@@ -26,10 +26,10 @@ from typing import Any
 from edge.broker import verify_password
 from edge.datadir import DataDir, write_private
 from edge.devices import Enrolment, check_device, enrol, username_for
-from edge.errors import BadRequest
-from edge.protocol import ID_RE, now_rfc3339
 from edge.settings import Settings
 from edge.store import Store
+from store_contract.errors import BadRequest
+from store_contract.protocol import ID_RE, now_rfc3339
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 from babel.numbers import get_currency_precision
 
 from edge.basket import MAX_NAME, MAX_UNIT_MINOR, SKU_RE
-from edge.protocol import now_rfc3339
 from edge.store import Store
+from store_contract.protocol import now_rfc3339
 
 MAX_CATEGORIES = 20
 CSV_COLUMNS = ("sku", "name", "price", "unit_minor", "categories")

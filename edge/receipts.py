@@ -25,10 +25,10 @@ from babel.numbers import format_decimal
 from edge.basket import Basket
 from edge.coupons import OFFER_TERMS, RECEIPT_COUPON_PREFIX, CouponBook, parse_until, until_exp
 from edge.customers import Customer, add_to_wallet
-from edge.protocol import format_ts, uuid7
 from edge.settings import Settings
 from edge.tokens import COUPON_TYP, SigningKey
-from edge.wording import calendar_day, moment, money
+from store_contract.protocol import format_ts, uuid7
+from store_contract.wording import calendar_day, moment, money
 
 RECENT_DAYS = 90
 RECENT_SALES = 20

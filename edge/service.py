@@ -22,7 +22,6 @@ from edge.customers import Lookup, local_bundle
 from edge.datadir import DataDir
 from edge.devices import LastSeen
 from edge.dispatch import Dispatcher, ReplyCache, register_builtin
-from edge.errors import StartupError
 from edge.hublink import HubLink
 from edge.metrics import Metrics
 from edge.outbox import OutboxCap
@@ -35,6 +34,7 @@ from edge.store import Store
 from edge.tls import StoreTLS
 from edge.tokens import TrustedKeys, store_signing_key
 from edge.transactions import Checkout
+from store_contract.errors import StartupError
 
 log = logging.getLogger(__name__)
 # How often the devices' "last seen" noted in memory is written to the database.

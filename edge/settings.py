@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from edge.errors import StartupError
+from store_contract.errors import StartupError
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}\Z")
 REPO_DEFAULTS = Path(__file__).resolve().parent.parent / "config" / "edge.toml"

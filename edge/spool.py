@@ -30,12 +30,12 @@ from typing import Any
 
 from edge.audit import REPRINT, Actor, record
 from edge.dispatch import Caller
-from edge.errors import BadRequest
 from edge.outbox import queue_event
-from edge.protocol import Envelope, format_ts, uuid7
 from edge.receipts import Receipt
 from edge.settings import Settings
 from edge.store import Store
+from store_contract.errors import BadRequest
+from store_contract.protocol import Envelope, format_ts, uuid7
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from edge.protocol import now_rfc3339
+from store_contract.protocol import now_rfc3339
 
 if TYPE_CHECKING:
     from edge.outbox import OutboxCap

@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edge.datadir import DataDir, write_private
-from edge.errors import StartupError
 from edge.settings import REPO_DEFAULTS, Settings
+from store_contract.errors import StartupError
 
 CA_DAYS = 3650
 SERVER_DAYS = 397  # what browsers accept for a server certificate

@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from jwt.algorithms import OKPAlgorithm
 
 from edge.datadir import DataDir
-from edge.errors import StartupError
 from edge.store import Store
+from store_contract.errors import StartupError
 
 log = logging.getLogger(__name__)
 ALGORITHM = "EdDSA"

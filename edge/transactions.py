@@ -44,16 +44,16 @@ from edge.customers import (
     parse_customer,
     upsert_customers,
 )
-from edge.errors import BadRequest, EdgeError, Forbidden
 from edge.hublink import HubLink
 from edge.outbox import queue_event
-from edge.protocol import format_ts, uuid7
 from edge.receipts import Receipts
 from edge.settings import Settings
 from edge.spool import Spool
 from edge.store import Store
 from edge.tokens import COUPON_TYP, MEMBER_TYP, TokenRejected, TrustedKeys
-from edge.wording import clock_time, moment
+from store_contract.errors import BadRequest, EdgeError, Forbidden
+from store_contract.protocol import format_ts, uuid7
+from store_contract.wording import clock_time, moment
 
 log = logging.getLogger(__name__)
 # (kind, value, seconds left) -> the hub's customer record or None: the online look-up,

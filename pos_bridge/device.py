@@ -16,8 +16,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.mqtt import is_refused, make_client, parse_mqtt_url, publish_offline, stop_loop
-from edge.protocol import (
+from store_contract.mqtt import is_refused, make_client, parse_mqtt_url, publish_offline, stop_loop
+from store_contract.protocol import (
     Envelope,
     command_topic,
     decode_json,

@@ -27,8 +27,8 @@ from urllib.parse import quote
 
 import requests
 
-from edge.protocol import Envelope, now_rfc3339, uuid7
 from pos_bridge.device import DeviceClient
+from store_contract.protocol import Envelope, now_rfc3339, uuid7
 
 log = logging.getLogger(__name__)
 

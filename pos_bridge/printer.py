@@ -40,10 +40,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
 
-from edge import logsafe
-from edge.protocol import Envelope
 from pos_bridge.device import DeviceClient, DeviceError
 from pos_bridge.receipt_render import DocumentError, check_profile, render_escpos
+from store_contract import logsafe
+from store_contract.protocol import Envelope
 
 log = logging.getLogger(__name__)
 

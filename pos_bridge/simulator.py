@@ -31,10 +31,7 @@ from typing import Any, TextIO
 
 import jwt
 
-from edge import logsafe
 from edge.products import Product
-from edge.protocol import uuid7
-from edge.wording import money
 from pos_bridge.device import DeviceClient, DeviceError
 from pos_bridge.lane import (
     EdgeUnreachable,
@@ -48,6 +45,9 @@ from pos_bridge.lane import (
     new_txn_id,
     tender,
 )
+from store_contract import logsafe
+from store_contract.protocol import uuid7
+from store_contract.wording import money
 
 log = logging.getLogger("pos_bridge.simulator")
 MODELS = {"pos": "Simulated lane", "printer": "Simulated TM-T88", "scanner": "Simulated 2D imager",

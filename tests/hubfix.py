@@ -309,7 +309,7 @@ def hub_store(hub_server: HubServer) -> Callable[..., str]:
 
 def event(store_id: str, type_: str = "device.status", **fields: Any) -> dict[str, Any]:
     """A valid event of `type_` (data from `data=`), with a fresh event id."""
-    from edge.protocol import now_rfc3339, uuid7
+    from store_contract.protocol import now_rfc3339, uuid7
 
     body: dict[str, Any] = {"event_id": uuid7(), "type": type_, "occurred_at": now_rfc3339(),
                             "store_id": store_id, "device_id": "pos-1", "data": {}}
@@ -322,7 +322,7 @@ def redeemed(store_id: str, coupon: str, *, redemption: str | None = None,
              signer: Any = None, claims: dict[str, Any] | None = None) -> dict[str, Any]:
     """A coupon.redeemed event of `coupon` at `store_id`; with `signer` (a SigningKey) it
     carries the scanned coupon as its `token` (jti `coupon`, cmp `campaign`, `claims`)."""
-    from edge.protocol import uuid7
+    from store_contract.protocol import uuid7
 
     data: dict[str, Any] = {"redemption": redemption or uuid7(), "coupon": coupon,
                             "campaign": campaign, "discount_minor": 250, "currency": "EUR",

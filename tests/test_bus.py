@@ -12,10 +12,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge.dispatch import Caller
-from edge.errors import EdgeError
-from edge.protocol import Envelope, new_envelope, uuid7
 from edge.service import EdgeService
 from pos_bridge.device import DeviceClient
+from store_contract.errors import EdgeError
+from store_contract.protocol import Envelope, new_envelope, uuid7
 from tests.conftest import wait_until
 
 DeviceFactory = Callable[..., DeviceClient]

@@ -282,7 +282,7 @@ def test_kiosk_cannot_call_pos_methods(seeded: EdgeService, device: Callable[...
                                        issuer: Issuer) -> None:
     # The broker's ACL drops a kiosk's req/coupon.apply; the edge would refuse it as well.
     from edge.dispatch import Caller
-    from edge.protocol import new_envelope
+    from store_contract.protocol import new_envelope
 
     envelope = new_envelope("coupon.apply", {"txn": "k-1", "code": issuer.coupon(),
                                              "basket": BASKET})

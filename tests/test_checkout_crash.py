@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from edge.protocol import new_envelope
 from edge.settings import Settings
 from edge.supervise import stop_process
 from pos_bridge.device import DeviceClient
+from store_contract.protocol import new_envelope
 from tests.conftest import Issuer, start_edge, wait_until
 
 BASKET = {"currency": "EUR", "total_minor": 1000, "lines": [

@@ -115,7 +115,7 @@ def test_a_second_edge_on_a_taken_port_stops_without_pushing_the_first_off_the_b
 
 def test_broker_refuses_to_start_on_a_taken_port(settings: Settings,
                                                  broker: BrokerProcess) -> None:
-    from edge.errors import StartupError
+    from store_contract.errors import StartupError
 
     with pytest.raises(StartupError, match="already taken"):
         BrokerProcess(settings, broker.datadir, quiet=True).start()

@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 from edge.basket import Basket, Line, Pricing, Rule, parse_basket, parse_discount
 from edge.coupons import CouponRefused, parse_campaign, revoke, until_exp, upsert_campaigns
 from edge.customers import parse_customer, upsert_customers
-from edge.errors import BadRequest
 from edge.service import EdgeService
 from edge.settings import Settings
 from edge.transactions import CustomerUnknown
+from store_contract.errors import BadRequest
 from tests.conftest import Issuer
 
 CUSTOMER = {"id": "c-1", "display_name": "Anna", "tier": "gold", "points": 120,

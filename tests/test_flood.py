@@ -15,11 +15,11 @@ import pytest
 
 from edge.dispatch import Caller
 from edge.outbox import OutboxCap, queue_event
-from edge.protocol import Envelope, encode, now_rfc3339, uuid7
 from edge.service import EdgeService
 from edge.settings import Settings
 from edge.store import Store
 from pos_bridge.device import DeviceClient
+from store_contract.protocol import Envelope, encode, now_rfc3339, uuid7
 from tests.conftest import running_edge, wait_until
 from tests.test_checkout import complete
 

@@ -18,7 +18,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
-from edge.protocol import is_uuid, parse_envelope, reply_error, reply_ok
 from pos_bridge.lane import (
     EdgeUnreachable,
     HttpTransport,
@@ -30,6 +29,7 @@ from pos_bridge.lane import (
     tender,
 )
 from pos_bridge.simulator import member_code, scripted_checkout
+from store_contract.protocol import is_uuid, parse_envelope, reply_error, reply_ok
 
 Outcome = dict[str, Any] | BaseException
 

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 import requests
 
-from edge.logsafe import MASK, install, redact
 from edge.settings import Settings
+from store_contract.logsafe import MASK, install, redact
 from tests.conftest import edge_log, wait_until
 
 PERSONAL = ["Anna@Example.org", "a.b-c+tag@shop.example.co.uk", "+49 151 23456789",

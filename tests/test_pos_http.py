@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from edge.devices import Enrolment
-from edge.protocol import new_envelope
 from edge.settings import Settings
 from pos_bridge.lane import HttpTransport, Lane, NotAllowed, Refused, basket
+from store_contract.protocol import new_envelope
 from tests.conftest import Issuer, edge_cli, edge_env
 
 ITEMS = basket([{"sku": "coffee", "qty": 2, "unit_minor": 650, "categories": ["hot-drinks"]}],

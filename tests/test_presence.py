@@ -19,10 +19,10 @@ import pytest
 
 from edge.broker import BrokerProcess
 from edge.devices import Enrolment, list_devices
-from edge.mqtt import make_client, parse_mqtt_url, stop_loop
 from edge.service import EdgeService
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient, DeviceError
+from store_contract.mqtt import make_client, parse_mqtt_url, stop_loop
 from tests.conftest import free_port, wait_until
 
 DeviceFactory = Callable[..., DeviceClient]

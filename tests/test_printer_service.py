@@ -24,8 +24,6 @@ import pytest
 from edge.broker import BrokerProcess
 from edge.datadir import DataDir
 from edge.devices import Enrolment
-from edge.mqtt import make_client, parse_mqtt_url, stop_loop
-from edge.protocol import command_topic, event_topic, new_envelope, status_topic
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient
 from pos_bridge.printer import (
@@ -35,6 +33,8 @@ from pos_bridge.printer import (
     parse_connection,
 )
 from pos_bridge.virtual_printer import VirtualPrinter, interpret
+from store_contract.mqtt import make_client, parse_mqtt_url, stop_loop
+from store_contract.protocol import command_topic, event_topic, new_envelope, status_topic
 from tests.conftest import REPO, free_port, wait_until
 
 PROFILE = "TM-T88V"

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from edge.datadir import DataDir
-from edge.errors import BadRequest
 from edge.printers import add_printer
 from edge.settings import Settings
 from edge.store import Store
 from pos_bridge.printer import PrinterLink, PrinterUnreachable
+from store_contract.errors import BadRequest
 from tests.test_cli import run_edge
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from edge.errors import BadRequest
-from edge.protocol import (
+from store_contract.errors import BadRequest
+from store_contract.protocol import (
     MAX_ENVELOPE_BYTES,
     decode_json,
     new_envelope,
@@ -95,7 +95,8 @@ def test_ids_codes_and_times_are_matched_to_the_end_of_the_text() -> None:
     """`$` also matches before a final newline; every boundary pattern must not."""
     from cloud_sync.hub.ingest import EVENT_ID_RE
     from cloud_sync.hub.managers import USERNAME_RE
-    from edge import basket, coupons, customers, protocol, settings, transactions
+    from edge import basket, coupons, customers, settings, transactions
+    from store_contract import protocol
 
     cases = [(protocol.ID_RE, "lane-1"), (protocol.METHOD_RE, "coupon.apply"),
              (transactions.TXN_RE, "t-1"), (coupons.COUPON_ID_RE, "cpn-1"),

@@ -13,12 +13,12 @@ import pytest
 
 from edge.broker import BrokerProcess
 from edge.datadir import DataDir
-from edge.mqtt import make_client, parse_mqtt_url, stop_loop
 from edge.printers import add_printer
-from edge.protocol import new_envelope
 from edge.service import EdgeService
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient, DeviceError
+from store_contract.mqtt import make_client, parse_mqtt_url, stop_loop
+from store_contract.protocol import new_envelope
 from tests.conftest import wait_until
 
 DeviceFactory = Callable[..., DeviceClient]

@@ -27,11 +27,11 @@ from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import events as hub_events
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
 from edge.outbox import queue_event
-from edge.protocol import uuid7
 from edge.service import EdgeService
 from edge.settings import Settings
 from edge.store import Store
 from edge.supervise import stop_process
+from store_contract.protocol import uuid7
 from tests.conftest import free_port, running_edge, start_edge, wait_until
 from tests.hubfix import HubServer, hub_env_for, run_hub, start_hub, stop_hub
 

@@ -29,10 +29,10 @@ from cloud_sync.hub.schema import events as hub_events
 from cloud_sync.hub.schema import stores as hub_stores
 from cloud_sync.hub.settings import HubSettings
 from edge.broker import BrokerProcess
-from edge.protocol import format_ts
 from edge.settings import Settings
 from edge.store import Store
 from edge.supervise import stop_process
+from store_contract.protocol import format_ts
 from tests.conftest import REPO, edge_log, start_edge, wait_until
 from tests.hubfix import (  # noqa: F401 (fixtures used by name)
     HubServer,

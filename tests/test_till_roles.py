@@ -29,10 +29,10 @@ from edge import create_app
 from edge.datadir import DataDir
 from edge.devices import enrol
 from edge.printers import add_printer
-from edge.protocol import new_envelope
 from edge.service import EdgeService
 from edge.settings import Settings
 from edge.staff.accounts import MAX_FAILURES, add_user
+from store_contract.protocol import new_envelope
 from tests.conftest import Issuer
 from tests.hubfix import (  # noqa: F401 (fixtures used by name)
     HubServer,

@@ -1,4 +1,4 @@
-"""How times read (edge.wording.local_time, the locale's date fields) and the devices'
+"""How times read (store_contract.wording.local_time, the locale's date fields) and the devices'
 in-memory "last seen" (edge.devices.LastSeen). Expected strings are written out or computed
 with zoneinfo/strftime, never with the function under test."""
 
@@ -14,11 +14,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cloud_sync.hub.settings import load_hub_settings
-from edge import logsafe
 from edge.devices import LastSeen
-from edge.errors import StartupError
 from edge.store import Store
-from edge.wording import Moment, date_pattern, input_date, local_time, parse_input_date
+from store_contract import logsafe
+from store_contract.errors import StartupError
+from store_contract.wording import Moment, date_pattern, input_date, local_time, parse_input_date
 
 HELSINKI = ZoneInfo("Europe/Helsinki")
 # 24 Nov 2026, 14:10:09 UTC = 16:10:09 in Helsinki (EET, +02:00).

@@ -16,7 +16,7 @@ from playwright.sync_api import Page, expect
 from edge.settings import Settings
 from edge.staff.accounts import add_user
 from edge.store import Store
-from edge.websafe import local_path
+from store_contract.web import local_path
 from tests import browser as chromium
 from tests.conftest import wait_until
 

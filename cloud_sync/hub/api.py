@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from cloud_sync.hub import feed, ingest, keys, lookups, stores
 from cloud_sync.hub.app import Hub
-from edge.errors import EdgeError, Forbidden, Unauthorized
+from store_contract.errors import EdgeError, Forbidden, Unauthorized
 
 log = logging.getLogger(__name__)
 bp = Blueprint("hub_api", __name__)

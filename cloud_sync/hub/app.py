@@ -11,7 +11,7 @@ from flask import Flask
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.settings import HubSettings
 from edge.datadir import DataDir
-from edge.websafe import session_cookies
+from store_contract.web import session_cookies
 
 
 @dataclass

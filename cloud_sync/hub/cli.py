@@ -19,9 +19,9 @@ import click
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
-from edge import logsafe
 from edge.cli import emit, fails_cleanly_as
-from edge.errors import BadRequest, StartupError
+from store_contract import logsafe
+from store_contract.errors import BadRequest, StartupError
 
 _fails_cleanly = fails_cleanly_as("edge-hub")
 
@@ -73,7 +73,7 @@ def serve() -> None:
     import waitress
 
     from cloud_sync.hub.app import create_app
-    from edge.websafe import proxy_options
+    from store_contract.web import proxy_options
 
     settings = load_hub_settings()
     # Warnings and errors (as before), stamped in HUB_TZ with the offset, no personal data.

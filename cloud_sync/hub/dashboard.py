@@ -37,8 +37,8 @@ from flask_wtf.csrf import CSRFProtect
 
 from cloud_sync.hub import charts, kpis
 from cloud_sync.hub.managers import Manager, authenticate, get_manager
-from edge.websafe import local_path, page_headers
-from edge.wording import (
+from store_contract.web import local_path, page_headers
+from store_contract.wording import (
     calendar_day,
     date_pattern,
     input_date,

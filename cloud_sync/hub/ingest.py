@@ -46,9 +46,7 @@ from cloud_sync.hub.schema import (
 )
 from cloud_sync.hub.settings import HubSettings
 from edge.coupons import MAX_USES, RECEIPT_COUPON_PREFIX
-from edge.errors import BadRequest, EdgeError
 from edge.outbox import EVENT_TYPES
-from edge.protocol import ID_RE, parse_ts
 from edge.tokens import (
     COUPON_TYP,
     SigningKey,
@@ -57,6 +55,8 @@ from edge.tokens import (
     store_of_kid,
     verify_compact,
 )
+from store_contract.errors import BadRequest, EdgeError
+from store_contract.protocol import ID_RE, parse_ts
 
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9-]{8,64}\Z")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")

@@ -34,8 +34,6 @@ from cloud_sync.hub.schema import (
 from cloud_sync.hub.settings import HubSettings
 from edge.coupons import COUPON_ID_RE, parse_until, until_exp
 from edge.customers import CUSTOMER_ID_RE
-from edge.errors import BadRequest, Conflict, NotFound
-from edge.protocol import format_ts, uuid7
 from edge.tokens import (
     COUPON_TYP,
     MEMBER_TYP,
@@ -44,6 +42,8 @@ from edge.tokens import (
     store_kid_pattern,
     store_of_kid,
 )
+from store_contract.errors import BadRequest, Conflict, NotFound
+from store_contract.protocol import format_ts, uuid7
 
 HUB_KID = "hub-1"
 MEMBER_MAX_MINUTES = 5  # ARCHITECTURE §5: a member code lives at most 5 minutes

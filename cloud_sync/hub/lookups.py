@@ -59,8 +59,6 @@ from edge.customers import (
     stretch,
     text_values,
 )
-from edge.errors import BadRequest, EdgeError, NotFound
-from edge.protocol import ID_RE
 from edge.tokens import (
     MAX_TOKEN_CHARS,
     MEMBER_TYP,
@@ -70,6 +68,8 @@ from edge.tokens import (
     store_of_kid,
     verify_compact,
 )
+from store_contract.errors import BadRequest, EdgeError, NotFound
+from store_contract.protocol import ID_RE
 
 SIGHTING_EVENTS = ("customer.identified", "transaction.completed")
 # A sighting moves `last_seen_ts` at most once a day: the window is counted in days, and

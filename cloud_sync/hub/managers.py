@@ -31,7 +31,6 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import manager_login_failures as failures_t
 from cloud_sync.hub.schema import managers
-from edge.errors import BadRequest, Conflict, NotFound
 from edge.staff.accounts import (
     ACCOUNT_MAX_FAILURES,
     ANY,
@@ -40,6 +39,7 @@ from edge.staff.accounts import (
     MAX_FAILURES,
     MIN_PASSWORD,
 )
+from store_contract.errors import BadRequest, Conflict, NotFound
 
 log = logging.getLogger(__name__)
 

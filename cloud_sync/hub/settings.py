@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
 
-from edge.errors import StartupError
+from store_contract.errors import StartupError
 
 
 @dataclass(frozen=True)

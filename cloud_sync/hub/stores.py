@@ -16,8 +16,8 @@ from sqlalchemy import select, update
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import retired_stores, revoked_keys, stores
-from edge.errors import BadRequest, Conflict, NotFound
-from edge.protocol import ID_RE
+from store_contract.errors import BadRequest, Conflict, NotFound
+from store_contract.protocol import ID_RE
 
 
 def token_hash(token: str) -> str:

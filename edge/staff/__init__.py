@@ -25,8 +25,8 @@ from edge.staff.checkout import bp as checkout_bp
 from edge.staff.receipts import bp as receipts_bp
 from edge.staff.sync import bp as sync_bp
 from edge.staff.sync import sync_warning
-from edge.websafe import local_path, page_headers
-from edge.wording import local_time, moment
+from store_contract.web import local_path, page_headers
+from store_contract.wording import local_time, moment
 
 bp = Blueprint("staff", __name__, url_prefix="/staff", template_folder="templates",
                static_folder="static", static_url_path="/static")

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import sqlite_utils
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from edge.errors import BadRequest, Conflict, NotFound
-from edge.protocol import ID_RE, now_rfc3339
 from edge.store import Store
+from store_contract.errors import BadRequest, Conflict, NotFound
+from store_contract.protocol import ID_RE, now_rfc3339
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from edge.errors import Forbidden
 from edge.staff.accounts import authenticate, get_user
 from edge.store import Store
+from store_contract.errors import Forbidden
 
 APPROVAL_SECONDS = 120
 MAX_ID_CHARS = 64

@@ -10,8 +10,8 @@ from typing import Any, TypeVar, cast
 from flask import current_app, g, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
 
-from edge.errors import Forbidden, Unauthorized
 from edge.staff.accounts import StaffUser, authenticate, get_user
+from store_contract.errors import Forbidden, Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
 csrf = CSRFProtect()

@@ -27,15 +27,15 @@ from edge.audit import VOID, Actor
 from edge.basket import MAX_LINES, MAX_QTY, Line
 from edge.codes import Scanned, classify_code
 from edge.dispatch import Caller
-from edge.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from edge.products import find_product, known_categories
-from edge.protocol import ID_RE, new_envelope
 from edge.service import EdgeService
 from edge.staff.accounts import StaffUser
 from edge.staff.approvals import APPROVAL_SECONDS, consume, grant
 from edge.staff.auth import client_address, csrf, current_user, require_staff
 from edge.transactions import TXN_RE
-from edge.wording import money
+from store_contract.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from store_contract.protocol import ID_RE, new_envelope
+from store_contract.wording import money
 
 F = TypeVar("F", bound=Callable[..., Any])
 bp = Blueprint("checkout", __name__, url_prefix="/staff/checkout")

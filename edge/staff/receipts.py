@@ -33,14 +33,14 @@ from flask import (
 
 from edge.audit import REPRINT, Actor
 from edge.customers import IdentifierError, find_by_hash, normalise_card
-from edge.errors import BadRequest
-from edge.protocol import ID_RE
 from edge.service import EdgeService
 from edge.spool import Spool
 from edge.staff.approvals import APPROVAL_SECONDS, consume, grant, manager_required
 from edge.staff.auth import client_address, current_user, require_staff
 from edge.tokens import MEMBER_TYP, TokenRejected, looks_like_jws
-from edge.wording import local_time, money
+from store_contract.errors import BadRequest
+from store_contract.protocol import ID_RE
+from store_contract.wording import local_time, money
 
 T = TypeVar("T")
 bp = Blueprint("receipts", __name__, url_prefix="/staff/receipts")

@@ -16,7 +16,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 
 from edge.service import EdgeService
 from edge.staff.auth import current_user, require_staff
-from edge.wording import moment
+from store_contract.wording import moment
 
 bp = Blueprint("sync", __name__, url_prefix="/staff/sync")
 

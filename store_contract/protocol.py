@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from edge.errors import BadRequest
+from store_contract.errors import BadRequest
 
 MAX_ENVELOPE_BYTES = 64 * 1024
 DEVICE_KINDS = ("pos", "printer", "scanner", "kiosk", "display")

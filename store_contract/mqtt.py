@@ -108,7 +108,7 @@ def stop_loop(client: mqtt.Client) -> None:
 
 def publish_offline(client: mqtt.Client, topic: str, timeout: float = 2.0) -> None:
     """Leave cleanly: set the retained status to offline and wait (briefly) for the broker."""
-    from edge.protocol import encode, now_rfc3339
+    from store_contract.protocol import encode, now_rfc3339
 
     info = client.publish(topic, encode({"state": "offline", "ts": now_rfc3339()}), qos=1,
                           retain=True)
