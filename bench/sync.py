@@ -109,7 +109,8 @@ from edge.outbox import queue_event  # noqa: E402
 from edge.settings import load_settings  # noqa: E402
 from edge.store import Store  # noqa: E402
 from edge.supervise import stop_process  # noqa: E402
-from edge.tokens import COUPON_TYP, SigningKey  # noqa: E402
+from edge.tokens import SigningKey  # noqa: E402
+from store_contract.jws import COUPON_TYP
 from store_contract.protocol import format_ts, uuid7  # noqa: E402
 from tests.hubfix import PG_BIN, PostgresCluster  # noqa: E402
 

@@ -46,7 +46,8 @@ from edge.hublink import HubLink
 from edge.metrics import Metrics
 from edge.settings import Settings
 from edge.store import Store
-from edge.tokens import SigningKey, TrustedKeys, key_scope, public_key_from_jwk
+from edge.tokens import TrustedKeys
+from store_contract.jws import SigningKey, key_scope, public_key_from_jwk
 
 log = logging.getLogger(__name__)
 PAGE = 500

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import csv
 import gc
-import json
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import wraps
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import click
 
@@ -18,39 +16,10 @@ from edge.datadir import DataDir
 from edge.settings import Settings, load_settings
 from edge.store import Store
 from edge.tls import StoreTLS, fingerprint, parse_names, proxy_site
-from store_contract.errors import BadRequest, EdgeError, NotFound, StartupError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def fails_cleanly_as(prog: str) -> Callable[[F], F]:
-    """A decorator for `prog`'s commands: known errors become one line on stderr starting
-    with `prog: ` and a non-zero exit (2: configuration, 1: refused), never a traceback."""
-
-    def decorate(fn: F) -> F:
-        @wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except StartupError as exc:
-                click.echo(f"{prog}: {exc}", err=True)
-                sys.exit(2)
-            except EdgeError as exc:
-                click.echo(f"{prog}: {exc.message}", err=True)
-                sys.exit(1)
-
-        return cast(F, wrapper)
-
-    return decorate
-
+from store_contract.console import emit, fails_cleanly_as
+from store_contract.errors import BadRequest, NotFound, StartupError
 
 _fails_cleanly = fails_cleanly_as("edge")
-
-
-def emit(obj: Any) -> None:
-    """One line of JSON on standard output: what scripts read."""
-    click.echo(json.dumps(obj, ensure_ascii=False))
-
 
 
 def _open(settings: Settings) -> tuple[DataDir, Store]:

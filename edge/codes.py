@@ -27,7 +27,7 @@ import jwt
 
 from edge.coupons import PLAIN_CODE_RE
 from edge.customers import IdentifierError, normalise_card, normalise_phone
-from edge.tokens import MEMBER_TYP, looks_like_jws
+from store_contract.jws import MEMBER_TYP, looks_like_jws
 
 # A phone number as people write it: digits with spaces, dashes, slashes, dots or brackets.
 PHONE_SHAPE_RE = re.compile(r"^\+?[0-9][0-9 ()/.\-]{3,30}\Z|^\([0-9][0-9 ()/.\-]{3,30}\Z")

@@ -30,8 +30,9 @@ from zoneinfo import ZoneInfo
 from edge.basket import Basket, Discount, Pricing, Rule, parse_discount
 from edge.settings import Settings
 from edge.store import Store
-from edge.tokens import COUPON_TYP, MEMBER_TYP, TokenRejected, TrustedKeys, looks_like_jws
+from edge.tokens import TrustedKeys
 from store_contract.errors import EdgeError
+from store_contract.jws import COUPON_TYP, MEMBER_TYP, TokenRejected, looks_like_jws
 from store_contract.wording import day, money
 
 PLAIN_CODE_RE = re.compile(r"^[A-Za-z0-9-]{3,32}\Z")

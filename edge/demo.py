@@ -31,8 +31,8 @@ from edge.staff.accounts import add_user
 from edge.store import Store
 from edge.supervise import stop_process
 from edge.tls import StoreTLS, proxy_site, standalone_nginx
-from edge.tokens import COUPON_TYP, SigningKey
 from store_contract.errors import StartupError
+from store_contract.jws import COUPON_TYP, SigningKey
 
 DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2"), ("scanner", "scanner-1"),
                 ("kiosk", "kiosk-1")]

@@ -26,7 +26,7 @@ from edge.basket import Basket
 from edge.coupons import OFFER_TERMS, RECEIPT_COUPON_PREFIX, CouponBook, parse_until, until_exp
 from edge.customers import Customer, add_to_wallet
 from edge.settings import Settings
-from edge.tokens import COUPON_TYP, SigningKey
+from store_contract.jws import COUPON_TYP, SigningKey
 from store_contract.protocol import format_ts, uuid7
 from store_contract.wording import calendar_day, moment, money
 

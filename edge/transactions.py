@@ -50,8 +50,9 @@ from edge.receipts import Receipts
 from edge.settings import Settings
 from edge.spool import Spool
 from edge.store import Store
-from edge.tokens import COUPON_TYP, MEMBER_TYP, TokenRejected, TrustedKeys
+from edge.tokens import TrustedKeys
 from store_contract.errors import BadRequest, EdgeError, Forbidden
+from store_contract.jws import COUPON_TYP, MEMBER_TYP, TokenRejected
 from store_contract.protocol import format_ts, uuid7
 from store_contract.wording import clock_time, moment
 

@@ -435,7 +435,7 @@ def test_the_region_rule_and_the_look_up_limit_on_either_database(
     from cloud_sync.hub import feed, lookups
     from cloud_sync.hub.settings import load_hub_settings
     from cloud_sync.hub.stores import add_store as register
-    from edge.tokens import SigningKey
+    from store_contract.jws import SigningKey
 
     settings = load_hub_settings({"HUB_DATA_DIR": str(tmp_path / "hub"),
                                   "HUB_DATABASE_URL": hub_db_url,

@@ -24,8 +24,8 @@ from cloud_sync.hub.schema import changes as hub_changes
 from edge.basket import parse_basket
 from edge.coupons import CouponRefused
 from edge.service import EdgeService
-from edge.tokens import SigningKey
 from edge.transactions import CustomerUnknown
+from store_contract.jws import SigningKey
 from tests.hubfix import HubServer
 from tests.test_sync import _staff_client, hub_sqlite  # noqa: F401 - fixture
 from tests.test_sync_feed import (  # noqa: F401 - fixtures

@@ -34,8 +34,8 @@ from cloud_sync.hub.ingest import ingest
 from cloud_sync.hub.managers import add_manager, authenticate
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
 from cloud_sync.hub.stores import add_store
-from edge.tokens import SigningKey
 from store_contract.errors import BadRequest, Conflict
+from store_contract.jws import SigningKey
 from tests import browser as chromium
 from tests.conftest import free_port
 from tests.hubfix import serving

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from edge.settings import Settings
-from edge.staff.accounts import MAX_FAILURES, add_user
+from edge.staff.accounts import POLICY, add_user
 from edge.store import Store
 from tests.conftest import edge_cli, edge_env, edge_log, wait_until
 
@@ -62,9 +62,9 @@ def test_forty_parallel_wrong_passwords_get_five_tries(staff_edge: str,
         t.join()
     assert statuses == [401] * 40
     # Exactly as many passwords were checked as one after another would have been.
-    assert wait_until(lambda: refusals(settings, "wrong password") == MAX_FAILURES, 5), \
+    assert wait_until(lambda: refusals(settings, "wrong password") == POLICY.max_failures, 5), \
         edge_log(settings).read_text()[-3000:]
-    assert refusals(settings, "locked") == 40 - MAX_FAILURES
+    assert refusals(settings, "locked") == 40 - POLICY.max_failures
     # Locked for this client, even with the right password ...
     assert basic_get(settings, MANAGER, MANAGER_PW) == 401
     # ... but not for the manager at another machine.
@@ -73,7 +73,7 @@ def test_forty_parallel_wrong_passwords_get_five_tries(staff_edge: str,
 
 def test_unknown_and_locked_accounts_get_the_same_answer(staff_edge: str,
                                                          settings: Settings) -> None:
-    for i in range(MAX_FAILURES):
+    for i in range(POLICY.max_failures):
         basic_get(settings, CASHIER, f"wrong-{i}-password")
     login = f"{staff_edge}/staff/login"
     with requests.Session() as s:

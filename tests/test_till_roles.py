@@ -31,7 +31,7 @@ from edge.devices import enrol
 from edge.printers import add_printer
 from edge.service import EdgeService
 from edge.settings import Settings
-from edge.staff.accounts import MAX_FAILURES, add_user
+from edge.staff.accounts import POLICY, add_user
 from store_contract.protocol import new_envelope
 from tests.conftest import Issuer
 from tests.hubfix import (  # noqa: F401 (fixtures used by name)
@@ -261,13 +261,13 @@ def test_wrong_manager_password_is_refused_and_counts_towards_the_lock_out(
         till: Till, issuer: Issuer) -> None:
     cashier = till.sign_in(CASHIER, CASHIER_PW, "staff-web")
     cashier.sell("web-5", issuer.coupon())
-    for i in range(MAX_FAILURES):
+    for i in range(POLICY.max_failures):
         wrong = cashier.approval("web-5", password=f"not-the-password-{i}")
         assert wrong.status_code == 403
         assert error(wrong)["detail"] == {"reason": "approval_refused", "why": "credentials"}
     assert till.edge.store.query_one(
         "SELECT failures, locked_until > 0 AS locked FROM login_failures WHERE username = ? "
-        "AND client = '*'", (MANAGER,)) == {"failures": MAX_FAILURES, "locked": 0}
+        "AND client = '*'", (MANAGER,)) == {"failures": POLICY.max_failures, "locked": 0}
     # Locked like a sign-in: now even the right password is refused from this machine ...
     assert cashier.approval("web-5").status_code == 403
     # ... and the manager cannot sign in here either, for the same count.

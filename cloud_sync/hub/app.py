@@ -10,7 +10,7 @@ from flask import Flask
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.settings import HubSettings
-from edge.datadir import DataDir
+from store_contract.files import SecretFolder
 from store_contract.web import session_cookies
 
 
@@ -20,9 +20,9 @@ class Hub:
     db: HubDB
 
 
-def hub_datadir(settings: HubSettings) -> DataDir:
+def hub_datadir(settings: HubSettings) -> SecretFolder:
     """The hub's data dir (0700) with its secrets/ (session key, signing key), 0600 files."""
-    return DataDir(settings.data_dir).ensure()
+    return SecretFolder(settings.data_dir).ensure()
 
 
 def create_app(settings: HubSettings, db: HubDB | None = None) -> Flask:

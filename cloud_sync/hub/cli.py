@@ -19,8 +19,8 @@ import click
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
-from edge.cli import emit, fails_cleanly_as
 from store_contract import logsafe
+from store_contract.console import emit, fails_cleanly_as
 from store_contract.errors import BadRequest, StartupError
 
 _fails_cleanly = fails_cleanly_as("edge-hub")

@@ -18,7 +18,7 @@ from cloud_sync.hub.keys import hub_signing_key
 from cloud_sync.hub.managers import add_manager
 from cloud_sync.hub.settings import HubSettings
 from cloud_sync.hub.stores import add_store, list_stores
-from edge.tokens import COUPON_TYP, SigningKey
+from store_contract.jws import COUPON_TYP, SigningKey
 from store_contract.protocol import format_ts, uuid7
 
 REGION = "north"

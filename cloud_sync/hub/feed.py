@@ -37,8 +37,8 @@ from cloud_sync.hub.schema import (
 )
 from edge.coupons import COUPON_ID_RE, parse_campaign
 from edge.customers import CUSTOMER_ID_RE, parse_customer
-from edge.tokens import SigningKey
 from store_contract.errors import BadRequest
+from store_contract.jws import SigningKey
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 1000

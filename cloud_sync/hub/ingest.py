@@ -47,7 +47,8 @@ from cloud_sync.hub.schema import (
 from cloud_sync.hub.settings import HubSettings
 from edge.coupons import MAX_USES, RECEIPT_COUPON_PREFIX
 from edge.outbox import EVENT_TYPES
-from edge.tokens import (
+from store_contract.errors import BadRequest, EdgeError
+from store_contract.jws import (
     COUPON_TYP,
     SigningKey,
     TokenRejected,
@@ -55,7 +56,6 @@ from edge.tokens import (
     store_of_kid,
     verify_compact,
 )
-from store_contract.errors import BadRequest, EdgeError
 from store_contract.protocol import ID_RE, parse_ts
 
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9-]{8,64}\Z")

@@ -34,7 +34,8 @@ from cloud_sync.hub.schema import (
 from cloud_sync.hub.settings import HubSettings
 from edge.coupons import COUPON_ID_RE, parse_until, until_exp
 from edge.customers import CUSTOMER_ID_RE
-from edge.tokens import (
+from store_contract.errors import BadRequest, Conflict, NotFound
+from store_contract.jws import (
     COUPON_TYP,
     MEMBER_TYP,
     SigningKey,
@@ -42,7 +43,6 @@ from edge.tokens import (
     store_kid_pattern,
     store_of_kid,
 )
-from store_contract.errors import BadRequest, Conflict, NotFound
 from store_contract.protocol import format_ts, uuid7
 
 HUB_KID = "hub-1"

@@ -59,7 +59,8 @@ from edge.customers import (
     stretch,
     text_values,
 )
-from edge.tokens import (
+from store_contract.errors import BadRequest, EdgeError, NotFound
+from store_contract.jws import (
     MAX_TOKEN_CHARS,
     MEMBER_TYP,
     SigningKey,
@@ -68,7 +69,6 @@ from edge.tokens import (
     store_of_kid,
     verify_compact,
 )
-from store_contract.errors import BadRequest, EdgeError, NotFound
 from store_contract.protocol import ID_RE
 
 SIGHTING_EVENTS = ("customer.identified", "transaction.completed")

@@ -31,17 +31,14 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import manager_login_failures as failures_t
 from cloud_sync.hub.schema import managers
-from edge.staff.accounts import (
-    ACCOUNT_MAX_FAILURES,
-    ANY,
-    CLIENT_MAX_FAILURES,
-    LOCK_SECONDS,
-    MAX_FAILURES,
-    MIN_PASSWORD,
-)
 from store_contract.errors import BadRequest, Conflict, NotFound
+from store_contract.passwords import ANY, PasswordPolicy
 
 log = logging.getLogger(__name__)
+
+# Regional managers' own policy (store_contract/passwords.py), apart from store staff's.
+POLICY = PasswordPolicy("manager", min_length=10, max_failures=5, client_max_failures=20,
+                        account_max_failures=50, lock_seconds=300)
 
 ID_LEN = 64  # schema.ID: an address, even IPv6 with a zone, fits
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}\Z")
@@ -78,8 +75,7 @@ def add_manager(db: HubDB, username: str, password: str, region: str | None, *,
         raise BadRequest("A manager username is 1-32 characters of a-z, 0-9 and '-'.")
     if region is not None and not REGION_RE.match(region):
         raise BadRequest("A region is 1-32 characters of a-z, 0-9 and '-'.")
-    if len(password) < MIN_PASSWORD:
-        raise BadRequest(f"A manager password needs at least {MIN_PASSWORD} characters.")
+    POLICY.check_new(password)
     epoch = secrets.randbelow(2**31)
     row = {"password_hash": generate_password_hash(password, method="scrypt"),
            "region": region, "created_ts": time.time(), "failed_logins": 0,
@@ -123,8 +119,7 @@ def _check_hash(stored: str, password: str) -> bool:
 def _take_try(db: HubDB, username: str, client: str, now: float) -> bool:
     """Count one try (as if it fails) unless the manager, the client or the pair is locked;
     whether the try may go ahead. One transaction holds the three counters' rows."""
-    keys = [(username, client, MAX_FAILURES), (ANY, client, CLIENT_MAX_FAILURES),
-            (username, ANY, ACCOUNT_MAX_FAILURES)]
+    keys = POLICY.counters(username, client)
     insert = sqlite_insert if db.sqlite else pg_insert
     with db.write() as conn:
         for user, cl, _ in keys:
@@ -136,13 +131,10 @@ def _take_try(db: HubDB, username: str, client: str, now: float) -> bool:
             return False
         for user, cl, limit in keys:
             row = rows[(user, cl)]
-            # A count left alone for the lock-out time starts again.
-            count = 1 if row.updated < now - LOCK_SECONDS else row.failures + 1
-            locked = now + LOCK_SECONDS if count >= limit else 0.0
+            count, locked = POLICY.after_try(row.failures, row.updated, limit, now)
             conn.execute(update(failures_t).where(failures_t.c.username == user,
                                                   failures_t.c.client == cl)
-                         .values(failures=0 if locked else count, locked_until=locked,
-                                 updated=now))
+                         .values(failures=count, locked_until=locked, updated=now))
         if int(now) % 60 == 0:  # now and then: forget counts nobody added to for a day
             conn.execute(delete(failures_t).where(failures_t.c.updated < now - 86400))
     return True

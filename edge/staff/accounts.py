@@ -23,20 +23,18 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from edge.store import Store
 from store_contract.errors import BadRequest, Conflict, NotFound
+from store_contract.passwords import ANY, PasswordPolicy
 from store_contract.protocol import ID_RE, now_rfc3339
 
 log = logging.getLogger(__name__)
 
 ROLES = ("cashier", "manager")
-MAX_FAILURES = 5          # per account and client
-CLIENT_MAX_FAILURES = 20  # per client, any account
-ACCOUNT_MAX_FAILURES = 50  # per account, any client
-LOCK_SECONDS = 300
-ANY = "*"  # neither a username (ID_RE) nor an address
+# Store staff's own policy (store_contract/passwords.py): the hub declares its managers'.
+POLICY = PasswordPolicy("staff", min_length=10, max_failures=5, client_max_failures=20,
+                        account_max_failures=50, lock_seconds=300)
 HASHING_AT_ONCE = 2
 HASHING_WAIT_S = 10.0
 _hashing = threading.BoundedSemaphore(HASHING_AT_ONCE)
-MIN_PASSWORD = 10
 # Checked when the user does not exist, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash("not-a-real-password", method="scrypt")
 
@@ -58,8 +56,7 @@ def add_user(store: Store, username: str, password: str, role: str, *,
         raise BadRequest("A staff username is 1-32 characters of a-z, 0-9 and '-'.")
     if role not in ROLES:
         raise BadRequest(f"Role must be one of {', '.join(ROLES)}.")
-    if len(password) < MIN_PASSWORD:
-        raise BadRequest(f"A staff password needs at least {MIN_PASSWORD} characters.")
+    POLICY.check_new(password)
     row = {"username": username, "password_hash": generate_password_hash(password, method="scrypt"),
            "role": role, "created_at": now_rfc3339(), "failed_logins": 0, "locked_until": 0}
 
@@ -93,8 +90,7 @@ def _check_hash(stored: str, password: str) -> bool:
 def _take_try(db: sqlite_utils.Database, username: str, client: str, now: float) -> bool:
     """Count one try (as if it fails) unless the account, the client or the pair is locked;
     whether the try may go ahead."""
-    keys = [(username, client, MAX_FAILURES), (ANY, client, CLIENT_MAX_FAILURES),
-            (username, ANY, ACCOUNT_MAX_FAILURES)]
+    keys = POLICY.counters(username, client)
     rows = {}
     for user, cl, _ in keys:
         row = db.execute("SELECT failures, locked_until, updated FROM login_failures "
@@ -104,12 +100,10 @@ def _take_try(db: sqlite_utils.Database, username: str, client: str, now: float)
             return False
     for user, cl, limit in keys:
         row = rows[(user, cl)]
-        # A count left alone for the lock-out time starts again.
-        failures = 1 if row is None or row[2] < now - LOCK_SECONDS else row[0] + 1
-        locked = now + LOCK_SECONDS if failures >= limit else 0.0
+        failures, locked = POLICY.after_try(row and row[0], row and row[2], limit, now)
         db.execute("INSERT OR REPLACE INTO login_failures (username, client, failures, "
                    "locked_until, updated) VALUES (?, ?, ?, ?, ?)",
-                   (user, cl, 0 if locked else failures, locked, now))
+                   (user, cl, failures, locked, now))
     if int(now) % 60 == 0:  # now and then: forget counts nobody added to for a day
         db.execute("DELETE FROM login_failures WHERE updated < ?", (now - 86400,))
     return True

@@ -37,8 +37,8 @@ from edge.service import EdgeService
 from edge.spool import Spool
 from edge.staff.approvals import APPROVAL_SECONDS, consume, grant, manager_required
 from edge.staff.auth import client_address, current_user, require_staff
-from edge.tokens import MEMBER_TYP, TokenRejected, looks_like_jws
 from store_contract.errors import BadRequest
+from store_contract.jws import MEMBER_TYP, TokenRejected, looks_like_jws
 from store_contract.protocol import ID_RE
 from store_contract.wording import local_time, money
 
