@@ -143,19 +143,13 @@ from rig import (
 )
 
 from edge.basket import percent_of
-from edge.customers import (
-    KeyBundle,
-    Lookup,
-    local_bundle,
-    parse_customer,
-    save_bundle,
-    upsert_customers,
-)
+from edge.customers import local_bundle, save_bundle, upsert_customers
 from edge.datadir import DataDir
 from edge.devices import Enrolment, enrol
 from edge.settings import Settings
 from edge.store import Store
 from edge.tls import StoreTLS
+from store_contract.customers import KeyBundle, Lookup, parse_customer
 from store_contract.mqtt import BrokerAddress, parse_mqtt_url
 from store_contract.protocol import format_ts, new_envelope, request_topic, uuid7
 

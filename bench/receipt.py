@@ -64,14 +64,16 @@ from rig import (  # noqa: E402
     verdict,
 )
 
-from edge.coupons import parse_campaign, upsert_campaigns  # noqa: E402
-from edge.customers import Lookup, parse_customer, upsert_customers  # noqa: E402
+from edge.coupons import upsert_campaigns  # noqa: E402
+from edge.customers import upsert_customers  # noqa: E402
 from edge.datadir import DataDir  # noqa: E402
 from edge.devices import enrol  # noqa: E402
 from edge.printers import add_printer  # noqa: E402
 from edge.store import Store  # noqa: E402
 from pos_bridge.device import DeviceClient  # noqa: E402
 from pos_bridge.lane import Lane, MqttTransport, basket, tender  # noqa: E402
+from store_contract.campaigns import parse_campaign
+from store_contract.customers import Lookup, parse_customer
 
 RENDER_TARGET_MS = 20.0
 E2E_TARGET_MS = 150.0

@@ -31,22 +31,16 @@ from typing import Any
 import requests
 
 from cloud_sync.client import Backoff, HubClient, retry_after, rfc3339
-from edge.coupons import CouponBook, parse_campaign, revoke, upsert_campaigns
-from edge.customers import (
-    KeyBundle,
-    Lookup,
-    erase_customer,
-    forget_customer,
-    parse_customer,
-    save_bundle,
-    upsert_customers,
-)
+from edge.coupons import CouponBook, revoke, upsert_campaigns
+from edge.customers import erase_customer, forget_customer, save_bundle, upsert_customers
 from edge.datadir import DataDir
 from edge.hublink import HubLink
 from edge.metrics import Metrics
 from edge.settings import Settings
 from edge.store import Store
 from edge.tokens import TrustedKeys
+from store_contract.campaigns import parse_campaign
+from store_contract.customers import KeyBundle, Lookup, parse_customer
 from store_contract.jws import SigningKey, key_scope, public_key_from_jwk
 
 log = logging.getLogger(__name__)

@@ -316,8 +316,9 @@ def customers_import(path: str) -> None:
 
     Exit status 1 when lines were skipped (the good lines are still imported).
     """
-    from edge.customers import Lookup, local_bundle, parse_customer, upsert_customers
+    from edge.customers import local_bundle, upsert_customers
     from edge.imports import import_jsonl
+    from store_contract.customers import Lookup, parse_customer
 
     with _service_parts() as (settings, datadir, store, book):
         lookup = Lookup(local_bundle(datadir), settings.country)
@@ -336,8 +337,9 @@ def campaigns() -> None:
 @_fails_cleanly
 def campaigns_import(path: str) -> None:
     """Load campaigns from a JSON Lines file; prints {"imported","skipped","problems"}."""
-    from edge.coupons import parse_campaign, upsert_campaigns
+    from edge.coupons import upsert_campaigns
     from edge.imports import import_jsonl
+    from store_contract.campaigns import parse_campaign
 
     with _service_parts() as (settings, _, store, _book):
         _import_file(path, lambda f, progress: import_jsonl(

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import jwt
 
-from edge.coupons import PLAIN_CODE_RE
-from edge.customers import IdentifierError, normalise_card, normalise_phone
+from store_contract.campaigns import PLAIN_CODE_RE
+from store_contract.customers import IdentifierError, normalise_card, normalise_phone
 from store_contract.jws import MEMBER_TYP, looks_like_jws
 
 # A phone number as people write it: digits with spaces, dashes, slashes, dots or brackets.

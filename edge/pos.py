@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.basket import parse_basket
 from edge.dispatch import Caller, Dispatcher
 from edge.transactions import TXN_RE, Checkout, Tender
+from store_contract.basket import parse_basket
 from store_contract.errors import BadRequest
 from store_contract.protocol import Envelope
 

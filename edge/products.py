@@ -13,31 +13,18 @@ import csv
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from babel.numbers import get_currency_precision
 
-from edge.basket import MAX_NAME, MAX_UNIT_MINOR, SKU_RE
 from edge.store import Store
+from store_contract.basket import MAX_NAME, MAX_UNIT_MINOR, SKU_RE, Product
 from store_contract.protocol import now_rfc3339
 
 MAX_CATEGORIES = 20
 CSV_COLUMNS = ("sku", "name", "price", "unit_minor", "categories")
 PRICE_RE = re.compile(r"^[0-9]{1,9}([.,][0-9]+)?\Z")
-
-
-@dataclass(frozen=True, slots=True)
-class Product:
-    sku: str
-    name: str
-    unit_minor: int
-    categories: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"sku": self.sku, "name": self.name, "unit_minor": self.unit_minor,
-                "categories": list(self.categories)}
 
 
 def price_to_minor(text: str, currency: str) -> int:

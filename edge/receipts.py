@@ -22,10 +22,11 @@ from urllib.parse import urlencode
 
 from babel.numbers import format_decimal
 
-from edge.basket import Basket
-from edge.coupons import OFFER_TERMS, RECEIPT_COUPON_PREFIX, CouponBook, parse_until, until_exp
+from edge.coupons import OFFER_TERMS, CouponBook
 from edge.customers import Customer, add_to_wallet
 from edge.settings import Settings
+from store_contract.basket import Basket
+from store_contract.campaigns import RECEIPT_COUPON_PREFIX, parse_until, until_exp
 from store_contract.jws import COUPON_TYP, SigningKey
 from store_contract.protocol import format_ts, uuid7
 from store_contract.wording import calendar_day, moment, money

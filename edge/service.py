@@ -18,7 +18,7 @@ from cloud_sync.puller import Puller
 from cloud_sync.sender import Sender
 from edge.bus import Bus
 from edge.coupons import CouponBook
-from edge.customers import Lookup, local_bundle
+from edge.customers import local_bundle
 from edge.datadir import DataDir
 from edge.devices import LastSeen
 from edge.dispatch import Dispatcher, ReplyCache, register_builtin
@@ -34,6 +34,7 @@ from edge.store import Store
 from edge.tls import StoreTLS
 from edge.tokens import TrustedKeys, store_signing_key
 from edge.transactions import Checkout
+from store_contract.customers import Lookup
 from store_contract.errors import StartupError
 
 log = logging.getLogger(__name__)

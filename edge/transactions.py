@@ -28,20 +28,15 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from edge.audit import VOID, Actor, record
-from edge.basket import Basket, Pricing
+from edge.basket import Pricing
 from edge.codes import classify_code
-from edge.coupons import Coupon, CouponBook, CouponRefused
+from edge.coupons import CouponBook, CouponRefused
 from edge.customers import (
     Customer,
-    CustomerRecord,
-    IdentifierError,
-    Lookup,
     customer_from_row,
     customer_of,
     find_by_hash,
     get_customer,
-    normalise_phone,
-    parse_customer,
     upsert_customers,
 )
 from edge.hublink import HubLink
@@ -51,6 +46,15 @@ from edge.settings import Settings
 from edge.spool import Spool
 from edge.store import Store
 from edge.tokens import TrustedKeys
+from store_contract.basket import Basket
+from store_contract.campaigns import Coupon
+from store_contract.customers import (
+    CustomerRecord,
+    IdentifierError,
+    Lookup,
+    normalise_phone,
+    parse_customer,
+)
 from store_contract.errors import BadRequest, EdgeError, Forbidden
 from store_contract.jws import COUPON_TYP, MEMBER_TYP, TokenRejected
 from store_contract.protocol import format_ts, uuid7

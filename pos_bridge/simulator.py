@@ -31,7 +31,6 @@ from typing import Any, TextIO
 
 import jwt
 
-from edge.products import Product
 from pos_bridge.device import DeviceClient, DeviceError
 from pos_bridge.lane import (
     EdgeUnreachable,
@@ -46,6 +45,7 @@ from pos_bridge.lane import (
     tender,
 )
 from store_contract import logsafe
+from store_contract.basket import Product
 from store_contract.protocol import uuid7
 from store_contract.wording import money
 

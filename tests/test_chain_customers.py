@@ -21,12 +21,13 @@ from sqlalchemy import create_engine, inspect, text
 
 from cloud_sync.hub.db import HubDB, upgrade_schema
 from cloud_sync.hub.settings import HubSettings
-from edge.customers import KeyBundle, forget_customer
+from edge.customers import forget_customer
 from edge.devices import Enrolment
 from edge.settings import Settings
 from edge.supervise import stop_process
 from edge.transactions import CustomerUnknown
 from pos_bridge.lane import HttpTransport, Lane, Refused
+from store_contract.customers import KeyBundle
 from store_contract.errors import EdgeError
 from tests.conftest import start_edge, wait_until
 from tests.hubfix import (  # noqa: F401 - fixtures

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from edge.customers import parse_customer, upsert_customers
+from edge.customers import upsert_customers
 from edge.service import EdgeService
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient
+from store_contract.customers import parse_customer
 from tests.conftest import Issuer, running_edge, wait_until
 
 Lanes = Callable[[int], list[DeviceClient]]

@@ -18,11 +18,13 @@ import jwt
 import pytest
 
 from cloud_sync.hub.settings import load_hub_settings
-from edge.basket import Basket, parse_basket
-from edge.coupons import CouponRefused, parse_campaign, until_exp, upsert_campaigns
-from edge.customers import parse_customer, upsert_customers
+from edge.coupons import CouponRefused, upsert_campaigns
+from edge.customers import upsert_customers
 from edge.service import EdgeService
 from edge.settings import Settings
+from store_contract.basket import Basket, parse_basket
+from store_contract.campaigns import parse_campaign, until_exp
+from store_contract.customers import parse_customer
 from tests.conftest import Issuer
 from tests.hubfix import REPO, hub_cli, hub_env, hub_env_for, run_hub
 

@@ -23,12 +23,15 @@ from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from edge.basket import Basket, Line, Pricing, Rule, parse_basket, parse_discount
-from edge.coupons import CouponRefused, parse_campaign, revoke, until_exp, upsert_campaigns
-from edge.customers import parse_customer, upsert_customers
+from edge.basket import Pricing
+from edge.coupons import CouponRefused, revoke, upsert_campaigns
+from edge.customers import upsert_customers
 from edge.service import EdgeService
 from edge.settings import Settings
 from edge.transactions import CustomerUnknown
+from store_contract.basket import Basket, Line, Rule, parse_basket, parse_discount
+from store_contract.campaigns import parse_campaign, until_exp
+from store_contract.customers import parse_customer
 from store_contract.errors import BadRequest
 from tests.conftest import Issuer
 

@@ -21,10 +21,10 @@ from sqlalchemy import func, select
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.feed import append_changes
 from cloud_sync.hub.schema import changes as hub_changes
-from edge.basket import parse_basket
 from edge.coupons import CouponRefused
 from edge.service import EdgeService
 from edge.transactions import CustomerUnknown
+from store_contract.basket import parse_basket
 from store_contract.jws import SigningKey
 from tests.hubfix import HubServer
 from tests.test_sync import _staff_client, hub_sqlite  # noqa: F401 - fixture

@@ -16,7 +16,7 @@ import zxingcpp
 from PIL import Image
 
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
-from edge.coupons import until_exp
+from store_contract.campaigns import until_exp
 from tests.hubfix import (  # noqa: F401 (fixtures used by name)
     HubServer,
     hub_db_url,

@@ -8,15 +8,9 @@ from typing import Any
 import pytest
 
 from edge.imports import import_records
-from edge.products import (
-    Product,
-    csv_rows,
-    find_product,
-    known_categories,
-    parse_product,
-    upsert_products,
-)
+from edge.products import csv_rows, find_product, known_categories, parse_product, upsert_products
 from edge.store import Store
+from store_contract.basket import Product
 
 
 def test_a_good_product_from_json_and_from_csv_text() -> None:

@@ -95,12 +95,12 @@ def test_ids_codes_and_times_are_matched_to_the_end_of_the_text() -> None:
     """`$` also matches before a final newline; every boundary pattern must not."""
     from cloud_sync.hub.ingest import EVENT_ID_RE
     from cloud_sync.hub.managers import USERNAME_RE
-    from edge import basket, coupons, customers, settings, transactions
-    from store_contract import protocol
+    from edge import settings, transactions
+    from store_contract import basket, campaigns, customers, protocol
 
     cases = [(protocol.ID_RE, "lane-1"), (protocol.METHOD_RE, "coupon.apply"),
-             (transactions.TXN_RE, "t-1"), (coupons.COUPON_ID_RE, "cpn-1"),
-             (coupons.PLAIN_CODE_RE, "SAVE10"), (coupons.UNTIL_RE, "2026-11-30"),
+             (transactions.TXN_RE, "t-1"), (campaigns.COUPON_ID_RE, "cpn-1"),
+             (campaigns.PLAIN_CODE_RE, "SAVE10"), (campaigns.UNTIL_RE, "2026-11-30"),
              (basket.SKU_RE, "milk"), (basket.CURRENCY_RE, "EUR"),
              (customers.CUSTOMER_ID_RE, "c-1"), (customers.CARD_RE, "4000123412341234"),
              (customers.EMAIL_RE, "a@example.org"), (settings.ID_RE, "store-1"),

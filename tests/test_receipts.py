@@ -18,13 +18,15 @@ from typing import Any
 import pytest
 import zxingcpp
 
-from edge.coupons import parse_campaign, upsert_campaigns
-from edge.customers import parse_customer, upsert_customers
+from edge.coupons import upsert_campaigns
+from edge.customers import upsert_customers
 from edge.printers import add_printer
 from edge.service import EdgeService
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient
 from pos_bridge.virtual_printer import Printout, VirtualPrinter
+from store_contract.campaigns import parse_campaign
+from store_contract.customers import parse_customer
 from tests.conftest import running_edge, wait_until
 
 ANNA = {"id": "c-anna", "display_name": "Anna", "tier": "gold", "points": 1240,

@@ -16,10 +16,10 @@ from sqlalchemy import select
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import redemptions as hub_redemptions
-from edge.basket import parse_basket
 from edge.coupons import CouponRefused
 from edge.service import EdgeService
 from edge.settings import Settings
+from store_contract.basket import parse_basket
 from tests.hubfix import HubServer
 from tests.test_sync import add_store, edge_for, hub_sqlite  # noqa: F401 - fixture
 from tests.test_sync_feed import BASKET, CAMPAIGN, hub, hub_cli, import_jsonl, sell  # noqa: F401

@@ -15,12 +15,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import Page, expect
 
-from edge.customers import Lookup, local_bundle, parse_customer, upsert_customers
+from edge.customers import local_bundle, upsert_customers
 from edge.datadir import DataDir
 from edge.settings import Settings
 from edge.store import Store
 from pos_bridge.device import DeviceClient
 from pos_bridge.virtual_printer import VirtualPrinter
+from store_contract.customers import Lookup, parse_customer
 from tests import browser as chromium
 from tests.conftest import Issuer, wait_until
 from tests.test_staff_receipts import (  # noqa: F401 (fixtures)

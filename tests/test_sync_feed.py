@@ -17,11 +17,11 @@ import pytest
 import requests
 
 from cloud_sync.hub.settings import HubSettings
-from edge.basket import parse_basket
 from edge.coupons import CouponRefused
 from edge.service import EdgeService
 from edge.settings import Settings
 from edge.transactions import CustomerUnknown, Tender
+from store_contract.basket import parse_basket
 from tests.hubfix import HubServer, run_hub, start_hub, stop_hub
 from tests.test_sync import add_store, edge_for, hub_rows, hub_sqlite  # noqa: F401 - fixture
 

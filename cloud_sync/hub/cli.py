@@ -330,7 +330,7 @@ def coupons_issue(campaign_id: str, customer: str | None, max_uses: int | None,
                   until_text: str | None, days: int | None, qr: str | None) -> None:
     """Sign a coupon; prints {"coupon","token","qr"?}."""
     from cloud_sync.hub.keys import hub_signing_key, issue_coupon
-    from edge.coupons import parse_until
+    from store_contract.campaigns import parse_until
 
     try:
         until = parse_until(until_text, "--until")

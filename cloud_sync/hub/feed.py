@@ -35,8 +35,8 @@ from cloud_sync.hub.schema import (
     revoked_keys,
     stores,
 )
-from edge.coupons import COUPON_ID_RE, parse_campaign
-from edge.customers import CUSTOMER_ID_RE, parse_customer
+from store_contract.campaigns import COUPON_ID_RE, parse_campaign
+from store_contract.customers import CUSTOMER_ID_RE, parse_customer
 from store_contract.errors import BadRequest
 from store_contract.jws import SigningKey
 

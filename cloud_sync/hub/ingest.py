@@ -45,8 +45,8 @@ from cloud_sync.hub.schema import (
     suspect_redemptions,
 )
 from cloud_sync.hub.settings import HubSettings
-from edge.coupons import MAX_USES, RECEIPT_COUPON_PREFIX
 from edge.outbox import EVENT_TYPES
+from store_contract.campaigns import MAX_USES, RECEIPT_COUPON_PREFIX
 from store_contract.errors import BadRequest, EdgeError
 from store_contract.jws import (
     COUPON_TYP,

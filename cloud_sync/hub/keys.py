@@ -32,8 +32,8 @@ from cloud_sync.hub.schema import (
     stores,
 )
 from cloud_sync.hub.settings import HubSettings
-from edge.coupons import COUPON_ID_RE, parse_until, until_exp
-from edge.customers import CUSTOMER_ID_RE
+from store_contract.campaigns import COUPON_ID_RE, parse_until, until_exp
+from store_contract.customers import CUSTOMER_ID_RE
 from store_contract.errors import BadRequest, Conflict, NotFound
 from store_contract.jws import (
     COUPON_TYP,

@@ -46,7 +46,7 @@ from cloud_sync.hub.schema import (
     stores,
 )
 from cloud_sync.hub.settings import HubSettings
-from edge.customers import (
+from store_contract.customers import (
     CONSENTS,
     LOOKUP_KINDS,
     SCRYPT_N,

@@ -24,7 +24,6 @@ from babel.numbers import get_currency_precision, get_currency_symbol
 from flask import Blueprint, Response, current_app, g, jsonify, render_template, request, session
 
 from edge.audit import VOID, Actor
-from edge.basket import MAX_LINES, MAX_QTY, Line
 from edge.codes import Scanned, classify_code
 from edge.dispatch import Caller
 from edge.products import find_product, known_categories
@@ -33,6 +32,7 @@ from edge.staff.accounts import StaffUser
 from edge.staff.approvals import APPROVAL_SECONDS, consume, grant
 from edge.staff.auth import client_address, csrf, current_user, require_staff
 from edge.transactions import TXN_RE
+from store_contract.basket import MAX_LINES, MAX_QTY, Line
 from store_contract.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from store_contract.protocol import ID_RE, new_envelope
 from store_contract.wording import money
