@@ -525,7 +525,7 @@ def _timed(fn: Any, *args: Any) -> tuple[float, bool]:
 
 def measure_identify(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     """(d): identify local vs online (hub answering) vs online (hub black-holed)."""
-    from edge.service import EdgeService
+    from edge.app.service import EdgeService
     from edge.supervise import stop_process
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "EDGE_"))}

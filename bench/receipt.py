@@ -64,11 +64,11 @@ from rig import (  # noqa: E402
     verdict,
 )
 
+from edge.app.printers import add_printer  # noqa: E402
 from edge.coupons import upsert_campaigns  # noqa: E402
 from edge.customers import upsert_customers  # noqa: E402
 from edge.datadir import DataDir  # noqa: E402
 from edge.devices import enrol  # noqa: E402
-from edge.printers import add_printer  # noqa: E402
 from edge.store import Store  # noqa: E402
 from pos_bridge.device import DeviceClient  # noqa: E402
 from pos_bridge.lane import Lane, MqttTransport, basket, tender  # noqa: E402

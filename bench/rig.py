@@ -406,7 +406,7 @@ def edge_process(settings: Settings, log_path: Path) -> Iterator[subprocess.Pope
     """`edge serve` as its own process; SIGTERM (then SIGKILL) on the way out."""
     env = settings.with_overrides(log_level="WARNING").environ()
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "serve"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "edge.app.cli", "serve"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
         yield proc

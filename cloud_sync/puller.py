@@ -32,8 +32,9 @@ import requests
 
 from cloud_sync.client import Backoff, HubClient, retry_after, rfc3339
 from edge.coupons import CouponBook, revoke, upsert_campaigns
-from edge.customers import erase_customer, forget_customer, save_bundle, upsert_customers
+from edge.customers import forget_customer, save_bundle, upsert_customers
 from edge.datadir import DataDir
+from edge.erasure import erase_customer
 from edge.hublink import HubLink
 from edge.metrics import Metrics
 from edge.settings import Settings

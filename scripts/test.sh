@@ -5,5 +5,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 apt_install mosquitto chromium postgresql faketime nginx-light
 make_venv "[dev]"
 cd "$ROOT"
-"$VENV/bin/ruff" check store_contract edge pos_bridge cloud_sync kiosk_ui tests bench
+"$VENV/bin/ruff" check store_contract edge pos_bridge cloud_sync kiosk_ui store_demo tests bench
 exec "$VENV/bin/python" -m pytest "$@"

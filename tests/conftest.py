@@ -23,10 +23,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
+from edge.app.service import EdgeService
 from edge.broker import BrokerProcess
 from edge.datadir import DataDir
 from edge.devices import Enrolment, enrol, sync_broker_files
-from edge.service import EdgeService
 from edge.settings import Settings, load_settings
 from edge.store import Store
 from edge.supervise import stop_process
@@ -177,7 +177,7 @@ def edge_env(settings: Settings) -> dict[str, str]:
 
 
 def edge_cli() -> list[str]:
-    return [sys.executable, "-m", "edge.cli"]
+    return [sys.executable, "-m", "edge.app.cli"]
 
 
 def edge_log(settings: Settings) -> Path:

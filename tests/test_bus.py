@@ -11,8 +11,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge.app.service import EdgeService
 from edge.dispatch import Caller
-from edge.service import EdgeService
 from pos_bridge.device import DeviceClient
 from store_contract.errors import EdgeError
 from store_contract.protocol import Envelope, new_envelope, uuid7

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from edge.app.service import EdgeService
 from edge.customers import upsert_customers
-from edge.service import EdgeService
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient
 from store_contract.customers import parse_customer

@@ -18,9 +18,9 @@ import jwt
 import pytest
 
 from cloud_sync.hub.settings import load_hub_settings
+from edge.app.service import EdgeService
 from edge.coupons import CouponRefused, upsert_campaigns
 from edge.customers import upsert_customers
-from edge.service import EdgeService
 from edge.settings import Settings
 from store_contract.basket import Basket, parse_basket
 from store_contract.campaigns import parse_campaign, until_exp

@@ -23,10 +23,10 @@ from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from edge.app.service import EdgeService
 from edge.basket import Pricing
 from edge.coupons import CouponRefused, revoke, upsert_campaigns
 from edge.customers import upsert_customers
-from edge.service import EdgeService
 from edge.settings import Settings
 from edge.transactions import CustomerUnknown
 from store_contract.basket import Basket, Line, Rule, parse_basket, parse_discount

@@ -55,7 +55,7 @@ class Demo:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     data_dir = tmp_path_factory.mktemp("demo") / "demo-data"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "demo", "--data-dir", str(data_dir),
+        [sys.executable, "-m", "edge.app.cli", "demo", "--data-dir", str(data_dir),
          "--http-port", str(free_port()), "--mqtt-port", str(free_port()),
          "--hub-port", str(free_port())],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
@@ -222,7 +222,7 @@ def test_ctrl_c_stops_every_process_of_the_demo(demo: Demo) -> None:
     children = descendants(demo.proc.pid)
     commands = " ".join(children.values())
     for part in ("mosquitto", "cloud_sync.hub.cli", "pos_bridge.virtual_printer",
-                 "edge.cli serve", "pos_bridge.simulator"):
+                 "edge.app.cli serve", "pos_bridge.simulator"):
         assert part in commands, children
     demo.proc.send_signal(signal.SIGINT)
     assert demo.proc.wait(30) == 0

@@ -62,7 +62,7 @@ STAND_INS = {
         "python3 -m venv --without-pip .venv && "
         f"echo \"import site; site.addsitedir('{DEV_SITE}')\" "
         "> $(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path(\"purelib\"))')"
-        "/store-edge-deploy-test.pth && printf '#!%s/.venv/bin/python\\nfrom edge.cli import "
+        "/store-edge-deploy-test.pth && printf '#!%s/.venv/bin/python\\nfrom edge.app.cli import "
         "main\\nmain()\\n' \"$PWD\" > .venv/bin/edge && chmod 0755 .venv/bin/edge",
 }
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Debian root's
@@ -267,7 +267,7 @@ def test_the_readmes_deploy_blocks_run_as_documented(scratch: Scratch) -> None:
     data = scratch.path("/var/lib/store-edge").stat()
     assert (stat.S_IMODE(data.st_mode), data.st_uid) == (0o700, user_uid(scratch.user))
     assert sorted(p.name for p in scratch.path("/etc/systemd/system").iterdir()) == [
-        "store-edge-broker.service", "store-edge.service"]
+        "store-edge-broker.service", "store-edge.app.service"]
 
     # What the wrapper hands the edge: the file's settings (a quoted value with spaces
     # intact), none of the caller's. The real settings loader reads them.
@@ -393,7 +393,7 @@ def test_the_units_and_the_admin_commands_agree() -> None:
     """The admin command runs as the units' user, in their folder, with their settings file
     (required, so a missing file stops them instead of starting a store with defaults)."""
     edge = _defaults(ROOT / "config/bin/edge")
-    for name in ("store-edge.service", "store-edge-broker.service"):
+    for name in ("store-edge.app.service", "store-edge-broker.service"):
         unit = _unit((ROOT / "config/systemd" / name).read_text())
         assert (unit["User"], unit["Group"], unit["WorkingDirectory"], unit["EnvironmentFile"]
                 ) == (edge["user"], edge["user"], edge["dir"], edge["env_file"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edge.cli import main
+from edge.app.cli import main
 from edge.settings import SETTINGS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -18,11 +18,11 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 
+from cloud_sync.hub.changelog import append_changes
 from cloud_sync.hub.db import HubDB
-from cloud_sync.hub.feed import append_changes
 from cloud_sync.hub.schema import changes as hub_changes
+from edge.app.service import EdgeService
 from edge.coupons import CouponRefused
-from edge.service import EdgeService
 from edge.transactions import CustomerUnknown
 from store_contract.basket import parse_basket
 from store_contract.jws import SigningKey

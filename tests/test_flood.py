@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from edge.app.service import EdgeService
 from edge.dispatch import Caller
 from edge.outbox import OutboxCap, queue_event
-from edge.service import EdgeService
 from edge.settings import Settings
 from edge.store import Store
 from pos_bridge.device import DeviceClient

@@ -13,9 +13,9 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from edge import create_app
+from edge.accounts import add_user
+from edge.app import create_app
 from edge.settings import Settings
-from edge.staff.accounts import add_user
 from tests.conftest import edge_log, wait_until
 
 MANAGER_PW = "manager-password-1"

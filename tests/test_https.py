@@ -19,9 +19,9 @@ import requests
 from playwright.sync_api import Browser, expect
 
 from cloud_sync.hub.settings import load_hub_settings
+from edge.accounts import add_user
 from edge.broker import BrokerProcess, wait_for_port
 from edge.settings import Settings
-from edge.staff.accounts import add_user
 from edge.store import Store
 from edge.supervise import stop_process
 from edge.tls import standalone_nginx

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 from sqlalchemy import func, select
 
+from cloud_sync.hub.changelog import append_changes
 from cloud_sync.hub.db import HubDB
-from cloud_sync.hub.feed import append_changes
 from cloud_sync.hub.schema import changes, conflicts, events, redemptions, stores
 from tests.hubfix import (  # noqa: F401 (fixtures used by name)
     HubServer,

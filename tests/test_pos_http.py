@@ -129,7 +129,7 @@ def test_customer_import_reports_what_it_skipped_and_keeps_no_numbers(
     raw = (settings.data_path / "edge.db").read_bytes()
     for secret in (b"23456789", b"Example.org", b"1234123412341234", b"4000-1234"):
         assert secret not in raw
-    from edge.service import EdgeService
+    from edge.app.service import EdgeService
 
     svc = EdgeService(settings)
     try:

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from edge.app.service import EdgeService
 from edge.broker import BrokerProcess
 from edge.devices import Enrolment, list_devices
-from edge.service import EdgeService
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient, DeviceError
 from store_contract.mqtt import make_client, parse_mqtt_url, stop_loop

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from edge.app.printers import add_printer
 from edge.datadir import DataDir
-from edge.printers import add_printer
 from edge.settings import Settings
 from edge.store import Store
 from pos_bridge.printer import PrinterLink, PrinterUnreachable

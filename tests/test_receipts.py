@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import zxingcpp
 
+from edge.app.printers import add_printer
+from edge.app.service import EdgeService
 from edge.coupons import upsert_campaigns
 from edge.customers import upsert_customers
-from edge.printers import add_printer
-from edge.service import EdgeService
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient
 from pos_bridge.virtual_printer import Printout, VirtualPrinter
@@ -69,10 +69,10 @@ def attach(edge: EdgeService, vp: VirtualPrinter, lanes: list[str],
     """Set the virtual printer up as a network printer of these lanes; the edge serves it."""
     add_printer(edge.settings, edge.datadir, edge.store, printer_id, lanes=lanes,
                 connection=vp.address, profile="TM-T20II")
-    edge.printers.refresh()
-    assert wait_until(lambda: printer_id in edge.printers.services
-                      and edge.printers.services[printer_id][1] is not None
-                      and edge.printers.services[printer_id][1].device.connected.is_set(), 15)
+    edge.app.printers.refresh()
+    assert wait_until(lambda: printer_id in edge.app.printers.services
+                      and edge.app.printers.services[printer_id][1] is not None
+                      and edge.app.printers.services[printer_id][1].device.connected.is_set(), 15)
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from edge.app.printers import add_printer
 from edge.datadir import DataDir
-from edge.printers import add_printer
 from edge.settings import Settings
 from edge.store import Store
 from edge.supervise import stop_process

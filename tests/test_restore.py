@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import redemptions as hub_redemptions
+from edge.app.service import EdgeService
 from edge.coupons import CouponRefused
-from edge.service import EdgeService
 from edge.settings import Settings
 from store_contract.basket import parse_basket
 from tests.hubfix import HubServer

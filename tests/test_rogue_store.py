@@ -336,7 +336,7 @@ def test_a_store_whose_token_was_rotated_or_key_revoked_is_trusted_again_with_a_
         hub: HubServer, settings: Settings, tmp_path: Path) -> None:
     """The box that lost its token or key to a thief: it publishes its key again with the new
     token, and after `edge keys rotate` a new kid that the hub and other stores accept."""
-    from edge.service import EdgeService
+    from edge.app.service import EdgeService
     from tests.conftest import edge_cli, edge_env
     from tests.test_sync import _staff_client
 

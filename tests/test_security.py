@@ -11,10 +11,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge.app.printers import add_printer
+from edge.app.service import EdgeService
 from edge.broker import BrokerProcess
 from edge.datadir import DataDir
-from edge.printers import add_printer
-from edge.service import EdgeService
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient, DeviceError
 from store_contract.mqtt import make_client, parse_mqtt_url, stop_loop
@@ -253,11 +253,11 @@ def test_a_hosted_printer_has_its_own_login_not_the_edges(
     secret = datadir.hosted_printer_secret("printer-1")
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert "printer-printer-1:" in (datadir.mosquitto / "passwd").read_text()
-    edge.printers.refresh()
-    assert wait_until(lambda: (edge.printers.services.get("printer-1") or (0, None))[1]
+    edge.app.printers.refresh()
+    assert wait_until(lambda: (edge.app.printers.services.get("printer-1") or (0, None))[1]
                       is not None
-                      and edge.printers.services["printer-1"][1].device.connected.is_set(), 15)
-    service = edge.printers.services["printer-1"][1]
+                      and edge.app.printers.services["printer-1"][1].device.connected.is_set(), 15)
+    service = edge.app.printers.services["printer-1"][1]
     assert service.device.client._username == b"printer-printer-1"
     assert wait_until(lambda: (edge.store.query_one(
         "SELECT state FROM devices WHERE id = 'printer-1'") or {}).get("state") == "online", 5)
@@ -286,9 +286,9 @@ def test_a_hosted_printer_without_a_kept_password_gets_a_new_login(
     secret = datadir.hosted_printer_secret("printer-1")
     assert not secret.exists()
     before = (datadir.mosquitto / "passwd").read_text()
-    edge.printers.refresh()
+    edge.app.printers.refresh()
     assert secret.exists() and (datadir.mosquitto / "passwd").read_text() != before
-    assert wait_until(lambda: (edge.printers.services.get("printer-1") or (0, None))[1]
+    assert wait_until(lambda: (edge.app.printers.services.get("printer-1") or (0, None))[1]
                       is not None
-                      and edge.printers.services["printer-1"][1].device.connected.is_set(), 15)
+                      and edge.app.printers.services["printer-1"][1].device.connected.is_set(), 15)
     assert edge.bus.connected.is_set()

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from edge.accounts import POLICY, add_user
 from edge.settings import Settings
-from edge.staff.accounts import POLICY, add_user
 from edge.store import Store
 from tests.conftest import edge_cli, edge_env, edge_log, wait_until
 
@@ -140,8 +140,8 @@ def test_removing_an_unknown_account_says_so(settings: Settings, store: Store,
 def test_a_session_ends_after_the_idle_time(settings: Settings, later_s: float,
                                             still_in: bool,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge import create_app
-    from edge.staff import auth
+    from edge.app import create_app
+    from edge.app.staff import auth
 
     app = create_app(settings)
     try:
@@ -160,8 +160,8 @@ def test_a_session_ends_after_the_idle_time(settings: Settings, later_s: float,
 
 def test_a_busy_session_still_ends_after_staff_session_hours(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge import create_app
-    from edge.staff import auth
+    from edge.app import create_app
+    from edge.app.staff import auth
 
     app = create_app(settings)
     try:

@@ -14,8 +14,8 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
+from edge.accounts import add_user
 from edge.settings import Settings
-from edge.staff.accounts import add_user
 from edge.store import Store
 from pos_bridge.device import DeviceClient
 from tests import browser as chromium

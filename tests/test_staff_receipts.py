@@ -18,10 +18,10 @@ import zxingcpp
 from PIL import Image
 from playwright.sync_api import Page, expect
 
+from edge.accounts import add_user
+from edge.app.printers import add_printer
 from edge.datadir import DataDir
-from edge.printers import add_printer
 from edge.settings import Settings
-from edge.staff.accounts import add_user
 from edge.store import Store
 from edge.supervise import stop_process
 from pos_bridge.device import DeviceClient

@@ -26,8 +26,8 @@ from sqlalchemy import select
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import events as hub_events
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
+from edge.app.service import EdgeService
 from edge.outbox import queue_event
-from edge.service import EdgeService
 from edge.settings import Settings
 from edge.store import Store
 from edge.supervise import stop_process
@@ -345,8 +345,8 @@ def test_edge_killed_while_a_batch_is_in_flight_loses_and_doubles_nothing(
 def _staff_client(settings: Settings, username: str, role: str) -> Any:
     import re
 
-    from edge import create_app
-    from edge.staff.accounts import add_user
+    from edge.accounts import add_user
+    from edge.app import create_app
 
     app = create_app(settings)
     add_user(app.extensions["edge"].store, username, "staff-password-1", role)

@@ -17,8 +17,8 @@ import pytest
 import requests
 
 from cloud_sync.hub.settings import HubSettings
+from edge.app.service import EdgeService
 from edge.coupons import CouponRefused
-from edge.service import EdgeService
 from edge.settings import Settings
 from edge.transactions import CustomerUnknown, Tender
 from store_contract.basket import parse_basket

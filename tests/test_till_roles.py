@@ -25,13 +25,13 @@ from sqlalchemy import select
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import events as hub_events
-from edge import create_app
+from edge.accounts import POLICY, add_user
+from edge.app import create_app
+from edge.app.printers import add_printer
+from edge.app.service import EdgeService
 from edge.datadir import DataDir
 from edge.devices import enrol
-from edge.printers import add_printer
-from edge.service import EdgeService
 from edge.settings import Settings
-from edge.staff.accounts import POLICY, add_user
 from store_contract.protocol import new_envelope
 from tests.conftest import Issuer
 from tests.hubfix import (  # noqa: F401 (fixtures used by name)

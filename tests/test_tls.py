@@ -20,10 +20,10 @@ from urllib.parse import quote
 import pytest
 from cryptography import x509
 
+from edge.app.service import EdgeService
 from edge.broker import BrokerProcess, wait_for_port
 from edge.datadir import DataDir
 from edge.devices import Enrolment, sync_broker_files
-from edge.service import EdgeService
 from edge.settings import Settings, SettingsError, load_settings
 from edge.store import Store
 from edge.supervise import stop_process

@@ -13,8 +13,8 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
+from edge.accounts import add_user
 from edge.settings import Settings
-from edge.staff.accounts import add_user
 from edge.store import Store
 from store_contract.web import local_path
 from tests import browser as chromium
@@ -132,7 +132,7 @@ def test_details_are_the_monitors_and_liveness_is_anyones(settings: Settings,
                                                           token: str) -> None:
     import dataclasses
 
-    from edge import create_app
+    from edge.app import create_app
 
     app = create_app(dataclasses.replace(settings, monitor_token=token))
     try:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from edge.service import EdgeService
+from edge.app.service import EdgeService
 from edge.settings import Settings
 from edge.store import Store
 from pos_bridge.device import DeviceClient

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
 from cloud_sync.hub import feed, ingest, keys, lookups, stores
-from cloud_sync.hub.app import Hub
+from cloud_sync.hub.context import Hub
 from store_contract.errors import EdgeError, Forbidden, Unauthorized
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ _fails_cleanly = fails_cleanly_as("edge-hub")
 @contextmanager
 def _database() -> Iterator[tuple[HubSettings, HubDB]]:
     """The settings and an open database, disposed of afterwards."""
-    from cloud_sync.hub.app import hub_datadir
+    from cloud_sync.hub.context import hub_datadir
 
     settings = load_hub_settings()
     hub_datadir(settings)

@@ -425,12 +425,8 @@ def export() -> Any:
 
 
 def init_app(app: Flask) -> None:
-    """Register the dashboard and CSRF protection; the store API (bearer tokens, no cookies)
-    is exempt from CSRF."""
-    from cloud_sync.hub import api
-
+    """Register the dashboard and CSRF protection (the app exempts the store API)."""
     csrf.init_app(app)
-    csrf.exempt(api.bp)
     app.register_blueprint(bp)
     app.jinja_env.filters.update(money=format_money, pct=format_pct)
     app.jinja_env.globals.update(ago=format_ago, age=format_age)

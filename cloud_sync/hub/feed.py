@@ -19,7 +19,14 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cloud_sync.hub.db import HubDB, insert_new
+from cloud_sync.hub.changelog import append_changes, dumps
+from cloud_sync.hub.db import HubDB
+from cloud_sync.hub.lookups import (
+    check_home_region,
+    ensure_store_bundle,
+    index_customers,
+    set_home_regions,
+)
 from cloud_sync.hub.schema import (
     campaigns,
     chain_keys,
@@ -42,49 +49,6 @@ from store_contract.jws import SigningKey
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 1000
-KINDS = ("customer", "campaign", "revocation", "keys", "erasure", "redemption", "lookup_key",
-         "forget")
-# Kinds where only the newest change per `ref` (and region) matters to a store that has not
-# seen it yet. A customer's record and a `forget` of them in one region replace each other.
-_SUPERSEDED = {"customer": ("customer", "forget"), "forget": ("customer", "forget"),
-               "campaign": ("campaign",), "keys": ("keys",), "lookup_key": ("lookup_key",)}
-# Any constant: the advisory lock that keeps feed appends in commit order on PostgreSQL.
-_FEED_LOCK = 0x5EED
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def append_changes(conn: Connection, items: list[tuple[str, str, dict[str, Any], str | None]],
-                   now: float | None = None, region: str | None = None) -> None:
-    """Add (kind, ref, payload, store_id or None) changes inside the caller's transaction;
-    with `region`, all of them are for the stores of that region only.
-
-    On PostgreSQL, seq numbers come from a sequence and transactions may commit out of
-    order, so a store could move its cursor past a seq that commits later and never see
-    it; one lock held until commit keeps feed writers in seq order.
-    """
-    if not items:
-        return
-    now = time.time() if now is None else now
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_FEED_LOCK})")
-    # New rows first, old ones after: had the newest row gone first, SQLite could hand its
-    # seq to the new row, and a store whose cursor is at that seq would never see it.
-    rows = [{"kind": kind, "ref": ref, "payload": _dumps(payload), "store_id": store_id,
-             "region": region, "created_ts": now} for kind, ref, payload, store_id in items]
-    if not any(kind in _SUPERSEDED for kind, _, _, _ in items):
-        conn.execute(changes.insert(), rows)  # nothing replaces an older change
-        return
-    first = min(insert_new(conn, changes, rows, "seq"))
-    same_region = changes.c.region.is_(None) if region is None else changes.c.region == region
-    for kind, replaced in _SUPERSEDED.items():
-        refs = sorted({ref for k, ref, _, _ in items if k == kind})
-        for start in range(0, len(refs), 500):
-            conn.execute(delete(changes).where(changes.c.kind.in_(replaced))
-                         .where(changes.c.ref.in_(refs[start:start + 500])).where(same_region)
-                         .where(changes.c.seq < first))
 
 
 def parse_cursor(cursor: str | None, limit: str | None) -> tuple[int, int]:
@@ -112,8 +76,6 @@ def read_changes(db: HubDB, store_id: str, cursor: str | None = None,
     bundle's own change comes later in the feed: the customers before it are hashed with
     that key, and the store could not use them without it.
     """
-    from cloud_sync.hub.lookups import ensure_store_bundle
-
     after, size = parse_cursor(cursor, limit)
     ensure_store_bundle(db, store_id)
     with db.read() as conn:
@@ -166,7 +128,7 @@ def _import(db: HubDB, lines: Iterable[str], kind: str, table: Any,
     latest, problems = _validated(lines, record_id)
     now = time.time()
     with db.write() as conn:
-        _upsert(conn, table, "id", [{"id": rid, "record": _dumps(obj), "updated_ts": now}
+        _upsert(conn, table, "id", [{"id": rid, "record": dumps(obj), "updated_ts": now}
                                     for rid, obj in latest.items()])
         append_changes(conn, [(kind, rid, {kind: obj}, None) for rid, obj in latest.items()],
                        now)
@@ -197,8 +159,6 @@ def import_customers(db: HubDB, lines: Iterable[str], country: str = "DE") -> di
     numbers written without +country code, as the edge does. Each new identifier costs one
     scrypt stretch here (about 14 ms), once.
     """
-    from cloud_sync.hub.lookups import check_home_region, index_customers, set_home_regions
-
     parsed: dict[str, tuple[list[tuple[str, str]], str | None]] = {}
 
     def record_id(obj: Any) -> str:
@@ -209,7 +169,7 @@ def import_customers(db: HubDB, lines: Iterable[str], country: str = "DE") -> di
     latest, problems = _validated(lines, record_id)
     now = time.time()
     with db.write() as conn:
-        _upsert(conn, customers, "id", [{"id": rid, "record": _dumps(obj), "updated_ts": now}
+        _upsert(conn, customers, "id", [{"id": rid, "record": dumps(obj), "updated_ts": now}
                                         for rid, obj in latest.items()])
         index_customers(conn, {rid: parsed[rid][0] for rid in latest})
         set_home_regions(conn, {rid: parsed[rid][1] for rid in latest}, now)
@@ -246,7 +206,7 @@ def erase_customer(db: HubDB, customer_id: str) -> dict[str, Any]:
         if rows:
             conn.execute(update(events).where(events.c.event_id == bindparam("eid")).values(
                 customer_id=None, data=bindparam("scrubbed")),
-                [{"eid": row.event_id, "scrubbed": _dumps(_scrub(json.loads(row.data)))}
+                [{"eid": row.event_id, "scrubbed": dumps(_scrub(json.loads(row.data)))}
                  for row in rows])
         conn.execute(update(redemptions).where(redemptions.c.customer_id == customer_id)
                      .values(customer_id=None))

@@ -30,8 +30,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, select, update
 
+from cloud_sync.hub.changelog import append_changes
 from cloud_sync.hub.db import HubDB, ListQuery, insert_new
-from cloud_sync.hub.feed import append_changes
 from cloud_sync.hub.schema import (
     campaigns,
     chain_keys,

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 from sqlalchemy import delete, select, update
 
+from cloud_sync.hub.context import hub_datadir
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.feed import publish_keys
 from cloud_sync.hub.schema import (
@@ -53,8 +54,6 @@ KID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 
 def hub_signing_key(settings: HubSettings) -> SigningKey:
     """The hub's key, created on first use in the data dir's secrets/."""
-    from cloud_sync.hub.app import hub_datadir
-
     def make() -> dict[str, Any]:
         jwk: dict[str, Any] = json.loads(OKPAlgorithm.to_jwk(Ed25519PrivateKey.generate()))
         return {**jwk, "kid": HUB_KID}

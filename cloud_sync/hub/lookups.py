@@ -138,7 +138,7 @@ def region_bundle(conn: Connection, region: str) -> KeyBundle:
 
 def store_bundle_changes(conn: Connection, store_ids: Iterable[str], now: float) -> None:
     """Send each store its region's bundle (a change for that store only)."""
-    from cloud_sync.hub.feed import append_changes
+    from cloud_sync.hub.changelog import append_changes
 
     ids = sorted(set(store_ids))
     if not ids:
@@ -307,7 +307,7 @@ def customer_records(conn: Connection, customer_ids: Iterable[str], bundle: KeyB
 def append_customer_changes(conn: Connection, pairs: Iterable[tuple[str, str]],
                             now: float) -> None:
     """A `customer` change for each (customer, region), hashed with that region's key."""
-    from cloud_sync.hub.feed import append_changes
+    from cloud_sync.hub.changelog import append_changes
 
     by_region: dict[str, list[str]] = {}
     for cid, region in pairs:
@@ -369,7 +369,7 @@ def store_region(conn: Connection, store_id: str) -> str | None:
 def expire_regions(db: HubDB, days: int, now: float | None = None) -> dict[str, Any]:
     """Regions where a customer was not seen for `days`: their stores are told to forget
     the customer (profile, look-ups and wallet; sales stay)."""
-    from cloud_sync.hub.feed import append_changes
+    from cloud_sync.hub.changelog import append_changes
 
     now = time.time() if now is None else now
     cr = customer_regions

@@ -14,8 +14,8 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 
-from edge.service import EdgeService
-from edge.staff.auth import current_user, require_staff
+from edge.app.service import EdgeService
+from edge.app.staff.auth import current_user, require_staff
 from store_contract.wording import moment
 
 bp = Blueprint("sync", __name__, url_prefix="/staff/sync")

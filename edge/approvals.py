@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from edge.staff.accounts import authenticate, get_user
+from edge.accounts import authenticate, get_user
 from edge.store import Store
 from store_contract.errors import Forbidden
 

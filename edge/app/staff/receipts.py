@@ -31,12 +31,12 @@ from flask import (
     url_for,
 )
 
+from edge.app.service import EdgeService
+from edge.app.staff.auth import client_address, current_user, require_staff
+from edge.approvals import APPROVAL_SECONDS, consume, grant, manager_required
 from edge.audit import REPRINT, Actor
 from edge.customers import find_by_hash
-from edge.service import EdgeService
 from edge.spool import Spool
-from edge.staff.approvals import APPROVAL_SECONDS, consume, grant, manager_required
-from edge.staff.auth import client_address, current_user, require_staff
 from store_contract.customers import IdentifierError, normalise_card
 from store_contract.errors import BadRequest
 from store_contract.jws import MEMBER_TYP, TokenRejected, looks_like_jws

@@ -10,7 +10,7 @@ from typing import Any, TypeVar, cast
 from flask import current_app, g, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
 
-from edge.staff.accounts import StaffUser, authenticate, get_user
+from edge.accounts import StaffUser, authenticate, get_user
 from store_contract.errors import Forbidden, Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -15,10 +15,10 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, render_templ
 from prometheus_client.exposition import choose_encoder
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from edge.app.service import EdgeService
+from edge.app.staff.auth import require_staff
 from edge.devices import authenticate, list_devices
 from edge.dispatch import Caller
-from edge.service import EdgeService
-from edge.staff.auth import require_staff
 from store_contract.errors import EdgeError, Unauthorized
 from store_contract.protocol import ID_RE
 from store_contract.wording import local_time
@@ -125,7 +125,7 @@ def _error_page(message: str, status: int) -> tuple[Any, int]:
     text elsewhere."""
     if not request.path.startswith("/staff"):
         return message, status
-    from edge.staff.auth import current_user
+    from edge.app.staff.auth import current_user
 
     heading = {403: "Not allowed here", 404: "Not found"}.get(status, "Something went wrong")
     try:

@@ -21,18 +21,18 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
-from cloud_sync.hub.demo import REGION as HUB_DEMO_REGION
+from edge.accounts import add_user
+from edge.app.printers import add_printer
 from edge.broker import BrokerProcess, wait_for_port
 from edge.datadir import DataDir, write_private
 from edge.devices import enrol, sync_broker_files
-from edge.printers import add_printer
 from edge.settings import Settings, load_settings
-from edge.staff.accounts import add_user
 from edge.store import Store
 from edge.supervise import stop_process
 from edge.tls import StoreTLS, proxy_site, standalone_nginx
 from store_contract.errors import StartupError
 from store_contract.jws import COUPON_TYP, SigningKey
+from store_demo.hub_seed import REGION as HUB_DEMO_REGION
 
 DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2"), ("scanner", "scanner-1"),
                 ("kiosk", "kiosk-1")]
@@ -197,8 +197,8 @@ def _prepare_hub(root: Path, port: int, tz: str, locale: str
                  ) -> tuple[dict[str, str], str, str]:
     """The demo's CRM hub: its environment, this store's token, the manager's password."""
     from cloud_sync.hub.db import HubDB
-    from cloud_sync.hub.demo import seed
     from cloud_sync.hub.settings import load_hub_settings
+    from store_demo.hub_seed import seed
 
     env = {"HUB_DATA_DIR": str(root / "hub"), "HUB_HTTP_PORT": str(port), "HUB_TZ": tz,
            "HUB_LOCALE": locale}
@@ -290,7 +290,7 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090
                  str(printer_ports[printer_id]), "--profile", profile, "--out",
                  str(printouts / printer_id)], stdout=subprocess.DEVNULL,
                 start_new_session=True))
-        edge = subprocess.Popen([sys.executable, "-m", "edge.cli", "serve"], env=_env(settings),
+        edge = subprocess.Popen([sys.executable, "-m", "edge.app.cli", "serve"], env=_env(settings),
                                 start_new_session=True)
         children.append(edge)
         base = f"http://{settings.http_host}:{http_port}"

@@ -18,13 +18,13 @@ from flask import (
     url_for,
 )
 
+from edge.accounts import authenticate
+from edge.app.staff.auth import client_address, csrf, current_user, require_staff, start_session
+from edge.app.staff.checkout import bp as checkout_bp
+from edge.app.staff.receipts import bp as receipts_bp
+from edge.app.staff.sync import bp as sync_bp
+from edge.app.staff.sync import sync_warning
 from edge.audit import recent
-from edge.staff.accounts import authenticate
-from edge.staff.auth import client_address, csrf, current_user, require_staff, start_session
-from edge.staff.checkout import bp as checkout_bp
-from edge.staff.receipts import bp as receipts_bp
-from edge.staff.sync import bp as sync_bp
-from edge.staff.sync import sync_warning
 from store_contract.web import local_path, page_headers
 from store_contract.wording import local_time, moment
 

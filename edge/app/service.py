@@ -16,6 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from cloud_sync.lookup import OnlineLookup
 from cloud_sync.puller import Puller
 from cloud_sync.sender import Sender
+from edge.app.printers import PrinterHost
 from edge.bus import Bus
 from edge.coupons import CouponBook
 from edge.customers import local_bundle
@@ -26,7 +27,6 @@ from edge.hublink import HubLink
 from edge.metrics import Metrics
 from edge.outbox import OutboxCap
 from edge.pos import register_pos_methods
-from edge.printers import PrinterHost
 from edge.receipts import Receipts
 from edge.settings import Settings
 from edge.spool import Spool

@@ -23,14 +23,14 @@ from typing import Any, TypeVar, cast
 from babel.numbers import get_currency_precision, get_currency_symbol
 from flask import Blueprint, Response, current_app, g, jsonify, render_template, request, session
 
+from edge.accounts import StaffUser
+from edge.app.service import EdgeService
+from edge.app.staff.auth import client_address, csrf, current_user, require_staff
+from edge.approvals import APPROVAL_SECONDS, consume, grant
 from edge.audit import VOID, Actor
 from edge.codes import Scanned, classify_code
 from edge.dispatch import Caller
 from edge.products import find_product, known_categories
-from edge.service import EdgeService
-from edge.staff.accounts import StaffUser
-from edge.staff.approvals import APPROVAL_SECONDS, consume, grant
-from edge.staff.auth import client_address, csrf, current_user, require_staff
 from edge.transactions import TXN_RE
 from store_contract.basket import MAX_LINES, MAX_QTY, Line
 from store_contract.errors import BadRequest, Forbidden, NotFound, Unauthorized

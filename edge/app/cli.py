@@ -180,7 +180,7 @@ def printers_add(printer_id: str, lanes: tuple[str, ...], connection: str | None
                  rotate: bool) -> None:
     """Add or change a printer; prints the printer, and the login for its own process the
     first time (a printer the edge serves with --connect has a login only the edge knows)."""
-    from edge.printers import add_printer
+    from edge.app.printers import add_printer
 
     settings = load_settings()
     datadir, store = _open(settings)
@@ -195,7 +195,7 @@ def printers_add(printer_id: str, lanes: tuple[str, ...], connection: str | None
 @_fails_cleanly
 def printers_list() -> None:
     """Print the printers as a JSON array."""
-    from edge.printers import list_printers
+    from edge.app.printers import list_printers
 
     _, store = _open(load_settings())
     emit([p.to_dict() for p in list_printers(store)])
@@ -207,8 +207,8 @@ def printers_list() -> None:
 @_fails_cleanly
 def printers_remove(printer_id: str) -> None:
     """Remove a printer and its login; its lanes then have no printer."""
+    from edge.app.printers import forget_hosted_login, remove_printer
     from edge.devices import remove
-    from edge.printers import forget_hosted_login, remove_printer
     from store_contract.errors import NotFound
 
     settings = load_settings()
@@ -237,7 +237,7 @@ def staff() -> None:
 @_fails_cleanly
 def staff_add(username: str, role: str, password_stdin: bool, replace: bool) -> None:
     """Create a staff account; asks for the password unless --password-stdin."""
-    from edge.staff.accounts import add_user
+    from edge.accounts import add_user
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -255,7 +255,7 @@ def staff_add(username: str, role: str, password_stdin: bool, replace: bool) -> 
 @_fails_cleanly
 def staff_passwd(username: str, password_stdin: bool) -> None:
     """Set a staff account's password; its open sessions end at once."""
-    from edge.staff.accounts import add_user, get_user
+    from edge.accounts import add_user, get_user
 
     _, store = _open(load_settings())
     try:
@@ -277,7 +277,7 @@ def staff_passwd(username: str, password_stdin: bool) -> None:
 @_fails_cleanly
 def staff_remove(username: str) -> None:
     """Delete a staff account; its open sessions end at once."""
-    from edge.staff.accounts import remove_user
+    from edge.accounts import remove_user
 
     _, store = _open(load_settings())
     try:
@@ -486,7 +486,7 @@ def serve() -> None:
     """Run the edge (HTTP, bus, scheduler) until SIGTERM or SIGINT, then stop cleanly."""
     import waitress
 
-    from edge import create_app
+    from edge.app import create_app
     from store_contract.web import proxy_options
 
     settings = load_settings()
@@ -536,7 +536,7 @@ def serve() -> None:
 @_fails_cleanly
 def demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int) -> None:
     """A whole demo store on this machine: broker, edge, CRM hub and simulated devices."""
-    from edge.demo import run_demo
+    from store_demo.store import run_demo
 
     run_demo(data_dir, http_port, mqtt_port, hub_port)
 
