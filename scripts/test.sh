@@ -6,4 +6,5 @@ apt_install mosquitto chromium postgresql faketime nginx-light
 make_venv "[dev]"
 cd "$ROOT"
 "$VENV/bin/ruff" check store_contract edge pos_bridge cloud_sync kiosk_ui store_demo tests bench
+"$VENV/bin/lint-imports" --no-cache
 exec "$VENV/bin/python" -m pytest "$@"

@@ -35,6 +35,58 @@ from pos_bridge.device import DeviceClient
 REPO = Path(__file__).resolve().parent.parent
 
 
+# ------------------------------------------------------------------ the fast tier
+# `pytest -m fast` runs the contract and domain tests alone, in seconds: no Mosquitto, no
+# browser, no database server, no hub or edge process (README, "Tests"). A test is in the
+# tier unless it asks for one of these fixtures or is marked `process`, or tests the web
+# apps (`app`: the composition, not the domain); one that starts a process anyway fails,
+# telling its author to mark it.
+REAL_PARTS = frozenset({"broker", "enrolled", "edge", "device", "edge_process", "virtual_printer",
+                        "pg_cluster", "pg_url", "hub_db_url", "hub_settings", "hub_server",
+                        "hub_store", "hub_key", "playwright", "browser", "page"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if not names & REAL_PARTS and item.get_closest_marker("process") is None \
+                and item.get_closest_marker("app") is None:
+            item.add_marker(pytest.mark.fast)
+
+
+class _NoProcesses(subprocess.Popen):  # type: ignore[type-arg]
+    def __init__(self, args: Any, *rest: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"a test of the fast tier started a process ({args!r}): mark it "
+                           "@pytest.mark.process, or use the fixture of the real part")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """A fast test may not start a process, not even in a module's fixture set up for it."""
+    if item.get_closest_marker("fast") is None:
+        yield
+        return
+    real = subprocess.Popen
+    subprocess.Popen = _NoProcesses  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        subprocess.Popen = real  # type: ignore[misc]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("fast") is None:
+        yield
+        return
+    real = subprocess.Popen
+    subprocess.Popen = _NoProcesses  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        subprocess.Popen = real  # type: ignore[misc]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

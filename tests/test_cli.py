@@ -20,6 +20,7 @@ def run_edge(settings: Settings, *args: str,
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.process
 def test_init_is_safe_to_run_again(settings: Settings) -> None:
     first = run_edge(settings, "init")
     assert first.returncode == 0, first.stderr
@@ -68,6 +69,7 @@ def test_removed_device_can_no_longer_log_in(settings: Settings, broker: BrokerP
     (("printers", "add", "p1", "--lane", "Lane 1"), "Lane ids are 1-32"),
     (("printers", "remove", "ghost"), "No printer 'ghost'"),
 ])
+@pytest.mark.process
 def test_bad_device_commands_fail_with_one_clear_line(settings: Settings, args: tuple[str, ...],
                                                       words: str) -> None:
     done = run_edge(settings, *args)
@@ -76,6 +78,7 @@ def test_bad_device_commands_fail_with_one_clear_line(settings: Settings, args: 
     assert done.stdout == ""
 
 
+@pytest.mark.process
 def test_enrolling_twice_needs_rotate(settings: Settings) -> None:
     first = json.loads(run_edge(settings, "devices", "add", "pos", "lane-1").stdout)
     again = run_edge(settings, "devices", "add", "pos", "lane-1")
@@ -84,6 +87,7 @@ def test_enrolling_twice_needs_rotate(settings: Settings) -> None:
     assert rotated["password"] != first["password"]
 
 
+@pytest.mark.process
 def test_staff_add_reads_the_password_from_stdin(settings: Settings) -> None:
     done = run_edge(settings, "staff", "add", "mia", "--role", "manager", "--password-stdin",
                     stdin="a-long-password\n")
@@ -132,6 +136,7 @@ def test_a_stale_pid_file_never_signals_another_program(settings: Settings) -> N
     assert reload_broker(datadir) is False
 
 
+@pytest.mark.process
 def test_products_import_csv_and_json_lines_upserts_and_names_bad_rows(
         settings: Settings, tmp_path: Any) -> None:
     from edge.products import find_product, known_categories

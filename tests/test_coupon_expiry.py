@@ -239,6 +239,7 @@ def hub_issue(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
                            timeout=60, cwd=REPO)
 
 
+@pytest.mark.process
 def test_the_hub_issues_until_coupons_whose_exp_covers_utc_minus_12(
         tmp_path: Path, stores: Callable[..., EdgeService]) -> None:
     settings = load_hub_settings(hub_env_for(tmp_path / "hub-data", "", 0))

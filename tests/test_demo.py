@@ -25,6 +25,8 @@ from playwright.sync_api import Page, expect
 from tests import browser as chromium
 from tests.conftest import REPO, free_port
 
+pytestmark = pytest.mark.process
+
 browser, playwright = chromium.browser, chromium.playwright
 page = chromium.page
 

@@ -236,6 +236,7 @@ def _readable_by_all(path: Path) -> bool:
                     reason=f"{DEV_SITE} is not readable by other users")
 @pytest.mark.skipif(not _system_python_matches(),
                     reason=f"{SYSTEM_PYTHON} is not this Python's version (shared packages)")
+@pytest.mark.process
 def test_the_readmes_deploy_blocks_run_as_documented(scratch: Scratch) -> None:
     text = README.read_text()
     for line in STAND_INS:
@@ -354,6 +355,7 @@ def test_no_doc_runs_edge_around_the_wrapper() -> None:
             assert bad not in text, f"{doc.name} still has {bad!r}"
 
 
+@pytest.mark.process
 def test_the_hub_admin_command_reads_its_settings_file(tmp_path: Path) -> None:
     """config/bin/edge-hub (docs/hub.md, "Deploying the hub"): the settings of
     /etc/edge-hub.env, quoted values with spaces intact, none of the caller's. Run here as
@@ -389,6 +391,7 @@ def _defaults(wrapper: Path) -> dict[str, str]:
     return dict(found)
 
 
+@pytest.mark.process
 def test_the_units_and_the_admin_commands_agree() -> None:
     """The admin command runs as the units' user, in their folder, with their settings file
     (required, so a missing file stops them instead of starting a store with defaults)."""

@@ -71,6 +71,7 @@ def _redemption(rid: str, coupon: str, store: str, **more: Any) -> dict[str, Any
                            "redeemed_at": "2026-11-20T10:00:00.000Z", **more}}
 
 
+@pytest.mark.process
 def test_a_feed_page_with_one_poisoned_record_of_each_kind_applies_the_rest(
         hub: HubServer, edges: Any, tmp_path: Path,  # noqa: F811 - the imported fixtures
         caplog: pytest.LogCaptureFixture) -> None:

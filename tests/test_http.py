@@ -18,6 +18,8 @@ from edge.app import create_app
 from edge.settings import Settings
 from tests.conftest import edge_log, wait_until
 
+pytestmark = pytest.mark.app
+
 MANAGER_PW = "manager-password-1"
 CASHIER_PW = "cashier-password-1"
 

@@ -188,6 +188,7 @@ def test_chromium_signs_in_and_scans_over_https(proxied: Proxied,
 # ---------------------------------------------------------------- the hub
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("proxy, secure", [("127.0.0.1", True), ("", False)])
 def test_the_hub_cookie_is_secure_behind_its_tls_proxy(tmp_path: Path, proxy: str,
                                                        secure: bool) -> None:

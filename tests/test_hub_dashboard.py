@@ -41,6 +41,8 @@ from tests.conftest import free_port
 from tests.hubfix import serving
 from tests.test_web_safety import sign_in_with_each_next
 
+pytestmark = pytest.mark.app
+
 playwright, browser, page = chromium.playwright, chromium.browser, chromium.page
 
 NORTH, NORTH_PW = "nina", "north-password-1"

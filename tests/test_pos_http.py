@@ -107,6 +107,7 @@ def test_http_answers_are_the_same_envelopes_as_on_the_bus(
     assert resp.json()["error"]["code"] == "bad_request"
 
 
+@pytest.mark.process
 def test_customer_import_reports_what_it_skipped_and_keeps_no_numbers(
         settings: Settings, tmp_path: Path, issuer: Issuer) -> None:
     code, report = import_customers(settings, tmp_path, [

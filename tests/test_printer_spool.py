@@ -76,6 +76,7 @@ def test_the_default_spool_folder_is_in_the_data_dir(settings: Settings) -> None
         PrinterLink("file:///dev/sda", spool_dir=settings.printer_spool_path)
 
 
+@pytest.mark.process
 def test_edge_printers_add_refuses_a_path_outside_in_one_line(settings: Settings) -> None:
     done = run_edge(settings, "printers", "add", "p1", "--lane", "lane-1", "--connect",
                     "file:///etc/passwd")

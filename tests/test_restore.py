@@ -51,6 +51,7 @@ def _restore(backup: Path, database: Path) -> None:
     shutil.copyfile(backup, database)
 
 
+@pytest.mark.process
 def test_an_edge_restored_from_a_backup_before_a_redemption_refuses_that_coupon_after_a_pull(
         settings: Settings, hub: HubServer, tmp_path: Path,  # noqa: F811 - the fixture
         running: list[EdgeService]) -> None:

@@ -332,6 +332,7 @@ def test_a_receipt_offer_redeemed_where_it_was_printed_is_believed_by_the_hub(
 # ---------------------------------------------------------------- the honest store's keys
 
 
+@pytest.mark.process
 def test_a_store_whose_token_was_rotated_or_key_revoked_is_trusted_again_with_a_new_key(
         hub: HubServer, settings: Settings, tmp_path: Path) -> None:
     """The box that lost its token or key to a thief: it publishes its key again with the new
@@ -393,6 +394,7 @@ def test_a_store_whose_token_was_rotated_or_key_revoked_is_trusted_again_with_a_
         svc.stop()
 
 
+@pytest.mark.process
 def test_the_chains_app_keys_are_published_and_their_coupons_believed(
         chain: HubServer, tmp_path: Path) -> None:
     app = Rogue(chain, "app-signer")  # only its key is used: the app's, given to the hub

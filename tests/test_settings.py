@@ -61,6 +61,7 @@ def test_wrong_type_in_site_file_is_named(tmp_path: Path) -> None:
         load_settings({"EDGE_CONFIG": str(site)})
 
 
+@pytest.mark.process
 def test_edge_refuses_to_start_with_a_bad_setting_in_one_line(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "EDGE_DATA_DIR": str(tmp_path), "EDGE_HTTP_PORT": "abc"}
     done = subprocess.run([*edge_cli(), "serve"], env=env, capture_output=True, text=True,

@@ -20,6 +20,8 @@ from edge.settings import Settings
 from edge.store import Store
 from tests.conftest import edge_cli, edge_env, edge_log, wait_until
 
+pytestmark = pytest.mark.app
+
 MANAGER, MANAGER_PW = "mia", "manager-password-1"
 CASHIER, CASHIER_PW = "tom", "cashier-password-1"
 
@@ -125,6 +127,7 @@ def test_removing_a_cashier_or_changing_a_password_ends_the_sessions(
     _signed_in(staff_edge, MANAGER, "a-new-manager-password")
 
 
+@pytest.mark.process
 def test_removing_an_unknown_account_says_so(settings: Settings, store: Store,
                                              tmp_path: Path) -> None:
     done = subprocess.run([*edge_cli(), "staff", "remove", "nobody"], env=edge_env(settings),

@@ -46,6 +46,7 @@ store.close()
 """
 
 
+@pytest.mark.process
 def test_threads_and_another_process_write_at_once_without_losing_a_row(tmp_path: Path) -> None:
     path = tmp_path / "edge.db"
     store = Store(path)

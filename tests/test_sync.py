@@ -188,6 +188,7 @@ def hub(hub_sqlite: HubSettings) -> Iterator[HubServer]:
 # ---------------------------------------------------------------- the tests
 
 
+@pytest.mark.process
 def test_ten_thousand_events_made_while_the_hub_is_down_all_arrive_once(
         settings: Settings, hub_sqlite: HubSettings, services: list[EdgeService]) -> None:
     token = add_store(hub_sqlite, settings.store_id)
@@ -214,6 +215,7 @@ def test_ten_thousand_events_made_while_the_hub_is_down_all_arrive_once(
     assert svc.health()[1]["queue"]["last_success"] is not None
 
 
+@pytest.mark.process
 def test_hub_answering_500_then_429_is_waited_out_as_told(
         settings: Settings, hub: HubServer, services: list[EdgeService]) -> None:
     token = add_store(hub.settings, settings.store_id)
@@ -248,6 +250,7 @@ def _queue_raw(store: Store, type_: str, data: Any) -> str:
     return event_id
 
 
+@pytest.mark.process
 def test_an_event_the_hub_refuses_becomes_a_dead_letter_and_the_rest_go_through(
         settings: Settings, hub: HubServer, services: list[EdgeService]) -> None:
     token = add_store(hub.settings, settings.store_id)
@@ -270,6 +273,7 @@ def test_an_event_the_hub_refuses_becomes_a_dead_letter_and_the_rest_go_through(
     assert state["dead_letters"] == 1 and state["depth"] == 0
 
 
+@pytest.mark.process
 def test_a_refusal_that_names_no_event_keeps_every_event_queued_and_says_why(
         settings: Settings, hub: HubServer, services: list[EdgeService]) -> None:
     """A proxy answers a bare 422 for any batch holding a marked event. Before, the sender
@@ -359,6 +363,7 @@ def _staff_client(settings: Settings, username: str, role: str) -> Any:
     return app, client
 
 
+@pytest.mark.process
 def test_staff_see_dead_letters_and_an_old_backlog_and_a_manager_sends_one_again(
         settings: Settings, hub: HubServer) -> None:
     token = add_store(hub.settings, settings.store_id)

@@ -84,6 +84,7 @@ def sell(svc: EdgeService, txn: str, *, card: str | None = None, coupon: str | N
     return svc.checkout.complete(lane, txn, basket, [Tender("card", 1298)], 1298)
 
 
+@pytest.mark.process
 def test_the_store_learns_customers_campaigns_keys_and_revocations_from_the_hub(
         hub: HubServer, edges: Any, tmp_path: Path) -> None:
     import_jsonl(hub, tmp_path, "customers", ANNA)
@@ -118,6 +119,7 @@ def test_the_store_learns_customers_campaigns_keys_and_revocations_from_the_hub(
     assert refused.value.code == "coupon_revoked"
 
 
+@pytest.mark.process
 def test_an_erasure_request_removes_the_person_from_the_edge_and_its_unsent_events(
         hub: HubServer, edges: Any, tmp_path: Path) -> None:
     import_jsonl(hub, tmp_path, "customers", ANNA)
@@ -167,6 +169,7 @@ def _manager_session(hub: HubServer, region: str = "north") -> requests.Session:
     return session
 
 
+@pytest.mark.process
 def test_a_single_use_coupon_redeemed_offline_at_two_stores_is_one_conflict(
         hub: HubServer, edges: Any, tmp_path: Path) -> None:
     import_jsonl(hub, tmp_path, "campaigns", CAMPAIGN)
@@ -203,6 +206,7 @@ def test_a_single_use_coupon_redeemed_offline_at_two_stores_is_one_conflict(
     assert third.value.message.startswith("Coupon already used at Harbour Street on ")
 
 
+@pytest.mark.process
 def test_a_receipt_coupon_printed_at_one_store_is_genuine_at_another(
         hub: HubServer, edges: Any, tmp_path: Path) -> None:
     import_jsonl(hub, tmp_path, "campaigns", {**CAMPAIGN, "offer": True})

@@ -44,6 +44,8 @@ from tests.hubfix import (  # noqa: F401 (fixtures used by name)
     pg_url,
 )
 
+pytestmark = pytest.mark.app
+
 MANAGER, MANAGER_PW = "mia", "manager-password-1"
 CASHIER, CASHIER_PW = "carla", "cashier-password-1"
 OTHER_CASHIER, OTHER_PW = "tom", "cashier-password-2"

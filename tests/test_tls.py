@@ -122,6 +122,7 @@ def connect(tls_settings: Settings,
 # ---------------------------------------------------------------- the certificates
 
 
+@pytest.mark.process
 def test_init_makes_a_store_ca_and_a_server_certificate_once(tls_settings: Settings,
                                                              tls: StoreTLS) -> None:
     ca = tls.cas()[0]
@@ -197,6 +198,7 @@ def test_plain_mqtt_is_refused_from_the_lan_but_tls_is_served_there(
     socket.create_connection(("127.0.0.1", plain_port), timeout=3).close()
 
 
+@pytest.mark.process
 def test_the_plain_listener_reaches_the_lan_only_when_the_setting_says_so(
         tls_settings: Settings, tls: StoreTLS, datadir: DataDir, store: Store) -> None:
     open_plain = dataclasses.replace(tls_settings, broker_plain_listener="lan")
@@ -276,6 +278,7 @@ def test_the_plain_listener_setting_takes_only_known_values() -> None:
         load_settings({}, broker_plain_listener="everywhere")
 
 
+@pytest.mark.process
 def test_edge_broker_makes_the_certificate_on_a_box_upgraded_without_init(
         tls_settings: Settings, datadir: DataDir, store: Store) -> None:
     folder = StoreTLS.of(datadir)
@@ -304,6 +307,7 @@ def test_edge_broker_makes_the_certificate_on_a_box_upgraded_without_init(
     assert wait_until(lambda: not brokers_left(), 10), brokers_left()
 
 
+@pytest.mark.process
 def test_healthz_reports_the_certificate_and_warns_before_it_ends(tls_edge: EdgeService,
                                                                   tls: StoreTLS) -> None:
     healthy, report = tls_edge.health()

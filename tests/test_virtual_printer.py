@@ -497,6 +497,7 @@ def test_stop_closes_connections_and_threads(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- command line
 
 
+@pytest.mark.process
 def test_command_line_prints_a_line_per_printout_and_stops_on_sigterm(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
