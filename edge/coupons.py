@@ -1,6 +1,6 @@
 """Coupons: what a scanned code is, whether it may be used now, and what it is worth.
 
-A scanned coupon is either a signed `coupon+jwt` from the shopper's app (ARCHITECTURE §5)
+A scanned coupon is either a signed `coupon+jwt` from the shopper's app (docs/checkout.md §8)
 or a short plain campaign code (`SAVE10`) that a campaign synced from the hub allows.
 Everything here is decided from local data, so it works with the store's internet down.
 
@@ -10,7 +10,7 @@ coupon meant to last "until 30 Nov" everywhere carries that date as its `until` 
 ends at midnight after that date in each store's own zone, judged on the store's clock, and
 its `exp` (`until_exp`) is late enough for the last zone on earth to reach that midnight.
 
-Every refusal is a `CouponRefused` with one of the codes of ARCHITECTURE §4 and a sentence
+Every refusal is a `CouponRefused` with one of the codes of docs/checkout.md §10 and a sentence
 the cashier can read to the shopper.
 """
 

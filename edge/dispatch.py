@@ -2,7 +2,7 @@
 
 The MQTT bus (`req/{method}`) hands it the caller, the method and the raw bytes, and so
 will the HTTP route for POS systems that only speak HTTP (`POST /api/v1/pos/{device}/
-{method}`, ARCHITECTURE §4). It validates the envelope, checks that this kind of device
+{method}`, docs/protocol.md §3-§4). It validates the envelope, checks that this kind of device
 may call the method, runs the handler once per request id and returns the encoded reply.
 A repeated request id gets the very same reply without running the handler again.
 """

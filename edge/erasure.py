@@ -25,7 +25,7 @@ def erase_customer(conn: Any, customer_id: str) -> dict[str, int]:
 
     Profile, look-up hashes and wallet go; sales, redemptions and receipts stay for the
     books without the link to the person; events not yet sent to the hub lose theirs too
-    (ARCHITECTURE §9), as do dead letters.
+    (docs/sync.md §5), as do dead letters.
     """
     counts = {"customer": conn.execute("DELETE FROM customers WHERE id = ?",
                                        (customer_id,)).rowcount}

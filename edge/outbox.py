@@ -1,5 +1,5 @@
 """The outbox: every interaction the CRM must hear about, written in the same SQLite
-transaction as the change it describes (ARCHITECTURE §7), so neither exists without the other.
+transaction as the change it describes (docs/sync.md §1), so neither exists without the other.
 The sender (cloud_sync) delivers the rows in order and deletes what the hub accepted.
 
 The outbox has a cap (`outbox_max_events`): while the hub is away for long, it stops growing

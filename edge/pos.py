@@ -1,4 +1,4 @@
-"""The POS methods (ARCHITECTURE §4) as thin adapters: check the request, call the checkout.
+"""The POS methods (docs/checkout.md) as thin adapters: check the request, call the checkout.
 
 The same handlers serve MQTT (`req/{method}`), HTTP (`POST /api/v1/pos/{device}/{method}`)
 and the staff checkout page, because all three go through the one dispatcher.

@@ -33,7 +33,7 @@ from store_contract.wording import calendar_day, moment, money
 
 RECENT_DAYS = 90
 RECENT_SALES = 20
-# Terms a campaign passes on to the coupons printed for it (ARCHITECTURE §5 claims).
+# Terms a campaign passes on to the coupons printed for it (the claims of docs/checkout.md §8).
 TENDER_LABELS = {"card": "Card", "cash": "Cash", "voucher": "Voucher", "gift_card": "Gift card",
                  "mobile": "Mobile payment"}
 

@@ -1,4 +1,4 @@
-"""The lane client a POS integrator embeds: identify, coupons, complete and void (ARCHITECTURE §4).
+"""The lane client a POS integrator embeds: identify, coupons, complete and void (docs/checkout.md).
 
     lane = Lane(MqttTransport(DeviceClient(...).connect()))
     # or, for a POS without MQTT:
@@ -43,7 +43,7 @@ class LaneError(Exception):
 class Refused(LaneError):
     """The edge answered `ok: false`: a coupon used, a customer unknown, a bad request...
 
-    `message` is a sentence for the cashier; `code` is stable (ARCHITECTURE §4).
+    `message` is a sentence for the cashier; `code` is stable (docs/checkout.md).
     """
 
     def __init__(self, code: str, message: str, detail: dict[str, Any] | None = None) -> None:

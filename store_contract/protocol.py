@@ -1,4 +1,4 @@
-"""The MQTT wire contract (ARCHITECTURE §3-4): ids, timestamps, topics and envelopes.
+"""The MQTT wire contract (docs/protocol.md): ids, timestamps, topics and envelopes.
 
 Shared by the edge and by `pos_bridge` so both ends speak exactly the same envelope.
 Everything that arrives is validated here, before it reaches the domain.

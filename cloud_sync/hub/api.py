@@ -1,4 +1,4 @@
-"""The hub's HTTP API for stores (ARCHITECTURE §7): events in, changes out, keys.
+"""The hub's HTTP API for stores (docs/hub.md, docs/sync.md): events in, changes out, keys.
 
 Views are thin: they check the store's bearer token, decode JSON, call one function of
 `ingest`, `feed` or `keys`, and encode the answer. Errors have the edge's one JSON shape

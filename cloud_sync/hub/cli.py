@@ -1,4 +1,4 @@
-"""The `edge-hub` command (ARCHITECTURE §10): run and administer the CRM hub.
+"""The `edge-hub` command (docs/hub.md): run and administer the CRM hub.
 
 Commands that IT automates print one JSON line; errors are one line on stderr and a
 non-zero exit, never a traceback.

@@ -47,7 +47,7 @@ from store_contract.jws import (
 from store_contract.protocol import format_ts, uuid7
 
 HUB_KID = "hub-1"
-MEMBER_MAX_MINUTES = 5  # ARCHITECTURE §5: a member code lives at most 5 minutes
+MEMBER_MAX_MINUTES = 5  # docs/checkout.md §12: a member code lives at most 5 minutes
 _PUBLIC_FIELDS = ("kty", "crv", "x", "kid", "use", "alg")
 KID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 

@@ -26,7 +26,7 @@ def token_hash(token: str) -> str:
 
 
 def check_store_id(store_id: str) -> None:
-    """Raise BadRequest unless `store_id` is a valid store id (ARCHITECTURE §3)."""
+    """Raise BadRequest unless `store_id` is a valid store id (docs/protocol.md §2)."""
     if not isinstance(store_id, str) or not ID_RE.match(store_id):
         raise BadRequest(f"{store_id!r} is not a store id: 1-32 of a-z, 0-9 and '-', "
                          "starting with a letter or digit", code="bad_store_id")

@@ -95,7 +95,7 @@ def devices() -> Response:
 
 @bp.post("/api/v1/pos/<device>/<method>")
 def pos_request(device: str, method: str) -> Response:
-    """A POS method over HTTP, for lanes that do not speak MQTT (ARCHITECTURE §4).
+    """A POS method over HTTP, for lanes that do not speak MQTT (docs/checkout.md §19).
 
     The body is the request envelope; the answer is the reply envelope, with status 200
     whether the edge said yes or no (`ok`). The lane authenticates with its own device

@@ -1,4 +1,4 @@
-"""The `edge` command (ARCHITECTURE §10). Output that store IT automates with is JSON."""
+"""The `edge` command (docs/operations.md). Output that store IT automates with is JSON."""
 
 from __future__ import annotations
 
