@@ -60,8 +60,8 @@ class _NoProcesses(subprocess.Popen):  # type: ignore[type-arg]
                            "@pytest.mark.process, or use the fixture of the real part")
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+@contextlib.contextmanager
+def _processes_refused(item: pytest.Item) -> Iterator[None]:
     """A fast test may not start a process, not even in a module's fixture set up for it."""
     if item.get_closest_marker("fast") is None:
         yield
@@ -75,16 +75,15 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
 
 
 @pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _processes_refused(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    if item.get_closest_marker("fast") is None:
+    with _processes_refused(item):
         yield
-        return
-    real = subprocess.Popen
-    subprocess.Popen = _NoProcesses  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        subprocess.Popen = real  # type: ignore[misc]
 
 
 def free_port() -> int:
