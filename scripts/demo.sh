@@ -3,6 +3,6 @@
 # Extra arguments go to `edge demo` (e.g. --http-port 8090).
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 apt_install mosquitto nginx-light
-make_venv ""
+make_venv "[edge,hub]"
 cd "$ROOT"
 exec "$VENV/bin/edge" demo "$@"

@@ -7,6 +7,7 @@ on it as CI does: the unchanged copy passes, each change fails naming its contra
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,3 +79,47 @@ def test_a_forbidden_import_fails_its_contract(tmp_path: Path, module: str, line
     assert result.returncode != 0, result.stdout
     flat = " ".join(result.stdout.split())
     assert contract in flat, result.stdout
+
+
+SERVER_ONLY = ("flask", "flask_wtf", "werkzeug", "waitress", "sqlalchemy", "psycopg",
+               "sqlite_utils", "apscheduler", "prometheus_client", "escpos")
+_BLOCKER = """
+import importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError("not installed for a lane client: " + name)
+sys.meta_path.insert(0, Refuse())
+"""
+
+
+@pytest.mark.parametrize("module", [
+    "pos_bridge.lane", "pos_bridge.device", "store_contract.protocol", "store_contract.jws",
+    "store_contract.events", "store_contract.campaigns", "store_contract.customers"])
+def test_the_lane_client_and_the_contract_import_without_the_servers_packages(module: str) -> None:
+    """A POS integrator's base install (no extra) has none of the store box's or the hub's
+    packages: what they import must not need them."""
+    code = _BLOCKER.format(blocked=set(SERVER_ONLY)) + f"import {module}\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_blocker_refuses_what_it_should() -> None:
+    """The positive control: the same check fails for a module of the store box."""
+    code = _BLOCKER.format(blocked=set(SERVER_ONLY)) + "import edge.app.api\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    assert "not installed for a lane client" in result.stderr
+
+
+def test_the_base_install_declares_none_of_the_servers_packages() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    base = {re.split(r"[\[<>=!~ ]", dep)[0].lower() for dep in project["dependencies"]}
+    assert not base & {"flask", "flask-wtf", "waitress", "sqlalchemy", "psycopg",
+                       "sqlite-utils", "apscheduler", "prometheus-client", "alembic"}
+    extras = project["optional-dependencies"]
+    assert {"edge", "hub", "printer", "dev"} <= set(extras)

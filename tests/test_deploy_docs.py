@@ -58,7 +58,7 @@ STAND_INS = {
         f"mkdir /opt/store-edge && tar -C {ROOT} --exclude=./.venv --exclude=./.git -cf - . "
         "| tar -C /opt/store-edge -xf - && cd /opt/store-edge",
     # a real venv of Debian's python3; the packages pip would fetch are this checkout's
-    "python3 -m venv .venv && .venv/bin/pip install -e .":
+    "python3 -m venv .venv && .venv/bin/pip install -e '.[edge]'":
         "python3 -m venv --without-pip .venv && "
         f"echo \"import site; site.addsitedir('{DEV_SITE}')\" "
         "> $(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path(\"purelib\"))')"
