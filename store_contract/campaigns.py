@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from store_contract.basket import Discount, Rule, parse_discount
+from store_contract.protocol import parse_ts
 from store_contract.wording import money
 
 PLAIN_CODE_RE = re.compile(r"^[A-Za-z0-9-]{3,32}\Z")
@@ -168,19 +169,20 @@ class Campaign:
     until: date | None = None  # last local date, judged in each store's zone (like a coupon's)
 
 
+_NO_ZONE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?\Z")
+
+
 def _instant(value: Any, name: str) -> float | None:
+    """A campaign's start or end: RFC 3339 with its zone (the one parser, `parse_ts`)."""
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be an RFC 3339 time such as 2026-12-01T00:00:00Z")
     try:
-        moment_ = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_ts(value).timestamp()
     except ValueError:
+        if isinstance(value, str) and _NO_ZONE_RE.match(value):
+            raise ValueError(f"{name} must say its time zone (Z or +01:00)") from None
         raise ValueError(f"{name} must be an RFC 3339 time such as 2026-12-01T00:00:00Z") \
             from None
-    if moment_.tzinfo is None:
-        raise ValueError(f"{name} must say its time zone (Z or +01:00)")
-    return moment_.timestamp()
 
 
 def parse_campaign(obj: Any, locale: str) -> Campaign:

@@ -44,7 +44,7 @@ from store_contract.jws import (
     store_kid_pattern,
     store_of_kid,
 )
-from store_contract.protocol import format_ts, uuid7
+from store_contract.protocol import format_ts, parse_ts, uuid7
 
 HUB_KID = "hub-1"
 MEMBER_MAX_MINUTES = 5  # docs/checkout.md §12: a member code lives at most 5 minutes
@@ -223,7 +223,7 @@ def issue_coupon(db: HubDB, key: SigningKey, campaign_id: str, customer: str | N
     exp = until_exp(until)
     for field, pick in (("starts_at", max), ("ends_at", min)):
         if record.get(field):
-            bound = int(datetime.fromisoformat(record[field].replace("Z", "+00:00")).timestamp())
+            bound = int(parse_ts(record[field]).timestamp())
             if field == "starts_at":
                 nbf = pick(nbf, bound)
             else:
