@@ -123,3 +123,17 @@ def test_the_base_install_declares_none_of_the_servers_packages() -> None:
                        "sqlite-utils", "apscheduler", "prometheus-client", "alembic"}
     extras = project["optional-dependencies"]
     assert {"edge", "hub", "printer", "dev"} <= set(extras)
+
+
+def test_the_repository_cites_only_its_own_docs() -> None:
+    """Docstrings and docs point to docs/ of this repository, never to a design document
+    outside it (the repository is read on its own)."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
+    outside = re.compile(r"ARCHITECTURE(\.md| §)|\.\./shared|STYLE\.md")
+    found = [f"{name}:{n}" for name in tracked
+             if name.endswith((".py", ".md", ".yaml", ".html", ".js", ".sh", ".toml", ".template"))
+             and name != "tests/test_architecture.py"
+             for n, line in enumerate((REPO / name).read_text().splitlines(), 1)
+             if outside.search(line)]
+    assert found == []
