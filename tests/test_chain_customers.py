@@ -44,6 +44,8 @@ from tests.hubfix import (  # noqa: F401 - fixtures
 from tests.test_sync import add_store, edge_for, hub_sqlite  # noqa: F401 - fixture
 from tests.test_sync_feed import edges  # noqa: F401 - a fixture (uses this module's hub)
 
+pytestmark = pytest.mark.process  # a hub process for every test
+
 ANNA = {"id": "c-anna", "display_name": "Anna Berg", "region": "north", "tier": "gold",
         "phone": "+49 1512 3456789", "card": "4000 1111 2222 3333",
         "email": "Anna.Berg@Example.org", "consent": {"personalised": True}}
@@ -154,7 +156,6 @@ def audit(hub: HubServer, store_id: str) -> dict[str, int]:
 # ---------------------------------------------------------------- the feed
 
 
-@pytest.mark.process
 def test_a_rogue_store_reading_the_whole_feed_finds_no_raw_identifier_and_only_its_region(
         hub: HubServer, tmp_path: Path) -> None:
     import_customers(hub, tmp_path, *EVERYONE)
@@ -194,7 +195,6 @@ def test_a_rogue_store_reading_the_whole_feed_finds_no_raw_identifier_and_only_i
     assert south_key["kid"] != bundle.kid and south_key["salt"] == bundle.salt
 
 
-@pytest.mark.process
 def test_ten_thousand_guessed_phone_numbers_are_throttled_and_show_in_the_audit(
         hub: HubServer, tmp_path: Path) -> None:
     import_customers(hub, tmp_path, ANNA, SARA)
@@ -222,7 +222,6 @@ def test_ten_thousand_guessed_phone_numbers_are_throttled_and_show_in_the_audit(
     assert counts["found"] == 1 and counts["not_found"] == answered - 1
 
 
-@pytest.mark.process
 def test_a_member_code_signed_by_a_store_key_is_refused_by_the_hub_look_up(
         hub: HubServer, tmp_path: Path, edges: Any) -> None:
     import_customers(hub, tmp_path, SARA)
@@ -250,7 +249,6 @@ def test_a_member_code_signed_by_a_store_key_is_refused_by_the_hub_look_up(
 # ---------------------------------------------------------------- the till
 
 
-@pytest.mark.process
 def test_a_member_code_of_a_shopper_the_store_does_not_hold_is_found_online(
         hub: HubServer, tmp_path: Path, edges: Any) -> None:
     import_customers(hub, tmp_path, SARA)
@@ -268,7 +266,6 @@ def test_a_member_code_of_a_shopper_the_store_does_not_hold_is_found_online(
         "customer"]["id"] == "c-sara"
 
 
-@pytest.mark.process
 def test_the_link_offline_means_no_online_look_up_at_all(
         hub: HubServer, tmp_path: Path, edges: Any) -> None:
     import_customers(hub, tmp_path, SARA)
@@ -280,7 +277,6 @@ def test_the_link_offline_means_no_online_look_up_at_all(
     assert audit(hub, "store-n") == {}  # the hub was never asked
 
 
-@pytest.mark.process
 def test_cards_and_phones_are_found_after_a_pull_through_hashes_only(
         hub: HubServer, tmp_path: Path, edges: Any) -> None:
     import_customers(hub, tmp_path, ANNA, BEN)
@@ -300,7 +296,6 @@ def test_cards_and_phones_are_found_after_a_pull_through_hashes_only(
     assert len(svc.store.query("SELECT * FROM customer_lookup")) == 6
 
 
-@pytest.mark.process
 def test_a_new_region_key_clears_the_look_ups_and_the_replay_restores_them(
         hub: HubServer, tmp_path: Path, edges: Any) -> None:
     import_customers(hub, tmp_path, ANNA)
@@ -325,7 +320,6 @@ def test_a_new_region_key_clears_the_look_ups_and_the_replay_restores_them(
         "customer"]["id"] == "c-anna"
 
 
-@pytest.mark.process
 def test_a_shopper_not_seen_in_a_region_for_the_window_is_forgotten_there_not_their_sales(
         hub: HubServer, tmp_path: Path, edges: Any) -> None:
     import_customers(hub, tmp_path, ANNA, SARA)
@@ -347,7 +341,6 @@ def test_a_shopper_not_seen_in_a_region_for_the_window_is_forgotten_there_not_th
         assert forget_customer(db.conn, "c-nobody") == 0
 
 
-@pytest.mark.process
 def test_an_erasure_removes_the_customer_from_the_feed_of_every_region(
         hub: HubServer, tmp_path: Path) -> None:
     import_customers(hub, tmp_path, ANNA, SARA)

@@ -28,6 +28,8 @@ from tests.hubfix import (  # noqa: F401 (fixtures used by name)
     run_hub,
 )
 
+pytestmark = pytest.mark.process  # a hub process for every test
+
 
 @pytest.fixture
 def sqlite_hub(tmp_path: Path) -> HubSettings:
@@ -51,7 +53,6 @@ def fails(settings: HubSettings, *args: str, input: str | None = None) -> str:
     return lines[0]
 
 
-@pytest.mark.process
 def test_stores_add_prints_the_token_once_and_refuses_a_second_add(sqlite_hub: HubSettings
                                                                    ) -> None:
     out = ok(sqlite_hub, "stores", "add", "s12", "--region", "north", "--name", "Store 12")
@@ -66,13 +67,11 @@ def test_stores_add_prints_the_token_once_and_refuses_a_second_add(sqlite_hub: H
     assert "token" not in json.dumps(listed)
 
 
-@pytest.mark.process
 @pytest.mark.parametrize("store", ["S12", "s.1", "a" * 33, "s_1"])
 def test_stores_add_refuses_a_malformed_store_id(sqlite_hub: HubSettings, store: str) -> None:
     assert "is not a store id" in fails(sqlite_hub, "stores", "add", store, "--region", "n")
 
 
-@pytest.mark.process
 def test_customer_import_reports_bad_lines_by_number(sqlite_hub: HubSettings,
                                                      tmp_path: Path) -> None:
     path = tmp_path / "customers.jsonl"
@@ -93,7 +92,6 @@ def test_customer_import_reports_bad_lines_by_number(sqlite_hub: HubSettings,
     assert "cannot read" in fails(sqlite_hub, "customers", "import", str(tmp_path / "nope"))
 
 
-@pytest.mark.process
 def test_campaign_import_reports_bad_lines_and_revoke_is_sent(sqlite_hub: HubSettings,
                                                               tmp_path: Path) -> None:
     path = tmp_path / "campaigns.jsonl"
@@ -145,7 +143,6 @@ def test_hub_coupon_verifies_against_the_jwks_and_its_qr_decodes(
                                   "--customer", "c-404")
 
 
-@pytest.mark.process
 def test_member_code_lives_five_minutes(sqlite_hub: HubSettings, tmp_path: Path) -> None:
     out = ok(sqlite_hub, "members", "issue", "c-1", "--qr", str(tmp_path / "m.png"))
     keys = ok(sqlite_hub, "keys", "show")
@@ -160,7 +157,6 @@ def test_member_code_lives_five_minutes(sqlite_hub: HubSettings, tmp_path: Path)
     assert "not a customer id" in fails(sqlite_hub, "members", "issue", "bad id")
 
 
-@pytest.mark.process
 def test_managers_add_reads_the_password_from_stdin(sqlite_hub: HubSettings) -> None:
     out = ok(sqlite_hub, "managers", "add", "mia", "--region", "north", "--password-stdin",
              input="a long enough password\n")
@@ -173,7 +169,6 @@ def test_managers_add_reads_the_password_from_stdin(sqlite_hub: HubSettings) -> 
     assert "no manager 'mia'" in fails(sqlite_hub, "managers", "remove", "mia")
 
 
-@pytest.mark.process
 def test_bad_settings_stop_with_one_line(sqlite_hub: HubSettings) -> None:
     done = run_hub(sqlite_hub, "stores", "list")
     assert done.returncode == 0

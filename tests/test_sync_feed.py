@@ -25,6 +25,8 @@ from store_contract.basket import parse_basket
 from tests.hubfix import HubServer, run_hub, start_hub, stop_hub
 from tests.test_sync import add_store, edge_for, hub_rows, hub_sqlite  # noqa: F401 - fixture
 
+pytestmark = pytest.mark.process  # a hub process for every test
+
 ANNA = {"id": "c-anna", "display_name": "Anna Berg", "tier": "gold", "points": 420,
         "region": "north",
         "card": "4000 1111 2222 3333", "phone": "+49 151 23456789",
@@ -84,7 +86,6 @@ def sell(svc: EdgeService, txn: str, *, card: str | None = None, coupon: str | N
     return svc.checkout.complete(lane, txn, basket, [Tender("card", 1298)], 1298)
 
 
-@pytest.mark.process
 def test_the_store_learns_customers_campaigns_keys_and_revocations_from_the_hub(
         hub: HubServer, edges: Any, tmp_path: Path) -> None:
     import_jsonl(hub, tmp_path, "customers", ANNA)
@@ -119,7 +120,6 @@ def test_the_store_learns_customers_campaigns_keys_and_revocations_from_the_hub(
     assert refused.value.code == "coupon_revoked"
 
 
-@pytest.mark.process
 def test_an_erasure_request_removes_the_person_from_the_edge_and_its_unsent_events(
         hub: HubServer, edges: Any, tmp_path: Path) -> None:
     import_jsonl(hub, tmp_path, "customers", ANNA)
@@ -169,7 +169,6 @@ def _manager_session(hub: HubServer, region: str = "north") -> requests.Session:
     return session
 
 
-@pytest.mark.process
 def test_a_single_use_coupon_redeemed_offline_at_two_stores_is_one_conflict(
         hub: HubServer, edges: Any, tmp_path: Path) -> None:
     import_jsonl(hub, tmp_path, "campaigns", CAMPAIGN)
@@ -206,7 +205,6 @@ def test_a_single_use_coupon_redeemed_offline_at_two_stores_is_one_conflict(
     assert third.value.message.startswith("Coupon already used at Harbour Street on ")
 
 
-@pytest.mark.process
 def test_a_receipt_coupon_printed_at_one_store_is_genuine_at_another(
         hub: HubServer, edges: Any, tmp_path: Path) -> None:
     import_jsonl(hub, tmp_path, "campaigns", {**CAMPAIGN, "offer": True})
