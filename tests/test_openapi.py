@@ -5,8 +5,8 @@ blueprints must be in its document and every documented operation must be a rout
 real `edge serve` (on a real Mosquitto) and a real `edge-hub serve` are asked every
 documented operation, error paths included. Every answer's status must be documented for
 its operation, its body must match the documented schema of that status and content type,
-and its documented required headers must be there. Each documented status is exercised,
-except the few listed in NOT_EXERCISED (with the reason).
+and its documented required headers must be there. Each documented status is exercised: the
+faults a healthy server does not give (FAULTS) in-process, by breaking one dependency.
 """
 
 # ruff: noqa: F811 (pytest fixtures imported from tests.hubfix are requested by parameter name)
@@ -53,13 +53,19 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 EDGE_DOC = DOCS / "openapi-edge.yaml"
 HUB_DOC = DOCS / "openapi-hub.yaml"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
-# Documented answers the tests cannot bring about without breaking the server itself.
-NOT_EXERCISED = {
-    "edge": {("post", "/api/v1/pos/{device}/{method}", "500"),  # a crash in the edge
+# Documented answers a healthy server does not give: a fault (500) or a database that does
+# not answer (503). They are brought about in-process (test_faults_answer_as_documented).
+FAULTS = {
+    "edge": {("post", "/api/v1/pos/{device}/{method}", "500"),
              ("get", "/api/v1/devices", "500"),
              ("get", "/metrics", "500"),
-             ("get", "/healthz", "503")},  # a database that cannot be read or written
-    "hub": {("get", "/healthz", "503")},  # a database that does not answer
+             ("get", "/healthz", "503")},
+    "hub": {("post", "/api/v1/stores/{store_id}/events", "500"),
+            ("get", "/api/v1/stores/{store_id}/changes", "500"),
+            ("post", "/api/v1/stores/{store_id}/lookup", "500"),
+            ("put", "/api/v1/stores/{store_id}/key", "500"),
+            ("get", "/.well-known/jwks.json", "500"),
+            ("get", "/healthz", "503")},
 }
 MONITOR_TOKEN = "monitor-token-for-the-test"
 CASHIER_PW = "cashier-password-1"
@@ -315,7 +321,7 @@ def test_the_edge_answers_as_documented(
             **_bearer(MONITOR_TOKEN), "Accept": "application/openmetrics-text; version=1.0.0"}))
     assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
 
-    assert api.documented() - api.seen == NOT_EXERCISED["edge"]
+    assert api.documented() - api.seen == FAULTS["edge"]
 
 
 # ---------------------------------------------------------------- a real hub
@@ -452,7 +458,93 @@ def test_the_hub_answers_as_documented(hub_server: HubServer, hub_store: Callabl
     assert code(resp) == (429, "too_many_lookups")
     assert int(resp.headers["Retry-After"]) >= 1
 
-    assert api.documented() - api.seen == NOT_EXERCISED["hub"]
+    assert api.documented() - api.seen == FAULTS["hub"]
+
+
+# ---------------------------------------------------------------- faults, in-process
+
+
+def _as_requests(resp: Any) -> requests.Response:
+    """A Flask test response as a `requests.Response`, for `Contract.check`."""
+    out = requests.Response()
+    out.status_code = resp.status_code
+    out.headers.update(dict(resp.headers))
+    out._content = resp.get_data()
+    return out
+
+
+def _boom(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("a fault for the test")
+
+
+def test_edge_faults_answer_as_documented(settings: Settings, store: Store,
+                                          enrolled: Callable[[str, str], Enrolment],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from edge import api as edge_api
+    from edge import create_app
+
+    add_user(store, "carl", CASHIER_PW, "cashier")
+    lane = enrolled("pos", "lane-7")
+    app = create_app(settings)
+    contract = Contract(load(EDGE_DOC))
+    client = app.test_client()
+    try:
+        monkeypatch.setattr(edge_api, "authenticate", _boom)
+        monkeypatch.setattr(edge_api, "list_devices", _boom)
+        monkeypatch.setattr(edge_api, "choose_encoder", _boom)
+        resp = client.post("/api/v1/pos/lane-7/ping", data=new_envelope("ping").to_json(),
+                           headers=_bearer(lane.password))
+        contract.check("post", "/api/v1/pos/{device}/{method}", _as_requests(resp))
+        resp = client.get("/api/v1/devices", headers=_basic("carl", CASHIER_PW))
+        contract.check("get", "/api/v1/devices", _as_requests(resp))
+        resp = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        contract.check("get", "/metrics", _as_requests(resp))
+
+        def unreadable() -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(app.extensions["edge"].store, "check", unreadable)
+        for remote in ("127.0.0.1", "192.0.2.7"):  # the monitor's report; anyone's answer
+            resp = client.get("/healthz", environ_base={"REMOTE_ADDR": remote})
+            contract.check("get", "/healthz", _as_requests(resp))
+            assert resp.get_json()["status"] == "failing"
+    finally:
+        app.extensions["edge"].stop()
+    assert contract.seen == FAULTS["edge"]
+
+
+def test_hub_faults_answer_as_documented(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloud_sync.hub import api as hub_api
+    from cloud_sync.hub.app import create_app
+    from cloud_sync.hub.settings import load_hub_settings
+
+    app = create_app(load_hub_settings(hub_env_for(tmp_path / "hub-data", "", 0)))
+    contract = Contract(load(HUB_DOC))
+    client = app.test_client()
+    db = app.extensions["hub"].db
+    try:
+        monkeypatch.setattr(hub_api.stores, "authenticate", _boom)
+        monkeypatch.setattr(hub_api.feed, "jwk_set", _boom)
+        auth = _bearer("any-token")
+        for method, path, body in [("post", "/api/v1/stores/{store_id}/events", {}),
+                                   ("get", "/api/v1/stores/{store_id}/changes", None),
+                                   ("post", "/api/v1/stores/{store_id}/lookup", {}),
+                                   ("put", "/api/v1/stores/{store_id}/key", {}),
+                                   ("get", "/.well-known/jwks.json", None)]:
+            resp = client.open(path.replace("{store_id}", "s1"), method=method.upper(),
+                               json=body, headers=auth)
+            contract.check(method, path, _as_requests(resp))
+        monkeypatch.setattr(db, "read", _boom)
+        resp = client.get("/healthz")
+        contract.check("get", "/healthz", _as_requests(resp))
+        assert resp.get_json()["status"] == "unavailable"
+    finally:
+        monkeypatch.undo()
+        db.dispose()
+    assert contract.seen == FAULTS["hub"]
 
 
 # ---------------------------------------------------------------- the checks can fail
