@@ -139,6 +139,17 @@ class Contract:
         self.seen.add((method, path, status))
         return resp
 
+    def accepts(self, method: str, path: str, body: Any) -> None:
+        """Fail unless `body`, a request the server took, matches the documented request
+        body (the document must not ask for less, or other, than what works)."""
+        where = ("paths", path, method, "requestBody", "content", "application/json",
+                 "schema")
+        try:
+            self._valid(body, *where)
+        except jsonschema.ValidationError as exc:
+            raise AssertionError(f"{method.upper()} {path}: a request the server took does "
+                                 f"not match the documented body: {exc.message}") from None
+
     def documented(self) -> set[tuple[str, str, str]]:
         return {(method, path, status)
                 for path, item in self.doc["paths"].items()
@@ -264,6 +275,7 @@ def test_the_edge_answers_as_documented(
     ping = new_envelope("ping", {"echo": "hello"})
     done = call("lane-7", "ping", ping.to_json(), lane_auth).json()
     assert done["ok"] and done["re"] == ping.id and done["data"]["echo"] == "hello"
+    api.accepts("post", pos, json.loads(ping.to_json()))
     # The same id with other data, a broken envelope, an unknown method, a refused sale:
     # all still 200, with the error in the reply envelope.
     reused = json.loads(ping.to_json())
@@ -367,6 +379,8 @@ def test_the_hub_answers_as_documented(hub_server: HubServer, hub_store: Callabl
             kwargs["data"] = body if isinstance(body, bytes | str) else json.dumps(body)
         resp = requests.request(method, base + path.replace("{store_id}", store),
                                 headers=headers, timeout=30, **kwargs)
+        if resp.status_code == 200 and isinstance(body, dict):
+            api.accepts(method, path, body)
         return api.check(method, path, resp)
 
     def code(resp: requests.Response) -> tuple[int, str | None]:
