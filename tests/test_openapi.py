@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
@@ -136,6 +137,13 @@ class Contract:
                 assert value is not None, f"{method.upper()} {path} {status}: no {name} header"
             if value is not None:
                 self._valid(value, *hwhere, "schema")
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and resp.status_code >= 400:
+            # The error codes are part of the contract: each is named where its status is.
+            named = re.search(rf"\b{re.escape(str(error['code']))}\b", json.dumps(answer))
+            assert named, (
+                f"{method.upper()} {path} {status}: the code {error['code']!r} is not named "
+                "in the documented answer")
         self.seen.add((method, path, status))
         return resp
 
@@ -233,6 +241,34 @@ def test_every_hub_api_route_is_documented_and_every_operation_is_a_route(
         assert routes(app, "hub_api") == Contract(load(HUB_DOC)).operations()
     finally:
         app.extensions["hub"].db.dispose()
+
+
+def test_the_documents_lists_are_the_codes_lists() -> None:
+    """Kinds, types and methods the documents enumerate are the ones the code has."""
+    from cloud_sync.hub.feed import KINDS
+    from edge.outbox import EVENT_TYPES
+    from edge.pos import register_pos_methods
+    from store_contract.protocol import DEVICE_KINDS, ID_PATTERN
+
+    edge_doc, hub_doc = load(EDGE_DOC), load(HUB_DOC)
+    edge_schemas, hub_schemas = edge_doc["components"]["schemas"], hub_doc["components"]["schemas"]
+    assert set(hub_schemas["Event"]["properties"]["type"]["enum"]) == set(EVENT_TYPES)
+    assert hub_schemas["Change"]["properties"]["kind"]["enum"] == list(KINDS)
+    assert edge_schemas["Device"]["properties"]["kind"]["enum"] == list(DEVICE_KINDS)
+    assert edge_schemas["Device"]["properties"]["id"]["pattern"] == f"^{ID_PATTERN}$"
+    # Every method a lane may call is named in the POS route's `method` parameter.
+    from edge.dispatch import Dispatcher, ReplyCache, register_builtin
+    from edge.metrics import Metrics
+
+    dispatcher = Dispatcher(Metrics(), ReplyCache(10, 60))
+    register_builtin(dispatcher)
+    checkout = SimpleNamespace(settings=SimpleNamespace(currency="EUR"))  # only registering
+    register_pos_methods(dispatcher, checkout)  # type: ignore[arg-type]
+    lane_methods = {m.name for m in dispatcher.methods.values() if "pos" in m.kinds}
+    [param] = [p for p in edge_doc["paths"]["/api/v1/pos/{device}/{method}"]["post"]
+               ["parameters"] if p["name"] == "method"]
+    named = set(re.findall(r"`([a-z.]+)`", param["description"]))
+    assert lane_methods and lane_methods == named
 
 
 # ---------------------------------------------------------------- a real edge
