@@ -55,7 +55,7 @@ EDGE_DOC = DOCS / "openapi-edge.yaml"
 HUB_DOC = DOCS / "openapi-hub.yaml"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 # Documented answers a healthy server does not give: a fault (500) or a database that does
-# not answer (503). They are brought about in-process (test_faults_answer_as_documented).
+# not answer (503). They are brought about in-process (test_*_faults_answer_as_documented).
 FAULTS = {
     "edge": {("post", "/api/v1/pos/{device}/{method}", "500"),
              ("get", "/api/v1/devices", "500"),
@@ -243,7 +243,7 @@ def test_every_hub_api_route_is_documented_and_every_operation_is_a_route(
         app.extensions["hub"].db.dispose()
 
 
-def test_the_documents_lists_are_the_codes_lists() -> None:
+def test_the_documents_enumerate_what_the_code_has() -> None:
     """Kinds, types and methods the documents enumerate are the ones the code has."""
     from cloud_sync.hub.feed import KINDS
     from edge.outbox import EVENT_TYPES
@@ -579,11 +579,13 @@ def test_hub_faults_answer_as_documented(tmp_path: Path,
         monkeypatch.setattr(hub_api.stores, "authenticate", _boom)
         monkeypatch.setattr(hub_api.feed, "jwk_set", _boom)
         auth = _bearer("any-token")
-        for method, path, body in [("post", "/api/v1/stores/{store_id}/events", {}),
-                                   ("get", "/api/v1/stores/{store_id}/changes", None),
-                                   ("post", "/api/v1/stores/{store_id}/lookup", {}),
-                                   ("put", "/api/v1/stores/{store_id}/key", {}),
-                                   ("get", "/.well-known/jwks.json", None)]:
+        calls: list[tuple[str, str, dict[str, Any] | None]] = [
+            ("post", "/api/v1/stores/{store_id}/events", {}),
+            ("get", "/api/v1/stores/{store_id}/changes", None),
+            ("post", "/api/v1/stores/{store_id}/lookup", {}),
+            ("put", "/api/v1/stores/{store_id}/key", {}),
+            ("get", "/.well-known/jwks.json", None)]
+        for method, path, body in calls:
             resp = client.open(path.replace("{store_id}", "s1"), method=method.upper(),
                                json=body, headers=auth)
             contract.check(method, path, _as_requests(resp))
