@@ -364,6 +364,12 @@ def test_the_edge_answers_as_documented(
     resp = api.check("get", "/metrics", requests.get(
         base + "/metrics", headers=_bearer(MONITOR_TOKEN), timeout=10))
     assert resp.status_code == 200 and "# TYPE" in resp.text
+    example = api.doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"][
+        "text/plain"]["example"]
+    assert [line for line in example.splitlines() if line.startswith("#")], example
+    for line in example.splitlines():
+        if line.startswith("#"):  # the example's metric is the edge's, as it describes it
+            assert line in resp.text.splitlines(), line
     resp = api.check("get", "/metrics", requests.get(
         base + "/metrics", timeout=10, headers={
             **_bearer(MONITOR_TOKEN), "Accept": "application/openmetrics-text; version=1.0.0"}))
