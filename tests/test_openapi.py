@@ -323,8 +323,8 @@ def test_the_edge_answers_as_documented(
     done = call("lane-7", "no.such", new_envelope("no.such").to_json(), lane_auth).json()
     assert not done["ok"] and done["error"]["code"] == "bad_request"
     done = call("lane-7", "identify", new_envelope(
-        "identify", {"session": "h-1", "code": "700000000009"}).to_json(), lane_auth).json()
-    assert not done["ok"]
+        "identify", {"txn": "h-1", "code": "700000000009"}).to_json(), lane_auth).json()
+    assert not done["ok"] and done["error"]["code"] == "customer_unknown"
     done = call("lane-7", "ping", b"\xff not json", lane_auth).json()
     assert not done["ok"] and done["error"]["code"] == "bad_request"
     # Who is calling.
