@@ -9,6 +9,7 @@ both with `clock_skew_s` of allowance for phones and hubs whose clocks are a lit
 coupon meant to last "until 30 Nov" everywhere carries that date as its `until` claim: it
 ends at midnight after that date in each store's own zone, judged on the store's clock, and
 its `exp` (`until_exp`) is late enough for the last zone on earth to reach that midnight.
+The terms themselves are read by `store_contract.campaigns`, the same code the hub runs.
 
 Every refusal is a `CouponRefused` with one of the codes of docs/checkout.md §10 and a sentence
 the cashier can read to the shopper.

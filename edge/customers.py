@@ -3,15 +3,10 @@
 Kept per customer: id, display name, tier, points and consent flags. Phone numbers, e-mail
 addresses and loyalty-card numbers are never stored: only a look-up hash of each, so the
 cache can answer "whose card is this?" without holding the numbers.
-Phone numbers are normalised to E.164 with `phonenumbers` before hashing, so "0151 2345
-6789" typed at a German till finds the customer whose number the app sent as +4915123456789.
-
-The look-up hash (docs/sync.md, "Look-up hashes") is
-`HMAC-SHA256(region key, scrypt("kind:normalised", chain salt, n, r, p, 32))`: the scrypt
-stretch is the same in every region (the hub computes it once per identifier), the HMAC
-with the region's key is cheap. A thief holding a store's key bundle pays one scrypt per
-guessed number, so enumerating a country's numbers costs core-months, not seconds. The
-hub sends the bundle (`lookup_key` change); a stand-alone store makes its own.
+The identifiers are normalised and hashed by `store_contract.customers` (docs/sync.md §8),
+the same code the hub runs, so a number typed at the till finds the customer the hub sent.
+The hub sends this store's key bundle (`lookup_key` change); a stand-alone store makes its
+own.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What the edge's staff pages and the hub's dashboard both do to stay pages of their own
 site: where a sign-in may send the browser on to, and the headers every page carries.
 
-One rule for both, written here once (docs/operations.md, "Securing the store LAN").
+One rule for both, written here once (docs/operations.md, "Securing the store LAN"). It
+needs Flask, which the `edge` and `hub` installs have and a lane client's does not.
 """
 
 from __future__ import annotations
