@@ -268,7 +268,7 @@ def test_the_readmes_deploy_blocks_run_as_documented(scratch: Scratch) -> None:
     data = scratch.path("/var/lib/store-edge").stat()
     assert (stat.S_IMODE(data.st_mode), data.st_uid) == (0o700, user_uid(scratch.user))
     assert sorted(p.name for p in scratch.path("/etc/systemd/system").iterdir()) == [
-        "store-edge-broker.service", "store-edge.app.service"]
+        "store-edge-broker.service", "store-edge.service"]
 
     # What the wrapper hands the edge: the file's settings (a quoted value with spaces
     # intact), none of the caller's. The real settings loader reads them.
@@ -396,7 +396,7 @@ def test_the_units_and_the_admin_commands_agree() -> None:
     """The admin command runs as the units' user, in their folder, with their settings file
     (required, so a missing file stops them instead of starting a store with defaults)."""
     edge = _defaults(ROOT / "config/bin/edge")
-    for name in ("store-edge.app.service", "store-edge-broker.service"):
+    for name in ("store-edge.service", "store-edge-broker.service"):
         unit = _unit((ROOT / "config/systemd" / name).read_text())
         assert (unit["User"], unit["Group"], unit["WorkingDirectory"], unit["EnvironmentFile"]
                 ) == (edge["user"], edge["user"], edge["dir"], edge["env_file"])
