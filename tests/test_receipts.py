@@ -70,10 +70,10 @@ def attach(edge: EdgeService, vp: VirtualPrinter, lanes: list[str],
     """Set the virtual printer up as a network printer of these lanes; the edge serves it."""
     add_printer(edge.settings, edge.datadir, edge.store, printer_id, lanes=lanes,
                 connection=vp.address, profile="TM-T20II")
-    edge.app.printers.refresh()
-    assert wait_until(lambda: printer_id in edge.app.printers.services
-                      and edge.app.printers.services[printer_id][1] is not None
-                      and edge.app.printers.services[printer_id][1].device.connected.is_set(), 15)
+    edge.printers.refresh()
+    assert wait_until(lambda: printer_id in edge.printers.services
+                      and edge.printers.services[printer_id][1] is not None
+                      and edge.printers.services[printer_id][1].device.connected.is_set(), 15)
 
 
 @pytest.fixture

@@ -253,11 +253,11 @@ def test_a_hosted_printer_has_its_own_login_not_the_edges(
     secret = datadir.hosted_printer_secret("printer-1")
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert "printer-printer-1:" in (datadir.mosquitto / "passwd").read_text()
-    edge.app.printers.refresh()
-    assert wait_until(lambda: (edge.app.printers.services.get("printer-1") or (0, None))[1]
+    edge.printers.refresh()
+    assert wait_until(lambda: (edge.printers.services.get("printer-1") or (0, None))[1]
                       is not None
-                      and edge.app.printers.services["printer-1"][1].device.connected.is_set(), 15)
-    service = edge.app.printers.services["printer-1"][1]
+                      and edge.printers.services["printer-1"][1].device.connected.is_set(), 15)
+    service = edge.printers.services["printer-1"][1]
     assert service.device.client._username == b"printer-printer-1"
     assert wait_until(lambda: (edge.store.query_one(
         "SELECT state FROM devices WHERE id = 'printer-1'") or {}).get("state") == "online", 5)
@@ -286,9 +286,9 @@ def test_a_hosted_printer_without_a_kept_password_gets_a_new_login(
     secret = datadir.hosted_printer_secret("printer-1")
     assert not secret.exists()
     before = (datadir.mosquitto / "passwd").read_text()
-    edge.app.printers.refresh()
+    edge.printers.refresh()
     assert secret.exists() and (datadir.mosquitto / "passwd").read_text() != before
-    assert wait_until(lambda: (edge.app.printers.services.get("printer-1") or (0, None))[1]
+    assert wait_until(lambda: (edge.printers.services.get("printer-1") or (0, None))[1]
                       is not None
-                      and edge.app.printers.services["printer-1"][1].device.connected.is_set(), 15)
+                      and edge.printers.services["printer-1"][1].device.connected.is_set(), 15)
     assert edge.bus.connected.is_set()
