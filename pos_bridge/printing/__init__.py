@@ -1,6 +1,14 @@
-"""Receipt printing, split by concern (docs/receipts.md §2-§3).
+"""Receipt printing, split by concern (docs/receipts.md §5-§6).
 
-From ESC/POS bytes to paper, in three steps, each its own module:
+How bytes reach a printer:
+
+- `transports`: one `PrinterTransport` class per connection kind (tcp, usb, serial, file,
+  and an in-memory one for tests), chosen once from the printer's URL by `transport_for()`.
+  The printer service's `PrinterLink` (`pos_bridge.printer`) speaks only to that interface.
+  **A new printer connection kind goes there**: its class, its URL form in
+  `parse_connection()`, its entry in `TRANSPORTS`.
+
+What ESC/POS bytes print, in three steps, each its own module:
 
 - `tokenizer`: the byte stream split into text runs and whole commands (lengths only);
 - `interpreter`: what a printer of a given profile prints from those tokens (`interpret()`,
