@@ -8,11 +8,12 @@ The edge hosts the same `PrinterService` in its own process for network printers
 
 Three parts, each small enough to trust:
 
-- `PrinterLink` talks to one printer through a python-escpos driver chosen by URL
-  (`tcp://`, `usb://`, `serial://`, `file://`): it sends bytes and reads the real-time status
-  (DLE EOT), connects lazily, keeps a TCP connection open between jobs (a new connection per
-  receipt costs a round trip the shopper waits for), reconnects after any error and never
-  waits longer than its timeouts.
+- `PrinterLink` talks to one printer through the `PrinterTransport` its URL names
+  (`tcp://`, `usb://`, `serial://`, `file://`; `pos_bridge.printing.transports`, where a new
+  connection kind goes): it sends bytes and reads the real-time status (DLE EOT), connects
+  lazily, reconnects after any error and never waits longer than its timeouts. It has no
+  per-kind code: what differs between a socket, a USB endpoint, a serial line and a device
+  file is in the transport classes.
 - `PrintJournal` remembers, in SQLite, which jobs were started and which confirmed printed,
   so a job sent again is never printed twice and a job cut off by a crash is never printed
   again without a person deciding so.
@@ -26,7 +27,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import sys
 import threading
@@ -36,11 +36,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
 
 from pos_bridge.device import DeviceClient, DeviceError
+from pos_bridge.printing.transports import (
+    DLE_EOT,
+    Connection,
+    PrinterTransport,
+    PrinterUnreachable,
+    Timeouts,
+    parse_connection,
+    transport_for,
+)
 from pos_bridge.receipt_render import DocumentError, check_profile, render_escpos
 from store_contract import logsafe
 from store_contract.protocol import Envelope
@@ -51,127 +59,8 @@ Paper = Literal["ok", "near_end", "empty"]
 Cover = Literal["closed", "open"]
 Readiness = Literal["ready", "offline", "unreachable"]
 
-DLE_EOT = b"\x10\x04"
-SERIAL_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
 JOURNAL_KEEP_DAYS = 7.0
 MAX_JOB_ID = 128
-
-
-# ---------------------------------------------------------------- connection URLs
-
-
-@dataclass(frozen=True, slots=True)
-class Connection:
-    """Where a printer is: one of `tcp://host:9100`, `usb://VID:PID`,
-    `serial:///dev/ttyUSB0?baudrate=19200`, `file:///dev/usb/lp0`."""
-
-    scheme: Literal["tcp", "usb", "serial", "file"]
-    host: str = ""
-    port: int = 9100
-    vendor: int = 0
-    product: int = 0
-    in_ep: int = 0x82
-    out_ep: int = 0x01
-    path: str = ""
-    baudrate: int = 9600
-
-    def __str__(self) -> str:
-        if self.scheme == "tcp":
-            return f"tcp://{self.host}:{self.port}"
-        if self.scheme == "usb":
-            return f"usb://{self.vendor:04x}:{self.product:04x}"
-        if self.scheme == "serial":
-            return f"serial://{self.path}?baudrate={self.baudrate}"
-        return f"file://{self.path}"
-
-
-def _hex_id(text: str, what: str, url: str) -> int:
-    try:
-        value = int(text, 16)
-    except ValueError:
-        raise ValueError(f"printer connection {url!r}: the USB {what} id {text!r} is not "
-                         "hexadecimal (e.g. usb://04b8:0202)") from None
-    if not 0 <= value <= 0xFFFF:
-        raise ValueError(f"printer connection {url!r}: the USB {what} id must be 4 hex digits")
-    return value
-
-
-def _query(url: str, query: str, allowed: tuple[str, ...]) -> dict[str, str]:
-    params = {}
-    for key, values in parse_qs(query, keep_blank_values=True).items():
-        if key not in allowed:
-            hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-            raise ValueError(f"printer connection {url!r}: unknown option {key!r}{hint}")
-        params[key] = values[-1]
-    return params
-
-
-def parse_connection(url: str) -> Connection:
-    """Parse a printer connection URL; raises ValueError saying what is wrong and how it
-    should look."""
-    if not isinstance(url, str) or "://" not in url:
-        raise ValueError(f"printer connection {url!r}: expected a URL such as "
-                         "tcp://192.168.1.50:9100, usb://04b8:0202, "
-                         "serial:///dev/ttyUSB0?baudrate=19200 or file:///dev/usb/lp0")
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "tcp":
-        _query(url, parts.query, ())
-        try:
-            port = parts.port or 9100
-        except ValueError:
-            raise ValueError(f"printer connection {url!r}: the port must be a number from 1 "
-                             "to 65535") from None
-        if not parts.hostname:
-            raise ValueError(f"printer connection {url!r}: no host (e.g. tcp://10.0.0.5:9100)")
-        if parts.path not in ("", "/"):
-            raise ValueError(f"printer connection {url!r}: a tcp:// printer has no path")
-        return Connection("tcp", host=parts.hostname, port=port)
-    if scheme == "usb":
-        params = _query(url, parts.query, ("in_ep", "out_ep"))
-        ids = parts.netloc.split(":")
-        if len(ids) != 2 or not all(ids) or parts.path not in ("", "/"):
-            raise ValueError(f"printer connection {url!r}: expected usb://VID:PID with "
-                             "hexadecimal ids, e.g. usb://04b8:0202")
-        try:
-            endpoints = {k: int(v, 0) for k, v in params.items()}
-        except ValueError:
-            raise ValueError(f"printer connection {url!r}: endpoints are numbers, "
-                             "e.g. in_ep=0x82") from None
-        return Connection("usb", vendor=_hex_id(ids[0], "vendor", url),
-                          product=_hex_id(ids[1], "product", url),
-                          in_ep=endpoints.get("in_ep", 0x82), out_ep=endpoints.get("out_ep", 0x01))
-    if scheme == "serial":
-        params = _query(url, parts.query, ("baudrate",))
-        if parts.netloc or not parts.path.startswith("/"):
-            raise ValueError(f"printer connection {url!r}: expected serial:///dev/ttyUSB0 "
-                             "(three slashes, then the device path)")
-        raw = params.get("baudrate", "9600")
-        if not raw.isdigit() or int(raw) not in SERIAL_BAUDRATES:
-            raise ValueError(f"printer connection {url!r}: baudrate must be one of "
-                             f"{', '.join(map(str, SERIAL_BAUDRATES))}")
-        return Connection("serial", path=parts.path, baudrate=int(raw))
-    if scheme == "file":
-        _query(url, parts.query, ())
-        if parts.netloc or not parts.path.startswith("/"):
-            raise ValueError(f"printer connection {url!r}: expected file:///dev/usb/lp0 "
-                             "(three slashes, then an absolute path)")
-        return Connection("file", path=parts.path)
-    raise ValueError(f"printer connection {url!r}: unknown scheme {parts.scheme!r} "
-                     "(use tcp://, usb://, serial:// or file://)")
-
-
-def inside_spool_dir(path: str, spool_dir: str | Path) -> str:
-    """`path` with symlinks and `..` resolved, if that lies inside `spool_dir` (itself
-    resolved); else ValueError in one line. A `file://` printer may write there only."""
-    folder = os.path.realpath(spool_dir)
-    real = os.path.realpath(path)
-    if os.path.commonpath([folder, real]) != folder or real == folder:
-        shown = path if real == path else f"{path} (really {real})"
-        raise ValueError(f"printer connection file://{path}: {shown} is outside the printer "
-                         f"spool folder {folder}; put the device or file there (a symlink to "
-                         "/dev/usb/lp0 does not count), or set printer_spool_dir")
-    return real
 
 
 # ---------------------------------------------------------------- status
@@ -214,10 +103,6 @@ def status_from_bytes(printer: int, offline: int, paper: int) -> PrinterStatus:
     return PrinterStatus(state, cover, "ready" if online else "offline")
 
 
-class PrinterUnreachable(OSError):
-    """The printer did not take the bytes or did not answer (cable, power, network)."""
-
-
 def _valid_status_byte(value: int) -> bool:
     # Every DLE EOT answer has bits 1 and 4 set and bits 0 and 7 clear.
     return value & 0x93 == 0x12
@@ -227,28 +112,33 @@ def _valid_status_byte(value: int) -> bool:
 
 
 class PrinterLink:
-    """Bytes to one printer and DLE EOT status from it, through a python-escpos driver.
+    """Bytes to one printer and DLE EOT status from it, through its `PrinterTransport`
+    (`pos_bridge.printing.transports`), chosen once from the connection URL.
 
     Not a thread pool: one worker uses it at a time (a lock keeps stray callers in line).
     Every call returns within its timeouts; errors close the connection and the next call
-    opens a fresh one.
+    opens a fresh one. A `PrinterTransport` may be given instead of a URL (tests use a
+    `MemoryTransport`).
     """
 
-    def __init__(self, connection: str | Connection, *, profile: str = "default",
-                 connect_timeout: float = 2.0, read_timeout: float = 1.0,
-                 write_timeout: float = 5.0, spool_dir: str | Path | None = None) -> None:
-        self.connection = (connection if isinstance(connection, Connection)
-                           else parse_connection(connection))
-        # The edge's printers: a file:// connection only inside this folder, checked here
-        # and again at every open (the path may have become a symlink since).
+    def __init__(self, connection: str | Connection | PrinterTransport, *,
+                 profile: str = "default", connect_timeout: float = 2.0,
+                 read_timeout: float = 1.0, write_timeout: float = 5.0,
+                 spool_dir: str | Path | None = None) -> None:
+        if isinstance(connection, PrinterTransport):
+            self.transport = connection
+        else:
+            # The edge's printers: a file:// connection only inside spool_dir, checked here
+            # and again at every open (the path may have become a symlink since).
+            self.transport = transport_for(
+                connection, profile=profile, spool_dir=spool_dir,
+                timeouts=Timeouts(connect_timeout, read_timeout, write_timeout))
+        self.connection = self.transport.connection
         self.spool_dir = spool_dir
-        if spool_dir is not None and self.connection.scheme == "file":
-            inside_spool_dir(self.connection.path, spool_dir)
         self.profile = profile
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
-        self._driver: Any = None
         self._lock = threading.RLock()
         self._last = PrinterStatus()
 
@@ -259,10 +149,10 @@ class PrinterLink:
         not answer. Never raises."""
         with self._lock:
             for attempt in (1, 2):
-                had_connection = self._driver is not None
+                had_connection = self.transport.is_open
                 try:
                     self._open()
-                    if self.connection.scheme == "file":
+                    if not self.transport.answers_status:
                         # A device file cannot answer: if it opens, assume ready.
                         return self._seen(PrinterStatus())
                     return self._seen(status_from_bytes(*self._ask()))
@@ -281,122 +171,39 @@ class PrinterLink:
         with self._lock:
             try:
                 self._open()
-                self._write(data)
+                self.transport.write(data)
             except Exception as exc:
                 self.close()
                 raise PrinterUnreachable(f"printer {self.connection}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
-            driver, self._driver = self._driver, None
-            if driver is not None:
-                try:
-                    driver.close()
-                except Exception:  # closing a broken connection may fail; it is gone anyway
-                    log.debug("printer %s: error while closing", self.connection, exc_info=True)
+            try:
+                self.transport.close()
+            except Exception:  # closing a broken connection may fail; it is gone anyway
+                log.debug("printer %s: error while closing", self.connection, exc_info=True)
 
-    # ------------------------------------------------------------ drivers
+    # ------------------------------------------------------------ talking
 
     def _seen(self, status: PrinterStatus) -> PrinterStatus:
         self._last = status
         return status
 
     def _open(self) -> None:
-        if self._driver is not None:
-            return
-        c = self.connection
-        if c.scheme == "tcp":
-            from escpos.printer import Network
-
-            driver: Any = Network(c.host, c.port, timeout=self.connect_timeout,
-                                  profile=self.profile)
-            # Connected here rather than by Network.open(), which leaks the socket when the
-            # connect fails; the driver then writes to and closes this socket as its own.
-            sock = socket.create_connection((c.host, c.port), timeout=self.connect_timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(self.read_timeout)
-            driver.device = sock
-        elif c.scheme == "usb":
-            from escpos.printer import Usb
-
-            driver = Usb(c.vendor, c.product, timeout=int(self.write_timeout * 1000),
-                         in_ep=c.in_ep, out_ep=c.out_ep, profile=self.profile)
-            driver.open()
-        elif c.scheme == "serial":
-            from escpos.printer import Serial
-
-            driver = Serial(c.path, baudrate=c.baudrate, timeout=self.read_timeout,
-                            profile=self.profile)
-            driver.open()
-            driver.device.write_timeout = self.write_timeout
-        else:
-            from escpos.printer import File
-
-            path = c.path
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOCTTY
-            if self.spool_dir is not None:
-                path = inside_spool_dir(c.path, self.spool_dir)
-                flags |= os.O_NOFOLLOW  # no symlink slipped in after the check
-            driver = File(path, profile=self.profile)
-            driver.device = os.fdopen(os.open(path, flags, 0o640), "wb")
-        if not driver.device:
-            raise PrinterUnreachable(f"printer {c} could not be opened")
-        self._driver = driver
-
-    def _write(self, data: bytes) -> None:
-        driver = self._driver
-        if self.connection.scheme == "tcp":
-            sock: socket.socket = driver.device
-            # A busy printer reads slowly: allow time for the bytes, not an endless wait.
-            sock.settimeout(self.write_timeout + len(data) / 16384)
-            try:
-                sock.sendall(data)
-            finally:
-                sock.settimeout(self.read_timeout)
-        else:
-            driver._raw(data)
-
-    def _drain(self) -> None:
-        """Throw away bytes nobody asked for (a late answer), and notice a closed connection
-        before anything is written to it."""
-        if self.connection.scheme == "tcp":
-            sock: socket.socket = self._driver.device
-            sock.setblocking(False)
-            try:
-                while True:
-                    chunk = sock.recv(256)
-                    if not chunk:
-                        raise ConnectionResetError("the printer closed the connection")
-            except BlockingIOError:
-                pass
-            finally:
-                sock.settimeout(self.read_timeout)
-        elif self.connection.scheme == "serial":
-            self._driver.device.reset_input_buffer()
+        if not self.transport.is_open:
+            self.transport.open()
 
     def _read(self, count: int) -> bytes:
         """Exactly `count` bytes, or TimeoutError once the read timeout has passed."""
-        driver = self._driver
-        scheme = self.connection.scheme
         deadline = time.monotonic() + self.read_timeout
         got = b""
         while len(got) < count:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            if scheme == "tcp":
-                driver.device.settimeout(left)
-                try:
-                    chunk = driver.device.recv(count - len(got))
-                except TimeoutError:
-                    break
-                if not chunk:
-                    raise ConnectionResetError("the printer closed the connection")
-            elif scheme == "serial":
-                driver.device.timeout = left
-                chunk = driver.device.read(count - len(got))
-            else:
-                chunk = bytes(driver.device.read(driver.in_ep, 16, max(1, int(left * 1000))))
+            chunk = self.transport.read(count - len(got), left)
+            if not chunk:
+                break
             got += chunk
         if len(got) < count:
             raise TimeoutError(f"the printer answered {len(got)} of {count} status bytes")
@@ -407,8 +214,8 @@ class PrinterLink:
         trip per status instead of three. Bytes that are not status answers (a late answer
         to an earlier query) earn one more try."""
         for _ in range(2):
-            self._drain()
-            self._write(b"".join(DLE_EOT + bytes((n,)) for n in (1, 2, 4)))
+            self.transport.drain()
+            self.transport.write(b"".join(DLE_EOT + bytes((n,)) for n in (1, 2, 4)))
             answers = self._read(3)
             if all(_valid_status_byte(b) for b in answers):
                 return answers[0], answers[1], answers[2]

@@ -688,9 +688,9 @@ def render_escpos(document: dict[str, Any], profile: str = "default", *,
 
 
 def render_png(document: dict[str, Any], profile: str = "default") -> bytes:
-    """The screen preview of `document`: the same ESC/POS bytes, printed by the virtual
-    printer, so paper and screen come from one rendering."""
-    from pos_bridge.virtual_printer import interpret
+    """The screen preview of `document`: the same ESC/POS bytes, printed by the interpreter
+    the virtual printer uses, so paper and screen come from one rendering."""
+    from pos_bridge.printing.interpreter import interpret
 
     printouts = interpret(render_escpos(document, profile), profile)
     if not printouts:

@@ -26,13 +26,10 @@ from edge.datadir import DataDir
 from edge.devices import Enrolment
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient
-from pos_bridge.printer import (
-    PrinterLink,
-    PrinterService,
-    PrintJournal,
-    parse_connection,
-)
-from pos_bridge.virtual_printer import VirtualPrinter, interpret
+from pos_bridge.printer import PrinterLink, PrinterService, PrintJournal
+from pos_bridge.printing.interpreter import interpret
+from pos_bridge.printing.transports import parse_connection
+from pos_bridge.virtual_printer import VirtualPrinter
 from store_contract.mqtt import make_client, parse_mqtt_url, stop_loop
 from store_contract.protocol import command_topic, event_topic, new_envelope, status_topic
 from tests.conftest import REPO, free_port, wait_until

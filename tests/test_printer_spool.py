@@ -12,7 +12,8 @@ from edge.app.printers import add_printer
 from edge.datadir import DataDir
 from edge.settings import Settings
 from edge.store import Store
-from pos_bridge.printer import PrinterLink, PrinterUnreachable
+from pos_bridge.printer import PrinterLink
+from pos_bridge.printing.transports import PrinterUnreachable
 from store_contract.errors import BadRequest
 from tests.test_cli import run_edge
 

@@ -18,6 +18,7 @@ import zxingcpp
 from PIL import Image
 from qrcode import util as qr_util
 
+from pos_bridge.printing.interpreter import Printout, interpret
 from pos_bridge.receipt_render import (
     MAX_QR_BYTES,
     MAX_TEXT_CHARS,
@@ -27,7 +28,6 @@ from pos_bridge.receipt_render import (
     render_escpos,
     render_png,
 )
-from pos_bridge.virtual_printer import Printout, interpret
 from tests.conftest import Issuer
 
 SURVEY = "https://survey.example/r?s=store-1&t=t-0193a7c2-5b1e-7d4f-9a2b-3c4d5e6f7a8b"

@@ -24,7 +24,8 @@ from edge.coupons import upsert_campaigns
 from edge.customers import upsert_customers
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient
-from pos_bridge.virtual_printer import Printout, VirtualPrinter
+from pos_bridge.printing.interpreter import Printout
+from pos_bridge.virtual_printer import VirtualPrinter
 from store_contract.campaigns import parse_campaign
 from store_contract.customers import parse_customer
 from tests.conftest import running_edge, wait_until

@@ -25,7 +25,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageOps
 
-from pos_bridge.virtual_printer import Printout, VirtualPrinter, _Tokenizer, interpret
+from pos_bridge.printing.interpreter import Printout, interpret
+from pos_bridge.printing.tokenizer import Tokenizer
+from pos_bridge.virtual_printer import VirtualPrinter
 from tests.conftest import REPO, wait_until
 
 PROFILES = ["default", "TM-T88V", "TM-T20II"]
@@ -251,8 +253,8 @@ def test_random_command_soup_interprets_without_crashing() -> None:
 @given(st.lists(st.integers(min_value=1, max_value=len(receipt())), max_size=30))
 def test_commands_split_across_reads_parse_the_same(cuts: list[int]) -> None:
     data = receipt()
-    whole = _Tokenizer().feed(data)
-    tokenizer = _Tokenizer()
+    whole = Tokenizer().feed(data)
+    tokenizer = Tokenizer()
     pieces = []
     start = 0
     for end in [*sorted(set(cuts)), len(data)]:

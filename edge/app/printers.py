@@ -70,7 +70,7 @@ def check_profile(profile: str) -> None:
 def check_connection(connection: str, settings: Settings) -> None:
     """A connection the edge may serve: well formed, and a file:// one only inside the
     printer spool folder (`printer_spool_dir`)."""
-    from pos_bridge.printer import inside_spool_dir, parse_connection
+    from pos_bridge.printing.transports import inside_spool_dir, parse_connection
 
     try:
         parsed = parse_connection(connection)
