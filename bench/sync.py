@@ -105,7 +105,7 @@ from cloud_sync.sender import Sender  # noqa: E402
 from edge.datadir import DataDir, write_private  # noqa: E402
 from edge.hublink import HubLink  # noqa: E402
 from edge.metrics import Metrics  # noqa: E402
-from edge.outbox import queue_event  # noqa: E402
+from edge.outbox import queue_data  # noqa: E402
 from edge.settings import load_settings  # noqa: E402
 from edge.store import Store  # noqa: E402
 from edge.supervise import stop_process  # noqa: E402
@@ -242,7 +242,7 @@ def seed_outbox(data_dir: Path, n: int) -> tuple[set[str], dict[str, int]]:
         for i in range(0, n, 250):
             with store.transaction() as db:
                 for type_, at, dev, data in evs[i:i + 250]:
-                    ids.add(queue_event(db.conn, type_, data, device_id=dev, occurred_at=at))
+                    ids.add(queue_data(db.conn, type_, data, device_id=dev, occurred_at=at))
                     types[type_] = types.get(type_, 0) + 1
         store.checkpoint()
     finally:

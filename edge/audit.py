@@ -15,6 +15,7 @@ from typing import Any
 
 from edge.outbox import queue_event
 from edge.store import Store
+from store_contract.events import StaffAction
 
 VOID = "txn.void"
 REPRINT = "receipt.reprint"
@@ -52,9 +53,10 @@ def record(conn: sqlite3.Connection, action: str, actor: Actor, *, lane: str, at
         (action, lane, txn, job, actor.by, actor.kind, actor.approved_by,
          json.dumps(detail or {}, separators=(",", ":")), at))
     if event:
-        queue_event(conn, "staff.action", {
-            "action": action, "lane": lane, "txn": txn, "job": job, **actor.fields(),
-            **(detail or {}), "at": at}, device_id=lane, occurred_at=at)
+        queue_event(conn, StaffAction(
+            action=action, lane=lane, txn=txn, job=job, **actor.fields(),
+            detail=detail or {}, at=at),
+            device_id=lane, occurred_at=at)
 
 
 def recent(store: Store, limit: int = 200) -> list[dict[str, Any]]:

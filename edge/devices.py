@@ -23,6 +23,7 @@ from edge.outbox import queue_event
 from edge.settings import Settings
 from edge.store import Store
 from store_contract.errors import BadRequest, Conflict, NotFound
+from store_contract.events import DeviceStatus
 from store_contract.protocol import DEVICE_KINDS, ID_RE, format_ts, now_rfc3339, parse_ts
 
 PRESENCE_STATES = ("online", "offline")
@@ -238,9 +239,9 @@ def _queue_status(db: sqlite_utils.Database, kind: str, device_id: str,
     """Queue a device.status event and note it as sent; False when a full outbox dropped it
     (it is tried again with the device's next change or the next flush)."""
     worth = _worth(status)
-    if queue_event(db.conn, "device.status", {
-            "kind": kind, "device": device_id, **worth,
-            **({"changes": changes} if changes > 1 else {})},
+    if queue_event(db.conn, DeviceStatus(
+            kind=kind, device=device_id, status=worth,
+            changes=changes if changes > 1 else None),
             device_id=device_id, occurred_at=at) is None:
         return False
     db.execute("UPDATE devices SET status_synced = ?, status_synced_at = ?, flaps = 0 "

@@ -2,6 +2,9 @@
 transaction as the change it describes (docs/sync.md §1), so neither exists without the other.
 The sender (cloud_sync) delivers the rows in order and deletes what the hub accepted.
 
+The event types (what each one's `data` holds) are defined once, in
+`store_contract.events`; writers queue one of those (`queue_event`).
+
 The outbox has a cap (`outbox_max_events`): while the hub is away for long, it stops growing
 with telemetry, never with business. Once full, only the kinds in `DROPPABLE` are dropped
 (and counted); every other event is queued whatever the depth.
@@ -16,22 +19,10 @@ import time
 from typing import Any
 
 from edge.metrics import Metrics
+from store_contract.events import DROPPABLE, EVENT_TYPES, OutboxEvent
 from store_contract.protocol import now_rfc3339, uuid7
 
 log = logging.getLogger(__name__)
-
-EVENT_TYPES = frozenset({
-    "customer.identified", "coupon.redeemed", "coupon.redemption_reversed",
-    "transaction.completed", "transaction.voided", "receipt.printed", "kiosk.session",
-    "offer.clipped", "consent.changed", "device.status",
-    "staff.action",  # a void of an open sale or a reprint at a till (edge/audit.py)
-})
-# What a full outbox drops: telemetry the hub can do without (a device's presence is
-# re-sent as its latest state once there is room; a kiosk session is a visit count). Never
-# sales, redemptions, shoppers, consent, clipped offers, the till's audit (staff.action), or
-# receipt.printed (it tells the hub of the next-visit coupon issued on the receipt).
-DROPPABLE = frozenset({"device.status", "kiosk.session"})
-
 
 class OutboxCap:
     """The outbox's cap, checked in `queue_event` without counting the table each time.
@@ -87,10 +78,18 @@ class OutboxCap:
             self._logged_at = now
 
 
-def queue_event(conn: sqlite3.Connection, type_: str, data: dict[str, Any], *,
+def queue_event(conn: sqlite3.Connection, event: OutboxEvent, *,
                 device_id: str | None = None, occurred_at: str | None = None) -> str | None:
     """Add one event to the outbox inside the caller's open write transaction; its id, or
     None when the outbox is full and the event is of a kind it drops (`DROPPABLE`)."""
+    return queue_data(conn, event.TYPE, event.to_data(), device_id=device_id,
+                      occurred_at=occurred_at)
+
+
+def queue_data(conn: sqlite3.Connection, type_: str, data: dict[str, Any], *,
+               device_id: str | None = None, occurred_at: str | None = None) -> str | None:
+    """`queue_event` for an event's `data` as it is (tests, benchmarks, events replayed
+    from elsewhere): the type must be known, the data is not checked."""
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown outbox event type {type_!r}")
     cap: OutboxCap | None = getattr(conn, "outbox_cap", None)

@@ -35,6 +35,7 @@ from edge.receipts import Receipt
 from edge.settings import Settings
 from edge.store import Store
 from store_contract.errors import BadRequest
+from store_contract.events import ReceiptPrinted
 from store_contract.protocol import Envelope, format_ts, uuid7
 
 log = logging.getLogger(__name__)
@@ -217,11 +218,11 @@ class Spool:
                 offer = {"coupon": row["offer_coupon"], "campaign": issued["campaign_id"],
                          "expires_at": format_ts(datetime.fromtimestamp(issued["expires_at"],
                                                                         UTC))}
-        queue_event(conn, "receipt.printed", {
-            "job": row["job"], "txn": row["txn"], "printer": row["printer"],
-            "customer_id": row["customer_id"], "personalised": bool(row["personalised"]),
-            "offer": offer, "copy_of": row["copy_of"], "attempts": row["attempts"],
-            "printed_at": printed_at}, device_id=row["device_id"], occurred_at=printed_at)
+        queue_event(conn, ReceiptPrinted(
+            job=row["job"], txn=row["txn"], printer=row["printer"],
+            customer_id=row["customer_id"], personalised=bool(row["personalised"]),
+            offer=offer, copy_of=row["copy_of"], attempts=row["attempts"],
+            printed_at=printed_at), device_id=row["device_id"], occurred_at=printed_at)
 
     def on_printer_ready(self, printer: str) -> int:
         """A printer became ready (or its service came online): everything of it that is

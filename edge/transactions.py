@@ -56,6 +56,13 @@ from store_contract.customers import (
     parse_customer,
 )
 from store_contract.errors import BadRequest, EdgeError, Forbidden
+from store_contract.events import (
+    CouponRedeemed,
+    CouponRedemptionReversed,
+    CustomerIdentified,
+    TransactionCompleted,
+    TransactionVoided,
+)
 from store_contract.jws import COUPON_TYP, MEMBER_TYP, TokenRejected
 from store_contract.protocol import format_ts, uuid7
 from store_contract.wording import clock_time, moment
@@ -193,10 +200,10 @@ class Checkout:
                     "UPDATE transactions SET customer_id = ?, identifier_kind = ?, "
                     "identifier = ? WHERE device_id = ? AND txn = ?",
                     (customer_id, kind, value, device, txn))
-                queue_event(conn, "customer.identified", {
-                    "txn": txn, "customer_id": customer_id,
-                    "method": kind, **({} if customer else {"identifier": value}),
-                    "after_sale": bool(sale and sale.state == "completed")}, device_id=device)
+                queue_event(conn, CustomerIdentified(
+                    txn=txn, customer_id=customer_id, method=kind,
+                    identifier=None if customer else value,
+                    after_sale=bool(sale and sale.state == "completed")), device_id=device)
         if customer is None:
             raise CustomerUnknown(detail={"method": kind})
         now = self.clock()
@@ -509,17 +516,17 @@ class Checkout:
                 "WHERE device_id = ? AND txn = ?",
                 (completed_at, total_minor, basket.currency, json.dumps(basket.to_dict()),
                  json.dumps([t.__dict__ for t in tenders]), job, json.dumps(result), device, txn))
-            queue_event(conn, "transaction.completed", {
-                "txn": txn, "customer_id": sale.customer_id,
-                **({"identifier": {"method": sale.identifier_kind, "value": sale.identifier}}
-                   if sale.customer_id is None and sale.identifier else {}),
-                "basket_total_minor": basket.total_minor, "discount_minor": discount,
-                "total_minor": total_minor, "currency": basket.currency,
-                "lines": [{"sku": ln.sku, "qty": ln.qty, "unit_minor": ln.unit_minor}
-                          for ln in basket.lines],
-                "tenders": [t.__dict__ for t in tenders],
-                "redemptions": [r["redemption"] for r in redemptions],
-                "completed_at": completed_at}, device_id=device, occurred_at=completed_at)
+            queue_event(conn, TransactionCompleted(
+                txn=txn, customer_id=sale.customer_id,
+                identifier={"method": sale.identifier_kind, "value": sale.identifier}
+                if sale.customer_id is None and sale.identifier else None,
+                basket_total_minor=basket.total_minor, discount_minor=discount,
+                total_minor=total_minor, currency=basket.currency,
+                lines=[{"sku": ln.sku, "qty": ln.qty, "unit_minor": ln.unit_minor}
+                       for ln in basket.lines],
+                tenders=[t.__dict__ for t in tenders],
+                redemptions=[r["redemption"] for r in redemptions],
+                completed_at=completed_at), device_id=device, occurred_at=completed_at)
         # Committed: the receipt goes to the printer now (and again later until it printed).
         self.spool.send_now(job)
         return result
@@ -568,11 +575,13 @@ class Checkout:
             redemptions.append(entry)
             # The scanned coupon itself (`token`) lets the hub check that this store saw it;
             # `max_uses` is what the store believed (the hub judges from its own records).
-            queue_event(conn, "coupon.redeemed", {
-                **entry, "max_uses": coupon.max_uses, "token": row["code"], "txn": sale.txn,
-                "customer_id": sale.customer_id,
-                "store_id": self.settings.store_id, "redeemed_at": redeemed_at},
-                device_id=sale.device_id, occurred_at=redeemed_at)
+            queue_event(conn, CouponRedeemed(
+                redemption=redemption, reservation=row["id"], coupon=coupon.id,
+                campaign=coupon.campaign, description=coupon.description,
+                discount_minor=discount, currency=basket.currency,
+                max_uses=coupon.max_uses, token=row["code"], txn=sale.txn,
+                customer_id=sale.customer_id, store_id=self.settings.store_id,
+                redeemed_at=redeemed_at), device_id=sale.device_id, occurred_at=redeemed_at)
         return redemptions, released
 
     def void(self, device: str, txn: str, actor: Actor | None = None) -> dict[str, Any]:
@@ -611,15 +620,16 @@ class Checkout:
                     conn.execute("UPDATE redemptions SET reversed_at = ? WHERE id = ?",
                                  (voided_at, r["id"]))
                     reversed_.append(r["id"])
-                    queue_event(conn, "coupon.redemption_reversed", {
-                        "redemption": r["id"], "coupon": r["coupon_id"],
-                        "campaign": r["campaign_id"], "txn": txn,
-                        "discount_minor": r["discount_minor"], "currency": r["currency"],
-                        "store_id": self.settings.store_id, "reversed_at": voided_at},
+                    queue_event(conn, CouponRedemptionReversed(
+                        redemption=r["id"], coupon=r["coupon_id"],
+                        campaign=r["campaign_id"], txn=txn,
+                        discount_minor=r["discount_minor"], currency=r["currency"],
+                        store_id=self.settings.store_id, reversed_at=voided_at),
                         device_id=device, occurred_at=voided_at)
-                queue_event(conn, "transaction.voided", {
-                    "txn": txn, "voided_at": voided_at, "redemptions_reversed": reversed_,
-                    **actor.fields()}, device_id=device, occurred_at=voided_at)
+                queue_event(conn, TransactionVoided(
+                    txn=txn, voided_at=voided_at, redemptions_reversed=reversed_,
+                    **actor.fields()),
+                    device_id=device, occurred_at=voided_at)
             result = {"txn": txn, "state": "voided", "was": sale.state,
                       "released": released, "reversed": reversed_}
             # A completed sale's void is told to the hub as transaction.voided (above).

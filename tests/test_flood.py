@@ -15,7 +15,7 @@ import pytest
 
 from edge.app.service import EdgeService
 from edge.dispatch import Caller
-from edge.outbox import OutboxCap, queue_event
+from edge.outbox import OutboxCap, queue_data
 from edge.settings import Settings
 from edge.store import Store
 from pos_bridge.device import DeviceClient
@@ -221,8 +221,8 @@ def test_the_cap_never_drops_sales_redemptions_shoppers_or_consent(store: Store)
     kept = ("transaction.completed", "transaction.voided", "coupon.redeemed",
             "coupon.redemption_reversed", "customer.identified", "consent.changed",
             "receipt.printed", "offer.clipped", "staff.action")
-    ids = store.write(lambda db: [queue_event(db.conn, t, {"x": 1}) for t in kept])
+    ids = store.write(lambda db: [queue_data(db.conn, t, {"x": 1}) for t in kept])
     assert all(ids)
-    dropped = store.write(lambda db: [queue_event(db.conn, t, {"x": 1})
+    dropped = store.write(lambda db: [queue_data(db.conn, t, {"x": 1})
                                       for t in ("device.status", "kiosk.session")])
     assert dropped == [None, None]

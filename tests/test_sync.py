@@ -31,6 +31,7 @@ from edge.outbox import queue_event
 from edge.settings import Settings
 from edge.store import Store
 from edge.supervise import stop_process
+from store_contract.events import TransactionCompleted
 from store_contract.protocol import uuid7
 from tests.conftest import free_port, running_edge, start_edge, wait_until
 from tests.hubfix import HubServer, hub_env_for, run_hub, start_hub, stop_hub
@@ -74,12 +75,12 @@ def produce(store: Store, n: int, per_txn: int = 100) -> dict[str, dict[str, Any
     for start in range(0, n, per_txn):
         with store.transaction() as db:
             for i in range(start, min(n, start + per_txn)):
-                data = {"txn": f"t-{i}", "customer_id": None if i % 3 else f"c-{i % 7}",
-                        "total_minor": 100 + i, "discount_minor": 0, "currency": "EUR",
-                        "lines": [{"sku": "milk", "qty": 1, "unit_minor": 100 + i}],
-                        "completed_at": "2026-11-22T10:00:00.000Z"}
-                made[queue_event(db.conn, "transaction.completed", data, device_id="lane-1")] = \
-                    data
+                event = TransactionCompleted(
+                    txn=f"t-{i}", customer_id=None if i % 3 else f"c-{i % 7}",
+                    total_minor=100 + i, discount_minor=0, currency="EUR",
+                    lines=[{"sku": "milk", "qty": 1, "unit_minor": 100 + i}],
+                    completed_at="2026-11-22T10:00:00.000Z")
+                made[queue_event(db.conn, event, device_id="lane-1")] = event.to_data()
     return made
 
 

@@ -75,14 +75,14 @@ def start_faked_edge(settings: Settings, offset: str) -> subprocess.Popen[bytes]
 
 QUEUE_AHEAD = """
 import sys, time
-from edge.outbox import queue_event
+from edge.outbox import queue_data
 from edge.store import Store
 store = Store(__import__("pathlib").Path(sys.argv[1]))
 ids = []
 with store.transaction() as db:
     for i in range(int(sys.argv[2])):
-        ids.append(queue_event(db.conn, "device.status", {"state": "online", "n": i},
-                               device_id="lane-1"))
+        ids.append(queue_data(db.conn, "device.status", {"state": "online", "n": i},
+                              device_id="lane-1"))
 store.close()
 print(time.time())
 print("\\n".join(ids))

@@ -45,9 +45,15 @@ from cloud_sync.hub.schema import (
     suspect_redemptions,
 )
 from cloud_sync.hub.settings import HubSettings
-from edge.outbox import EVENT_TYPES
 from store_contract.campaigns import MAX_USES, RECEIPT_COUPON_PREFIX
 from store_contract.errors import BadRequest, EdgeError
+from store_contract.events import (
+    EVENT_TYPES,
+    BadEvent,
+    CouponRedeemed,
+    CouponRedemptionReversed,
+    TransactionCompleted,
+)
 from store_contract.jws import (
     COUPON_TYP,
     SigningKey,
@@ -59,8 +65,6 @@ from store_contract.jws import (
 from store_contract.protocol import ID_RE, parse_ts
 
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9-]{8,64}\Z")
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
-_REF_MAX = 128
 # Plain campaign codes (SAVE10) are shared by everybody: many uses are the point.
 SHARED_CODE_PREFIX = "code:"
 _COUNT_MAX = 2**31 - 1  # an Integer column on PostgreSQL
@@ -90,8 +94,7 @@ class Event:
     coupon_id: str | None
 
 
-class _Bad(Exception):
-    """One event's first problem, as `field: reason`."""
+_Bad = BadEvent  # one event's first problem, as `field: reason`
 
 
 def _ts(value: Any, name: str) -> float:
@@ -102,57 +105,6 @@ def _ts(value: Any, name: str) -> float:
                    ) from None
 
 
-def _ref(data: dict[str, Any], key: str, required: bool = True) -> str | None:
-    value = data.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not 0 < len(value) <= _REF_MAX:
-        raise _Bad(f"data.{key}: {'missing or ' if required else ''}not text of 1-"
-                   f"{_REF_MAX} characters")
-    return value
-
-
-def _int(data: dict[str, Any], key: str, *, low: int | None = None,
-         required: bool = True) -> int | None:
-    value = data.get(key)
-    if value is None and not required:
-        return None
-    # bool is an int in Python, but true is not an amount of money.
-    if not isinstance(value, int) or isinstance(value, bool) or (
-            low is not None and value < low):
-        more = f", {low} or more" if low is not None else ""
-        raise _Bad(f"data.{key}: {'missing or ' if required else ''}not a whole number{more}")
-    return value
-
-
-def _currency(data: dict[str, Any], required: bool = True) -> str | None:
-    value = data.get("currency")
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not _CURRENCY_RE.match(value):
-        raise _Bad("data.currency: not an ISO 4217 code such as EUR")
-    return value
-
-
-STAFF_ACTIONS = ("txn.void", "receipt.reprint")
-_ACTOR_KINDS = ("staff", "device")
-
-
-def _actor(data: dict[str, Any], required: bool) -> None:
-    """Who did it at the till: `by` (a staff user name or a lane's device id), `by_kind`,
-    and the approving manager `approved_by` (null when none was needed)."""
-    by = data.get("by")
-    if by is None and not required:
-        return
-    if not isinstance(by, str) or not ID_RE.match(by):
-        raise _Bad("data.by: missing or not a staff user name or device id")
-    if data.get("by_kind") not in _ACTOR_KINDS:
-        raise _Bad(f"data.by_kind: not one of {', '.join(_ACTOR_KINDS)}")
-    approved = data.get("approved_by")
-    if approved is not None and (not isinstance(approved, str) or not ID_RE.match(approved)):
-        raise _Bad("data.approved_by: not a staff user name")
-
-
 def parse_event(obj: Any, store_id: str) -> Event:
     """Validate one event of `store_id`'s batch; raises _Bad with the first problem."""
     if not isinstance(obj, dict):
@@ -161,7 +113,7 @@ def parse_event(obj: Any, store_id: str) -> Event:
     if not isinstance(event_id, str) or not EVENT_ID_RE.match(event_id):
         raise _Bad("event_id: missing or not 8-64 of letters, digits and '-'")
     type_ = obj.get("type")
-    if type_ not in EVENT_TYPES:
+    if not isinstance(type_, str) or type_ not in EVENT_TYPES:
         raise _Bad(f"type: {type_!r} is not an event type")
     occurred_ts = _ts(obj.get("occurred_at"), "occurred_at")
     if obj.get("store_id") != store_id:
@@ -172,46 +124,19 @@ def parse_event(obj: Any, store_id: str) -> Event:
     data = obj.get("data")
     if not isinstance(data, dict):
         raise _Bad("data: not a JSON object")
-    customer_id = total = discount = currency = coupon = None
-    if type_ == "coupon.redeemed":
-        _ref(data, "redemption")
-        coupon = _ref(data, "coupon")
-        _ref(data, "campaign")
-        discount = _int(data, "discount_minor", low=0)
-        currency = _currency(data)
-        _int(data, "max_uses", low=1, required=False)
-        customer_id = _ref(data, "customer_id", required=False)
-    elif type_ == "coupon.redemption_reversed":
-        _ref(data, "redemption")
-        coupon = _ref(data, "coupon")
-    elif type_ == "transaction.completed":
-        _ref(data, "txn")
-        total = _int(data, "total_minor")
-        currency = _currency(data)
-        customer_id = _ref(data, "customer_id", required=False)
-        discount = _int(data, "discount_minor", low=0, required=False)
-    elif type_ == "customer.identified":
-        _ref(data, "txn")
-        customer_id = _ref(data, "customer_id", required=False)
-    elif type_ == "receipt.printed":
-        _ref(data, "job")
-        customer_id = _ref(data, "customer_id", required=False)
-    elif type_ == "transaction.voided":
-        _ref(data, "txn")
-        _actor(data, required=False)  # edges before roles at the till did not say who
-    elif type_ == "staff.action":
-        if data.get("action") not in STAFF_ACTIONS:
-            raise _Bad(f"data.action: not one of {', '.join(STAFF_ACTIONS)}")
-        _actor(data, required=True)
-        _ref(data, "txn", required=False)
-        _ref(data, "job", required=False)
-    else:
-        # Other types carry what the edge knows; a customer id, if any, is kept for
-        # erasure and per-customer reports.
-        cid = data.get("customer_id")
-        customer_id = cid if isinstance(cid, str) and 0 < len(cid) <= 64 else None
+    # The type's own checks (store_contract.events); keys it does not name are accepted,
+    # and the data is stored as the edge sent it.
+    typed = EVENT_TYPES[type_].from_data(data)
+    total = discount = currency = coupon = None
+    match typed:
+        case CouponRedeemed():
+            coupon, discount, currency = typed.coupon, typed.discount_minor, typed.currency
+        case CouponRedemptionReversed():
+            coupon = typed.coupon
+        case TransactionCompleted():
+            total, currency, discount = typed.total_minor, typed.currency, typed.discount_minor
     return Event(event_id, type_, obj["occurred_at"], occurred_ts, device_id, data,
-                 customer_id, total, discount, currency, coupon)
+                 typed.customer_ref(), total, discount, currency, coupon)
 
 
 def validate_batch(settings: HubSettings, store_id: str, body: Any) -> tuple[str, list[Event],
