@@ -17,15 +17,14 @@ reads them back with `from_data`, and a connector uses the same classes. Two dir
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
+from store_contract.basket import CURRENCY_RE
 from store_contract.protocol import ID_RE
 
 REF_MAX = 128
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
 STAFF_ACTIONS = ("txn.void", "receipt.reprint")
 ACTOR_KINDS = ("staff", "device")
 
@@ -74,7 +73,7 @@ def _req_int(data: Mapping[str, Any], key: str, *, low: int | None = None) -> in
 
 def _currency(data: Mapping[str, Any]) -> str:
     value = data.get("currency")
-    if not isinstance(value, str) or not _CURRENCY_RE.match(value):
+    if not isinstance(value, str) or not CURRENCY_RE.match(value):
         raise BadEvent("data.currency: not an ISO 4217 code such as EUR")
     return value
 
