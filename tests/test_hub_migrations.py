@@ -112,7 +112,7 @@ def test_a_newer_database_is_refused_in_one_line(tmp_path: Path, hub_db_url: str
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0999'"))
     engine.dispose()
-    for args in (("stores", "list"), ("migrate",)):
+    for args in (("stores", "list"), ("migrate",), ("serve",)):
         done = run_hub(settings, *args)
         assert done.returncode == 2
         lines = done.stderr.strip().splitlines()
