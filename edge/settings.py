@@ -11,21 +11,17 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from store_contract.errors import StartupError
+from store_contract.registry import Registry, Setting, SettingsError, opt
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}\Z")
 REPO_DEFAULTS = Path(__file__).resolve().parent.parent / "config" / "edge.toml"
-
-
-class SettingsError(StartupError):
-    """A setting is unknown or has a value of the wrong type."""
 
 
 def _check_id(value: str) -> None:
@@ -124,9 +120,7 @@ def _check_level(value: str) -> None:
         raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
 
 
-def _opt(default: Any, help: str, check: Callable[[Any], None] | None = None,
-         secret: bool = False) -> Any:
-    return field(default=default, repr=not secret, metadata={"help": help, "check": check})
+_opt = opt
 
 
 @dataclass(frozen=True)
@@ -290,55 +284,11 @@ class Settings:
         return replace(self, **checked)
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One declared setting, as read off the `Settings` fields."""
-
-    name: str
-    type: type
-    default: Any
-    help: str
-    check: Callable[[Any], None] | None
-
-    @property
-    def env(self) -> str:
-        return f"EDGE_{self.name.upper()}"
-
-
-_TYPES = {"str": str, "int": int}
-SETTINGS: tuple[Setting, ...] = tuple(
-    Setting(f.name, _TYPES[str(f.type)], f.default, f.metadata["help"], f.metadata["check"])
-    for f in fields(Settings)
-)
-BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-
-
-def _coerce(name: str, raw: Any, where: str, *, text_ok: bool = True) -> Any:
-    setting = BY_NAME.get(name)
-    if setting is None:
-        near = [n for n in BY_NAME if n.split("_")[0] == name.split("_")[0]]
-        hint = f" (did you mean {', '.join(near)}?)" if near else ""
-        raise SettingsError(f"config error: {where}: unknown setting '{name}'{hint}; "
-                            f"remove it or see config/edge.toml for the settings there are")
-    value = raw
-    if setting.type is int:
-        if isinstance(raw, bool) or not isinstance(raw, (int, str)) or (
-                isinstance(raw, str) and not text_ok):
-            raise SettingsError(
-                f"config error: {where}: {name} must be a whole number, not {raw!r}")
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingsError(f"config error: {where}: {name}={raw!r} is not a whole number; "
-                                f"set it to e.g. {setting.default}") from None
-    elif setting.type is str and not isinstance(raw, str):
-        raise SettingsError(f"config error: {where}: {name} must be text (in quotes), not {raw!r}")
-    if setting.check is not None:
-        try:
-            setting.check(value)
-        except ValueError as exc:
-            raise SettingsError(f"config error: {where}: {name}={value!r} {exc}") from None
-    return value
+# The registry of settings (store_contract/registry.py, shared with the hub's).
+REGISTRY = Registry(Settings, "EDGE_", "config/edge.toml", also_known=("EDGE_CONFIG",))
+SETTINGS: tuple[Setting, ...] = REGISTRY.settings
+BY_NAME: dict[str, Setting] = REGISTRY.by_name
+_coerce = REGISTRY.coerce
 
 
 def _read_toml(path: Path) -> Mapping[str, Any]:
@@ -365,15 +315,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     for where, table in sources:
         for name, raw in table.items():
             values[name] = _coerce(name, raw, where, text_ok=False)
-    known_env = {s.env for s in SETTINGS} | {"EDGE_CONFIG"}
-    for var in sorted(v for v in env if v.startswith("EDGE_") and v not in known_env):
-        near = [s.env for s in SETTINGS if s.env.replace("_", "") == var.replace("_", "")]
-        hint = f"did you mean {near[0]}? " if near else ""
-        raise SettingsError(f"config error: unknown environment variable {var}; {hint}unset it "
-                            "or see config/edge.toml for the settings there are")
-    for setting in SETTINGS:
-        if setting.env in env:
-            values[setting.name] = _coerce(setting.name, env[setting.env], setting.env)
+    values.update(REGISTRY.from_env(env))
     for name, raw in overrides.items():
         values[name] = _coerce(name, raw, f"override {name}")
     return Settings(**values)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
@@ -34,6 +35,8 @@ def _database() -> Iterator[tuple[HubSettings, HubDB]]:
     hub_datadir(settings)
     try:
         db = HubDB(settings.db_url)
+    except StartupError:
+        raise
     except Exception as exc:  # a driver's own error: say which database, not a traceback
         raise StartupError(f"cannot open the hub database ({exc.__class__.__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''}); check "
@@ -82,6 +85,8 @@ def serve() -> None:
     logsafe.install(zone=settings.zone)
     try:
         db = HubDB(settings.db_url)
+    except StartupError:
+        raise
     except Exception as exc:
         raise StartupError(f"cannot open the hub database ({exc.__class__.__name__}); check "
                            "HUB_DATABASE_URL") from None
@@ -114,6 +119,39 @@ def serve() -> None:
         server.close()
         db.dispose()
         click.echo("edge-hub: stopped", err=True)
+
+
+@main.command()
+@_fails_cleanly
+def migrate() -> None:
+    """Bring the hub database to this version's schema (back it up first); prints
+    {"database","from","was","to","applied"}."""
+    from cloud_sync.hub.context import hub_datadir
+    from cloud_sync.hub.schema_version import upgrade
+
+    settings = load_hub_settings()
+    hub_datadir(settings)
+    try:
+        db = HubDB(settings.db_url, check_schema=False)
+    except Exception as exc:
+        raise StartupError(f"cannot open the hub database ({exc.__class__.__name__}); check "
+                           "HUB_DATABASE_URL") from None
+    try:
+        done = upgrade(db.engine)
+    except SQLAlchemyError as exc:
+        raise StartupError(f"the migration failed and was rolled back ({exc.__class__.__name__}"
+                           f": {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    finally:
+        db.dispose()
+    word = {"empty": "created the tables", "unversioned": "adopted the tables made before "
+            "migrations"}.get(done["was"], "applied")
+    if done["applied"]:
+        click.echo(f"edge-hub: {word}: {' '.join(done['applied'])}; now at {done['to']}",
+                   err=True)
+    else:
+        click.echo(f"edge-hub: the database is already at {done['to']}; nothing to do",
+                   err=True)
+    emit({"database": db.engine.dialect.name, **done})
 
 
 @main.group("stores")

@@ -26,12 +26,11 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    inspect,
     select,
 )
-from sqlalchemy.schema import CreateColumn
 
-from cloud_sync.hub.schema import changes, metadata
+from cloud_sync.hub.schema import metadata
+from cloud_sync.hub.schema_version import add_missing_columns, check_at_start
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,9 @@ def engine_url(url: str) -> str:
 class HubDB:
     """The engine, the schema, and one write path that works the same on both databases."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, check_schema: bool = True) -> None:
+        """Open the database; `check_schema` (start-up) refuses a revision that does not fit
+        this code and makes an empty database (cloud_sync/hub/schema_version.py)."""
         self.url = engine_url(url)
         self.sqlite = self.url.startswith("sqlite")
         if self.sqlite:
@@ -66,15 +67,12 @@ class HubDB:
         # SQLite has one writer at a time: writers queue here rather than on "database is
         # locked". PostgreSQL takes concurrent writers; the lock is not used there.
         self._write_lock = threading.Lock()
-        metadata.create_all(self.engine)
-        added = upgrade_schema(self.engine)
-        if ("changes", "region") in added:
-            # Customer changes from before the region rule carry raw phone numbers, e-mails
-            # and cards: they leave the feed now; `customers import` sends them hashed.
-            with self.write() as conn:
-                gone = conn.execute(changes.delete().where(changes.c.kind == "customer"))
-            log.warning("removed %d customer changes of the old (raw) form from the feed; "
-                        "import the customers again to send them hashed", gone.rowcount)
+        if check_schema:
+            try:
+                check_at_start(self.engine)
+            except BaseException:
+                self.engine.dispose()
+                raise
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -96,30 +94,11 @@ class HubDB:
 
 
 def upgrade_schema(engine: Engine) -> list[tuple[str, str]]:
-    """Add the columns the schema has and an existing table lacks; (table, column) added.
-
-    The hub has no migration tool: new tables come from `create_all`, and new columns are
-    nullable additions, which `ALTER TABLE ... ADD COLUMN` does the same on SQLite and
-    PostgreSQL. Anything else (a changed type, a dropped column) needs a person.
-    """
-    added: list[tuple[str, str]] = []
-    have = inspect(engine)
+    """Add the nullable columns the schema has and an existing table lacks; (table, column)
+    added. Start-up did this before the hub had migrations; now revision 0001 does it when
+    it adopts such a database (schema_version.add_missing_columns)."""
     with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            if not have.has_table(table.name):
-                continue
-            present = {c["name"] for c in have.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in present:
-                    continue
-                if not column.nullable or column.primary_key:
-                    raise RuntimeError(f"{table.name}.{column.name} is missing and cannot be "
-                                       "added automatically (not nullable)")
-                ddl = CreateColumn(column).compile(dialect=engine.dialect)
-                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
-                added.append((table.name, column.name))
-                log.info("added column %s.%s", table.name, column.name)
-    return added
+        return add_missing_columns(conn, metadata)
 
 
 # ---------------------------------------------------------------- statements of any size

@@ -1,0 +1,165 @@
+"""The hub's database versions (cloud_sync/hub/schema_version.py, migrations/): on SQLite and
+PostgreSQL, the migrations make exactly the schema of schema.py, a database made before
+migrations is adopted with its data, an older revision waits for `edge-hub migrate`, and
+a newer one is refused in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from cloud_sync.hub import schema_version
+from cloud_sync.hub.db import HubDB, engine_url
+from cloud_sync.hub.schema import metadata
+from cloud_sync.hub.schema_version import SchemaError, differences, upgrade, version
+from cloud_sync.hub.settings import HubSettings, load_hub_settings
+from tests.hubfix import hub_db_url, hub_env_for, pg_cluster, pg_url, run_hub
+
+__all__ = ["hub_db_url", "pg_cluster", "pg_url"]  # fixtures
+
+
+def _url(tmp_path: Path, hub_db_url: str) -> str:
+    return hub_db_url or f"sqlite:///{tmp_path / 'hub-data' / 'hub.db'}"
+
+
+def _settings(tmp_path: Path, hub_db_url: str) -> HubSettings:
+    return load_hub_settings(hub_env_for(tmp_path / "hub-data", hub_db_url, 0))
+
+
+def _pre_migration_hub(url: str) -> None:
+    """A hub database as the code before migrations made it: create_all and some data."""
+    if url.startswith("sqlite:///"):
+        Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(engine_url(url))
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO stores (id, region, name, token_hash, created_at) "
+                          "VALUES ('s-1', 'north', 'Store 1', 'h1', 1.0)"))
+        conn.execute(text("INSERT INTO changes (kind, ref, payload, created_ts, region) "
+                          "VALUES ('campaign', 'cmp-1', '{}', 2.0, NULL)"))
+    engine.dispose()
+
+
+def test_the_migrations_make_exactly_the_schema_of_the_code(tmp_path: Path,
+                                                             hub_db_url: str) -> None:
+    db = HubDB(_url(tmp_path, hub_db_url))
+    try:
+        with db.read() as conn:
+            v = version(conn)
+            assert (v.state, v.current) == ("current", v.head)
+            assert differences(conn, metadata) == []
+    finally:
+        db.dispose()
+
+
+def test_a_database_made_before_migrations_is_adopted_with_its_data(tmp_path: Path,
+                                                                     hub_db_url: str) -> None:
+    settings = _settings(tmp_path, hub_db_url)
+    _pre_migration_hub(settings.db_url)
+    done = run_hub(settings, "migrate")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["was"], report["from"], report["applied"]) == ("unversioned", None, ["0001"])
+    engine = create_engine(engine_url(settings.db_url))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id, name FROM stores")).all() == [("s-1", "Store 1")]
+            assert conn.execute(text("SELECT ref FROM changes")).scalars().all() == ["cmp-1"]
+            assert version(conn).state == "current"
+            assert differences(conn, metadata) == []
+    finally:
+        engine.dispose()
+    again = run_hub(settings, "migrate")
+    assert again.returncode == 0 and json.loads(again.stdout)["applied"] == []
+    assert "nothing to do" in again.stderr
+
+
+def test_start_up_adopts_a_database_made_before_migrations(tmp_path: Path,
+                                                           hub_db_url: str) -> None:
+    settings = _settings(tmp_path, hub_db_url)
+    _pre_migration_hub(settings.db_url)
+    done = run_hub(settings, "stores", "list")
+    assert done.returncode == 0, done.stderr
+    assert [s["store"] for s in json.loads(done.stdout)] == ["s-1"]
+
+
+def test_a_database_of_another_shape_is_left_alone_with_the_difference_named(
+        tmp_path: Path, hub_db_url: str) -> None:
+    url = _url(tmp_path, hub_db_url)
+    Path(tmp_path / "hub-data").mkdir()
+    engine = create_engine(engine_url(url))
+    with engine.begin() as conn:  # payload of another type than the hub's
+        conn.execute(text("CREATE TABLE customers (id VARCHAR(64) PRIMARY KEY, "
+                          "record INTEGER NOT NULL, updated_ts FLOAT NOT NULL)"))
+    engine.dispose()
+    with pytest.raises(SchemaError, match="differ from what this edge-hub expects.*customers"):
+        HubDB(url)
+    engine = create_engine(engine_url(url))
+    try:
+        assert inspect(engine).get_table_names() == ["customers"]  # all rolled back
+    finally:
+        engine.dispose()
+
+
+def test_a_newer_database_is_refused_in_one_line(tmp_path: Path, hub_db_url: str) -> None:
+    settings = _settings(tmp_path, hub_db_url)
+    HubDB(settings.db_url).dispose()
+    engine = create_engine(engine_url(settings.db_url))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+    engine.dispose()
+    for args in (("stores", "list"), ("migrate",), ("serve",)):
+        done = run_hub(settings, *args)
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert "revision 0999, which this edge-hub does not know" in lines[0]
+
+
+LATER = '''"""A later revision, for the test.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("customers", sa.Column("note", sa.Text()))
+
+
+def downgrade() -> None:
+    raise NotImplementedError
+'''
+
+
+def test_an_older_revision_waits_for_migrate_then_opens(tmp_path: Path, hub_db_url: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    url = _url(tmp_path, hub_db_url)
+    HubDB(url).dispose()  # at 0001
+    later = tmp_path / "migrations"
+    shutil.copytree(schema_version.MIGRATIONS, later,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (later / "versions" / "r0002_test.py").write_text(LATER)
+    monkeypatch.setattr(schema_version, "MIGRATIONS", later)
+    with pytest.raises(SchemaError, match="at revision 0001, this edge-hub needs 0002: back"):
+        HubDB(url)
+    db = HubDB(url, check_schema=False)
+    try:
+        assert upgrade(db.engine) == {"from": "0001", "was": "older", "to": "0002",
+                                      "applied": ["0002"]}
+        assert "note" in {c["name"] for c in inspect(db.engine).get_columns("customers")}
+    finally:
+        db.dispose()
+    HubDB(url).dispose()  # opens now
