@@ -86,6 +86,7 @@ def test_an_unknown_hub_variable_is_named_with_the_closest_setting() -> None:
         load_hub_settings({"HUB_COLOUR": "blue"})
 
 
+@pytest.mark.process
 def test_the_hub_refuses_to_start_with_an_unknown_variable_in_one_line(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HUB_DATA_DIR": str(tmp_path / "hub"),
            "HUB_THREDS": "4"}
