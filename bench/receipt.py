@@ -66,14 +66,14 @@ from rig import (  # noqa: E402
 
 from edge.app.printers import add_printer  # noqa: E402
 from edge.coupons import upsert_campaigns  # noqa: E402
-from edge.customers import upsert_customers  # noqa: E402
+from edge.customers import local_bundle, upsert_customers  # noqa: E402
 from edge.datadir import DataDir  # noqa: E402
 from edge.devices import enrol  # noqa: E402
 from edge.store import Store  # noqa: E402
 from pos_bridge.device import DeviceClient  # noqa: E402
 from pos_bridge.lane import Lane, MqttTransport, basket, tender  # noqa: E402
-from store_contract.campaigns import parse_campaign
-from store_contract.customers import Lookup, parse_customer
+from store_contract.campaigns import parse_campaign  # noqa: E402
+from store_contract.customers import Lookup, parse_customer  # noqa: E402
 
 RENDER_TARGET_MS = 20.0
 E2E_TARGET_MS = 150.0
@@ -137,7 +137,7 @@ def printers_main(conn: Connection, count: int, profile: str) -> None:
 
 def seed(settings: Any, datadir: DataDir, store: Store, args: argparse.Namespace,
          ports: list[int]) -> list[tuple[str, str]]:
-    lookup = Lookup(datadir.secret_token("lookup-key"), settings.country)
+    lookup = Lookup(local_bundle(datadir), settings.country)
     records = [parse_customer({"id": f"c-{i}", "display_name": f"Shopper {i}",
                                "tier": "gold", "points": 100 + i, "card": card_of(i),
                                "consent": {"personalised": True}}, lookup)
