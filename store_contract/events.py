@@ -115,6 +115,35 @@ def _spread() -> Any:
     return field(default_factory=dict, metadata={"spread": True})
 
 
+_ALWAYS, _IF_SET, _SPREAD = "always", "if_set", "spread"
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a class's fields map to its `data`, worked out once per class (reading
+    `dataclasses.fields` for every event cost the hub's ingest a third of its speed)."""
+
+    fields: tuple[tuple[str, str], ...]  # (name, _ALWAYS | _IF_SET | _SPREAD), in order
+    named: frozenset[str]
+    spread: str | None
+
+
+_LAYOUTS: dict[type, _Layout] = {}
+
+
+def _layout(cls: type) -> _Layout:
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        fields = tuple((f.name, _SPREAD if f.metadata.get("spread") else
+                        _IF_SET if f.metadata.get("omit_none") else _ALWAYS)
+                       for f in dataclasses.fields(cls))
+        spread = [name for name, how in fields if how is _SPREAD]
+        layout = _LAYOUTS[cls] = _Layout(
+            fields, frozenset(name for name, how in fields if how is not _SPREAD),
+            spread[0] if spread else None)
+    return layout
+
+
 @dataclass(frozen=True, kw_only=True)
 class OutboxEvent:
     """Base of the event types; `TYPE` is the event's `type`."""
@@ -124,12 +153,12 @@ class OutboxEvent:
     def to_data(self) -> dict[str, Any]:
         """The event's `data`, as the edge writes it (see the module doc)."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.metadata.get("spread"):
+        for name, how in _layout(type(self)).fields:
+            value = getattr(self, name)
+            if how is _SPREAD:
                 out.update(value)
-            elif value is not None or not f.metadata.get("omit_none"):
-                out[f.name] = value
+            elif value is not None or how is not _IF_SET:
+                out[name] = value
         return out
 
     @classmethod
@@ -144,12 +173,16 @@ class OutboxEvent:
 
     @classmethod
     def _build(cls, data: Mapping[str, Any], checked: dict[str, Any]) -> Self:
-        named = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("spread")}
-        spread = [f.name for f in dataclasses.fields(cls) if f.metadata.get("spread")]
-        values = {k: (checked[k] if k in checked else data.get(k)) for k in named}
-        if spread:
-            values[spread[0]] = {k: v for k, v in data.items() if k not in named}
-        return cls(**values)
+        layout = _layout(cls)
+        values = {name: data.get(name) for name in layout.named}
+        values.update(checked)
+        if layout.spread is not None:
+            values[layout.spread] = {k: v for k, v in data.items() if k not in layout.named}
+        # Every field is set here, checked or as sent: the instance is made as pickle makes
+        # one, without the generated __init__ (per event on the hub's ingest path).
+        event = object.__new__(cls)
+        event.__dict__.update(values)
+        return event
 
     def customer_ref(self) -> str | None:
         """The shopper the event is about, as the hub files it (erasure, per-customer
