@@ -149,6 +149,10 @@ class OutboxEvent:
     """Base of the event types; `TYPE` is the event's `type`."""
 
     TYPE: ClassVar[str]
+    # Where the shopper the event is about comes from: "checked" (the type checks its
+    # `customer_id`), "loose" (an unchecked `customer_id`, kept when it looks like one), or
+    # None (the type names no shopper).
+    CUSTOMER: ClassVar[str | None] = None
 
     def to_data(self) -> dict[str, Any]:
         """The event's `data`, as the edge writes it (see the module doc)."""
@@ -164,12 +168,22 @@ class OutboxEvent:
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> Self:
         """The event of `data` as the hub accepts it; BadEvent with the first problem."""
-        return cls._build(data, cls._checked(data))
+        return cls._build(data, cls.check(data))
 
     @classmethod
-    def _checked(cls, data: Mapping[str, Any]) -> dict[str, Any]:
-        """The hub's checks of this type, in order; the fields they produced."""
+    def check(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The hub's checks of this type, in order; the fields they produced (the hub's
+        ingest files those without building the event). BadEvent with the first problem."""
         return {}
+
+    @classmethod
+    def customer_in(cls, data: Mapping[str, Any], checked: Mapping[str, Any]) -> str | None:
+        """The shopper `data` is about, as the hub files it (erasure, per-customer reports),
+        given what `check` produced: None when there is none."""
+        if cls.CUSTOMER == "checked":
+            value: str | None = checked.get("customer_id")
+            return value
+        return _loose_customer(data.get("customer_id")) if cls.CUSTOMER == "loose" else None
 
     @classmethod
     def _build(cls, data: Mapping[str, Any], checked: dict[str, Any]) -> Self:
@@ -185,9 +199,9 @@ class OutboxEvent:
         return event
 
     def customer_ref(self) -> str | None:
-        """The shopper the event is about, as the hub files it (erasure, per-customer
-        reports): None when there is none."""
-        return None
+        """The shopper this event is about, as the hub files it (`customer_in`)."""
+        data = self.to_data()
+        return type(self).customer_in(data, data)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,6 +209,7 @@ class CustomerIdentified(OutboxEvent):
     """A lane identified a shopper (or tried to: `customer_id` None when nobody matched)."""
 
     TYPE: ClassVar[str] = "customer.identified"
+    CUSTOMER: ClassVar[str | None] = "checked"
     txn: str
     customer_id: str | None = _always()
     method: str | None = _always()  # card, phone, member
@@ -203,12 +218,10 @@ class CustomerIdentified(OutboxEvent):
     extra: Mapping[str, Any] = _spread()
 
     @classmethod
-    def _checked(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+    def check(cls, data: Mapping[str, Any]) -> dict[str, Any]:
         return {"txn": _req_ref(data, "txn"),
                 "customer_id": _ref(data, "customer_id", required=False)}
 
-    def customer_ref(self) -> str | None:
-        return self.customer_id
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,6 +229,7 @@ class CouponRedeemed(OutboxEvent):
     """A sale's completion turned a reservation into a redemption."""
 
     TYPE: ClassVar[str] = "coupon.redeemed"
+    CUSTOMER: ClassVar[str | None] = "checked"
     redemption: str
     reservation: str | None = _always()
     coupon: str
@@ -232,7 +246,7 @@ class CouponRedeemed(OutboxEvent):
     extra: Mapping[str, Any] = _spread()
 
     @classmethod
-    def _checked(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+    def check(cls, data: Mapping[str, Any]) -> dict[str, Any]:
         return {"redemption": _req_ref(data, "redemption"),
                 "coupon": _req_ref(data, "coupon"),
                 "campaign": _req_ref(data, "campaign"),
@@ -241,8 +255,6 @@ class CouponRedeemed(OutboxEvent):
                 "max_uses": _int(data, "max_uses", low=1, required=False),
                 "customer_id": _ref(data, "customer_id", required=False)}
 
-    def customer_ref(self) -> str | None:
-        return self.customer_id
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,7 +273,7 @@ class CouponRedemptionReversed(OutboxEvent):
     extra: Mapping[str, Any] = _spread()
 
     @classmethod
-    def _checked(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+    def check(cls, data: Mapping[str, Any]) -> dict[str, Any]:
         return {"redemption": _req_ref(data, "redemption"), "coupon": _req_ref(data, "coupon")}
 
 
@@ -270,6 +282,7 @@ class TransactionCompleted(OutboxEvent):
     """A sale completed."""
 
     TYPE: ClassVar[str] = "transaction.completed"
+    CUSTOMER: ClassVar[str | None] = "checked"
     txn: str
     customer_id: str | None = _always()
     identifier: Mapping[str, Any] | None = _if_set()  # {method, value}: unknown shoppers
@@ -284,15 +297,13 @@ class TransactionCompleted(OutboxEvent):
     extra: Mapping[str, Any] = _spread()
 
     @classmethod
-    def _checked(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+    def check(cls, data: Mapping[str, Any]) -> dict[str, Any]:
         return {"txn": _req_ref(data, "txn"),
                 "total_minor": _req_int(data, "total_minor"),
                 "currency": _currency(data),
                 "customer_id": _ref(data, "customer_id", required=False),
                 "discount_minor": _int(data, "discount_minor", low=0, required=False)}
 
-    def customer_ref(self) -> str | None:
-        return self.customer_id
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -310,7 +321,7 @@ class TransactionVoided(OutboxEvent):
     extra: Mapping[str, Any] = _spread()
 
     @classmethod
-    def _checked(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+    def check(cls, data: Mapping[str, Any]) -> dict[str, Any]:
         checked = {"txn": _req_ref(data, "txn")}
         _actor(data, required=False)
         return checked
@@ -333,7 +344,7 @@ class StaffAction(OutboxEvent):
     at: str | None = _always()
 
     @classmethod
-    def _checked(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+    def check(cls, data: Mapping[str, Any]) -> dict[str, Any]:
         if data.get("action") not in STAFF_ACTIONS:
             raise BadEvent(f"data.action: not one of {', '.join(STAFF_ACTIONS)}")
         _actor(data, required=True)
@@ -346,6 +357,7 @@ class ReceiptPrinted(OutboxEvent):
     """The printer confirmed a receipt; `offer` is the next-visit coupon printed on it."""
 
     TYPE: ClassVar[str] = "receipt.printed"
+    CUSTOMER: ClassVar[str | None] = "checked"
     job: str
     txn: str | None = _always()
     printer: str | None = _always()
@@ -358,12 +370,10 @@ class ReceiptPrinted(OutboxEvent):
     extra: Mapping[str, Any] = _spread()
 
     @classmethod
-    def _checked(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+    def check(cls, data: Mapping[str, Any]) -> dict[str, Any]:
         return {"job": _req_ref(data, "job"),
                 "customer_id": _ref(data, "customer_id", required=False)}
 
-    def customer_ref(self) -> str | None:
-        return self.customer_id
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -378,8 +388,7 @@ class DeviceStatus(OutboxEvent):
     status: Mapping[str, Any] = _spread()
     changes: int | None = _if_set()
 
-    def customer_ref(self) -> str | None:
-        return _loose_customer(self.status.get("customer_id"))
+    CUSTOMER: ClassVar[str | None] = "loose"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -390,8 +399,7 @@ class _Unchecked(OutboxEvent):
 
     extra: Mapping[str, Any] = _spread()
 
-    def customer_ref(self) -> str | None:
-        return _loose_customer(self.extra.get("customer_id"))
+    CUSTOMER: ClassVar[str | None] = "loose"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -543,3 +543,29 @@ _values = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_fro
        data=st.dictionaries(st.sampled_from([*CHECKED, "other"]), _values))
 def test_any_data_is_judged_as_before(type_: str, data: dict[str, Any]) -> None:
     assert _outcome(_new_check, type_, data) == _outcome(_old_check, type_, data)
+
+
+@pytest.mark.parametrize("type_", sorted(EVENT_TYPES))
+@pytest.mark.parametrize("customer", ["c-1", None, "", "x" * 65, 7])
+def test_the_hub_files_the_shopper_the_event_itself_names(type_: str, customer: Any) -> None:
+    """The hub files an event's shopper from the checked fields (`customer_in`) without
+    building the event; a connector asks the built event (`customer_ref`). Both agree, and
+    only types that name a shopper give one."""
+    from cloud_sync.hub.ingest import parse_event
+
+    kind = EVENT_TYPES[type_]
+    data = {"txn": "t-1", "redemption": "r-1", "coupon": "cpn-1", "campaign": "cmp-1",
+            "discount_minor": 100, "currency": "EUR", "total_minor": 900, "job": "j-1",
+            "action": "txn.void", "by": "mia", "by_kind": "staff", "state": "online",
+            "customer_id": customer}
+    try:
+        event = kind.from_data(data)
+    except BadEvent:
+        assert kind.CUSTOMER == "checked" and customer is not None  # a bad checked id
+        return
+    filed = parse_event({"event_id": "0123456789ab", "type": type_, "occurred_at": AT,
+                         "store_id": "store-1", "data": data}, "store-1").customer_id
+    assert filed == event.customer_ref()
+    longest = {"checked": _REF_MAX, "loose": 64, None: -1}[kind.CUSTOMER]
+    names_one = isinstance(customer, str) and 0 < len(customer) <= longest
+    assert filed == (customer if names_one else None)

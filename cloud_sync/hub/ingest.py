@@ -125,18 +125,20 @@ def parse_event(obj: Any, store_id: str) -> Event:
     if not isinstance(data, dict):
         raise _Bad("data: not a JSON object")
     # The type's own checks (store_contract.events); keys it does not name are accepted,
-    # and the data is stored as the edge sent it.
-    typed = EVENT_TYPES[type_].from_data(data)
-    total = discount = currency = coupon = None
-    match typed:
-        case CouponRedeemed():
-            coupon, discount, currency = typed.coupon, typed.discount_minor, typed.currency
-        case CouponRedemptionReversed():
-            coupon = typed.coupon
-        case TransactionCompleted():
-            total, currency, discount = typed.total_minor, typed.currency, typed.discount_minor
+    # and the data is stored as the edge sent it. What the hub files comes from the checked
+    # fields, without building the event (a connector builds it with `from_data`).
+    kind = EVENT_TYPES[type_]
+    checked = kind.check(data)
+    total = checked.get("total_minor") if kind is TransactionCompleted else None
+    discount = checked.get("discount_minor") if kind in _PRICED else None
+    currency = checked.get("currency") if kind in _PRICED else None
+    coupon = checked.get("coupon") if kind in _OF_A_COUPON else None
     return Event(event_id, type_, obj["occurred_at"], occurred_ts, device_id, data,
-                 typed.customer_ref(), total, discount, currency, coupon)
+                 kind.customer_in(data, checked), total, discount, currency, coupon)
+
+
+_PRICED = (CouponRedeemed, TransactionCompleted)
+_OF_A_COUPON = (CouponRedeemed, CouponRedemptionReversed)
 
 
 def validate_batch(settings: HubSettings, store_id: str, body: Any) -> tuple[str, list[Event],
