@@ -108,8 +108,9 @@ class Proxy:
 
     def __init__(self, target: str) -> None:
         self.target = target
-        # (status, headers) or (status, headers, body)
+        # (status, headers) or (status, headers, body): to event batches, then to feed reads
         self.canned: list[tuple[Any, ...]] = []
+        self.canned_changes: list[tuple[Any, ...]] = []
         self.refuse_if: bytes | None = None  # a bare 422 for any request holding these bytes
         self.hold_s = 0.0
         self.log: list[dict[str, Any]] = []
@@ -126,6 +127,8 @@ class Proxy:
                 with proxy.lock:
                     events = self.path.endswith("/events")
                     canned = proxy.canned.pop(0) if proxy.canned and events else None
+                    if "/changes" in self.path and proxy.canned_changes:
+                        canned = proxy.canned_changes.pop(0)
                     entry: dict[str, Any] = {"at": time.monotonic(), "path": self.path}
                     proxy.log.append(entry)
                 if canned is None and proxy.refuse_if and proxy.refuse_if in body:
