@@ -184,6 +184,12 @@ class Spool:
                 return
             if row["state"] == "printed":
                 return  # a repeated answer to a re-sent job
+            if row["reason"] == "replaced":
+                # Reprinted under a new job id: that job is the sale's receipt now, so a
+                # late answer for this one is not believed (no second receipt.printed).
+                log.info("printer %s answered %s for job %s, which was replaced by a "
+                         "reprint; ignored", caller.device, state, job)
+                return
             if state == "printed":
                 if row["printed_at"] is not None:  # known printed already: no second event
                     conn.execute("UPDATE print_jobs SET state = 'printed', reason = NULL, "
