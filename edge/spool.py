@@ -293,6 +293,15 @@ class Spool:
             row = conn.execute("SELECT * FROM print_jobs WHERE job = ?", (job,)).fetchone()
             if row is None:
                 raise BadRequest("There is no such receipt.", detail={"job": job})
+            while row["reason"] == "replaced":
+                # Reprinted under a new id before (it was interrupted): its old id is
+                # `printing` in the printer's journal, so reprint the receipt that replaced it.
+                row = conn.execute("SELECT * FROM print_jobs WHERE copy_of = ? "
+                                   "ORDER BY created_at DESC LIMIT 1", (row["job"],)).fetchone()
+                if row is None:
+                    raise BadRequest("This receipt was replaced by one that is gone.",
+                                     detail={"job": job})
+                job = row["job"]
             printer = row["printer"] or self.printer_for(conn, row["device_id"])
             if printer is None:
                 raise BadRequest(f"No receipt printer is assigned to {row['device_id']}.",
