@@ -52,6 +52,33 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
     return bool(predicate())
 
 
+def subscribed(client: Any, topic: str, qos: int = 1, timeout: float = 5.0) -> list[Any]:
+    """Subscribe a paho client to `topic` and wait for the broker's SUBACK (not a sleep);
+    the reason codes it granted. A code `is_failure` when the broker refused (its ACL)."""
+    import threading
+
+    acks: dict[int, list[Any]] = {}
+    arrived = threading.Condition()
+    previous = client.on_subscribe
+
+    def on_subscribe(c: Any, userdata: Any, mid: int, codes: list[Any], props: Any) -> None:
+        with arrived:
+            acks[mid] = list(codes)
+            arrived.notify_all()
+        if previous is not None:
+            previous(c, userdata, mid, codes, props)
+
+    client.on_subscribe = on_subscribe
+    try:
+        result, mid = client.subscribe(topic, qos=qos)
+        assert result == 0, f"subscribing to {topic} failed: {result}"
+        with arrived:
+            assert arrived.wait_for(lambda: mid in acks, timeout), f"no SUBACK for {topic}"
+            return acks[mid]
+    finally:
+        client.on_subscribe = previous
+
+
 class Issuer:
     """The shopper app's (the chain's) signing key: signs coupons and member codes with PyJWT,
     as the app does, independently of the edge's own code."""
