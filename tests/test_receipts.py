@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -272,7 +271,7 @@ def test_unreachable_printer_never_blocks_the_checkout_and_fails_visibly(
 
 def test_a_job_sent_twice_prints_once_and_answers_from_other_printers_are_ignored(
         shop: tuple[EdgeService, VirtualPrinter, DeviceClient],
-        device: Callable[..., DeviceClient]) -> None:
+        device: Callable[..., DeviceClient], caplog: pytest.LogCaptureFixture) -> None:
     edge, vp, lane = shop
     job = sale(lane, "s-1")
     vp.wait_printouts(1)
@@ -288,8 +287,12 @@ def test_a_job_sent_twice_prints_once_and_answers_from_other_printers_are_ignore
     other = device("printer", "printer-9")
     with edge.store.transaction() as db:
         db.conn.execute("UPDATE print_jobs SET state = 'held' WHERE job = ?", (job,))
+    caplog.set_level("WARNING", logger="edge.spool")
     other.event("job", {"job": job, "state": "printed"})
-    time.sleep(0.5)  # time for the event to be handled (or, rightly, ignored)
+    # Wait for the edge to have handled it (it says so), or to have believed it.
+    assert wait_until(lambda: any(
+        f"printer printer-9 reported job {job}, which is not its job" in r.getMessage()
+        for r in caplog.records) or job_row(edge, job)["state"] != "held", 10)
     assert job_row(edge, job)["state"] == "held"
 
 
