@@ -80,7 +80,9 @@ def test_a_sale_with_an_app_coupon_from_scan_to_redemption(seeded: EdgeService, 
         ("cpn-wallet", 99, "EUR")
     done = ok(complete(lane, "s-1", 887))
     assert [r["coupon"] for r in done["redemptions"]] == ["cpn-wallet"]
-    assert done["receipt"]["job"]
+    receipt = seeded.store.query_one("SELECT device_id, txn, customer_id FROM print_jobs "
+                                     "WHERE job = ?", (done["receipt"]["job"],))
+    assert receipt == {"device_id": "lane-1", "txn": "s-1", "customer_id": "c-1"}
     rows = seeded.store.query("SELECT coupon_id, customer_id, discount_minor FROM redemptions")
     assert rows == [{"coupon_id": "cpn-wallet", "customer_id": "c-1", "discount_minor": 99}]
     events = [r["type"] for r in seeded.store.query(

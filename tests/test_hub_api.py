@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -100,8 +101,10 @@ def test_batch_is_stored_with_typed_columns_and_the_edges_queue_report(
         "txn": "t-9", "total_minor": 1999, "discount_minor": 100, "currency": "EUR",
         "customer_id": "c-1"})
     other = event("s1", "kiosk.session", device_id=None, data={"seconds": 40})
+    before = time.time()
     resp = post(hub_server, "s1", token, batch(sale, other, edge={
         "queue_depth": 12, "oldest_age_s": 3.5, "dead_letters": 1}))
+    after = time.time()
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"accepted": [sale["event_id"], other["event_id"]],
                            "duplicates": [], "rejected": []}
@@ -112,7 +115,8 @@ def test_batch_is_stored_with_typed_columns_and_the_edges_queue_report(
             row.currency) == ("s1", "transaction.completed", "c-1", 1999, 100, "EUR")
     assert json.loads(row.data)["txn"] == "t-9"
     assert (store.queue_depth, store.oldest_age_s, store.dead_letters) == (12, 3.5, 1)
-    assert store.last_batch_ts and store.last_contact_ts and store.reported_ts
+    for stamp in (store.last_batch_ts, store.last_contact_ts, store.reported_ts, row.received_ts):
+        assert before <= stamp <= after, (before, stamp, after)
 
 
 def test_batch_over_the_event_limit_is_refused_whole(hub_server: HubServer,
@@ -272,7 +276,8 @@ def test_change_feed_pages_by_cursor_and_filters_per_store(
         "id": "c-0", "display_name": "Shopper 0", "tier": "member", "points": 0,
         "consent": {"personalised": False, "marketing": False}, "segments": [], "wallet": [],
         "lookups": [], "key": bundle["kid"]}
-    assert all(isinstance(c["seq"], int) for c in s2)
+    seqs = [c["seq"] for c in s2]
+    assert all(type(seq) is int for seq in seqs) and seqs == sorted(set(seqs))  # rising
     for params in ({"cursor": "abc"}, {"limit": "0"}, {"limit": "1001"}, {"limit": "x"}):
         code = "bad_cursor" if "cursor" in params else "bad_limit"
         assert_error(pull(hub_server, "s1", t1, **params), 400, code)

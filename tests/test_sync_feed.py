@@ -104,7 +104,11 @@ def test_the_store_learns_customers_campaigns_keys_and_revocations_from_the_hub(
     svc.puller.run()
     assert svc.puller.last_error is None
     cursor = svc.puller.cursor
-    assert cursor
+    # The cursor is the end of the store's feed: read from there, the hub has nothing more.
+    end = requests.get(f"{hub.url}/api/v1/stores/store-a/changes", params={"cursor": cursor},
+                       headers={"Authorization": f"Bearer {svc.settings.hub_token}"},
+                       timeout=10).json()
+    assert end == {"cursor": cursor, "changes": [], "more": False}
     # The customer, found by the card number the cashier types (kept only as a hash).
     found = svc.checkout.identify("lane-1", "t-1", "4000111122223333", None)
     assert found["customer"]["display_name"] == "Anna Berg"
