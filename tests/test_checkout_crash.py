@@ -30,8 +30,8 @@ class Edge:
     """The running `edge serve`, killed and restarted by the test."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.proc: subprocess.Popen[bytes] = start_edge(settings)
+        self.settings = settings.with_overrides(http_port=0)  # the edge picks its HTTP port
+        self.proc: subprocess.Popen[bytes] = start_edge(self.settings)
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -39,9 +39,14 @@ def edge_with_printer(settings: Settings, datadir: DataDir, store: Store, broker
                       printer: VirtualPrinter) -> Iterator[list[subprocess.Popen[bytes]]]:
     add_printer(settings, datadir, store, "printer-1", lanes=["lane-1"],
                 connection=printer.address, profile="TM-T88V")
-    procs = [start_edge_on_bus(settings)]
+    procs = [start_edge_on_bus(on_port_0(settings))]
     yield procs
     stop_process(procs[-1])
+
+
+def on_port_0(settings: Settings) -> Settings:
+    """The edge binds an HTTP port of its own choosing (and reports it)."""
+    return settings.with_overrides(http_port=0)
 
 
 def jobs(settings: Settings) -> dict[str, str]:
@@ -78,7 +83,7 @@ def test_receipts_queued_at_a_kill_print_exactly_once_after_restart(
     assert wait_until(lambda: printer.open_connections == 0, 10)
     printer.set_paper("ok")
     assert printer.printouts == []  # nobody prints while the edge is down
-    edge_with_printer.append(start_edge_on_bus(settings))
+    edge_with_printer.append(start_edge_on_bus(on_port_0(settings)))
     papers = printer.wait_printouts(5, timeout=20)
     assert wait_until(lambda: set(jobs(settings).values()) == {"printed"}, 15), jobs(settings)
     assert sorted(sum(p.find_text(j) for p in papers) for j in queued) == [1] * 5
@@ -97,7 +102,7 @@ def test_kill_while_printing_a_burst_never_prints_a_receipt_twice(
     lane = device("pos", "lane-1")
     burst = [complete(lane, f"b-{i}") for i in range(12)]
     kill(edge_with_printer[-1])  # some printed, some on their way, some still queued
-    edge_with_printer.append(start_edge_on_bus(settings))
+    edge_with_printer.append(start_edge_on_bus(on_port_0(settings)))
     assert wait_until(lambda: all(s in ("printed", "failed") for s in jobs(settings).values()),
                       30), jobs(settings)
     # A barrier instead of a wait: a receipt sent now prints after anything resent before.

@@ -371,7 +371,7 @@ def test_edge_killed_while_a_batch_is_in_flight_loses_and_doubles_nothing(
     token = add_store(hub.settings, settings.store_id)
     proxy = Proxy(hub.url)
     proxy.hold_s = 0.4  # the hub has stored the batch; its answer is still on the way
-    edge_settings = edge_for(settings, proxy.url, token, sync_batch_events=200)
+    edge_settings = edge_for(settings, proxy.url, token, sync_batch_events=200, http_port=0)
     store = Store(edge_settings.data_path / "edge.db")
     made = produce(store, 3000)
     store.close()
