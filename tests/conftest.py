@@ -284,9 +284,10 @@ def start_edge(settings: Settings, extra_env: dict[str, str] | None = None
 
 
 @pytest.fixture
-def edge_process(settings: Settings, broker: BrokerProcess) -> Iterator[subprocess.Popen[bytes]]:
-    """`edge serve` as its own process, as a store box runs it (output: `edge_log()`)."""
-    proc = start_edge(settings)
+def edge_process(settings: Settings, broker: BrokerProcess) -> Iterator[EdgeProc]:
+    """`edge serve` as its own process, as a store box runs it (output: `edge_log()`). It
+    binds an HTTP port of its own choosing: `edge_process.http_port`."""
+    proc = start_edge(settings.with_overrides(http_port=0))
     yield proc
     stop_process(proc)
 

@@ -6,7 +6,6 @@ Debian's Chromium driven by Playwright (never a downloaded browser).
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from edge.store import Store
 from pos_bridge.device import DeviceClient
 from tests import browser as chromium
 from tests.browser import TIMEOUT_MS, share_of_colour
-from tests.conftest import wait_until
+from tests.conftest import EdgeProc, wait_until
 
 # The shared browser fixtures, bound here so pytest finds them for this module.
 playwright, browser, page = chromium.playwright, chromium.browser, chromium.page
@@ -31,10 +30,10 @@ MANAGER_PW = "manager-password-1"
 
 @pytest.fixture
 def staff_edge(settings: Settings, store: Store,
-               edge_process: subprocess.Popen[bytes]) -> str:
+               edge_process: EdgeProc) -> str:
     """A running `edge serve` connected to its broker, with a manager account; its base URL."""
     add_user(store, MANAGER, MANAGER_PW, "manager")
-    base = f"http://127.0.0.1:{settings.http_port}"
+    base = f"http://127.0.0.1:{edge_process.http_port}"
     assert wait_until(
         lambda: requests.get(f"{base}/healthz", timeout=2).json()["broker"]["connected"], 15), \
         "the edge process did not connect to the test broker"
