@@ -163,6 +163,8 @@ class Settings:
                              _non_negative)
     reservation_ttl_s: int = _opt(900, "How long a coupon applied to an open basket is held for "
                                   "it before other lanes may use it again, seconds.", _positive)
+    reservation_sweep_s: int = _opt(30, "How often lapsed coupon holds are marked expired (a "
+                                    "scheduled job), seconds.", _positive)
     hub_offline_after_s: int = _opt(300, "Without an answer from the hub for this long the store "
                                     "counts as offline: coupons marked online-only are refused.",
                                     _positive)

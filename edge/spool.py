@@ -185,6 +185,12 @@ class Spool:
                 return
             if row["state"] == "printed":
                 return  # a repeated answer to a re-sent job
+            if row["reason"] == "replaced":
+                # Reprinted under a new job id: that job is the sale's receipt now, so a
+                # late answer for this one is not believed (no second receipt.printed).
+                log.info("printer %s answered %s for job %s, which was replaced by a "
+                         "reprint; ignored", caller.device, state, job)
+                return
             if state == "printed":
                 if row["printed_at"] is not None:  # known printed already: no second event
                     conn.execute("UPDATE print_jobs SET state = 'printed', reason = NULL, "
@@ -288,6 +294,15 @@ class Spool:
             row = conn.execute("SELECT * FROM print_jobs WHERE job = ?", (job,)).fetchone()
             if row is None:
                 raise BadRequest("There is no such receipt.", detail={"job": job})
+            while row["reason"] == "replaced":
+                # Reprinted under a new id before (it was interrupted): its old id is
+                # `printing` in the printer's journal, so reprint the receipt that replaced it.
+                row = conn.execute("SELECT * FROM print_jobs WHERE copy_of = ? "
+                                   "ORDER BY created_at DESC LIMIT 1", (row["job"],)).fetchone()
+                if row is None:
+                    raise BadRequest("This receipt was replaced by one that is gone.",
+                                     detail={"job": job})
+                job = row["job"]
             printer = row["printer"] or self.printer_for(conn, row["device_id"])
             if printer is None:
                 raise BadRequest(f"No receipt printer is assigned to {row['device_id']}.",

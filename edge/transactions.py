@@ -181,12 +181,16 @@ class Checkout:
         kind, value, customer, fetched, member = self._recognise(code, phone, started)
         with self.store.transaction() as db:
             conn = db.conn
+            sale = self._sale(conn, device, txn)
+            if sale is not None and sale.state == "voided":
+                # A completed sale may still get its shopper (after_sale); a voided one not.
+                raise BadRequest(f"Sale {txn} was voided; start a new sale.",
+                                 detail={"reason": "txn_closed", "state": "voided"})
             if member is not None:
                 self._use_member_code(conn, *member, device, txn)
             if fetched is not None:
                 # Found at the hub: cached as if it had come through the feed.
                 upsert_customers(db, [fetched], self.book.wallet_entry)
-            sale = self._sale(conn, device, txn)
             if sale is None:
                 conn.execute("INSERT INTO transactions (device_id, txn, state, opened_at) "
                              "VALUES (?, ?, 'open', ?)", (device, txn, self._ts()))

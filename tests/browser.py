@@ -47,3 +47,29 @@ def page(browser: Browser) -> Iterator[Page]:
     page = context.new_page()
     yield page
     context.close()
+
+
+def share_of_colour(shot: Path, page: Page, selector: str, prop: str) -> float:
+    """In the full-page screenshot `shot`, the share of the pixels inside `selector`'s box
+    that have its computed colour `prop` (e.g. "fill", "background-color"): what was really
+    drawn there, not what the DOM says."""
+    import re
+
+    from PIL import Image
+
+    element = page.locator(selector).first
+    box = element.bounding_box()
+    assert box is not None, f"{selector} is not shown"
+    css = element.evaluate(f"e => getComputedStyle(e).getPropertyValue('{prop}')")
+    found = re.fullmatch(r"rgba?\((\d+), (\d+), (\d+)(?:, [\d.]+)?\)", css)
+    assert found, f"{selector} has no plain {prop}: {css!r}"
+    want = tuple(int(v) for v in found.groups())
+    sx, sy = page.evaluate("[window.scrollX, window.scrollY]")
+    left, top = int(box["x"] + sx), int(box["y"] + sy)
+    with Image.open(shot) as image:
+        crop = image.convert("RGB").crop((left, top, left + max(1, int(box["width"])),
+                                          top + max(1, int(box["height"]))))
+        width, height = crop.size
+        pixels = [crop.getpixel((x, y)) for y in range(height) for x in range(width)]
+    close = sum(1 for p in pixels if max(abs(a - b) for a, b in zip(p, want, strict=True)) <= 8)
+    return close / len(pixels)

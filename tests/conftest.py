@@ -31,6 +31,7 @@ from edge.settings import Settings, load_settings
 from edge.store import Store
 from edge.supervise import stop_process
 from pos_bridge.device import DeviceClient
+from store_contract.errors import StartupError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -103,6 +104,33 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
     return bool(predicate())
 
 
+def subscribed(client: Any, topic: str, qos: int = 1, timeout: float = 5.0) -> list[Any]:
+    """Subscribe a paho client to `topic` and wait for the broker's SUBACK (not a sleep);
+    the reason codes it granted. A code `is_failure` when the broker refused (its ACL)."""
+    import threading
+
+    acks: dict[int, list[Any]] = {}
+    arrived = threading.Condition()
+    previous = client.on_subscribe
+
+    def on_subscribe(c: Any, userdata: Any, mid: int, codes: list[Any], props: Any) -> None:
+        with arrived:
+            acks[mid] = list(codes)
+            arrived.notify_all()
+        if previous is not None:
+            previous(c, userdata, mid, codes, props)
+
+    client.on_subscribe = on_subscribe
+    try:
+        result, mid = client.subscribe(topic, qos=qos)
+        assert result == 0, f"subscribing to {topic} failed: {result}"
+        with arrived:
+            assert arrived.wait_for(lambda: mid in acks, timeout), f"no SUBACK for {topic}"
+            return acks[mid]
+    finally:
+        client.on_subscribe = previous
+
+
 class Issuer:
     """The shopper app's (the chain's) signing key: signs coupons and member codes with PyJWT,
     as the app does, independently of the edge's own code."""
@@ -168,11 +196,36 @@ def store(datadir: DataDir) -> Iterator[Store]:
     s.close()
 
 
+BROKER_TRIES = 5
+
+
+def start_broker(settings: Settings, datadir: DataDir, store: Store) -> BrokerProcess:
+    """A real Mosquitto with the store's password file and ACL, on a free port.
+
+    Mosquitto 2.0.11 cannot be told to pick its own TCP port (`listener 0` means a unix
+    socket), so the port is chosen first (free_port) and another process may take it before
+    Mosquitto binds it. BrokerProcess.start then fails: the port is taken before the start,
+    or Mosquitto exits at once ("Address already in use"). Then a new port is chosen and the
+    broker started again. The new port goes into `settings` itself (the fixtures' shared,
+    frozen object), so the edge and the devices made after the broker use it; a copy made
+    from `settings` before the broker started would still name the old port.
+    """
+    for attempt in range(BROKER_TRIES):
+        sync_broker_files(settings, datadir, store)
+        try:
+            return BrokerProcess(settings, datadir, quiet=True).start()
+        except StartupError as exc:
+            if attempt == BROKER_TRIES - 1 or "taken" not in str(exc):
+                raise
+            object.__setattr__(settings, "mqtt_url", f"mqtt://127.0.0.1:{free_port()}")
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture
 def broker(settings: Settings, datadir: DataDir, store: Store) -> Iterator[BrokerProcess]:
-    """A real Mosquitto with the store's password file and ACL, on a free port."""
-    sync_broker_files(settings, datadir, store)
-    proc = BrokerProcess(settings, datadir, quiet=True).start()
+    """A real Mosquitto with the store's password file and ACL, on a free port (see
+    start_broker: tried again on a new port when another process took the first)."""
+    proc = start_broker(settings, datadir, store)
     yield proc
     proc.stop()
 
@@ -236,41 +289,67 @@ def edge_log(settings: Settings) -> Path:
     return settings.data_path.parent / "edge-serve.log"
 
 
-def start_edge(settings: Settings, extra_env: dict[str, str] | None = None
-               ) -> subprocess.Popen[bytes]:
-    """Start `edge serve` with the test's settings (and `extra_env`) and wait for its HTTP
-    port (output is appended to `edge_log()`, so restarts in one test keep the whole
-    story)."""
-    from edge.broker import wait_for_port
+class EdgeProc(subprocess.Popen[bytes]):
+    """An `edge serve` process and the HTTP port it reported (`http_port`)."""
 
-    with edge_log(settings).open("ab") as log:
-        proc = subprocess.Popen([*edge_cli(), "serve"],
-                                env={**edge_env(settings), **(extra_env or {})},
-                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port("127.0.0.1", settings.http_port, 20)
-    except TimeoutError:
+    http_port: int
+
+
+def start_edge(settings: Settings, extra_env: dict[str, str] | None = None
+               ) -> EdgeProc:
+    """Start `edge serve` with the test's settings (and `extra_env`) and wait until it says
+    which HTTP port it listens on (output is appended to `edge_log()`, so restarts in one
+    test keep the whole story). With `http_port` 0 the edge binds a port of its own choosing
+    and reports it, so no other process can take it between choosing and binding; the port
+    is `proc.http_port`."""
+    log_path = edge_log(settings)
+    with log_path.open("ab") as log:
+        start = log.tell()
+        proc = EdgeProc([*edge_cli(), "serve"],
+                        env={**edge_env(settings), **(extra_env or {})},
+                        stdout=log, stderr=subprocess.STDOUT)
+
+    def reported() -> int | None:
+        with log_path.open("rb") as log:
+            log.seek(start)
+            for line in log.read().splitlines():
+                if line.startswith(b'{"listening"'):
+                    return int(json.loads(line)["port"])
+        return None
+
+    deadline = time.monotonic() + 20
+    port = reported()
+    while port is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        port = reported()
+    if port is None:
         proc.kill()
         proc.wait()
-        pytest.fail(f"edge serve did not start:\n{edge_log(settings).read_text()}")
+        pytest.fail(f"edge serve did not start:\n{log_path.read_text()}")
+    if settings.http_port not in (0, port):
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"edge serve listens on {port}, not {settings.http_port}")
+    proc.http_port = port
     return proc
 
 
 @pytest.fixture
-def edge_process(settings: Settings, broker: BrokerProcess) -> Iterator[subprocess.Popen[bytes]]:
-    """`edge serve` as its own process, as a store box runs it (output: `edge_log()`)."""
-    proc = start_edge(settings)
+def edge_process(settings: Settings, broker: BrokerProcess) -> Iterator[EdgeProc]:
+    """`edge serve` as its own process, as a store box runs it (output: `edge_log()`). It
+    binds an HTTP port of its own choosing: `edge_process.http_port`."""
+    proc = start_edge(settings.with_overrides(http_port=0))
     yield proc
     stop_process(proc)
 
 
-def start_edge_on_bus(settings: Settings) -> subprocess.Popen[bytes]:
+def start_edge_on_bus(settings: Settings) -> EdgeProc:
     """`edge serve`, once /healthz says it is on the bus (a request sent before the edge
     subscribed would be lost)."""
     import requests
 
     proc = start_edge(settings)
-    url = f"http://127.0.0.1:{settings.http_port}/healthz"
+    url = f"http://127.0.0.1:{proc.http_port}/healthz"
     if not wait_until(lambda: requests.get(url, timeout=2).json()["broker"]["connected"], 15):
         stop_process(proc)
         pytest.fail(f"edge serve did not connect to the broker:\n{edge_log(settings).read_text()}")

@@ -16,7 +16,7 @@ from edge.dispatch import Caller
 from pos_bridge.device import DeviceClient
 from store_contract.errors import EdgeError
 from store_contract.protocol import Envelope, new_envelope, uuid7
-from tests.conftest import wait_until
+from tests.conftest import subscribed, wait_until
 
 DeviceFactory = Callable[..., DeviceClient]
 
@@ -36,13 +36,13 @@ def test_mqtt5_correlation_data_is_echoed(edge: EdgeService, device: DeviceFacto
     got: list[mqtt.MQTTMessage] = []
     lane.client.message_callback_add(f"store/{settings.store_id}/pos/lane-1/res/mine",
                                      lambda _c, _u, m: got.append(m))
-    lane.client.subscribe(f"store/{settings.store_id}/pos/lane-1/res/mine", qos=1)
+    granted = subscribed(lane.client, f"store/{settings.store_id}/pos/lane-1/res/mine")
+    assert not granted[0].is_failure
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
     props = Properties(PacketTypes.PUBLISH)
     props.ResponseTopic = f"store/{settings.store_id}/pos/lane-1/res/mine"
     props.CorrelationData = b"\x00corr-42"
-    time.sleep(0.2)
     lane.client.publish(f"store/{settings.store_id}/pos/lane-1/req/ping",
                         new_envelope("ping").to_json(), qos=1, properties=props)
     assert wait_until(lambda: got, 5)
@@ -68,7 +68,9 @@ def test_response_topic_outside_the_devices_own_tree_is_not_used(
     lane.client.publish(f"store/{settings.store_id}/pos/lane-1/req/ping", env.to_json(), qos=1,
                         properties=props)
     assert wait_until(lambda: seen, 5), "the reply should come on the lane's own res topic"
-    time.sleep(0.3)
+    # A barrier, not a wait: the edge answers the victim's own ping after the lane's, on the
+    # same connection, so anything it had sent the victim before has arrived by then.
+    assert victim.request("ping", timeout=5)["ok"]
     assert printed == []
 
 
@@ -181,7 +183,10 @@ def test_a_flooding_device_does_not_block_other_lanes(edge: EdgeService,
     other = device("pos", "lane-ok")
     for _ in range(2000):  # far more than the backlog: the extra ones are dropped
         flood.publish_raw("test.slow", new_envelope("test.slow").to_json())
-    time.sleep(0.5)
+    # The flood has reached the edge: the flooding lane's backlog is full.
+    backlog = edge.settings.bus_device_backlog
+    assert wait_until(lambda: edge.bus.executor.depth() >= backlog, 10), \
+        edge.bus.executor.depth()
     started = time.monotonic()
     assert other.request("ping", timeout=5)["ok"] is True
     assert time.monotonic() - started < 5

@@ -368,15 +368,16 @@ def test_a_shopper_of_another_region_is_found_at_the_till_within_the_bound(
     import_customers(hub, tmp_path, ANNA, SARA, TOM)
     token = add_store(hub.settings, "store-n", "north")
     edge_settings = edge_for(settings, hub.url, token, store_id="store-n",
-                             sync_pull_interval_s=3600, hub_lookup_timeout_ms=800)
+                             sync_pull_interval_s=3600, hub_lookup_timeout_ms=800,
+                             http_port=0)  # the edge picks its port and reports it
     lane_login = enrolled("pos", "lane-1")
     proc = start_edge(edge_settings)
     hole: BlackHole | None = None
     try:
-        health = f"http://127.0.0.1:{edge_settings.http_port}/healthz"
+        health = f"http://127.0.0.1:{proc.http_port}/healthz"
         assert wait_until(lambda: requests.get(health, timeout=2).json()["queue"]["pull"][
             "cursor"], 20), "the edge did not read the feed"
-        lane = Lane(HttpTransport(f"http://127.0.0.1:{edge_settings.http_port}", "lane-1",
+        lane = Lane(HttpTransport(f"http://127.0.0.1:{proc.http_port}", "lane-1",
                                   lane_login.password))
         assert lane.identify("t-1", code="4000111122223333")["customer"]["id"] == "c-anna"
         # Sara lives in the south: not in this store, found at the hub.
@@ -396,7 +397,7 @@ def test_a_shopper_of_another_region_is_found_at_the_till_within_the_bound(
         with pytest.raises(Refused) as unknown:
             lane.identify("t-4", code="4000 4444 5555 6666")  # Tom: south, not cached
         assert unknown.value.code == "customer_unknown"
-        metrics = requests.get(f"http://127.0.0.1:{edge_settings.http_port}/metrics",
+        metrics = requests.get(f"http://127.0.0.1:{proc.http_port}/metrics",
                                timeout=5).text
         assert 'edge_hub_lookups_total{outcome="timeout"} 1.0' in metrics
     finally:

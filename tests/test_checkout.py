@@ -81,7 +81,9 @@ def test_a_sale_with_an_app_coupon_from_scan_to_redemption(seeded: EdgeService, 
         ("cpn-wallet", 99, "EUR")
     done = ok(complete(lane, "s-1", 887))
     assert [r["coupon"] for r in done["redemptions"]] == ["cpn-wallet"]
-    assert done["receipt"]["job"]
+    receipt = seeded.store.query_one("SELECT device_id, txn, customer_id FROM print_jobs "
+                                     "WHERE job = ?", (done["receipt"]["job"],))
+    assert receipt == {"device_id": "lane-1", "txn": "s-1", "customer_id": "c-1"}
     rows = seeded.store.query("SELECT coupon_id, customer_id, discount_minor FROM redemptions")
     assert rows == [{"coupon_id": "cpn-wallet", "customer_id": "c-1", "discount_minor": 99}]
     events = [r["type"] for r in seeded.store.query(
@@ -213,7 +215,12 @@ def test_coupon_with_three_uses_is_reserved_exactly_three_times_under_ten_lanes(
 
 @pytest.fixture
 def short_hold(settings: Settings) -> Settings:
-    return settings.with_overrides(reservation_ttl_s=1)
+    """Holds of 1 s, marked lapsed by the edge's own scheduled sweep every second."""
+    return settings.with_overrides(reservation_ttl_s=1, reservation_sweep_s=1)
+
+
+def reservation_states(edge: EdgeService) -> list[str]:
+    return [r["state"] for r in edge.store.query("SELECT state FROM reservations ORDER BY rowid")]
 
 
 @pytest.fixture
@@ -229,8 +236,10 @@ def test_abandoned_basket_hold_lapses_and_the_coupon_is_usable_again(
     ok(one.request("coupon.apply", {"txn": "s-1", "code": code, "basket": BASKET}))
     refused(two.request("coupon.apply", {"txn": "s-2", "code": code, "basket": BASKET}),
             "coupon_reserved")
-    assert wait_until(lambda: quick_edge.checkout.sweep() == 1, timeout=5)
-    assert quick_edge.store.query("SELECT state FROM reservations") == [{"state": "expired"}]
+    # Nobody calls the sweep here: the edge's scheduled job marks the hold lapsed.
+    job = quick_edge.scheduler.get_job("reservation_sweep")
+    assert job is not None and job.trigger.interval.total_seconds() == 1
+    assert wait_until(lambda: reservation_states(quick_edge) == ["expired"], timeout=10)
     ok(two.request("coupon.apply", {"txn": "s-2", "code": code, "basket": BASKET}))
     # The abandoned sale comes back and completes: its coupon is no longer its to redeem.
     late = ok(complete(one, "s-1", 887))
@@ -243,7 +252,7 @@ def test_lapsed_hold_still_redeems_when_nobody_took_the_coupon(
         quick_edge: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
     lane = lanes(1)[0]
     ok(lane.request("coupon.apply", {"txn": "s-1", "code": issuer.coupon(), "basket": BASKET}))
-    assert wait_until(lambda: quick_edge.checkout.sweep() == 1, timeout=5)
+    assert wait_until(lambda: reservation_states(quick_edge) == ["expired"], timeout=10)
     assert len(ok(complete(lane, "s-1", 887))["redemptions"]) == 1
 
 
@@ -305,3 +314,137 @@ def test_a_lane_identifies_by_a_phone_number_scanned_or_typed_into_code(
     message = refused(lane.request("identify", {"txn": "p-9", "code": "hello world"}),
                       "bad_request")
     assert message == "That is neither a member code, a loyalty-card number nor a phone number."
+
+
+# ---------------------------------------------------------------- closed sales and wrong holds
+
+
+def detail(reply: dict[str, Any]) -> dict[str, Any]:
+    assert not reply["ok"], reply
+    found: dict[str, Any] = reply["error"].get("detail") or {}
+    return found
+
+
+def identified(edge: EdgeService, txn: str) -> list[dict[str, Any]]:
+    return [json.loads(r["data"]) for r in edge.store.query(
+        "SELECT data FROM outbox WHERE type = 'customer.identified' ORDER BY seq")
+        if json.loads(r["data"])["txn"] == txn]
+
+
+def test_a_completed_sale_takes_no_coupon_but_still_a_shopper(
+        seeded: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
+    lane = lanes(1)[0]
+    ok(complete(lane, "s-1", 986))
+    code = issuer.coupon()
+    message = refused(lane.request("coupon.apply", {"txn": "s-1", "code": code,
+                                                    "basket": BASKET}), "bad_request")
+    assert message == "Sale s-1 is already completed; start a new sale."
+    assert detail(lane.request("coupon.apply", {"txn": "s-1", "code": code, "basket": BASKET})
+                  ) == {"reason": "txn_closed", "state": "completed"}
+    assert seeded.store.query("SELECT * FROM reservations") == []
+    # A shopper who shows their card after paying is linked to the sale (after_sale).
+    who = ok(lane.request("identify", {"txn": "s-1", "code": "4000 1234 1234 1234"}))
+    assert who["customer"]["id"] == "c-1"
+    assert [(e["customer_id"], e["after_sale"]) for e in identified(seeded, "s-1")] == [
+        ("c-1", True)]
+    # The coupon refused on the closed sale was not taken: a new sale uses it.
+    ok(lane.request("coupon.apply", {"txn": "s-2", "code": code, "basket": BASKET}))
+
+
+def test_a_voided_sale_takes_neither_a_coupon_nor_a_shopper(
+        seeded: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
+    lane = lanes(1)[0]
+    ok(lane.request("coupon.apply", {"txn": "s-1", "code": issuer.coupon(), "basket": BASKET}))
+    assert ok(lane.request("txn.void", {"txn": "s-1"}))["was"] == "open"
+    refused(lane.request("coupon.apply", {"txn": "s-1", "code": issuer.coupon(),
+                                          "basket": BASKET}), "bad_request")
+    assert detail(lane.request("coupon.apply", {"txn": "s-1", "code": issuer.coupon(),
+                                                "basket": BASKET})
+                  ) == {"reason": "txn_closed", "state": "voided"}
+    reply = lane.request("identify", {"txn": "s-1", "code": "4000 1234 1234 1234"})
+    assert detail(reply) == {"reason": "txn_closed", "state": "voided"}
+    row = seeded.store.query_one("SELECT state, customer_id FROM transactions WHERE txn = 's-1'")
+    assert row is not None and (row["state"], row["customer_id"]) == ("voided", None)
+    assert identified(seeded, "s-1") == []
+
+
+def test_completing_a_voided_sale_is_refused_and_redeems_nothing(
+        seeded: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
+    lane = lanes(1)[0]
+    code = issuer.coupon()
+    ok(lane.request("coupon.apply", {"txn": "s-1", "code": code, "basket": BASKET}))
+    voided = ok(lane.request("txn.void", {"txn": "s-1"}))
+    assert len(voided["released"]) == 1
+    reply = complete(lane, "s-1", 887)
+    assert refused(reply, "bad_request") == "Sale s-1 was voided and cannot be completed."
+    assert detail(reply) == {"reason": "txn_closed", "state": "voided"}
+    assert seeded.store.query("SELECT * FROM redemptions") == []
+    assert seeded.store.query("SELECT * FROM outbox WHERE type IN ('coupon.redeemed', "
+                              "'transaction.completed')") == []
+    # The void gave the coupon back: another sale redeems it.
+    ok(lane.request("coupon.apply", {"txn": "s-2", "code": code, "basket": BASKET}))
+    assert len(ok(complete(lane, "s-2", 887))["redemptions"]) == 1
+
+
+def test_removing_a_hold_the_sale_does_not_have_or_has_redeemed_is_refused(
+        seeded: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
+    lane = lanes(1)[0]
+    mine = ok(lane.request("coupon.apply", {"txn": "s-1", "code": issuer.coupon(),
+                                            "basket": BASKET}))
+    other = ok(lane.request("coupon.apply", {"txn": "s-2", "code": issuer.coupon(),
+                                             "basket": BASKET}))
+    for reservation in ["01890a5d-ac96-774b-bcce-b302099a8000", other["reservation"]]:
+        reply = lane.request("coupon.remove", {"txn": "s-1", "reservation": reservation})
+        assert refused(reply, "bad_request") == "This sale holds no such coupon."
+        assert detail(reply) == {"reason": "reservation_unknown"}
+    # Neither hold was touched by the refused removals.
+    states = {r["id"]: r["state"] for r in seeded.store.query("SELECT id, state FROM reservations")}
+    assert states == {mine["reservation"]: "held", other["reservation"]: "held"}
+    done = ok(complete(lane, "s-1", 887))
+    reply = lane.request("coupon.remove", {"txn": "s-1", "reservation": mine["reservation"]})
+    assert refused(reply, "bad_request") == ("This coupon was redeemed when the sale completed; "
+                                            "void the sale to give it back.")
+    assert detail(reply) == {"reason": "redeemed"}
+    redemption = done["redemptions"][0]["redemption"]
+    row = seeded.store.query_one("SELECT reversed_at FROM redemptions WHERE id = ?",
+                                 (redemption,))
+    assert row is not None and row["reversed_at"] is None
+    assert seeded.store.query_one("SELECT state FROM reservations WHERE id = ?",
+                                  (mine["reservation"],)) == {"state": "redeemed"}
+
+
+def test_a_coupon_scanned_as_a_member_code_is_refused_and_links_nobody(
+        seeded: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
+    lane = lanes(1)[0]
+    code = issuer.coupon()
+    reply = lane.request("identify", {"txn": "s-1", "code": code})
+    assert refused(reply, "bad_request") == \
+        "This is a coupon, not a member code: scan it as a coupon."
+    assert detail(reply)["reason"] == "coupon"
+    assert identified(seeded, "s-1") == []
+    row = seeded.store.query_one("SELECT customer_id FROM transactions WHERE txn = 's-1'")
+    assert row is None or row["customer_id"] is None
+    # The coupon itself is untouched: it applies as a coupon.
+    ok(lane.request("coupon.apply", {"txn": "s-1", "code": code, "basket": BASKET}))
+
+
+def test_unreadable_campaign_terms_refuse_the_code_and_the_lane_goes_on(
+        seeded: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
+    lane = lanes(1)[0]
+    # A campaign whose terms this edge cannot read (a discount kind it does not know),
+    # written as a newer hub's feed might have left it.
+    seeded.store.write(lambda db: db.conn.execute(
+        "INSERT INTO campaigns (id, name, code, terms, updated_at) VALUES "
+        "('cmp-odd', 'Odd', 'ODD10', ?, '2026-01-01T00:00:00Z')",
+        (json.dumps({"disc": {"kind": "bogo", "value": 1}}),)))
+    reply = lane.request("coupon.apply", {"txn": "s-1", "code": "odd10", "basket": BASKET})
+    assert refused(reply, "coupon_unknown") == "This campaign's terms are not readable here."
+    assert detail(reply)["reason"] == "campaign_terms"
+    assert detail(reply)["problem"]
+    # A signed coupon with terms it cannot read is refused the same way (reason claims).
+    reply = lane.request("coupon.apply", {"txn": "s-1", "basket": BASKET, "code": issuer.coupon(
+        disc={"kind": "bogo", "value": 1})})
+    assert refused(reply, "coupon_unknown").startswith("This coupon's terms are not readable")
+    assert detail(reply)["reason"] == "claims"
+    assert seeded.store.query("SELECT * FROM reservations") == []
+    ok(lane.request("coupon.apply", {"txn": "s-1", "code": issuer.coupon(), "basket": BASKET}))

@@ -11,7 +11,7 @@ import pytest
 from edge.broker import BrokerProcess
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient, DeviceError
-from tests.conftest import edge_cli, edge_env
+from tests.conftest import EdgeProc, edge_cli, edge_env
 
 
 def run_edge(settings: Settings, *args: str,
@@ -99,19 +99,19 @@ def test_staff_add_reads_the_password_from_stdin(settings: Settings) -> None:
 
 
 def test_a_second_edge_on_a_taken_port_stops_without_pushing_the_first_off_the_bus(
-        settings: Settings, edge_process: subprocess.Popen[bytes]) -> None:
+        settings: Settings, edge_process: EdgeProc) -> None:
     import requests
 
     from tests.conftest import wait_until
 
-    url = f"http://127.0.0.1:{settings.http_port}/healthz"
+    url = f"http://127.0.0.1:{edge_process.http_port}/healthz"
     assert wait_until(lambda: requests.get(url, timeout=2).json()["broker"]["connected"], 15)
-    connects = requests.get(f"http://127.0.0.1:{settings.http_port}/metrics", timeout=2).text
-    second = run_edge(settings, "serve")
+    connects = requests.get(f"http://127.0.0.1:{edge_process.http_port}/metrics", timeout=2).text
+    second = run_edge(settings.with_overrides(http_port=edge_process.http_port), "serve")
     assert second.returncode == 2
     assert "is another edge running?" in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
-    after = requests.get(f"http://127.0.0.1:{settings.http_port}/metrics", timeout=2).text
+    after = requests.get(f"http://127.0.0.1:{edge_process.http_port}/metrics", timeout=2).text
     line = [ln for ln in connects.splitlines() if ln.startswith("edge_bus_connects_total")]
     assert line and line[0] in after, "the running edge was pushed off the broker"
     assert requests.get(url, timeout=2).json()["broker"]["connected"] is True

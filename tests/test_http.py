@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ from flask.testing import FlaskClient
 from edge.accounts import add_user
 from edge.app import create_app
 from edge.settings import Settings
-from tests.conftest import edge_log, wait_until
+from tests.conftest import EdgeProc, edge_log, wait_until
 
 pytestmark = pytest.mark.app
 
@@ -159,12 +158,12 @@ def test_metrics_speak_openmetrics_to_a_scraper_that_asks(client: FlaskClient) -
 
 
 def test_served_edge_is_healthy_and_stops_cleanly_on_sigterm(
-        settings: Settings, edge_process: subprocess.Popen[bytes]) -> None:
-    url = f"http://127.0.0.1:{settings.http_port}/healthz"
+        settings: Settings, edge_process: EdgeProc) -> None:
+    url = f"http://127.0.0.1:{edge_process.http_port}/healthz"
     assert wait_until(lambda: requests.get(url, timeout=2).json()["broker"]["connected"], 15)
     body = requests.get(url, timeout=2).json()
     assert body["status"] == "ok"
-    metrics = requests.get(f"http://127.0.0.1:{settings.http_port}/metrics", timeout=2).text
+    metrics = requests.get(f"http://127.0.0.1:{edge_process.http_port}/metrics", timeout=2).text
     assert "edge_bus_connected 1.0" in metrics
     edge_process.terminate()
     assert edge_process.wait(15) == 0

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -100,8 +101,10 @@ def test_batch_is_stored_with_typed_columns_and_the_edges_queue_report(
         "txn": "t-9", "total_minor": 1999, "discount_minor": 100, "currency": "EUR",
         "customer_id": "c-1"})
     other = event("s1", "kiosk.session", device_id=None, data={"seconds": 40})
+    before = time.time()
     resp = post(hub_server, "s1", token, batch(sale, other, edge={
         "queue_depth": 12, "oldest_age_s": 3.5, "dead_letters": 1}))
+    after = time.time()
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"accepted": [sale["event_id"], other["event_id"]],
                            "duplicates": [], "rejected": []}
@@ -112,7 +115,8 @@ def test_batch_is_stored_with_typed_columns_and_the_edges_queue_report(
             row.currency) == ("s1", "transaction.completed", "c-1", 1999, 100, "EUR")
     assert json.loads(row.data)["txn"] == "t-9"
     assert (store.queue_depth, store.oldest_age_s, store.dead_letters) == (12, 3.5, 1)
-    assert store.last_batch_ts and store.last_contact_ts and store.reported_ts
+    for stamp in (store.last_batch_ts, store.last_contact_ts, store.reported_ts, row.received_ts):
+        assert before <= stamp <= after, (before, stamp, after)
 
 
 def test_batch_over_the_event_limit_is_refused_whole(hub_server: HubServer,
@@ -272,7 +276,8 @@ def test_change_feed_pages_by_cursor_and_filters_per_store(
         "id": "c-0", "display_name": "Shopper 0", "tier": "member", "points": 0,
         "consent": {"personalised": False, "marketing": False}, "segments": [], "wallet": [],
         "lookups": [], "key": bundle["kid"]}
-    assert all(isinstance(c["seq"], int) for c in s2)
+    seqs = [c["seq"] for c in s2]
+    assert all(type(seq) is int for seq in seqs) and seqs == sorted(set(seqs))  # rising
     for params in ({"cursor": "abc"}, {"limit": "0"}, {"limit": "1001"}, {"limit": "x"}):
         code = "bad_cursor" if "cursor" in params else "bad_limit"
         assert_error(pull(hub_server, "s1", t1, **params), 400, code)
@@ -345,3 +350,110 @@ def test_api_errors_keep_the_json_shape(hub_server: HubServer, hub_store: Callab
     resp = requests.get(f"{hub_server.url}/api/v1/stores/s1/events",
                         headers={"Authorization": f"Bearer {token}"}, timeout=5)
     assert_error(resp, 405, "method_not_allowed")
+
+
+def _store_figures(db: HubDB, store_id: str) -> tuple[Any, ...]:
+    with db.read() as conn:
+        row = conn.execute(select(stores).where(stores.c.id == store_id)).one()
+    return (row.queue_depth, row.oldest_age_s, row.dead_letters)
+
+
+def test_an_unusable_edge_report_never_costs_the_batch_its_events(
+        hub_server: HubServer, hub_store: Callable, db: HubDB) -> None:
+    token = hub_store("s1")
+    good = post(hub_server, "s1", token, batch(event("s1"), edge={
+        "queue_depth": 12, "oldest_age_s": 3.5, "dead_letters": 1}))
+    assert good.status_code == 200, good.text
+    assert _store_figures(db, "s1") == (12, 3.5, 1)
+    # Not an object: ignored, the stored figures stay.
+    for n, report in enumerate(["garbage", [1, 2], 7, True]):
+        ev = event("s1")
+        resp = post(hub_server, "s1", token, batch(ev, batch_id=f"b-x{n}", edge=report))
+        assert resp.status_code == 200, (report, resp.text)
+        assert resp.json()["accepted"] == [ev["event_id"]], report
+        assert _store_figures(db, "s1") == (12, 3.5, 1), report
+    # Figures out of range or of the wrong type are left out one by one.
+    ev = event("s1")
+    resp = post(hub_server, "s1", token, batch(ev, batch_id="b-y", edge={
+        "queue_depth": "13", "dead_letters": 2 ** 31, "oldest_age_s": 1e300}))
+    assert resp.json()["accepted"] == [ev["event_id"]]
+    assert _store_figures(db, "s1") == (12, 3.5, 1)
+    resp = post(hub_server, "s1", token, batch(event("s1"), batch_id="b-z", edge={
+        "queue_depth": True, "dead_letters": 4, "oldest_age_s": -30}))
+    assert resp.status_code == 200, resp.text
+    assert _store_figures(db, "s1") == (12, 0.0, 4)  # a clock that stepped back: age 0
+    assert count(db, events) == 7
+
+
+def test_one_event_id_twice_in_one_batch_is_stored_once_as_first_sent(
+        hub_server: HubServer, hub_store: Callable, db: HubDB, hub_key: Any) -> None:
+    token = hub_store("s1")
+    use = redeemed("s1", "cpn-twice", signer=hub_key)
+    copy = {**use, "data": {**use["data"], "discount_minor": 999}}  # same id, other content
+    resp = post(hub_server, "s1", token, batch(use, copy))
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"accepted": [use["event_id"]], "duplicates": [use["event_id"]],
+                           "rejected": []}
+    assert count(db, events) == 1 and count(db, redemptions) == 1
+    with db.read() as conn:
+        row = conn.execute(select(events).where(events.c.event_id == use["event_id"])).one()
+    assert json.loads(row.data)["discount_minor"] == 250 and row.discount_minor == 250
+    kinds = [c["kind"] for c in pull(hub_server, "s1", token).json()["changes"]]
+    assert kinds.count("redemption") == 1
+
+
+def _race(*calls: Callable[[], requests.Response]) -> list[requests.Response]:
+    """Run the calls at the same instant; their answers in order."""
+    import threading
+
+    start = threading.Barrier(len(calls))
+    answers: list[Any] = [None] * len(calls)
+
+    def go(i: int) -> None:
+        start.wait()
+        answers[i] = calls[i]()
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return answers
+
+
+def test_the_same_batch_sent_twice_at_once_is_stored_once(
+        hub_server: HubServer, hub_store: Callable, db: HubDB, hub_key: Any) -> None:
+    token = hub_store("s1")
+    for round_ in range(10):
+        body = batch(redeemed("s1", f"cpn-dup-{round_}", signer=hub_key), event("s1"),
+                     batch_id=f"b-{round_}")
+        ids = [e["event_id"] for e in body["events"]]
+        one, two = _race(lambda b=body: post(hub_server, "s1", token, b),  # type: ignore
+                         lambda b=body: post(hub_server, "s1", token, b))  # type: ignore
+        assert one.status_code == two.status_code == 200, (one.text, two.text)
+        answers = [one.json(), two.json()]
+        # Each event is accepted by exactly one of the two and a duplicate in the other.
+        for eid in ids:
+            assert sorted(eid in a["accepted"] for a in answers) == [False, True], answers
+            assert sorted(eid in a["duplicates"] for a in answers) == [False, True], answers
+    assert count(db, events) == 20 and count(db, redemptions) == 10
+
+
+def test_two_stores_racing_for_a_single_use_coupon_always_make_a_conflict(
+        hub_server: HubServer, hub_store: Callable, db: HubDB, hub_key: Any) -> None:
+    """On PostgreSQL the advisory lock makes the second batch wait for the first and see
+    its redemption; without it both would count one use and no conflict would be seen."""
+    t1, t2 = hub_store("s1"), hub_store("s2")
+    rounds = 15
+    for round_ in range(rounds):
+        coupon = f"cpn-race-{round_}"
+        a = batch(redeemed("s1", coupon, signer=hub_key), batch_id=f"a-{round_}")
+        b = batch(redeemed("s2", coupon, signer=hub_key), batch_id=f"b-{round_}")
+        answers = _race(lambda: post(hub_server, "s1", t1, a),  # noqa: B023 - joined here
+                        lambda: post(hub_server, "s2", t2, b))  # noqa: B023
+        assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
+    with db.read() as conn:
+        rows = conn.execute(select(conflicts)).all()
+    assert sorted(r.coupon_id for r in rows) == sorted(f"cpn-race-{i}" for i in range(rounds))
+    assert {(r.uses, r.max_uses) for r in rows} == {(2, 1)}
+    assert {r.stores for r in rows} == {json.dumps(["s1", "s2"])}

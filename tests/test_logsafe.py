@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import logging
-import subprocess
 
 import pytest
 import requests
 
 from edge.settings import Settings
 from store_contract.logsafe import MASK, install, redact
-from tests.conftest import edge_log, wait_until
+from tests.conftest import EdgeProc, edge_log, wait_until
 
 PERSONAL = ["Anna@Example.org", "a.b-c+tag@shop.example.co.uk", "+49 151 23456789",
             "+4915123456789", "+1 (415) 555-0134", "4000123412341234", "4000 1234 1234 1234",
@@ -55,9 +54,9 @@ def test_the_filter_masks_messages_arguments_and_tracebacks() -> None:
 
 
 def test_a_real_edge_logs_no_personal_value_sent_to_it(settings: Settings,
-                                                       edge_process: subprocess.Popen[bytes]
+                                                       edge_process: EdgeProc
                                                        ) -> None:
-    base = f"http://127.0.0.1:{settings.http_port}"
+    base = f"http://127.0.0.1:{edge_process.http_port}"
     assert wait_until(lambda: requests.get(f"{base}/healthz", timeout=2).ok, 15)
     for value in PERSONAL:
         # Wherever a device or a script puts them: paths, tokens, bodies, sign-in names.

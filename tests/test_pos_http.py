@@ -17,7 +17,7 @@ from edge.devices import Enrolment
 from edge.settings import Settings
 from pos_bridge.lane import HttpTransport, Lane, NotAllowed, Refused, basket
 from store_contract.protocol import new_envelope
-from tests.conftest import Issuer, edge_cli, edge_env
+from tests.conftest import EdgeProc, Issuer, edge_cli, edge_env
 
 ITEMS = basket([{"sku": "coffee", "qty": 2, "unit_minor": 650, "categories": ["hot-drinks"]}],
                "EUR")
@@ -31,8 +31,8 @@ def import_customers(settings: Settings, tmp_path: Path, lines: list[Any]) -> tu
     return done.returncode, json.loads(done.stdout)
 
 
-def url(settings: Settings, device: str, method: str) -> str:
-    return f"http://127.0.0.1:{settings.http_port}/api/v1/pos/{device}/{method}"
+def url(edge: EdgeProc, device: str, method: str) -> str:
+    return f"http://127.0.0.1:{edge.http_port}/api/v1/pos/{device}/{method}"
 
 
 @pytest.fixture
@@ -47,8 +47,8 @@ def test_http_lane_runs_a_whole_sale_with_the_lane_client(
         {"id": "c-9", "display_name": "Ben", "tier": "silver", "points": 40,
          "card": "7000 0000 0009"}])
     assert (code, report["imported"]) == (0, 1)
-    request.getfixturevalue("edge_process")
-    lane = Lane(HttpTransport(f"http://127.0.0.1:{settings.http_port}", "lane-7",
+    edge_process = request.getfixturevalue("edge_process")
+    lane = Lane(HttpTransport(f"http://127.0.0.1:{edge_process.http_port}", "lane-7",
                               lane_login.password))
     assert lane.identify("h-1", code="700000000009")["customer"]["display_name"] == "Ben"
     coupon = issuer.coupon(disc={"kind": "amount", "value_minor": 300, "currency": "EUR"})
@@ -63,7 +63,7 @@ def test_http_lane_runs_a_whole_sale_with_the_lane_client(
 
 def test_http_lane_must_present_its_own_token(
         settings: Settings, enrolled: Callable[[str, str], Enrolment], lane_login: Enrolment,
-        edge_process: Any) -> None:
+        edge_process: EdgeProc) -> None:
     kiosk = enrolled("kiosk", "kiosk-1")
     other = enrolled("pos", "lane-8")
     body = new_envelope("ping", {}).to_json()
@@ -74,35 +74,36 @@ def test_http_lane_must_present_its_own_token(
             ("lane-7", {"Authorization": f"Bearer {other.password}"}),  # another lane's token
             ("kiosk-1", {"Authorization": f"Bearer {kiosk.password}"}),  # not a lane
             ("Lane..7", {"Authorization": f"Bearer {lane_login.password}"})]:
-        resp = requests.post(url(settings, device, "ping"), data=body, headers=headers,
+        resp = requests.post(url(edge_process, device, "ping"), data=body, headers=headers,
                              timeout=5)
         assert resp.status_code == 401, (device, headers)
         assert resp.json()["error"]["code"] == "unauthorized"
     with pytest.raises(NotAllowed):
-        Lane(HttpTransport(f"http://127.0.0.1:{settings.http_port}", "lane-7", "nope"),
+        Lane(HttpTransport(f"http://127.0.0.1:{edge_process.http_port}", "lane-7", "nope"),
              retries=0).void("x")
 
 
 def test_http_answers_are_the_same_envelopes_as_on_the_bus(
-        settings: Settings, lane_login: Enrolment, issuer: Issuer, edge_process: Any) -> None:
+        settings: Settings, lane_login: Enrolment, issuer: Issuer,
+        edge_process: EdgeProc) -> None:
     auth = {"Authorization": f"Bearer {lane_login.password}"}
     envelope = new_envelope("coupon.apply", {"txn": "h-1", "code": issuer.coupon(),
                                              "basket": ITEMS})
-    first = requests.post(url(settings, "lane-7", "coupon.apply"), data=envelope.to_json(),
+    first = requests.post(url(edge_process, "lane-7", "coupon.apply"), data=envelope.to_json(),
                           headers=auth, timeout=5)
-    second = requests.post(url(settings, "lane-7", "coupon.apply"), data=envelope.to_json(),
+    second = requests.post(url(edge_process, "lane-7", "coupon.apply"), data=envelope.to_json(),
                            headers=auth, timeout=5)
     assert first.status_code == second.status_code == 200
     assert first.json()["ok"] and first.json()["re"] == envelope.id
     assert first.content == second.content  # a repeat gets the very same reply
     for payload, reason in [(b"{not json", "json"), (b"\xff\xfe", "encoding"),
                             (b"x" * 70_000, "oversize")]:
-        resp = requests.post(url(settings, "lane-7", "coupon.apply"), data=payload,
+        resp = requests.post(url(edge_process, "lane-7", "coupon.apply"), data=payload,
                              headers=auth, timeout=5)
         assert resp.status_code == 200
         error = resp.json()["error"]
         assert (error["code"], error["detail"]) == ("bad_request", {"reason": reason})
-    resp = requests.post(url(settings, "lane-7", "no.such.method"),
+    resp = requests.post(url(edge_process, "lane-7", "no.such.method"),
                          data=new_envelope("no.such.method").to_json(), headers=auth, timeout=5)
     assert resp.json()["error"]["code"] == "bad_request"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -275,7 +274,7 @@ def test_unreachable_printer_never_blocks_the_checkout_and_fails_visibly(
 
 def test_a_job_sent_twice_prints_once_and_answers_from_other_printers_are_ignored(
         shop: tuple[EdgeService, VirtualPrinter, DeviceClient],
-        device: Callable[..., DeviceClient]) -> None:
+        device: Callable[..., DeviceClient], caplog: pytest.LogCaptureFixture) -> None:
     edge, vp, lane = shop
     job = sale(lane, "s-1")
     vp.wait_printouts(1)
@@ -291,8 +290,12 @@ def test_a_job_sent_twice_prints_once_and_answers_from_other_printers_are_ignore
     other = device("printer", "printer-9")
     with edge.store.transaction() as db:
         db.conn.execute("UPDATE print_jobs SET state = 'held' WHERE job = ?", (job,))
+    caplog.set_level("WARNING", logger="edge.spool")
     other.event("job", {"job": job, "state": "printed"})
-    time.sleep(0.5)  # time for the event to be handled (or, rightly, ignored)
+    # Wait for the edge to have handled it (it says so), or to have believed it.
+    assert wait_until(lambda: any(
+        f"printer printer-9 reported job {job}, which is not its job" in r.getMessage()
+        for r in caplog.records) or job_row(edge, job)["state"] != "held", 10)
     assert job_row(edge, job)["state"] == "held"
 
 
@@ -337,3 +340,102 @@ def test_printer_journal_and_spool_keep_the_database_consistent(
     finally:
         conn.close()
     assert {j: states.get(j) for j in jobs} == dict.fromkeys(jobs, "printed")
+
+
+# ---------------------------------------------------------------- spool error paths
+
+
+@pytest.fixture
+def one_try_edge(settings: Settings, broker: Any) -> Iterator[EdgeService]:
+    """An edge that fails a receipt after its first unanswered or unreachable try."""
+    with running_edge(settings.with_overrides(print_retries=0)) as service:
+        yield service
+
+
+def test_a_job_nobody_answers_fails_as_no_answer_once_its_tries_are_spent(
+        one_try_edge: EdgeService, printer: VirtualPrinter,
+        device: Callable[..., DeviceClient]) -> None:
+    edge = one_try_edge
+    seed(edge, ANNA)
+    attach(edge, printer, ["lane-1"])
+    lane = device("pos", "lane-1")
+    # The printer service is away (stopped): the job goes out and no answer comes back.
+    _, service = edge.printers.services["printer-1"]
+    assert service is not None
+    service.stop()
+    job = sale(lane, "s-1")
+    assert wait_until(lambda: job_row(edge, job)["state"] == "sending", 10)
+    assert job_row(edge, job)["attempts"] == 1
+    # No answer within the spool's time: tried again, or (print_retries 0) failed.
+    clock = edge.spool.clock
+    edge.spool.clock = lambda: clock() + 11  # past ANSWER_TIMEOUT_S, not waited out here
+    try:
+        assert edge.spool.tick() == 0
+    finally:
+        edge.spool.clock = clock
+    row = job_row(edge, job)
+    assert (row["state"], row["reason"], row["attempts"]) == ("failed", "no_answer", 1)
+    assert edge.spool.job(job)["reason_text"] == "The printer service did not answer."
+    assert printed_events(edge, job) == [] and printer.printouts == []
+
+
+def _service_of(edge: EdgeService, printer_id: str = "printer-1") -> Any:
+    _, service = edge.printers.services[printer_id]
+    assert service is not None
+    return service
+
+
+def test_an_interrupted_job_is_reprinted_under_a_new_id_and_its_old_id_stays_retired(
+        one_try_edge: EdgeService, printer: VirtualPrinter, settings: Settings,
+        device: Callable[..., DeviceClient], caplog: pytest.LogCaptureFixture) -> None:
+    from pos_bridge.printer import PrintJournal
+
+    caplog.set_level("INFO")
+    edge = one_try_edge
+    seed(edge, ANNA)
+    attach(edge, printer, ["lane-1"])
+    lane = device("pos", "lane-1")
+    printer.set_reachable(False)
+    old = sale(lane, "s-1", card=ANNA["card"])
+    assert wait_until(lambda: job_row(edge, old)["state"] == "failed", 10)
+    # The printer service died after the job's first byte: its journal says `printing`.
+    journal = PrintJournal(settings.data_path / "printers" / "printer-1.journal.db")
+    journal.begin(old)
+    journal.close()
+    printer.set_reachable(True)
+    assert edge.spool.reprint(old) == old  # failed unreachable: tried again as it is
+    assert wait_until(lambda: job_row(edge, old)["reason"] == "interrupted", 10)
+    assert job_row(edge, old)["state"] == "failed" and printer.printouts == []
+
+    new = edge.spool.reprint(old)
+    assert new != old
+    assert wait_until(lambda: job_row(edge, new)["state"] == "printed", 10)
+    assert (job_row(edge, old)["state"], job_row(edge, old)["reason"]) == ("failed", "replaced")
+    assert job_row(edge, new)["copy_of"] == old
+    # The paper keeps the sale's receipt number (the old id) in its footer.
+    [paper] = [p for p in printer.wait_printouts(1) if p.complete]
+    assert paper.find_text(f"Receipt {old}")
+    assert not paper.find_text("*** COPY ***")  # the first whole paper of the sale
+    assert [e["copy_of"] for e in printed_events(edge, new)] == [old]
+
+    # A late answer for the replaced job (its service confirming it after all) is not
+    # believed: the sale already has its receipt under the new id.
+    _service_of(edge).device.event("job", {"job": old, "state": "printed"})
+    _service_of(edge).device.event("job", {"job": old, "state": "held", "reason": "offline"})
+    assert wait_until(lambda: sum("replaced" in r.getMessage() and old in r.getMessage()
+                                  for r in caplog.records) >= 2
+                      or job_row(edge, old)["state"] != "failed", 10)
+    row = job_row(edge, old)
+    assert (row["state"], row["reason"], row["printed_at"]) == ("failed", "replaced", None)
+    assert printed_events(edge, old) == []
+
+    # Reprint pressed on the old row again: never its old id (the journal would refuse
+    # it), but the receipt that replaced it, as a copy since that one printed.
+    again = edge.spool.reprint(old)
+    assert again not in (old, new)
+    assert wait_until(lambda: job_row(edge, again)["state"] == "printed", 10)
+    assert job_row(edge, again)["copy_of"] == new
+    papers = [p for p in printer.wait_printouts(2) if p.complete]
+    assert len(papers) == 2 and papers[1].find_text("*** COPY ***")
+    assert papers[1].find_text(f"Receipt {old}")
+    assert (job_row(edge, old)["state"], job_row(edge, old)["reason"]) == ("failed", "replaced")

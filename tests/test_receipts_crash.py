@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,9 +39,14 @@ def edge_with_printer(settings: Settings, datadir: DataDir, store: Store, broker
                       printer: VirtualPrinter) -> Iterator[list[subprocess.Popen[bytes]]]:
     add_printer(settings, datadir, store, "printer-1", lanes=["lane-1"],
                 connection=printer.address, profile="TM-T88V")
-    procs = [start_edge_on_bus(settings)]
+    procs = [start_edge_on_bus(on_port_0(settings))]
     yield procs
     stop_process(procs[-1])
+
+
+def on_port_0(settings: Settings) -> Settings:
+    """The edge binds an HTTP port of its own choosing (and reports it)."""
+    return settings.with_overrides(http_port=0)
 
 
 def jobs(settings: Settings) -> dict[str, str]:
@@ -75,15 +79,21 @@ def test_receipts_queued_at_a_kill_print_exactly_once_after_restart(
     queued = [complete(lane, f"s-{i}") for i in range(5)]
     assert wait_until(lambda: set(jobs(settings).values()) == {"held"}, 15), jobs(settings)
     kill(edge_with_printer[-1])
+    # The printer service died with the edge: once its connection is gone nobody can print.
+    assert wait_until(lambda: printer.open_connections == 0, 10)
     printer.set_paper("ok")
-    time.sleep(0.5)
     assert printer.printouts == []  # nobody prints while the edge is down
-    edge_with_printer.append(start_edge_on_bus(settings))
+    edge_with_printer.append(start_edge_on_bus(on_port_0(settings)))
     papers = printer.wait_printouts(5, timeout=20)
     assert wait_until(lambda: set(jobs(settings).values()) == {"printed"}, 15), jobs(settings)
     assert sorted(sum(p.find_text(j) for p in papers) for j in queued) == [1] * 5
-    time.sleep(1.5)  # a second resend round would show up as extra printouts
-    assert len([p for p in printer.printouts if p.complete]) == 5
+    # A barrier instead of a wait: the printer prints in arrival order, so a receipt sent
+    # now comes out after anything a second resend round had sent before it.
+    marker = complete(lane, "s-marker")
+    after = printer.wait_printouts(6, timeout=20)
+    assert after[-1].find_text(marker)
+    assert len([p for p in printer.printouts if p.complete]) == 6
+    assert sorted(sum(p.find_text(j) for p in after) for j in queued) == [1] * 5
 
 
 def test_kill_while_printing_a_burst_never_prints_a_receipt_twice(
@@ -92,12 +102,16 @@ def test_kill_while_printing_a_burst_never_prints_a_receipt_twice(
     lane = device("pos", "lane-1")
     burst = [complete(lane, f"b-{i}") for i in range(12)]
     kill(edge_with_printer[-1])  # some printed, some on their way, some still queued
-    edge_with_printer.append(start_edge_on_bus(settings))
+    edge_with_printer.append(start_edge_on_bus(on_port_0(settings)))
     assert wait_until(lambda: all(s in ("printed", "failed") for s in jobs(settings).values()),
                       30), jobs(settings)
-    time.sleep(1.0)
+    # A barrier instead of a wait: a receipt sent now prints after anything resent before.
+    marker = complete(lane, "b-marker")
+    assert wait_until(lambda: jobs(settings)[marker] == "printed", 20), jobs(settings)
     states = jobs(settings)
     complete_papers = [p for p in printer.printouts if p.complete]
+    assert complete_papers[-1].find_text(marker)
+    assert sum(p.find_text(marker) for p in complete_papers) == 1
     counts = {j: sum(p.find_text(j) for p in complete_papers) for j in burst}
     assert all(n <= 1 for n in counts.values()), counts
     for j in burst:

@@ -19,7 +19,7 @@ from edge.settings import Settings
 from pos_bridge.device import DeviceClient, DeviceError
 from store_contract.mqtt import make_client, parse_mqtt_url, stop_loop
 from store_contract.protocol import new_envelope
-from tests.conftest import wait_until
+from tests.conftest import subscribed, wait_until
 
 DeviceFactory = Callable[..., DeviceClient]
 
@@ -83,9 +83,15 @@ def test_anonymous_and_unknown_users_are_refused(settings: Settings,
         stop_loop(client)
 
 
-def _publish_and_settle(client: DeviceClient, topic: str, payload: bytes) -> None:
+def _publish(client: DeviceClient, topic: str, payload: bytes) -> None:
     client.client.publish(topic, payload, qos=1).wait_for_publish(5)
-    time.sleep(0.3)
+
+
+def _arrived(observer: Observer, topic: str) -> None:
+    """Wait until the edge has received `topic`. The broker delivers one client's messages
+    to the edge in the order they were sent, so whatever that client published before it
+    (and the broker let through) has arrived too: a barrier, not a sleep."""
+    assert wait_until(lambda: topic in observer.topics(), 10), f"{topic} never arrived"
 
 
 def test_a_device_cannot_publish_on_another_devices_topics(
@@ -93,9 +99,11 @@ def test_a_device_cannot_publish_on_another_devices_topics(
     lane1 = device("pos", "lane-1")
     device("pos", "lane-2")
     s = settings.store_id
-    _publish_and_settle(lane1, f"store/{s}/pos/lane-2/req/ping", new_envelope("ping").to_json())
-    _publish_and_settle(lane1, f"store/{s}/pos/lane-2/status", b'{"state":"offline"}')
-    _publish_and_settle(lane1, f"store/{s}/pos/lane-1/req/ping", new_envelope("ping").to_json())
+    assert wait_until(lambda: f"store/{s}/pos/lane-2/status" in observer.topics(), 10)
+    _publish(lane1, f"store/{s}/pos/lane-2/req/ping", new_envelope("ping").to_json())
+    _publish(lane1, f"store/{s}/pos/lane-2/status", b'{"state":"offline"}')
+    _publish(lane1, f"store/{s}/pos/lane-1/req/ping", new_envelope("ping").to_json())
+    _arrived(observer, f"store/{s}/pos/lane-1/req/ping")
     topics = observer.topics()
     assert f"store/{s}/pos/lane-1/req/ping" in topics  # its own topic works
     assert f"store/{s}/pos/lane-2/req/ping" not in topics
@@ -110,10 +118,23 @@ def test_a_device_cannot_read_another_devices_replies(settings: Settings, device
     s = settings.store_id
     spy.client.message_callback_add(f"store/{s}/pos/lane-1/res", lambda _c, _u, m:
                                     leaked.append(m.payload))
-    spy.client.subscribe(f"store/{s}/pos/lane-1/res", qos=1)
-    time.sleep(0.3)
+    # Mosquitto grants the subscription (its SUBACK says so) and then delivers nothing on it.
+    assert not subscribed(spy.client, f"store/{s}/pos/lane-1/res")[0].is_failure
+    # Positive control: a subscription the spy may have receives the edge's replies.
+    own: list[bytes] = []
+    spy.client.message_callback_add(f"store/{s}/pos/lane-2/res/spy", lambda _c, _u, m:
+                                    own.append(m.payload))
+    assert not subscribed(spy.client, f"store/{s}/pos/lane-2/res/spy")[0].is_failure
     assert lane1.request("ping")["ok"]
-    time.sleep(0.3)
+    # The edge answers the spy after lane-1, on one connection, so the broker delivers in
+    # that order: once the spy has its own reply, a leaked one would already be here.
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = f"store/{s}/pos/lane-2/res/spy"
+    spy.client.publish(f"store/{s}/pos/lane-2/req/ping", new_envelope("ping").to_json(),
+                       qos=1, properties=props)
+    assert wait_until(lambda: own, 10), "the spy's own reply never came: the test proves nothing"
     assert leaked == []
 
 
@@ -122,9 +143,10 @@ def test_a_kiosk_cannot_call_a_pos_method(settings: Settings, device: DeviceFact
     kiosk = device("kiosk", "kiosk-1")
     s = settings.store_id
     apply = new_envelope("coupon.apply", {"txn": "t1", "code": "SAVE10"}).to_json()
-    _publish_and_settle(kiosk, f"store/{s}/pos/kiosk-1/req/coupon.apply", apply)
-    _publish_and_settle(kiosk, f"store/{s}/kiosk/kiosk-1/req/coupon.apply", apply)
-    _publish_and_settle(kiosk, f"store/{s}/kiosk/kiosk-1/req/ping", new_envelope("ping").to_json())
+    _publish(kiosk, f"store/{s}/pos/kiosk-1/req/coupon.apply", apply)
+    _publish(kiosk, f"store/{s}/kiosk/kiosk-1/req/coupon.apply", apply)
+    _publish(kiosk, f"store/{s}/kiosk/kiosk-1/req/ping", new_envelope("ping").to_json())
+    _arrived(observer, f"store/{s}/kiosk/kiosk-1/req/ping")
     topics = observer.topics()
     assert f"store/{s}/kiosk/kiosk-1/req/ping" in topics
     assert not [t for t in topics if t.endswith("/req/coupon.apply")]
@@ -138,12 +160,14 @@ def test_a_scanner_cannot_send_print_commands(settings: Settings, device: Device
     printer.command_handlers["print"] = jobs.append
     s = settings.store_id
     forged = new_envelope("print", {"job": "x", "document": {}}).to_json()
-    _publish_and_settle(scanner, f"store/{s}/printer/printer-1/cmd/print", forged)
-    _publish_and_settle(scanner, f"store/{s}/scanner/scanner-1/cmd/print", forged)
-    assert jobs == []
-    # The edge's own login may: the printer really is listening.
-    observer.edge.bus.client.publish(f"store/{s}/printer/printer-1/cmd/print", forged, qos=1)
+    _publish(scanner, f"store/{s}/printer/printer-1/cmd/print", forged)
+    _publish(scanner, f"store/{s}/scanner/scanner-1/cmd/print", forged)
+    # The edge's own login may: the printer really is listening. The broker routed the
+    # scanner's messages before it acknowledged them, so they would come first.
+    legit = new_envelope("print", {"job": "legit", "document": {}}).to_json()
+    observer.edge.bus.client.publish(f"store/{s}/printer/printer-1/cmd/print", legit, qos=1)
     assert wait_until(lambda: jobs, 5)
+    assert len(jobs) == 1 and "legit" in repr(jobs[0]), jobs
 
 
 def test_broker_files_and_secrets_are_private(datadir: DataDir, device: DeviceFactory) -> None:
@@ -261,7 +285,9 @@ def test_a_hosted_printer_has_its_own_login_not_the_edges(
     assert service.device.client._username == b"printer-printer-1"
     assert wait_until(lambda: (edge.store.query_one(
         "SELECT state FROM devices WHERE id = 'printer-1'") or {}).get("state") == "online", 5)
-    time.sleep(1.5)  # a take-over would show as the edge reconnecting (1 s backoff)
+    # No wait needed: a take-over would have cut the edge off when the printer logged in,
+    # before the printer could publish its status, so the edge could only have seen the
+    # status (device online, above) after reconnecting, which bus_connects counts.
     assert edge.bus.connected.is_set()
     assert edge.metrics.bus_connects._value.get() == connects
     assert service.device.connected.is_set()

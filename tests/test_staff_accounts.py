@@ -18,7 +18,7 @@ import requests
 from edge.accounts import POLICY, add_user
 from edge.settings import Settings
 from edge.store import Store
-from tests.conftest import edge_cli, edge_env, edge_log, wait_until
+from tests.conftest import EdgeProc, edge_cli, edge_env, edge_log, wait_until
 
 pytestmark = pytest.mark.app
 
@@ -28,17 +28,17 @@ CASHIER, CASHIER_PW = "tom", "cashier-password-1"
 
 @pytest.fixture
 def staff_edge(settings: Settings, store: Store,
-               edge_process: subprocess.Popen[bytes]) -> str:
+               edge_process: EdgeProc) -> str:
     add_user(store, MANAGER, MANAGER_PW, "manager")
     add_user(store, CASHIER, CASHIER_PW, "cashier")
-    base = f"http://127.0.0.1:{settings.http_port}"
+    base = f"http://127.0.0.1:{edge_process.http_port}"
     assert wait_until(lambda: requests.get(f"{base}/healthz", timeout=2).ok, 15)
     return base
 
 
-def basic_get(settings: Settings, user: str, password: str, source: str = "127.0.0.1") -> int:
+def basic_get(base: str, user: str, password: str, source: str = "127.0.0.1") -> int:
     """GET /api/v1/devices with HTTP Basic from the loopback address `source`; the status."""
-    conn = http.client.HTTPConnection("127.0.0.1", settings.http_port, timeout=30,
+    conn = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=30,
                                       source_address=(source, 0))
     try:
         token = b64encode(f"{user}:{password}".encode()).decode()
@@ -57,7 +57,7 @@ def test_forty_parallel_wrong_passwords_get_five_tries(staff_edge: str,
                                                        settings: Settings) -> None:
     statuses: list[int] = []
     threads = [threading.Thread(target=lambda i=i: statuses.append(
-        basic_get(settings, MANAGER, f"guess-{i:04d}-xx"))) for i in range(40)]
+        basic_get(staff_edge, MANAGER, f"guess-{i:04d}-xx"))) for i in range(40)]
     for t in threads:
         t.start()
     for t in threads:
@@ -68,15 +68,15 @@ def test_forty_parallel_wrong_passwords_get_five_tries(staff_edge: str,
         edge_log(settings).read_text()[-3000:]
     assert refusals(settings, "locked") == 40 - POLICY.max_failures
     # Locked for this client, even with the right password ...
-    assert basic_get(settings, MANAGER, MANAGER_PW) == 401
+    assert basic_get(staff_edge, MANAGER, MANAGER_PW) == 401
     # ... but not for the manager at another machine.
-    assert basic_get(settings, MANAGER, MANAGER_PW, source="127.0.0.2") == 200
+    assert basic_get(staff_edge, MANAGER, MANAGER_PW, source="127.0.0.2") == 200
 
 
 def test_unknown_and_locked_accounts_get_the_same_answer(staff_edge: str,
                                                          settings: Settings) -> None:
     for i in range(POLICY.max_failures):
-        basic_get(settings, CASHIER, f"wrong-{i}-password")
+        basic_get(staff_edge, CASHIER, f"wrong-{i}-password")
     login = f"{staff_edge}/staff/login"
     with requests.Session() as s:
         token = re.search(r'name="csrf_token" value="([^"]+)"', s.get(login).text)

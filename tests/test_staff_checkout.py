@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 
 from edge.settings import Settings
 from tests import browser as chromium
-from tests.conftest import Issuer, edge_cli, edge_env, wait_until
+from tests.conftest import EdgeProc, Issuer, edge_cli, edge_env, wait_until
 
 # The shared browser fixtures, bound here so pytest finds them for this module.
 playwright, browser, page = chromium.playwright, chromium.browser, chromium.page
@@ -66,9 +66,9 @@ def seeded(settings: Settings, tmp_path: Path) -> None:
 
 @pytest.fixture
 def checkout_edge(settings: Settings, seeded: None,
-                  edge_process: subprocess.Popen[bytes]) -> str:
+                  edge_process: EdgeProc) -> str:
     """The seeded edge, running and connected to its broker; its base URL."""
-    base = f"http://127.0.0.1:{settings.http_port}"
+    base = f"http://127.0.0.1:{edge_process.http_port}"
     assert wait_until(
         lambda: requests.get(f"{base}/healthz", timeout=2).json()["broker"]["connected"], 15), \
         "the edge process did not connect to the test broker"

@@ -6,7 +6,6 @@ Debian's Chromium driven by Playwright (never a downloaded browser).
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from edge.settings import Settings
 from edge.store import Store
 from pos_bridge.device import DeviceClient
 from tests import browser as chromium
-from tests.browser import TIMEOUT_MS
-from tests.conftest import wait_until
+from tests.browser import TIMEOUT_MS, share_of_colour
+from tests.conftest import EdgeProc, wait_until
 
 # The shared browser fixtures, bound here so pytest finds them for this module.
 playwright, browser, page = chromium.playwright, chromium.browser, chromium.page
@@ -31,10 +30,10 @@ MANAGER_PW = "manager-password-1"
 
 @pytest.fixture
 def staff_edge(settings: Settings, store: Store,
-               edge_process: subprocess.Popen[bytes]) -> str:
+               edge_process: EdgeProc) -> str:
     """A running `edge serve` connected to its broker, with a manager account; its base URL."""
     add_user(store, MANAGER, MANAGER_PW, "manager")
-    base = f"http://127.0.0.1:{settings.http_port}"
+    base = f"http://127.0.0.1:{edge_process.http_port}"
     assert wait_until(
         lambda: requests.get(f"{base}/healthz", timeout=2).json()["broker"]["connected"], 15), \
         "the edge process did not connect to the test broker"
@@ -74,7 +73,9 @@ def test_devices_page_shows_devices_live(staff_edge: str, page: Page, tmp_path: 
 
     shot = tmp_path / "devices.png"
     page.screenshot(path=str(shot), full_page=True)
-    assert shot.exists() and shot.stat().st_size > 5_000
+    # The picture shows the device as offline: its badge is drawn in the "bad" colour.
+    badge = 'tr[data-device="printer/printer-1"] span.state'
+    assert share_of_colour(shot, page, badge, "background-color") > 0.3
 
 
 def test_wrong_password_shows_a_readable_error(staff_edge: str, page: Page) -> None:

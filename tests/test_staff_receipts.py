@@ -51,8 +51,8 @@ def base(settings: Settings, datadir: DataDir, store: Store, broker: Any,
                 connection=printer.address, profile="TM-T20II")
     add_user(store, CASHIER, CASHIER_PW, "cashier")
     add_user(store, MANAGER, MANAGER_PW, "manager")
-    proc = start_edge_on_bus(settings.with_overrides(print_retries=0))
-    yield f"http://127.0.0.1:{settings.http_port}"
+    proc = start_edge_on_bus(settings.with_overrides(print_retries=0, http_port=0))
+    yield f"http://127.0.0.1:{proc.http_port}"
     stop_process(proc)
 
 

@@ -109,7 +109,9 @@ class Proxy:
 
     def __init__(self, target: str) -> None:
         self.target = target
-        self.canned: list[tuple[int, dict[str, str]]] = []
+        # (status, headers) or (status, headers, body): to event batches, then to feed reads
+        self.canned: list[tuple[Any, ...]] = []
+        self.canned_changes: list[tuple[Any, ...]] = []
         self.refuse_if: bytes | None = None  # a bare 422 for any request holding these bytes
         self.hold_s = 0.0
         self.log: list[dict[str, Any]] = []
@@ -126,18 +128,22 @@ class Proxy:
                 with proxy.lock:
                     events = self.path.endswith("/events")
                     canned = proxy.canned.pop(0) if proxy.canned and events else None
+                    if "/changes" in self.path and proxy.canned_changes:
+                        canned = proxy.canned_changes.pop(0)
                     entry: dict[str, Any] = {"at": time.monotonic(), "path": self.path}
                     proxy.log.append(entry)
                 if canned is None and proxy.refuse_if and proxy.refuse_if in body:
                     canned = (422, {})
                 if canned is not None:
-                    status, headers = canned
+                    status, headers, *rest = canned
+                    answer: bytes = rest[0] if rest else b""
                     entry["status"] = status
                     self.send_response(status)
                     for k, v in headers.items():
                         self.send_header(k, v)
-                    self.send_header("Content-Length", "0")
+                    self.send_header("Content-Length", str(len(answer)))
                     self.end_headers()
+                    self.wfile.write(answer)
                     return
                 with proxy.lock:
                     proxy.in_flight += 1
@@ -307,12 +313,70 @@ def test_a_refusal_that_names_no_event_keeps_every_event_queued_and_says_why(
         proxy.close()
 
 
+def test_a_wrong_token_store_or_address_keeps_every_event_queued_and_says_which(
+        settings: Settings, hub: HubServer, services: list[EdgeService]) -> None:
+    token = add_store(hub.settings, settings.store_id)
+    other = add_store(hub.settings, "store-other")
+    store = Store(settings.data_path / "edge.db")
+    made = produce(store, 5)
+    store.close()
+    cases = [(hub.url, "not-a-token", 401, "EDGE_HUB_TOKEN"),
+             (hub.url, other, 403, "EDGE_STORE_ID"),
+             (f"{hub.url}/nowhere", token, 404, "EDGE_HUB_URL")]
+    for url, bearer, status, hint in cases:
+        svc = EdgeService(edge_for(settings, url, bearer))
+        try:
+            svc.sender.run()
+            assert outbox_depth(svc.store) == 5, status
+            assert svc.sender.dead_letters() == [], status
+            state = svc.health()[1]["queue"]
+            assert hint in state["last_error"], (status, state)
+            assert state["retry_in_s"] > 0 and state["dead_letters"] == 0
+            assert svc.sender.backoff.remaining() > 0  # it waits before trying again
+        finally:
+            svc.stop()
+    assert hub_rows(hub.settings, settings.store_id) == {}
+    # Once the settings are right, every event arrives, none lost to the refusals.
+    svc = EdgeService(edge_for(settings, hub.url, token))
+    services.append(svc)
+    svc.sender.run()
+    assert outbox_depth(svc.store) == 0 and svc.sender.dead_letters() == []
+    assert hub_rows(hub.settings, settings.store_id) == made
+
+
+def test_a_200_whose_body_is_unusable_keeps_the_events_queued(
+        settings: Settings, hub: HubServer, services: list[EdgeService]) -> None:
+    token = add_store(hub.settings, settings.store_id)
+    proxy = Proxy(hub.url)
+    try:
+        svc = EdgeService(edge_for(settings, proxy.url, token))
+        services.append(svc)
+        made = produce(svc.store, 4)
+        json_type = {"Content-Type": "application/json"}
+        unusable = [(200, {}), (200, json_type, b"not json"), (200, json_type, b"[1, 2]"),
+                    (200, json_type, b'{"accepted": "all"}'),
+                    (200, json_type, b'{"accepted": [], "rejected": []}')]
+        for answer in unusable:
+            proxy.canned = [answer]
+            svc.sender.run()
+            assert outbox_depth(svc.store) == 4, answer
+            assert svc.sender.dead_letters() == [], answer
+            assert svc.sender.last_error == "the hub's answer was not the expected JSON", answer
+            assert wait_until(lambda: svc.sender.backoff.remaining() == 0, 10)
+        assert [b["status"] for b in proxy.batches()] == [200] * len(unusable)
+        svc.sender.run()  # the real hub's answer
+        assert outbox_depth(svc.store) == 0 and svc.sender.dead_letters() == []
+        assert hub_rows(hub.settings, settings.store_id) == made
+    finally:
+        proxy.close()
+
+
 def test_edge_killed_while_a_batch_is_in_flight_loses_and_doubles_nothing(
         settings: Settings, hub: HubServer, broker: Any) -> None:
     token = add_store(hub.settings, settings.store_id)
     proxy = Proxy(hub.url)
     proxy.hold_s = 0.4  # the hub has stored the batch; its answer is still on the way
-    edge_settings = edge_for(settings, proxy.url, token, sync_batch_events=200)
+    edge_settings = edge_for(settings, proxy.url, token, sync_batch_events=200, http_port=0)
     store = Store(edge_settings.data_path / "edge.db")
     made = produce(store, 3000)
     store.close()

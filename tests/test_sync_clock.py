@@ -33,7 +33,7 @@ from edge.settings import Settings
 from edge.store import Store
 from edge.supervise import stop_process
 from store_contract.protocol import format_ts
-from tests.conftest import REPO, edge_log, start_edge, wait_until
+from tests.conftest import REPO, EdgeProc, edge_log, start_edge, wait_until
 from tests.hubfix import (  # noqa: F401 (fixtures used by name)
     HubServer,
     event,
@@ -68,7 +68,7 @@ def faked(offset: str) -> dict[str, str]:
             "FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_DONT_RESET": "1"}
 
 
-def start_faked_edge(settings: Settings, offset: str) -> subprocess.Popen[bytes]:
+def start_faked_edge(settings: Settings, offset: str) -> EdgeProc:
     """`edge serve` (tests.conftest.start_edge) with its wall clock at `offset`."""
     return start_edge(settings, faked(offset))
 
@@ -103,7 +103,7 @@ def test_an_edge_whose_clock_stepped_back_two_hours_sends_its_queue_and_loses_no
     hub = start_hub(hub_sqlite)
     try:
         token = add_store(hub_sqlite, settings.store_id)
-        edge_settings = edge_for(settings, hub.url, token)
+        edge_settings = edge_for(settings, hub.url, token, http_port=0)  # the edge picks it
         database = store.path
         # Queued while the box's clock was 2 hours ahead (another process, faked +2h) ...
         done = subprocess.run([sys.executable, "-c", QUEUE_AHEAD, str(database), "40"],
@@ -115,7 +115,8 @@ def test_an_edge_whose_clock_stepped_back_two_hours_sends_its_queue_and_loses_no
         # ... and on the real clock, just before it stepped 2 hours back.
         made = produce(store, 300)
 
-        faked_edge_stop.append(start_faked_edge(edge_settings, "-2h"))
+        edge = start_faked_edge(edge_settings, "-2h")
+        faked_edge_stop.append(edge)
         assert wait_until(lambda: outbox_depth(store) == 0, 60, interval=0.2), \
             edge_log(settings).read_text()[-3000:]
         dead = store.query("SELECT event_id, error FROM dead_letters")
@@ -126,7 +127,7 @@ def test_an_edge_whose_clock_stepped_back_two_hours_sends_its_queue_and_loses_no
         at_hub = hub_rows(hub_sqlite, settings.store_id)
         assert set(at_hub) == set(made) | set(ahead)
         assert all(at_hub[eid] == data for eid, data in made.items())
-        health = requests.get(f"http://127.0.0.1:{edge_settings.http_port}/healthz",
+        health = requests.get(f"http://127.0.0.1:{edge.http_port}/healthz",
                               timeout=5).json()
         assert health["queue"]["depth"] == 0 and health["queue"]["dead_letters"] == 0
         # What the edge reported of its queue is a usable figure, never a negative age.

@@ -22,8 +22,15 @@ from edge.coupons import CouponRefused
 from edge.settings import Settings
 from edge.transactions import CustomerUnknown, Tender
 from store_contract.basket import parse_basket
+from tests.conftest import wait_until
 from tests.hubfix import HubServer, run_hub, start_hub, stop_hub
-from tests.test_sync import add_store, edge_for, hub_rows, hub_sqlite  # noqa: F401 - fixture
+from tests.test_sync import (  # noqa: F401 - fixture
+    Proxy,
+    add_store,
+    edge_for,
+    hub_rows,
+    hub_sqlite,
+)
 
 pytestmark = pytest.mark.process  # a hub process for every test
 
@@ -99,7 +106,11 @@ def test_the_store_learns_customers_campaigns_keys_and_revocations_from_the_hub(
     svc.puller.run()
     assert svc.puller.last_error is None
     cursor = svc.puller.cursor
-    assert cursor
+    # The cursor is the end of the store's feed: read from there, the hub has nothing more.
+    end = requests.get(f"{hub.url}/api/v1/stores/store-a/changes", params={"cursor": cursor},
+                       headers={"Authorization": f"Bearer {svc.settings.hub_token}"},
+                       timeout=10).json()
+    assert end == {"cursor": cursor, "changes": [], "more": False}
     # The customer, found by the card number the cashier types (kept only as a hash).
     found = svc.checkout.identify("lane-1", "t-1", "4000111122223333", None)
     assert found["customer"]["display_name"] == "Anna Berg"
@@ -220,3 +231,71 @@ def test_a_receipt_coupon_printed_at_one_store_is_genuine_at_another(
     coupon = store_b.coupons.read(token)
     assert (coupon.campaign, coupon.max_uses, coupon.min_minor) == ("cmp-5off", 1, 1000)
     assert coupon.discount.amount_minor == 500
+
+
+# ---------------------------------------------------------------- what the puller does not take
+
+
+@pytest.fixture
+def proxied(settings: Settings, hub: HubServer, tmp_path: Path) -> Iterator[tuple[Proxy, Any]]:
+    """An edge of store-a whose hub is reached through a proxy that can answer for it."""
+    token = add_store(hub.settings, "store-a")
+    proxy = Proxy(hub.url)
+    svc = EdgeService(edge_for(settings, proxy.url, token, store_id="store-a",
+                               data_dir=str(tmp_path / "store-a"), trusted_keys=""))
+    yield proxy, svc
+    svc.stop()
+    proxy.close()
+
+
+def _campaign_ids(svc: EdgeService) -> list[str]:
+    return [r["id"] for r in svc.store.query("SELECT id FROM campaigns ORDER BY id")]
+
+
+def test_a_feed_answer_other_than_200_moves_nothing_and_is_read_again(
+        hub: HubServer, proxied: tuple[Proxy, Any], tmp_path: Path) -> None:
+    proxy, svc = proxied
+    import_jsonl(hub, tmp_path, "campaigns", CAMPAIGN)
+    reads = 0
+    for status in (500, 503, 401, 403, 404):
+        proxy.canned_changes = [(status, {})]
+        assert wait_until(lambda: svc.puller.backoff.remaining() == 0, 10)
+        svc.puller.run()
+        reads += 1
+        assert svc.puller.last_error == \
+            f"reading the change feed: the hub answered {status}", status
+        assert svc.puller.cursor == "" and _campaign_ids(svc) == [], status
+        assert svc.puller.backoff.remaining() > 0, status  # it waits before reading again
+    assert len([e for e in proxy.log if "/changes" in e["path"]]) == reads
+    assert svc.puller.last_success is None
+    assert wait_until(lambda: svc.puller.backoff.remaining() == 0, 10)
+    svc.puller.run()
+    assert svc.puller.last_success is not None and svc.puller.backoff.remaining() == 0
+    assert _campaign_ids(svc) == ["cmp-5off"] and svc.puller.cursor
+
+
+def test_an_unusable_feed_page_moves_nothing_and_a_malformed_change_is_skipped(
+        hub: HubServer, proxied: tuple[Proxy, Any], tmp_path: Path) -> None:
+    proxy, svc = proxied
+    json_type = {"Content-Type": "application/json"}
+    good = {"seq": 3, "kind": "campaign", "campaign": {**CAMPAIGN, "id": "cmp-ok"}}
+    # Pages that cannot be read at all: nothing applied, the cursor stays.
+    for body in [b"not json", b"[]", b'{"changes": [], "more": false}',
+                 json.dumps({"cursor": "3", "changes": {"0": good}}).encode()]:
+        proxy.canned_changes = [(200, json_type, body)]
+        assert wait_until(lambda: svc.puller.backoff.remaining() == 0, 10)
+        svc.puller.run()
+        assert (svc.puller.last_error or "").startswith(
+            "the change feed's answer is not usable"), body
+        assert svc.puller.cursor == "" and _campaign_ids(svc) == [], body
+    # A page whose records are not all changes: those are skipped, the rest applied.
+    page = {"cursor": "3", "more": False,
+            "changes": ["not an object", None, 42, [good], good]}
+    proxy.canned_changes = [(200, json_type, json.dumps(page).encode())]
+    assert svc.puller.last_success is None
+    assert wait_until(lambda: svc.puller.backoff.remaining() == 0, 10)
+    svc.puller.run()
+    assert svc.puller.last_success is not None and svc.puller.backoff.remaining() == 0
+    assert svc.puller.cursor == "3" and _campaign_ids(svc) == ["cmp-ok"]
+    assert svc.puller.skipped == 4
+    assert [s["kind"] for s in svc.puller.recent_skips()] == ["malformed"] * 4

@@ -6,7 +6,6 @@ Open-redirect targets are tried in real Chromium against a real `edge serve`."""
 
 from __future__ import annotations
 
-import subprocess
 from urllib.parse import quote
 
 import pytest
@@ -18,7 +17,7 @@ from edge.settings import Settings
 from edge.store import Store
 from store_contract.web import local_path
 from tests import browser as chromium
-from tests.conftest import wait_until
+from tests.conftest import EdgeProc, wait_until
 
 playwright, browser, page = chromium.playwright, chromium.browser, chromium.page
 
@@ -57,9 +56,9 @@ def test_no_target_falls_back() -> None:
 
 @pytest.fixture
 def staff_edge(settings: Settings, store: Store,
-               edge_process: subprocess.Popen[bytes]) -> str:
+               edge_process: EdgeProc) -> str:
     add_user(store, MANAGER, MANAGER_PW, "manager")
-    base = f"http://127.0.0.1:{settings.http_port}"
+    base = f"http://127.0.0.1:{edge_process.http_port}"
     assert wait_until(lambda: requests.get(f"{base}/healthz", timeout=2).ok, 15)
     return base
 

@@ -514,6 +514,10 @@ def serve() -> None:
     port = getattr(server, "effective_port", settings.http_port)
     click.echo(f"edge: store {settings.store_id} serving on http://{settings.http_host}:{port}",
                err=True)
+    # As `edge-hub serve` does: the port really listened on, for whoever started us with
+    # EDGE_HTTP_PORT=0 (the tests: no other process can take a port chosen that way).
+    emit({"listening": f"http://{settings.http_host}:{port}", "port": port})
+    sys.stdout.flush()
     _stop_on_signals()
     try:
         server.run()

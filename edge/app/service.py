@@ -96,7 +96,8 @@ class EdgeService:
                                id="last_seen_flush", coalesce=True, max_instances=1)
         self.scheduler.add_job(self.store.checkpoint, "interval", minutes=5, id="wal_checkpoint",
                                coalesce=True, max_instances=1)
-        self.scheduler.add_job(self.checkout.sweep, "interval", seconds=30,
+        self.scheduler.add_job(self.checkout.sweep, "interval",
+                               seconds=settings.reservation_sweep_s,
                                id="reservation_sweep", coalesce=True, max_instances=1)
         self.scheduler.add_job(self.spool.tick, "interval", seconds=1, id="print_spool",
                                coalesce=True, max_instances=1)
