@@ -59,6 +59,7 @@ def test_a_missing_part_skips_outside_ci(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "PostgreSQL is not installed" in str(raised.value)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("listening", [True, False])
 def test_the_broker_moves_to_a_new_port_when_its_port_was_taken(
         settings: Settings, datadir: DataDir, store: Store, listening: bool) -> None:

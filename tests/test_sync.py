@@ -313,6 +313,7 @@ def test_a_refusal_that_names_no_event_keeps_every_event_queued_and_says_why(
         proxy.close()
 
 
+@pytest.mark.process
 def test_a_wrong_token_store_or_address_keeps_every_event_queued_and_says_which(
         settings: Settings, hub: HubServer, services: list[EdgeService]) -> None:
     token = add_store(hub.settings, settings.store_id)
@@ -344,6 +345,7 @@ def test_a_wrong_token_store_or_address_keeps_every_event_queued_and_says_which(
     assert hub_rows(hub.settings, settings.store_id) == made
 
 
+@pytest.mark.process
 def test_a_200_whose_body_is_unusable_keeps_the_events_queued(
         settings: Settings, hub: HubServer, services: list[EdgeService]) -> None:
     token = add_store(hub.settings, settings.store_id)
