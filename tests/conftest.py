@@ -12,11 +12,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 import pytest
@@ -34,6 +35,7 @@ from pos_bridge.device import DeviceClient
 from store_contract.errors import StartupError
 
 REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 # ------------------------------------------------------------------ the fast tier
@@ -91,6 +93,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def at_once(calls: Sequence[Callable[[], T]], timeout: float = 60.0) -> list[T]:
+    """Run the calls at the same instant, each in a thread of its own (a barrier lets them go
+    together); their results in order. An exception in a call is raised here, not lost in
+    its thread."""
+    start = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def go(i: int) -> None:
+        try:
+            start.wait(timeout)
+            results[i] = calls[i]()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if errors:
+        raise errors[0]
+    return results
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0,

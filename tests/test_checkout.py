@@ -6,7 +6,6 @@ that lapse, and bad input that never stops the lanes.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from edge.customers import upsert_customers
 from edge.settings import Settings
 from pos_bridge.device import DeviceClient
 from store_contract.customers import parse_customer
-from tests.conftest import Issuer, running_edge, wait_until
+from tests.conftest import Issuer, at_once, running_edge, wait_until
 
 Lanes = Callable[[int], list[DeviceClient]]
 BASKET = {"currency": "EUR", "total_minor": 986, "lines": [
@@ -166,20 +165,9 @@ def test_repeated_request_id_has_its_effect_once(seeded: EdgeService, lanes: Lan
 
 def race(lanes: list[DeviceClient], code: str, round_: int) -> list[dict[str, Any]]:
     """Every lane applies `code` at the same instant; the replies in lane order."""
-    start = threading.Barrier(len(lanes))
-    replies: list[dict[str, Any]] = [{} for _ in lanes]
-
-    def go(i: int, lane: DeviceClient) -> None:
-        start.wait()
-        replies[i] = lane.request("coupon.apply", {"txn": f"r{round_}-{i}", "code": code,
-                                                   "basket": BASKET}, timeout=15)
-
-    threads = [threading.Thread(target=go, args=(i, lane)) for i, lane in enumerate(lanes)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return replies
+    return at_once([lambda i=i, lane=lane: lane.request(  # type: ignore[misc]
+        "coupon.apply", {"txn": f"r{round_}-{i}", "code": code, "basket": BASKET}, timeout=15)
+        for i, lane in enumerate(lanes)], timeout=30)
 
 
 def test_second_lane_cannot_reserve_a_single_use_coupon_twenty_lanes_fifty_times(

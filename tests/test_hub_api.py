@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from cloud_sync.hub.changelog import append_changes
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import changes, conflicts, events, redemptions, stores
+from tests.conftest import at_once
 from tests.hubfix import (  # noqa: F401 (fixtures used by name)
     HubServer,
     event,
@@ -402,25 +403,6 @@ def test_one_event_id_twice_in_one_batch_is_stored_once_as_first_sent(
     assert kinds.count("redemption") == 1
 
 
-def _race(*calls: Callable[[], requests.Response]) -> list[requests.Response]:
-    """Run the calls at the same instant; their answers in order."""
-    import threading
-
-    start = threading.Barrier(len(calls))
-    answers: list[Any] = [None] * len(calls)
-
-    def go(i: int) -> None:
-        start.wait()
-        answers[i] = calls[i]()
-
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return answers
-
-
 def test_the_same_batch_sent_twice_at_once_is_stored_once(
         hub_server: HubServer, hub_store: Callable, db: HubDB, hub_key: Any) -> None:
     token = hub_store("s1")
@@ -428,8 +410,8 @@ def test_the_same_batch_sent_twice_at_once_is_stored_once(
         body = batch(redeemed("s1", f"cpn-dup-{round_}", signer=hub_key), event("s1"),
                      batch_id=f"b-{round_}")
         ids = [e["event_id"] for e in body["events"]]
-        one, two = _race(lambda b=body: post(hub_server, "s1", token, b),  # type: ignore
-                         lambda b=body: post(hub_server, "s1", token, b))  # type: ignore
+        one, two = at_once([lambda b=body: post(hub_server, "s1", token, b),  # type: ignore
+                            lambda b=body: post(hub_server, "s1", token, b)])  # type: ignore
         assert one.status_code == two.status_code == 200, (one.text, two.text)
         answers = [one.json(), two.json()]
         # Each event is accepted by exactly one of the two and a duplicate in the other.
@@ -449,8 +431,8 @@ def test_two_stores_racing_for_a_single_use_coupon_always_make_a_conflict(
         coupon = f"cpn-race-{round_}"
         a = batch(redeemed("s1", coupon, signer=hub_key), batch_id=f"a-{round_}")
         b = batch(redeemed("s2", coupon, signer=hub_key), batch_id=f"b-{round_}")
-        answers = _race(lambda: post(hub_server, "s1", t1, a),  # noqa: B023 - joined here
-                        lambda: post(hub_server, "s2", t2, b))  # noqa: B023
+        answers = at_once([lambda: post(hub_server, "s1", t1, a),  # noqa: B023 - joined here
+                           lambda: post(hub_server, "s2", t2, b)])  # noqa: B023
         assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
     with db.read() as conn:
         rows = conn.execute(select(conflicts)).all()

@@ -6,7 +6,6 @@ manager's open dashboard sessions at once."""
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,8 +15,9 @@ from flask.testing import FlaskClient
 from cloud_sync.hub import managers as managers_module
 from cloud_sync.hub.app import create_app
 from cloud_sync.hub.db import HubDB
-from cloud_sync.hub.managers import Manager, add_manager, authenticate
+from cloud_sync.hub.managers import add_manager, authenticate
 from cloud_sync.hub.settings import HubSettings
+from tests.conftest import at_once
 from tests.hubfix import hub_db_url, hub_settings, pg_cluster, pg_url, run_hub  # noqa: F401
 
 PASSWORD = "mia-password-1"
@@ -42,23 +42,8 @@ def test_forty_wrong_passwords_at_once_get_five_tries_and_lock_only_that_client(
         return check(stored, password)
 
     monkeypatch.setattr(managers_module, "_check_hash", counting)
-    start = threading.Barrier(40)
-    results: list[Manager | None] = []
-    errors: list[BaseException] = []
-
-    def guess(i: int) -> None:
-        try:
-            start.wait(10)
-            results.append(authenticate(db, "mia", f"wrong-password-{i}", client="10.0.0.66"))
-        except BaseException as exc:  # reported below, not lost in the thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guess, args=(i,)) for i in range(40)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
+    results = at_once([lambda i=i: authenticate(  # type: ignore[misc]
+        db, "mia", f"wrong-password-{i}", client="10.0.0.66") for i in range(40)], timeout=120)
     assert results == [None] * 40
     assert len(real_checks) == 5  # the other 35 were refused before the account's hash
     # That machine is locked out, even with the right password ...
