@@ -192,6 +192,18 @@ def hub(hub_sqlite: HubSettings) -> Iterator[HubServer]:
     stop_hub(server)
 
 
+@pytest.fixture
+def hub_proxy(settings: Settings, hub: HubServer) -> Iterator[tuple[Proxy, str]]:
+    """A proxy in front of the hub (canned answers, held answers, refusals) and this store's
+    token at the hub."""
+    token = add_store(hub.settings, settings.store_id)
+    proxy = Proxy(hub.url)
+    try:
+        yield proxy, token
+    finally:
+        proxy.close()
+
+
 # ---------------------------------------------------------------- the tests
 
 
@@ -224,27 +236,24 @@ def test_ten_thousand_events_made_while_the_hub_is_down_all_arrive_once(
 
 @pytest.mark.process
 def test_hub_answering_500_then_429_is_waited_out_as_told(
-        settings: Settings, hub: HubServer, services: list[EdgeService]) -> None:
-    token = add_store(hub.settings, settings.store_id)
-    proxy = Proxy(hub.url)
-    try:
-        proxy.canned = [(500, {}), (429, {"Retry-After": "3"})]
-        svc = EdgeService(edge_for(settings, proxy.url, token))
-        services.append(svc)
-        made = produce(svc.store, 50)
-        svc.scheduler.start()
-        assert wait_until(lambda: outbox_depth(svc.store) == 0, 30, interval=0.1), \
-            svc.sender.last_error
-        tries = proxy.batches()
-        assert [t["status"] for t in tries[:3]] == [500, 429, 200]
-        after_500 = tries[1]["at"] - tries[0]["at"]
-        after_429 = tries[2]["at"] - tries[1]["at"]
-        assert after_500 >= 0.5  # backoff: half to all of the first 1 s step
-        assert after_429 >= 3.0 - 0.05  # Retry-After: 3, waited out
-        assert "429" in (svc.sender.last_error or "")
-        assert set(hub_rows(hub.settings, settings.store_id)) == set(made)
-    finally:
-        proxy.close()
+        settings: Settings, hub: HubServer, services: list[EdgeService],
+        hub_proxy: tuple[Proxy, str]) -> None:
+    proxy, token = hub_proxy
+    proxy.canned = [(500, {}), (429, {"Retry-After": "3"})]
+    svc = EdgeService(edge_for(settings, proxy.url, token))
+    services.append(svc)
+    made = produce(svc.store, 50)
+    svc.scheduler.start()
+    assert wait_until(lambda: outbox_depth(svc.store) == 0, 30, interval=0.1), \
+        svc.sender.last_error
+    tries = proxy.batches()
+    assert [t["status"] for t in tries[:3]] == [500, 429, 200]
+    after_500 = tries[1]["at"] - tries[0]["at"]
+    after_429 = tries[2]["at"] - tries[1]["at"]
+    assert after_500 >= 0.5  # backoff: half to all of the first 1 s step
+    assert after_429 >= 3.0 - 0.05  # Retry-After: 3, waited out
+    assert "429" in (svc.sender.last_error or "")
+    assert set(hub_rows(hub.settings, settings.store_id)) == set(made)
 
 
 def _queue_raw(store: Store, type_: str, data: Any) -> str:
@@ -282,35 +291,32 @@ def test_an_event_the_hub_refuses_becomes_a_dead_letter_and_the_rest_go_through(
 
 @pytest.mark.process
 def test_a_refusal_that_names_no_event_keeps_every_event_queued_and_says_why(
-        settings: Settings, hub: HubServer, services: list[EdgeService]) -> None:
+        settings: Settings, hub: HubServer, services: list[EdgeService],
+        hub_proxy: tuple[Proxy, str]) -> None:
     """A proxy answers a bare 422 for any batch holding a marked event. Before, the sender
     halved the batch down to that event and dead-lettered it; but an answer that names no
     event is about the batch (a hub that cannot read its queue report, say), so now nothing
     is dead-lettered: everything stays queued, the sender backs off, staff see the reason,
     and it all arrives once the hub takes the batch."""
-    token = add_store(hub.settings, settings.store_id)
-    proxy = Proxy(hub.url)
+    proxy, token = hub_proxy
     svc = EdgeService(edge_for(settings, proxy.url, token, sync_batch_events=16))
     services.append(svc)
-    try:
-        made = produce(svc.store, 7)
-        marked = _queue_raw(svc.store, "device.status", {"marker": "refuse-me"})
-        made.update(produce(svc.store, 8))
-        proxy.refuse_if = b"refuse-me"
-        svc.sender.run()
-        assert [b["status"] for b in proxy.batches()] == [422]  # one try, then it waits
-        assert outbox_depth(svc.store) == 16 and svc.sender.dead_letters() == []
-        state = svc.health()[1]["queue"]
-        assert state["dead_letters"] == 0 and state["retry_in_s"]
-        assert "without naming any" in state["last_error"] and "422" in state["last_error"]
-        assert "stay queued" in state["last_error"]
-        proxy.refuse_if = None
-        assert wait_until(lambda: svc.sender.backoff.remaining() == 0, 10)
-        svc.sender.run()
-        assert outbox_depth(svc.store) == 0 and svc.sender.dead_letters() == []
-        assert set(hub_rows(hub.settings, settings.store_id)) == set(made) | {marked}
-    finally:
-        proxy.close()
+    made = produce(svc.store, 7)
+    marked = _queue_raw(svc.store, "device.status", {"marker": "refuse-me"})
+    made.update(produce(svc.store, 8))
+    proxy.refuse_if = b"refuse-me"
+    svc.sender.run()
+    assert [b["status"] for b in proxy.batches()] == [422]  # one try, then it waits
+    assert outbox_depth(svc.store) == 16 and svc.sender.dead_letters() == []
+    state = svc.health()[1]["queue"]
+    assert state["dead_letters"] == 0 and state["retry_in_s"]
+    assert "without naming any" in state["last_error"] and "422" in state["last_error"]
+    assert "stay queued" in state["last_error"]
+    proxy.refuse_if = None
+    assert wait_until(lambda: svc.sender.backoff.remaining() == 0, 10)
+    svc.sender.run()
+    assert outbox_depth(svc.store) == 0 and svc.sender.dead_letters() == []
+    assert set(hub_rows(hub.settings, settings.store_id)) == set(made) | {marked}
 
 
 @pytest.mark.process
@@ -347,30 +353,27 @@ def test_a_wrong_token_store_or_address_keeps_every_event_queued_and_says_which(
 
 @pytest.mark.process
 def test_a_200_whose_body_is_unusable_keeps_the_events_queued(
-        settings: Settings, hub: HubServer, services: list[EdgeService]) -> None:
-    token = add_store(hub.settings, settings.store_id)
-    proxy = Proxy(hub.url)
-    try:
-        svc = EdgeService(edge_for(settings, proxy.url, token))
-        services.append(svc)
-        made = produce(svc.store, 4)
-        json_type = {"Content-Type": "application/json"}
-        unusable = [(200, {}), (200, json_type, b"not json"), (200, json_type, b"[1, 2]"),
-                    (200, json_type, b'{"accepted": "all"}'),
-                    (200, json_type, b'{"accepted": [], "rejected": []}')]
-        for answer in unusable:
-            proxy.canned = [answer]
-            svc.sender.run()
-            assert outbox_depth(svc.store) == 4, answer
-            assert svc.sender.dead_letters() == [], answer
-            assert svc.sender.last_error == "the hub's answer was not the expected JSON", answer
-            assert wait_until(lambda: svc.sender.backoff.remaining() == 0, 10)
-        assert [b["status"] for b in proxy.batches()] == [200] * len(unusable)
-        svc.sender.run()  # the real hub's answer
-        assert outbox_depth(svc.store) == 0 and svc.sender.dead_letters() == []
-        assert hub_rows(hub.settings, settings.store_id) == made
-    finally:
-        proxy.close()
+        settings: Settings, hub: HubServer, services: list[EdgeService],
+        hub_proxy: tuple[Proxy, str]) -> None:
+    proxy, token = hub_proxy
+    svc = EdgeService(edge_for(settings, proxy.url, token))
+    services.append(svc)
+    made = produce(svc.store, 4)
+    json_type = {"Content-Type": "application/json"}
+    unusable = [(200, {}), (200, json_type, b"not json"), (200, json_type, b"[1, 2]"),
+                (200, json_type, b'{"accepted": "all"}'),
+                (200, json_type, b'{"accepted": [], "rejected": []}')]
+    for answer in unusable:
+        proxy.canned = [answer]
+        svc.sender.run()
+        assert outbox_depth(svc.store) == 4, answer
+        assert svc.sender.dead_letters() == [], answer
+        assert svc.sender.last_error == "the hub's answer was not the expected JSON", answer
+        assert wait_until(lambda: svc.sender.backoff.remaining() == 0, 10)
+    assert [b["status"] for b in proxy.batches()] == [200] * len(unusable)
+    svc.sender.run()  # the real hub's answer
+    assert outbox_depth(svc.store) == 0 and svc.sender.dead_letters() == []
+    assert hub_rows(hub.settings, settings.store_id) == made
 
 
 def test_edge_killed_while_a_batch_is_in_flight_loses_and_doubles_nothing(
