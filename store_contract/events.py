@@ -192,11 +192,7 @@ class OutboxEvent:
         values.update(checked)
         if layout.spread is not None:
             values[layout.spread] = {k: v for k, v in data.items() if k not in layout.named}
-        # Every field is set here, checked or as sent: the instance is made as pickle makes
-        # one, without the generated __init__ (per event on the hub's ingest path).
-        event = object.__new__(cls)
-        event.__dict__.update(values)
-        return event
+        return cls(**values)
 
     def customer_ref(self) -> str | None:
         """The shopper this event is about, as the hub files it (`customer_in`)."""

@@ -290,8 +290,10 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090
                  str(printer_ports[printer_id]), "--profile", profile, "--out",
                  str(printouts / printer_id)], stdout=subprocess.DEVNULL,
                 start_new_session=True))
+        # The edge's stdout is its one JSON line for scripts (where it listens): not for
+        # the person reading the banner.
         edge = subprocess.Popen([sys.executable, "-m", "edge.app.cli", "serve"], env=_env(settings),
-                                start_new_session=True)
+                                stdout=subprocess.DEVNULL, start_new_session=True)
         children.append(edge)
         base = f"http://{settings.http_host}:{http_port}"
         wait_for_port(settings.http_host, http_port, 30)

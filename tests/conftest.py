@@ -311,6 +311,15 @@ def edge_cli() -> list[str]:
     return [sys.executable, "-m", "edge.app.cli"]
 
 
+def listening_port(line: bytes) -> int:
+    """The port in the `{"listening", "port"}` line `edge serve` and `edge-hub serve` print:
+    a JSON number, as scripts reading it expect."""
+    port = json.loads(line)["port"]
+    if not isinstance(port, int):
+        raise AssertionError(f"the serve line's port is not a number: {line!r}")
+    return port
+
+
 def edge_log(settings: Settings) -> Path:
     """Where the `edge_process` fixture's edge writes its output."""
     return settings.data_path.parent / "edge-serve.log"
@@ -341,7 +350,7 @@ def start_edge(settings: Settings, extra_env: dict[str, str] | None = None
             log.seek(start)
             for line in log.read().splitlines():
                 if line.startswith(b'{"listening"'):
-                    return int(json.loads(line)["port"])
+                    return listening_port(line)
         return None
 
     deadline = time.monotonic() + 20

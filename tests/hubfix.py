@@ -27,6 +27,7 @@ import pytest
 
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
 from edge.supervise import stop_process
+from tests.conftest import listening_port
 
 
 def find_pg_bin(root: Path = Path("/usr/lib/postgresql")) -> Path | None:
@@ -242,7 +243,6 @@ def start_hub(settings: HubSettings, *, keep_port: bool = False) -> HubServer:
     """`edge-hub serve` on a port it picks itself (HUB_HTTP_PORT=0, so no other process can
     take the port between choosing and binding it), or on the settings' port with
     `keep_port` (a hub coming back where the edge knows it); returns once it listens."""
-    import json
     import selectors
 
     log = settings.data_dir.parent / "hub-serve.log"
@@ -262,8 +262,8 @@ def start_hub(settings: HubSettings, *, keep_port: bool = False) -> HubServer:
                     break
                 line += chunk
     try:
-        port = int(json.loads(line)["port"])
-    except (ValueError, KeyError):
+        port = listening_port(line)
+    except (ValueError, KeyError, AssertionError):
         proc.kill()
         proc.wait()
         proc.stdout.close()

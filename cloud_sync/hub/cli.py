@@ -101,7 +101,8 @@ def serve() -> None:
                            f"({exc.strerror}); change HUB_HTTP_PORT") from None
     gc.collect()
     gc.freeze()  # the app lives as long as the process: keep it out of full collections
-    port = getattr(server, "effective_port", settings.http_port)
+    # waitress reports the port as getnameinfo gives it: a string.
+    port = int(getattr(server, "effective_port", settings.http_port))
     click.echo(f"edge-hub: serving on http://{settings.http_host}:{port}", err=True)
     emit({"listening": f"http://{settings.http_host}:{port}", "port": port})
     sys.stdout.flush()

@@ -511,7 +511,8 @@ def serve() -> None:
     # full passes, which otherwise pause request handling for tens of milliseconds.
     gc.collect()
     gc.freeze()
-    port = getattr(server, "effective_port", settings.http_port)
+    # waitress reports the port as getnameinfo gives it: a string.
+    port = int(getattr(server, "effective_port", settings.http_port))
     click.echo(f"edge: store {settings.store_id} serving on http://{settings.http_host}:{port}",
                err=True)
     # As `edge-hub serve` does: the port really listened on, for whoever started us with
