@@ -278,9 +278,12 @@ def running_edge(settings: Settings) -> Iterator[EdgeService]:
 
 
 @pytest.fixture
-def edge(settings: Settings, broker: BrokerProcess) -> Iterator[EdgeService]:
-    """The edge service in this process, connected to the test broker."""
-    with running_edge(settings) as service:
+def edge(request: pytest.FixtureRequest, settings: Settings,
+         broker: BrokerProcess) -> Iterator[EdgeService]:
+    """The edge service in this process, connected to the test broker. A test marked
+    `@pytest.mark.edge_settings(print_retries=0, ...)` gets it with those settings."""
+    marker = request.node.get_closest_marker("edge_settings")
+    with running_edge(settings.with_overrides(**marker.kwargs) if marker else settings) as service:
         yield service
 
 

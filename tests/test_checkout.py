@@ -6,17 +6,16 @@ that lapse, and bad input that never stops the lanes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from edge.app.service import EdgeService
 from edge.customers import upsert_customers
-from edge.settings import Settings
 from pos_bridge.device import DeviceClient
 from store_contract.customers import parse_customer
-from tests.conftest import Issuer, at_once, running_edge, wait_until
+from tests.conftest import Issuer, at_once, wait_until
 
 Lanes = Callable[[int], list[DeviceClient]]
 BASKET = {"currency": "EUR", "total_minor": 986, "lines": [
@@ -201,33 +200,26 @@ def test_coupon_with_three_uses_is_reserved_exactly_three_times_under_ten_lanes(
     assert "3 times" in message
 
 
-@pytest.fixture
-def short_hold(settings: Settings) -> Settings:
-    """Holds of 1 s, marked lapsed by the edge's own scheduled sweep every second."""
-    return settings.with_overrides(reservation_ttl_s=1, reservation_sweep_s=1)
+# Holds of 1 s, marked lapsed by the edge's own scheduled sweep every second.
+short_hold = pytest.mark.edge_settings(reservation_ttl_s=1, reservation_sweep_s=1)
 
 
 def reservation_states(edge: EdgeService) -> list[str]:
     return [r["state"] for r in edge.store.query("SELECT state FROM reservations ORDER BY rowid")]
 
 
-@pytest.fixture
-def quick_edge(short_hold: Settings, broker: Any) -> Iterator[EdgeService]:
-    with running_edge(short_hold) as service:
-        yield service
-
-
+@short_hold
 def test_abandoned_basket_hold_lapses_and_the_coupon_is_usable_again(
-        quick_edge: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
+        edge: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
     one, two = lanes(2)
     code = issuer.coupon(jti="cpn-abandoned")
     ok(one.request("coupon.apply", {"txn": "s-1", "code": code, "basket": BASKET}))
     refused(two.request("coupon.apply", {"txn": "s-2", "code": code, "basket": BASKET}),
             "coupon_reserved")
     # Nobody calls the sweep here: the edge's scheduled job marks the hold lapsed.
-    job = quick_edge.scheduler.get_job("reservation_sweep")
+    job = edge.scheduler.get_job("reservation_sweep")
     assert job is not None and job.trigger.interval.total_seconds() == 1
-    assert wait_until(lambda: reservation_states(quick_edge) == ["expired"], timeout=10)
+    assert wait_until(lambda: reservation_states(edge) == ["expired"], timeout=10)
     ok(two.request("coupon.apply", {"txn": "s-2", "code": code, "basket": BASKET}))
     # The abandoned sale comes back and completes: its coupon is no longer its to redeem.
     late = ok(complete(one, "s-1", 887))
@@ -236,11 +228,12 @@ def test_abandoned_basket_hold_lapses_and_the_coupon_is_usable_again(
     assert len(ok(complete(two, "s-2", 887))["redemptions"]) == 1
 
 
+@short_hold
 def test_lapsed_hold_still_redeems_when_nobody_took_the_coupon(
-        quick_edge: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
+        edge: EdgeService, lanes: Lanes, issuer: Issuer) -> None:
     lane = lanes(1)[0]
     ok(lane.request("coupon.apply", {"txn": "s-1", "code": issuer.coupon(), "basket": BASKET}))
-    assert wait_until(lambda: reservation_states(quick_edge) == ["expired"], timeout=10)
+    assert wait_until(lambda: reservation_states(edge) == ["expired"], timeout=10)
     assert len(ok(complete(lane, "s-1", 887))["redemptions"]) == 1
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.app.service import EdgeService
 from edge.datadir import DataDir
 from edge.devices import enrol
 from edge.settings import Settings
@@ -85,3 +86,11 @@ def test_the_broker_moves_to_a_new_port_when_its_port_was_taken(
             lane.close()
         finally:
             broker.stop()
+
+
+@pytest.mark.edge_settings(print_retries=0, status_mute_s=2)
+def test_the_edge_settings_marker_reaches_the_running_edge(
+        edge: EdgeService, settings: Settings) -> None:
+    # The tests that need a changed edge (fewer print tries, a short hold, a mute) rely on it.
+    assert settings.print_retries != 0
+    assert (edge.settings.print_retries, edge.settings.status_mute_s) == (0, 2)

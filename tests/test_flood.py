@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from edge.settings import Settings
 from edge.store import Store
 from pos_bridge.device import DeviceClient
 from store_contract.protocol import Envelope, encode, now_rfc3339, uuid7
-from tests.conftest import running_edge, wait_until
+from tests.conftest import wait_until
 from tests.test_checkout import complete
 
 DeviceFactory = Callable[..., DeviceClient]
@@ -74,16 +74,10 @@ def test_a_device_flapping_its_status_2000_times_adds_at_most_one_event_an_inter
     assert edge.bus.executor.depth() == 0
 
 
-@pytest.fixture
-def mute_edge(settings: Settings, broker: Any) -> Iterator[EdgeService]:
-    """An edge that stops listening to a flooding status for 2 s."""
-    with running_edge(settings.with_overrides(status_mute_s=2)) as service:
-        yield service
-
-
+# An edge that stops listening to a flooding status for 2 s.
+@pytest.mark.edge_settings(status_mute_s=2)
 def test_a_flooding_status_is_muted_for_a_while_other_devices_are_heard_meanwhile(
-        mute_edge: EdgeService, device: DeviceFactory) -> None:
-    edge = mute_edge
+        edge: EdgeService, device: DeviceFactory) -> None:
     printer = device("printer", "printer-1")
     kiosk = device("kiosk", "kiosk-1")
     topic = f"store/{edge.settings.store_id}/printer/printer-1/status"
@@ -105,17 +99,10 @@ def test_a_flooding_status_is_muted_for_a_while_other_devices_are_heard_meanwhil
     assert wait_until(lambda: status_of("printer-1").get("cover") == "open", 15)
 
 
-@pytest.fixture
-def rate_edge(settings: Settings, broker: Any) -> Iterator[EdgeService]:
-    """An edge that takes 1 event a second from each device, 10 at once."""
-    limited = settings.with_overrides(device_event_rate=1, device_event_burst=10)
-    with running_edge(limited) as service:
-        yield service
-
-
+# An edge that takes 1 event a second from each device, 10 at once.
+@pytest.mark.edge_settings(device_event_rate=1, device_event_burst=10)
 def test_an_event_flood_from_one_device_is_rate_limited_while_others_go_through(
-        rate_edge: EdgeService, device: DeviceFactory) -> None:
-    edge = rate_edge
+        edge: EdgeService, device: DeviceFactory) -> None:
     handled: dict[str, int] = {}
     lock = threading.Lock()
 

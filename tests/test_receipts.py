@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,7 +27,7 @@ from pos_bridge.printing.interpreter import Printout
 from pos_bridge.virtual_printer import VirtualPrinter
 from store_contract.campaigns import parse_campaign
 from store_contract.customers import parse_customer
-from tests.conftest import running_edge, wait_until
+from tests.conftest import wait_until
 
 ANNA = {"id": "c-anna", "display_name": "Anna", "tier": "gold", "points": 1240,
         "card": "4000123412341234", "segments": ["coffee-lovers"],
@@ -242,17 +242,11 @@ def test_paper_out_before_and_during_a_job_holds_then_prints_once(
     assert len(printed_events(edge, first)) == 1 and len(printed_events(edge, second)) == 1
 
 
-@pytest.fixture
-def impatient_edge(settings: Settings, broker: Any) -> Iterator[EdgeService]:
-    """An edge that gives up on an unreachable printer after two resends (2 s, then 4 s)."""
-    with running_edge(settings.with_overrides(print_retries=2)) as service:
-        yield service
-
-
+# An edge that gives up on an unreachable printer after two resends (2 s, then 4 s).
+@pytest.mark.edge_settings(print_retries=2)
 def test_unreachable_printer_never_blocks_the_checkout_and_fails_visibly(
-        impatient_edge: EdgeService, printer: VirtualPrinter,
+        edge: EdgeService, printer: VirtualPrinter,
         device: Callable[..., DeviceClient]) -> None:
-    edge = impatient_edge
     seed(edge, ANNA)
     attach(edge, printer, ["lane-1"])
     lane = device("pos", "lane-1")
@@ -345,17 +339,11 @@ def test_printer_journal_and_spool_keep_the_database_consistent(
 # ---------------------------------------------------------------- spool error paths
 
 
-@pytest.fixture
-def one_try_edge(settings: Settings, broker: Any) -> Iterator[EdgeService]:
-    """An edge that fails a receipt after its first unanswered or unreachable try."""
-    with running_edge(settings.with_overrides(print_retries=0)) as service:
-        yield service
-
-
+# print_retries=0: an edge that fails a receipt after its first unanswered or unreachable try.
+@pytest.mark.edge_settings(print_retries=0)
 def test_a_job_nobody_answers_fails_as_no_answer_once_its_tries_are_spent(
-        one_try_edge: EdgeService, printer: VirtualPrinter,
+        edge: EdgeService, printer: VirtualPrinter,
         device: Callable[..., DeviceClient]) -> None:
-    edge = one_try_edge
     seed(edge, ANNA)
     attach(edge, printer, ["lane-1"])
     lane = device("pos", "lane-1")
@@ -385,13 +373,13 @@ def _service_of(edge: EdgeService, printer_id: str = "printer-1") -> Any:
     return service
 
 
+@pytest.mark.edge_settings(print_retries=0)
 def test_an_interrupted_job_is_reprinted_under_a_new_id_and_its_old_id_stays_retired(
-        one_try_edge: EdgeService, printer: VirtualPrinter, settings: Settings,
+        edge: EdgeService, printer: VirtualPrinter, settings: Settings,
         device: Callable[..., DeviceClient], caplog: pytest.LogCaptureFixture) -> None:
     from pos_bridge.printer import PrintJournal
 
     caplog.set_level("INFO")
-    edge = one_try_edge
     seed(edge, ANNA)
     attach(edge, printer, ["lane-1"])
     lane = device("pos", "lane-1")

@@ -33,7 +33,7 @@ from edge.store import Store
 from edge.supervise import stop_process
 from store_contract.events import TransactionCompleted
 from store_contract.protocol import uuid7
-from tests.conftest import free_port, running_edge, start_edge, wait_until
+from tests.conftest import free_port, start_edge, wait_until
 from tests.hubfix import HubServer, hub_env_for, run_hub, start_hub, stop_hub
 
 # ---------------------------------------------------------------- fixtures
@@ -489,16 +489,10 @@ def test_a_cashier_sees_the_sync_page_but_cannot_send_dead_letters_again(
         app.extensions["edge"].stop()
 
 
-@pytest.fixture
-def status_edge(settings: Settings, broker: Any) -> Iterator[EdgeService]:
-    """An edge that sends a device's status changes at most once a second."""
-    with running_edge(settings.with_overrides(status_event_interval_s=1)) as service:
-        yield service
-
-
+# An edge that sends a device's status changes at most once a second.
+@pytest.mark.edge_settings(status_event_interval_s=1)
 def test_device_status_changes_are_queued_for_the_hub_but_repeats_are_not(
-        status_edge: EdgeService, device: Any) -> None:
-    edge = status_edge
+        edge: EdgeService, device: Any) -> None:
 
     def statuses() -> list[dict[str, Any]]:
         return [json.loads(r["data"]) for r in edge.store.query(
