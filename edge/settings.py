@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from store_contract.registry import Registry, Setting, SettingsError, opt
+from store_contract.registry import Registry, Setting, SettingsError, locale_name, opt, time_zone
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}\Z")
 REPO_DEFAULTS = Path(__file__).resolve().parent.parent / "config" / "edge.toml"
@@ -28,13 +28,6 @@ def _check_id(value: str) -> None:
     if not ID_RE.match(value):
         raise ValueError(
             "must be 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit")
-
-
-def _check_tz(value: str) -> None:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError("is not an IANA time zone such as Europe/Berlin") from None
 
 
 def _check_mqtt_url(value: str) -> None:
@@ -96,13 +89,6 @@ def _check_currency(value: str) -> None:
         raise ValueError("is not an ISO 4217 currency code such as EUR, GBP or USD")
 
 
-def _check_locale(value: str) -> None:
-    from babel import Locale, UnknownLocaleError
-
-    try:
-        Locale.parse(value)
-    except (UnknownLocaleError, ValueError):
-        raise ValueError("is not a locale such as en_IE, en_GB or de_DE") from None
 
 
 def _outbox_cap(value: int) -> None:
@@ -132,7 +118,7 @@ class Settings:
 
     store_id: str = _opt("store-1", "This store's id, as the hub knows it.", _check_id)
     store_name: str = _opt("Demo Store", "The store's name as staff and shoppers read it.")
-    tz: str = _opt("Europe/Berlin", "The store's IANA time zone.", _check_tz)
+    tz: str = _opt("Europe/Berlin", "The store's IANA time zone.", time_zone)
     data_dir: str = _opt("./data", "Where the database, secrets, spool and broker files live.")
     mqtt_url: str = _opt("mqtt://127.0.0.1:1883",
                          "The store broker. Without user:password in it the edge uses its own "
@@ -157,7 +143,7 @@ class Settings:
     currency: str = _opt("EUR", "The store's currency (ISO 4217); baskets must be in it.",
                          _check_currency)
     locale: str = _opt("en_IE", "Language and number format of the sentences cashiers and "
-                       "shoppers read (a Babel/CLDR locale such as en_IE, de_DE).", _check_locale)
+                       "shoppers read (a Babel/CLDR locale such as en_IE, de_DE).", locale_name)
     clock_skew_s: int = _opt(120, "Clock difference allowed between the shopper's phone, the hub "
                              "and this box when judging coupon and member-code times, seconds.",
                              _non_negative)

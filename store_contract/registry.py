@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from store_contract.errors import StartupError
 
@@ -42,6 +43,24 @@ def between(low: int, high: int) -> Check:
             raise ValueError(f"must be from {low} to {high}")
 
     return check
+
+
+def time_zone(value: str) -> None:
+    """A check: an IANA time zone Python's zoneinfo knows (tzdata is a dependency)."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("is not an IANA time zone such as Europe/Berlin") from None
+
+
+def locale_name(value: str) -> None:
+    """A check: a Babel/CLDR locale."""
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        Locale.parse(value)
+    except (UnknownLocaleError, ValueError):
+        raise ValueError("is not a locale such as en_IE, en_GB or de_DE") from None
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def test_the_defaults_are_the_ones_the_hub_always_had(tmp_path: Path,
     ({"HUB_THREADS": "0"}, "HUB_THREADS=0 must be from 1 to 64"),
     ({"HUB_TZ": "Mars/Olympus"},
      "HUB_TZ='Mars/Olympus' is not an IANA time zone such as Europe/Berlin"),
-    ({"HUB_LOCALE": "xx_QQ"}, "HUB_LOCALE='xx_QQ' is not a locale such as en_IE or de_DE"),
+    ({"HUB_LOCALE": "xx_QQ"}, "HUB_LOCALE='xx_QQ' is not a locale such as en_IE, en_GB or de_DE"),
     ({"HUB_DATABASE_URL": "mysql://hub:s3cret@db/hub"},
      "HUB_DATABASE_URL must be sqlite:///path or postgresql://..., not mysql://"),
 ])

@@ -11,25 +11,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from babel import Locale, UnknownLocaleError
-
-from store_contract.registry import Registry, between, opt
-
-
-def _check_tz(value: str) -> None:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError("is not an IANA time zone such as Europe/Berlin") from None
-
-
-def _check_locale(value: str) -> None:
-    try:
-        Locale.parse(value)
-    except (UnknownLocaleError, ValueError):
-        raise ValueError("is not a locale such as en_IE or de_DE") from None
+from store_contract.registry import Registry, between, locale_name, opt, time_zone
 
 
 def _check_database_url(value: str) -> None:
@@ -53,9 +37,9 @@ class HubSettings:
                             "A secret (the password).", _check_database_url, secret=True)
     http_host: str = opt("127.0.0.1", "Where `edge-hub serve` listens.")
     http_port: int = opt(8090, "Its port; 0 picks a free one and prints it.", between(0, 65535))
-    tz: str = opt("UTC", "IANA time zone of the dashboard's days and periods.", _check_tz)
+    tz: str = opt("UTC", "IANA time zone of the dashboard's days and periods.", time_zone)
     locale: str = opt("en_IE", "How the dashboard writes dates, times and money (Babel/CLDR).",
-                      _check_locale)
+                      locale_name)
     max_batch_events: int = opt(1000, "Most events in one batch.", between(1, 100_000))
     max_batch_bytes: int = opt(4 * 1024 * 1024, "Largest request body.",
                                between(1024, 256 << 20))
