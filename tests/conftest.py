@@ -36,6 +36,8 @@ from store_contract.errors import StartupError
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+# The hub's fixtures (PostgreSQL, hub settings, `edge-hub serve`), for any test to ask for.
+pytest_plugins = ["tests.hubfix"]
 
 
 # ------------------------------------------------------------------ the fast tier
@@ -45,7 +47,7 @@ T = TypeVar("T")
 # apps (`app`: the composition, not the domain); one that starts a process anyway fails,
 # telling its author to mark it.
 REAL_PARTS = frozenset({"broker", "enrolled", "edge", "device", "edge_process", "virtual_printer",
-                        "pg_cluster", "pg_url", "hub_db_url", "hub_settings", "hub_server",
+                        "pg_cluster", "pg_url", "hub_db_url", "hub_settings", "hub_server", "hub",
                         "hub_store", "hub_key", "playwright", "browser", "page"})
 
 
@@ -107,7 +109,7 @@ def at_once(calls: Sequence[Callable[[], T]], timeout: float = 60.0) -> list[T]:
         try:
             start.wait(timeout)
             results[i] = calls[i]()
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=go, args=(i,)) for i in range(len(calls))]

@@ -1,7 +1,8 @@
 """Hub fixtures: a private PostgreSQL cluster, hub settings on either database, and a real
 `edge-hub serve` process.
 
-Import the fixtures a test module uses from here (`from tests.hubfix import hub_server`).
+tests/conftest.py loads this module as a pytest plugin: every test module can ask for its
+fixtures by name.
 `hub_db_url` is parametrised over SQLite and PostgreSQL, so every test that uses it (or a
 fixture built on it) runs on both.
 """
@@ -312,12 +313,33 @@ def stop_hub(server: HubServer, timeout: float = 15.0) -> int:
     return code
 
 
+def serve_hub(settings: HubSettings, *, keep_port: bool = False) -> Iterator[HubServer]:
+    """For a fixture to `yield from`: the hub started (`start_hub`), stopped after the test."""
+    server = start_hub(settings, keep_port=keep_port)
+    try:
+        yield server
+    finally:
+        stop_hub(server)
+
+
 @pytest.fixture
 def hub_server(hub_settings: HubSettings) -> Iterator[HubServer]:
-    """A real `edge-hub serve` process (output in hub-serve.log beside the data dir)."""
-    server = start_hub(hub_settings)
-    yield server
-    stop_hub(server)
+    """A real `edge-hub serve` process on each database (output in hub-serve.log beside the
+    data dir)."""
+    yield from serve_hub(hub_settings)
+
+
+@pytest.fixture
+def hub_sqlite(tmp_path: Path) -> HubSettings:
+    """A hub on SQLite with a free port (not started; the sync tests, where the database
+    makes no difference)."""
+    return load_hub_settings(hub_env_for(tmp_path / "hub-data", "", free_port()))
+
+
+@pytest.fixture
+def hub(hub_sqlite: HubSettings) -> Iterator[HubServer]:
+    """`hub_sqlite` serving, on a port it picks itself."""
+    yield from serve_hub(hub_sqlite)
 
 
 @pytest.fixture

@@ -30,18 +30,8 @@ from pos_bridge.lane import HttpTransport, Lane, Refused
 from store_contract.customers import KeyBundle
 from store_contract.errors import EdgeError
 from tests.conftest import start_edge, wait_until
-from tests.hubfix import (  # noqa: F401 - fixtures
-    BlackHole,
-    HubServer,
-    event,
-    hub_db_url,
-    pg_cluster,
-    pg_url,
-    run_hub,
-    start_hub,
-    stop_hub,
-)
-from tests.test_sync import add_store, edge_for, hub_sqlite  # noqa: F401 - fixture
+from tests.hubfix import BlackHole, HubServer, event, run_hub, serve_hub, stop_hub
+from tests.test_sync import add_store, edge_for
 from tests.test_sync_feed import edges  # noqa: F401 - a fixture (uses this module's hub)
 
 pytestmark = pytest.mark.process  # a hub process for every test
@@ -88,10 +78,8 @@ def raw_forms(customer: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture
-def hub(hub_sqlite: HubSettings) -> Iterator[HubServer]:  # noqa: F811 - the imported fixture
-    server = start_hub(hub_sqlite, keep_port=True)
-    yield server
-    stop_hub(server)
+def hub(hub_sqlite: HubSettings) -> Iterator[HubServer]:
+    yield from serve_hub(hub_sqlite, keep_port=True)
 
 
 def hub_cli(hub: HubServer, *args: str) -> Any:
@@ -410,7 +398,7 @@ def test_a_shopper_of_another_region_is_found_at_the_till_within_the_bound(
 
 
 def test_upgrade_schema_adds_the_region_column_to_an_old_changes_table(
-        tmp_path: Path, hub_db_url: str) -> None:  # noqa: F811 - the imported fixture
+        tmp_path: Path, hub_db_url: str) -> None:
     url = hub_db_url or f"sqlite:///{tmp_path / 'old.db'}"
     db_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
     engine = create_engine(db_url)
@@ -435,7 +423,7 @@ def test_upgrade_schema_adds_the_region_column_to_an_old_changes_table(
 
 
 def test_the_region_rule_and_the_look_up_limit_on_either_database(
-        tmp_path: Path, hub_db_url: str) -> None:  # noqa: F811 - the imported fixture
+        tmp_path: Path, hub_db_url: str) -> None:
     from cloud_sync.hub import feed, lookups
     from cloud_sync.hub.settings import load_hub_settings
     from cloud_sync.hub.stores import add_store as register

@@ -27,13 +27,12 @@ from edge.transactions import CustomerUnknown
 from store_contract.basket import parse_basket
 from store_contract.jws import SigningKey
 from tests.hubfix import HubServer
-from tests.test_sync import _staff_client, hub_sqlite  # noqa: F401 - fixture
+from tests.test_sync import _staff_client
 from tests.test_sync_feed import (  # noqa: F401 - fixtures
     ANNA,
     BASKET,
     CAMPAIGN,
     edges,
-    hub,
     hub_cli,
     import_jsonl,
 )

@@ -1,5 +1,5 @@
 """The hub's store API against a real `edge-hub serve`, on SQLite and on PostgreSQL."""
-# ruff: noqa: F811 (pytest fixtures imported from tests.hubfix are requested by parameter name)
+
 
 from __future__ import annotations
 
@@ -18,19 +18,7 @@ from cloud_sync.hub.changelog import append_changes
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import changes, conflicts, events, redemptions, stores
 from tests.conftest import at_once
-from tests.hubfix import (  # noqa: F401 (fixtures used by name)
-    HubServer,
-    event,
-    hub_db_url,
-    hub_key,
-    hub_server,
-    hub_settings,
-    hub_store,
-    pg_cluster,
-    pg_url,
-    redeemed,
-    run_hub,
-)
+from tests.hubfix import HubServer, event, redeemed, run_hub
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The `edge-hub` command: JSON on stdout, one clear line on stderr for bad input."""
-# ruff: noqa: F811 (pytest fixtures imported from tests.hubfix are requested by parameter name)
+
 
 from __future__ import annotations
 
@@ -17,16 +17,7 @@ from PIL import Image
 
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
 from store_contract.campaigns import until_exp
-from tests.hubfix import (  # noqa: F401 (fixtures used by name)
-    HubServer,
-    hub_db_url,
-    hub_env_for,
-    hub_server,
-    hub_settings,
-    pg_cluster,
-    pg_url,
-    run_hub,
-)
+from tests.hubfix import HubServer, hub_env_for, run_hub
 
 pytestmark = pytest.mark.process  # a hub process for every test
 

@@ -12,9 +12,6 @@ from sqlalchemy import select
 
 from cloud_sync.hub.db import HubDB, ListQuery, insert_new
 from cloud_sync.hub.schema import issued_coupons
-from tests.hubfix import hub_db_url, pg_cluster, pg_url
-
-__all__ = ["hub_db_url", "pg_cluster", "pg_url"]  # fixtures
 
 
 @pytest.fixture

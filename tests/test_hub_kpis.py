@@ -22,9 +22,7 @@ from cloud_sync.hub.ingest import ingest
 from cloud_sync.hub.settings import HubSettings
 from cloud_sync.hub.stores import add_store
 from store_contract.jws import SigningKey
-from tests.hubfix import hub_db_url, pg_cluster, pg_url
 
-__all__ = ["hub_db_url", "pg_cluster", "pg_url"]  # fixtures used by name
 ZONE = "Europe/Berlin"  # not UTC on purpose: days must be the hub's local days
 DAY = 86400.0
 

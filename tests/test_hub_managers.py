@@ -18,13 +18,13 @@ from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.managers import add_manager, authenticate
 from cloud_sync.hub.settings import HubSettings
 from tests.conftest import at_once
-from tests.hubfix import hub_db_url, hub_settings, pg_cluster, pg_url, run_hub  # noqa: F401
+from tests.hubfix import run_hub
 
 PASSWORD = "mia-password-1"
 
 
 @pytest.fixture
-def db(hub_settings: HubSettings) -> Iterator[HubDB]:  # noqa: F811
+def db(hub_settings: HubSettings) -> Iterator[HubDB]:
     hub_db = HubDB(hub_settings.db_url)
     add_manager(hub_db, "mia", PASSWORD, "north")
     yield hub_db
@@ -71,7 +71,7 @@ def _sign_in(client: FlaskClient, username: str, password: str) -> None:
 
 
 def test_a_new_password_ends_the_managers_open_sessions_at_once(
-        hub_settings: HubSettings, db: HubDB) -> None:  # noqa: F811
+        hub_settings: HubSettings, db: HubDB) -> None:
     add_manager(db, "olaf", "olaf-password-1", "south")
     app = create_app(hub_settings, db)
     mia, other_mia, olaf = app.test_client(), app.test_client(), app.test_client()

@@ -17,9 +17,7 @@ from cloud_sync.hub.db import HubDB, engine_url
 from cloud_sync.hub.schema import metadata
 from cloud_sync.hub.schema_version import SchemaError, differences, upgrade, version
 from cloud_sync.hub.settings import HubSettings, load_hub_settings
-from tests.hubfix import hub_db_url, hub_env_for, pg_cluster, pg_url, run_hub
-
-__all__ = ["hub_db_url", "pg_cluster", "pg_url"]  # fixtures
+from tests.hubfix import hub_env_for, run_hub
 
 
 def _url(tmp_path: Path, hub_db_url: str) -> str:

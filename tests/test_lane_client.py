@@ -157,7 +157,7 @@ def test_complete_defaults_total_to_the_tenders_and_currency_to_the_basket() -> 
 class FakeEdge(BaseHTTPRequestHandler):
     """Answers with the server's queued (status, body) pairs and records each request."""
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         server: Any = self.server
         length = int(self.headers["Content-Length"])
         server.seen.append((self.path, self.headers.get("Authorization"),

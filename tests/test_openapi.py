@@ -9,7 +9,6 @@ and its documented required headers must be there. Each documented status is exe
 faults a healthy server does not give (FAULTS) in-process, by breaking one dependency.
 """
 
-# ruff: noqa: F811 (pytest fixtures imported from tests.hubfix are requested by parameter name)
 
 from __future__ import annotations
 
@@ -41,14 +40,7 @@ from edge.store import Store
 from edge.supervise import stop_process
 from store_contract.protocol import new_envelope
 from tests.conftest import start_edge
-from tests.hubfix import (  # noqa: F401 (fixtures used by name)
-    HubServer,
-    event,
-    hub_env_for,
-    hub_server,
-    hub_store,
-    run_hub,
-)
+from tests.hubfix import HubServer, event, hub_env_for, run_hub
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 EDGE_DOC = DOCS / "openapi-edge.yaml"

@@ -245,11 +245,8 @@ def test_paper_out_before_and_during_a_job_holds_then_prints_once(
 # An edge that gives up on an unreachable printer after two resends (2 s, then 4 s).
 @pytest.mark.edge_settings(print_retries=2)
 def test_unreachable_printer_never_blocks_the_checkout_and_fails_visibly(
-        edge: EdgeService, printer: VirtualPrinter,
-        device: Callable[..., DeviceClient]) -> None:
-    seed(edge, ANNA)
-    attach(edge, printer, ["lane-1"])
-    lane = device("pos", "lane-1")
+        shop: tuple[EdgeService, VirtualPrinter, DeviceClient]) -> None:
+    edge, printer, lane = shop
     printer.set_reachable(False)
     jobs = [sale(lane, f"s-{i}", card=ANNA["card"]) for i in range(3)]
     # The sales completed (replies came back) with the printer gone; the receipts wait.
@@ -342,11 +339,8 @@ def test_printer_journal_and_spool_keep_the_database_consistent(
 # print_retries=0: an edge that fails a receipt after its first unanswered or unreachable try.
 @pytest.mark.edge_settings(print_retries=0)
 def test_a_job_nobody_answers_fails_as_no_answer_once_its_tries_are_spent(
-        edge: EdgeService, printer: VirtualPrinter,
-        device: Callable[..., DeviceClient]) -> None:
-    seed(edge, ANNA)
-    attach(edge, printer, ["lane-1"])
-    lane = device("pos", "lane-1")
+        shop: tuple[EdgeService, VirtualPrinter, DeviceClient]) -> None:
+    edge, printer, lane = shop
     # The printer service is away (stopped): the job goes out and no answer comes back.
     _, service = edge.printers.services["printer-1"]
     assert service is not None
@@ -375,14 +369,12 @@ def _service_of(edge: EdgeService, printer_id: str = "printer-1") -> Any:
 
 @pytest.mark.edge_settings(print_retries=0)
 def test_an_interrupted_job_is_reprinted_under_a_new_id_and_its_old_id_stays_retired(
-        edge: EdgeService, printer: VirtualPrinter, settings: Settings,
-        device: Callable[..., DeviceClient], caplog: pytest.LogCaptureFixture) -> None:
+        shop: tuple[EdgeService, VirtualPrinter, DeviceClient], settings: Settings,
+        caplog: pytest.LogCaptureFixture) -> None:
     from pos_bridge.printer import PrintJournal
 
     caplog.set_level("INFO")
-    seed(edge, ANNA)
-    attach(edge, printer, ["lane-1"])
-    lane = device("pos", "lane-1")
+    edge, printer, lane = shop
     printer.set_reachable(False)
     old = sale(lane, "s-1", card=ANNA["card"])
     assert wait_until(lambda: job_row(edge, old)["state"] == "failed", 10)

@@ -21,8 +21,8 @@ from edge.coupons import CouponRefused
 from edge.settings import Settings
 from store_contract.basket import parse_basket
 from tests.hubfix import HubServer
-from tests.test_sync import add_store, edge_for, hub_sqlite  # noqa: F401 - fixture
-from tests.test_sync_feed import BASKET, CAMPAIGN, hub, hub_cli, import_jsonl, sell  # noqa: F401
+from tests.test_sync import add_store, edge_for
+from tests.test_sync_feed import BASKET, CAMPAIGN, hub_cli, import_jsonl, sell
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def _restore(backup: Path, database: Path) -> None:
 
 @pytest.mark.process
 def test_an_edge_restored_from_a_backup_before_a_redemption_refuses_that_coupon_after_a_pull(
-        settings: Settings, hub: HubServer, tmp_path: Path,  # noqa: F811 - the fixture
+        settings: Settings, hub: HubServer, tmp_path: Path,
         running: list[EdgeService]) -> None:
     import_jsonl(hub, tmp_path, "campaigns", CAMPAIGN)
     coupon = hub_cli(hub, "coupons", "issue", "--campaign", "cmp-5off", "--max", "1")

@@ -26,14 +26,13 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
-from cloud_sync.hub.settings import HubSettings
 from edge.devices import Enrolment
 from edge.settings import Settings
 from edge.supervise import stop_process
 from pos_bridge.lane import HttpTransport, Lane, Refused, basket
 from tests.conftest import start_edge, wait_until
-from tests.hubfix import HubServer, run_hub, start_hub, stop_hub
-from tests.test_sync import add_store, edge_for, hub_sqlite  # noqa: F401 - fixture
+from tests.hubfix import HubServer, run_hub
+from tests.test_sync import add_store, edge_for
 from tests.test_sync_feed import _manager_session, import_jsonl
 
 OFFER = {"id": "cmp-offer", "name": "Coffee offer", "description": "10% off coffee",
@@ -46,13 +45,6 @@ ANNA = {"id": "c-anna", "display_name": "Anna Berg", "tier": "gold", "points": 4
 ITEMS = basket([{"sku": "coffee", "qty": 2, "unit_minor": 1000, "categories": ["coffee"]}],
                "EUR")
 PAY = [{"kind": "card", "amount_minor": 2000}]
-
-
-@pytest.fixture
-def hub(hub_sqlite: HubSettings) -> Iterator[HubServer]:  # noqa: F811 - the imported fixture
-    server = start_hub(hub_sqlite)
-    yield server
-    stop_hub(server)
 
 
 class Rogue:

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from sqlalchemy import select
 
 from cloud_sync.hub.db import HubDB
 from cloud_sync.hub.schema import events as hub_events
-from cloud_sync.hub.settings import HubSettings, load_hub_settings
+from cloud_sync.hub.settings import HubSettings
 from edge.app.service import EdgeService
 from edge.outbox import queue_event
 from edge.settings import Settings
@@ -33,16 +32,10 @@ from edge.store import Store
 from edge.supervise import stop_process
 from store_contract.events import TransactionCompleted
 from store_contract.protocol import uuid7
-from tests.conftest import free_port, start_edge, wait_until
-from tests.hubfix import HubServer, hub_env_for, run_hub, start_hub, stop_hub
+from tests.conftest import start_edge, wait_until
+from tests.hubfix import HubServer, run_hub, start_hub, stop_hub
 
 # ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def hub_sqlite(tmp_path: Path) -> HubSettings:
-    """A hub on SQLite with a free port (not started)."""
-    return load_hub_settings(hub_env_for(tmp_path / "hub-data", "", free_port()))
 
 
 def add_store(hub: HubSettings, store_id: str, region: str = "north",
@@ -168,7 +161,7 @@ class Proxy:
                 except OSError:
                     entry["undelivered"] = True  # the edge was gone before the answer
 
-            do_GET = do_POST = do_PUT = _relay  # noqa: N815
+            do_GET = do_POST = do_PUT = _relay
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -183,13 +176,6 @@ class Proxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture
-def hub(hub_sqlite: HubSettings) -> Iterator[HubServer]:
-    server = start_hub(hub_sqlite)
-    yield server
-    stop_hub(server)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ were all queued in the future: negative queue ages, `occurred_at` ahead of its c
 hub is a real `edge-hub serve`; a rogue-free, plain HTTP client plays an edge whose report is
 odd in every way a report can be.
 """
-# ruff: noqa: F811 (pytest fixtures imported from tests.hubfix are requested by parameter name)
 
 from __future__ import annotations
 
@@ -34,26 +33,8 @@ from edge.store import Store
 from edge.supervise import stop_process
 from store_contract.protocol import format_ts
 from tests.conftest import REPO, EdgeProc, edge_log, start_edge, wait_until
-from tests.hubfix import (  # noqa: F401 (fixtures used by name)
-    HubServer,
-    event,
-    hub_db_url,
-    hub_server,
-    hub_settings,
-    hub_store,
-    pg_cluster,
-    pg_url,
-    start_hub,
-    stop_hub,
-)
-from tests.test_sync import (  # noqa: F401 (hub_sqlite: a fixture used by name)
-    add_store,
-    edge_for,
-    hub_rows,
-    hub_sqlite,
-    outbox_depth,
-    produce,
-)
+from tests.hubfix import HubServer, event, start_hub, stop_hub
+from tests.test_sync import add_store, edge_for, hub_rows, outbox_depth, produce
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 

@@ -16,20 +16,18 @@ from typing import Any
 import pytest
 import requests
 
-from cloud_sync.hub.settings import HubSettings
 from edge.app.service import EdgeService
 from edge.coupons import CouponRefused
 from edge.settings import Settings
 from edge.transactions import CustomerUnknown, Tender
 from store_contract.basket import parse_basket
 from tests.conftest import wait_until
-from tests.hubfix import HubServer, run_hub, start_hub, stop_hub
-from tests.test_sync import (  # noqa: F401 - fixture
+from tests.hubfix import HubServer, run_hub
+from tests.test_sync import (
     Proxy,
     add_store,
     edge_for,
     hub_rows,
-    hub_sqlite,
 )
 
 pytestmark = pytest.mark.process  # a hub process for every test
@@ -43,13 +41,6 @@ CAMPAIGN = {"id": "cmp-5off", "name": "5 off", "description": "€5 off your sho
             "min_minor": 1000}
 BASKET = {"currency": "EUR", "lines": [{"sku": "cheese", "qty": 2, "unit_minor": 899,
                                         "categories": ["dairy"]}]}
-
-
-@pytest.fixture
-def hub(hub_sqlite: HubSettings) -> Iterator[HubServer]:  # noqa: F811 - the imported fixture
-    server = start_hub(hub_sqlite)
-    yield server
-    stop_hub(server)
 
 
 @pytest.fixture

@@ -34,15 +34,7 @@ from edge.devices import enrol
 from edge.settings import Settings
 from store_contract.protocol import new_envelope
 from tests.conftest import Issuer
-from tests.hubfix import (  # noqa: F401 (fixtures used by name)
-    HubServer,
-    event,
-    hub_db_url,
-    hub_server,
-    hub_settings,
-    pg_cluster,
-    pg_url,
-)
+from tests.hubfix import HubServer, event
 
 pytestmark = pytest.mark.app
 
@@ -458,7 +450,7 @@ def hub_events_of(hub: HubServer, store_id: str, type_: str) -> list[dict[str, A
 
 
 def test_an_approved_void_and_a_reprint_reach_the_hub_with_who_did_them(
-        settings: Settings, hub_server: HubServer,  # noqa: F811
+        settings: Settings, hub_server: HubServer,
         make_till: Callable[[Settings], Till], issuer: Issuer) -> None:
     token = hub_server.add_store(settings.store_id)
     till = make_till(settings.with_overrides(hub_url=hub_server.url, hub_token=token,
@@ -484,7 +476,7 @@ def test_an_approved_void_and_a_reprint_reach_the_hub_with_who_did_them(
             reprinted["lane"]) == ("receipt.reprint", job, MANAGER, None, "lane-1")
 
 
-def test_the_hub_refuses_a_staff_action_that_does_not_say_who(hub_server: HubServer  # noqa: F811
+def test_the_hub_refuses_a_staff_action_that_does_not_say_who(hub_server: HubServer
                                                               ) -> None:
     token = hub_server.add_store("s1")
     who = {"by": "carla", "by_kind": "staff", "approved_by": "mia"}
