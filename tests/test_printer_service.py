@@ -153,15 +153,24 @@ def test_the_same_job_twice_prints_once_and_is_answered_printed_both_times(
     assert receipts(printer) == ["j-1"] and len(printer.printouts) == 1
 
 
-def test_a_job_waits_for_paper_and_prints_by_itself_once_paper_is_loaded(
-        printer: VirtualPrinter, answers: Answers, service: ServiceFactory) -> None:
-    printer.set_paper("empty")
+@pytest.mark.parametrize(("stop", "reason", "status", "clear"), [
+    (lambda p: p.set_paper("empty"), "paper_empty", {"paper": "empty"},
+     lambda p: p.set_paper("ok")),
+    (lambda p: p.set_cover("open"), "cover_open", {"cover": "open", "printer": "offline"},
+     lambda p: p.set_cover("closed")),
+], ids=["no paper", "cover open"])
+def test_a_held_job_prints_by_itself_once_the_printer_is_ready_again(
+        printer: VirtualPrinter, answers: Answers, service: ServiceFactory,
+        stop: Callable[[VirtualPrinter], None], reason: str, status: dict[str, str],
+        clear: Callable[[VirtualPrinter], None]) -> None:
+    stop(printer)
     svc = service()
     svc.submit("j-1", document("j-1"))
     answers.wait("j-1", "held")
-    assert answers.of("j-1") == [("held", "paper_empty")] and printer.printouts == []
-    printer.set_paper("ok")
-    assert answers.wait("j-1", "printed") == [("held", "paper_empty"), ("printed", None)]
+    answers.wait_status(**status)
+    assert answers.of("j-1") == [("held", reason)] and printer.printouts == []
+    clear(printer)
+    assert answers.wait("j-1", "printed") == [("held", reason), ("printed", None)]
     assert receipts(printer) == ["j-1"] and len(printer.printouts) == 1
 
 
@@ -182,18 +191,6 @@ def test_paper_running_out_mid_job_reprints_the_whole_receipt_exactly_once(
     assert whole[0].find_text("Demo Store") and receipts(printer) == ["j-1"]
     svc.submit("j-1", document("j-1", lines=40))  # the edge resending it changes nothing
     answers.wait("j-1", "printed", count=2)
-    assert receipts(printer) == ["j-1"]
-
-
-def test_cover_open_holds_the_job_until_the_cover_is_closed(
-        printer: VirtualPrinter, answers: Answers, service: ServiceFactory) -> None:
-    printer.set_cover("open")
-    svc = service()
-    svc.submit("j-1", document("j-1"))
-    answers.wait("j-1", "held")
-    answers.wait_status(cover="open", printer="offline")
-    printer.set_cover("closed")
-    assert answers.wait("j-1", "printed") == [("held", "cover_open"), ("printed", None)]
     assert receipts(printer) == ["j-1"]
 
 

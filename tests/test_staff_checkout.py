@@ -113,6 +113,17 @@ def coupons(page: Page) -> Locator:
     return page.locator("#coupons li")
 
 
+def refused_each(page: Page, field: Locator, button: str,
+                 cases: list[tuple[str, str]]) -> None:
+    """Each value typed into `field` and sent with `button` is refused with its sentence,
+    and stays in the field (nothing typed is lost)."""
+    for typed, sentence in cases:
+        field.fill(typed)
+        page.get_by_role("button", name=button).click()
+        expect(page.get_by_role("alert")).to_have_text(sentence)
+        expect(field).to_have_value(typed)
+
+
 def forge(token: str) -> str:
     """The same coupon with one character of its signature changed."""
     header, claims, signature = token.split(".")
@@ -409,25 +420,18 @@ def test_unknown_product_and_bad_lines_say_what_to_do_and_keep_what_was_typed(
         "category and amount.")
     expect(code).to_have_value("999999")  # nothing lost
     code.fill(MILK)
-    for typed, sentence in [("0", "The quantity must be at least 1."),
-                            ("-2", "The quantity must be at least 1."),
-                            ("two", "Type the quantity as a whole number, e.g. 2.")]:
-        qty.fill(typed)
-        till.get_by_role("button", name="Add item").click()
-        expect(till.get_by_role("alert")).to_have_text(sentence)
-        expect(qty).to_have_value(typed)
+    refused_each(till, qty, "Add item", [
+        ("0", "The quantity must be at least 1."),
+        ("-2", "The quantity must be at least 1."),
+        ("two", "Type the quantity as a whole number, e.g. 2.")])
     expect(till.locator("#lines tbody tr")).to_have_count(0)
     # The unknown product by category and amount instead.
     till.get_by_label("Category").select_option("fruit")
     amount = till.get_by_label("Price each")
-    for typed, sentence in [("25000", "That is more than €10,000.00 for one item: check the "
-                                      "amount."),
-                            ("0", "Type the item's price: it must be more than 0."),
-                            ("abc", "'abc' is not an amount: type the item's price like 2.49.")]:
-        amount.fill(typed)
-        till.get_by_role("button", name="Add by category").click()
-        expect(till.get_by_role("alert")).to_have_text(sentence)
-        expect(amount).to_have_value(typed)
+    refused_each(till, amount, "Add by category", [
+        ("25000", "That is more than €10,000.00 for one item: check the amount."),
+        ("0", "Type the item's price: it must be more than 0."),
+        ("abc", "'abc' is not an amount: type the item's price like 2.49.")])
     amount.fill("2,50")
     till.get_by_label("Qty", exact=True).fill("2")
     till.get_by_role("button", name="Add by category").click()
