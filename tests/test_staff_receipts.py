@@ -65,6 +65,20 @@ def complete(lane: DeviceClient, txn: str) -> str:
     return job
 
 
+def printed_then_failed(lane: DeviceClient, printer: VirtualPrinter,
+                        settings: Settings) -> tuple[str, str]:
+    """Two sales' receipts: s-1 printed, then the printer's cable pulled and s-2 failed."""
+    printed = complete(lane, "s-1")
+    printer.wait_printouts(1)
+    # Pull the cable only once the printer service has confirmed s-1 (it reads the status
+    # after the last byte; a printer gone at that moment leaves the receipt `interrupted`).
+    assert wait_until(lambda: job_state(settings, printed) == "printed", 10)
+    printer.set_reachable(False)
+    failed = complete(lane, "s-2")
+    assert wait_until(lambda: job_state(settings, failed) == "failed", 15)
+    return printed, failed
+
+
 def job_state(settings: Settings, job: str) -> str | None:
     conn = sqlite3.connect(settings.data_path / "edge.db", timeout=10)
     try:
@@ -89,13 +103,7 @@ def test_receipts_page_previews_a_receipt_and_reprints_a_failed_one(
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
     lane = device("pos", "lane-1")
-    printed = complete(lane, "s-1")
-    printer.wait_printouts(1)
-    # Pull the cable only once the printer service has confirmed s-1 (it reads the status
-    # after the last byte; a printer gone at that moment leaves the receipt `interrupted`).
-    assert wait_until(lambda: job_state(settings, printed) == "printed", 10)
-    printer.set_reachable(False)
-    failed = complete(lane, "s-2")
+    printed, failed = printed_then_failed(lane, printer, settings)
 
     page.goto(f"{base}/staff/receipts")
     page.get_by_label("Username").fill(CASHIER)

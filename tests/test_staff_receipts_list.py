@@ -23,13 +23,14 @@ from pos_bridge.device import DeviceClient
 from pos_bridge.virtual_printer import VirtualPrinter
 from store_contract.customers import Lookup, parse_customer
 from tests import browser as chromium
-from tests.conftest import Issuer, wait_until
+from tests.conftest import Issuer
 from tests.test_staff_receipts import (  # noqa: F401 (fixtures)
     MANAGER,
     MANAGER_PW,
     base,
     complete,
     job_state,
+    printed_then_failed,
     printer,
 )
 
@@ -141,13 +142,7 @@ def test_list_shows_time_lane_name_with_consent_and_total_and_finds_receipts(
 def test_a_reprints_state_follows_on_the_list_without_a_reload(
         base: str, settings: Settings, page: Page,  # noqa: F811
         printer: VirtualPrinter, device: Callable[..., DeviceClient]) -> None:  # noqa: F811
-    lane = device("pos", "lane-1")
-    printed = complete(lane, "s-1")
-    printer.wait_printouts(1)
-    assert wait_until(lambda: job_state(settings, printed) == "printed", 10)
-    printer.set_reachable(False)
-    failed = complete(lane, "s-2")
-    assert wait_until(lambda: job_state(settings, failed) == "failed", 15)
+    printed, failed = printed_then_failed(device("pos", "lane-1"), printer, settings)
     sign_in(page, base)
     navigations: list[str] = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
