@@ -6,6 +6,7 @@
 # PostgreSQL cluster and browser.
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 apt_install mosquitto chromium postgresql faketime nginx-light
+c_build_tools
 make_venv "[dev]"
 cd "$ROOT"
 "$VENV/bin/ruff" check store_contract edge pos_bridge cloud_sync kiosk_ui store_demo tests bench
