@@ -28,6 +28,7 @@ import pytest
 
 from pos_bridge.scanner import layouts
 from pos_bridge.scanner.hid import HidScanner, KeyDecoder
+from pos_bridge.scanner.spec import hid_scanner
 from store_contract.scans import Scan
 
 XKB = Path("/usr/share/X11/xkb")
@@ -625,3 +626,24 @@ def test_real_uinput_keyboard_is_grabbed_and_decoded() -> None:
             assert [s.code for s in scans.wait(1)] == [text]
         finally:
             reader.stop()
+
+
+# ---------------------------------------------------------------- configuration
+def test_scanner_spec_sets_up_the_reader() -> None:
+    reader = hid_scanner("usb-X-event-kbd, layout=DE ,terminator=tab,gap=0.08,aim=yes",
+                         print)
+    assert reader.path == "/dev/input/by-id/usb-X-event-kbd"
+    decoder = reader.decoder
+    assert (decoder.layout.name, decoder.terminator, decoder.gap) == ("de", "tab", 0.08)
+    assert reader.maker.aim and reader.grab
+    assert hid_scanner("/dev/input/event7,grab=no", print).path == "/dev/input/event7"
+
+
+@pytest.mark.parametrize(("spec", "why"), [
+    ("x,layout=dvorak", "unknown keyboard layout"), ("x,terminator=space", "not one of"),
+    ("x,colour=red", "unknown setting"), ("x,layout", "unknown setting"),
+    ("x,gap=-1", "between"), ("x,gap=soon", "could not convert"), (",layout=us", "no device"),
+    ("x,aim=maybe", "yes or no")])
+def test_bad_scanner_spec_is_refused_naming_the_setting(spec: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        hid_scanner(spec, print)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pos_bridge.scanner.serial_port import Framer, SerialScanner
+from pos_bridge.scanner.spec import serial_scanner
 from store_contract.scans import MAX_CODE_CHARS, Scan, parse_scan
 
 NAME = "usb-Datalogic_Gryphon_GD4500-if00"
@@ -253,3 +254,20 @@ def test_bad_settings_are_refused() -> None:
         Framer("nul")
     with pytest.raises(LookupError):
         SerialScanner("x", lambda s: None, encoding="no-such-encoding")
+
+
+def test_scanner_spec_sets_up_the_reader() -> None:
+    scanner = serial_scanner("/dev/ttyACM0,baudrate=115200,terminator=CRLF,encoding=latin-1",
+                             print)
+    assert (scanner.path, scanner.baudrate, scanner.framer.terminator, scanner.encoding) == \
+        ("/dev/ttyACM0", 115200, b"\r\n", "latin-1")
+    assert serial_scanner(NAME, print).path == f"/dev/serial/by-id/{NAME}"
+
+
+@pytest.mark.parametrize(("spec", "why"), [
+    ("x,baudrate=fast", "baudrate='fast'"), ("x,baudrate=12", "not a baud rate"),
+    ("x,encoding=klingon", "encoding"), ("x,terminator=nul", "not one of"),
+    ("x,layout=de", "unknown setting")])
+def test_bad_scanner_spec_is_refused_naming_the_setting(spec: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        serial_scanner(spec, print)
