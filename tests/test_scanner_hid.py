@@ -25,6 +25,8 @@ from pathlib import Path
 
 import evdev.ecodes as ec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pos_bridge.scanner import layouts
 from pos_bridge.scanner.hid import HidScanner, KeyDecoder
@@ -236,6 +238,21 @@ def test_every_printable_ascii_character_decodes_every_way_it_can_be_typed(
 def test_all_printable_ascii_in_one_code(layout: str) -> None:
     text = "".join(ASCII)
     assert decode(layout, Stream().text(layout, text).enter().events) == [text]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_any_ascii_code_typed_any_way_decodes_exactly(data: st.DataObject) -> None:
+    layout = data.draw(st.sampled_from(list(XKB_NAMES)))
+    text = data.draw(st.text(st.sampled_from(ASCII), min_size=1, max_size=40))
+    terminator = data.draw(st.sampled_from(["enter", "tab", "none"]))
+    s = Stream(step=data.draw(st.floats(0.0005, 0.008)))
+    for char in text:
+        way = data.draw(st.sampled_from(ways_to_type(layout, char)))
+        s.stroke(*way, shift=data.draw(st.sampled_from([ec.KEY_LEFTSHIFT, ec.KEY_RIGHTSHIFT])))
+    if terminator != "none":
+        s.tap(ec.KEY_ENTER if terminator == "enter" else ec.KEY_TAB)
+    assert decode(layout, s.events, terminator=terminator, gap=0.05) == [text]
 
 
 @pytest.mark.parametrize("layout", XKB_NAMES)

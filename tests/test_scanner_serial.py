@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pos_bridge.scanner.serial_port import Framer, SerialScanner
 from pos_bridge.scanner.spec import serial_scanner
@@ -240,6 +242,23 @@ def test_framer_reassembles_and_expires() -> None:
     assert framer.feed(b"", 1.0) == []  # F waited too long: dropped
     assert framer.feed(b"G\r\n", 1.1) == [b"G"]
     assert framer.dropped == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=60).map(lambda b: b.replace(b"\x00", b"")
+                                                       .replace(b"\r", b"").replace(b"\n", b""))
+                .filter(bool), min_size=1, max_size=8),
+       st.sampled_from(["cr", "lf", "crlf"]), st.data())
+def test_framer_gives_the_same_lines_however_the_bytes_are_cut(
+        codes: list[bytes], terminator: str, data: st.DataObject) -> None:
+    end = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}[terminator]
+    stream = b"".join(code + end for code in codes)
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(stream) - 1), max_size=20)))
+    framer = Framer(terminator)
+    lines: list[bytes] = []
+    for start, stop in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        lines += framer.feed(stream[start:stop], 0.0)
+    assert lines == codes
 
 
 def test_framer_drops_an_over_long_line_up_to_its_terminator() -> None:

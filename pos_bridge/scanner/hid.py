@@ -347,7 +347,9 @@ class HidScanner:
         try:
             device = self.open_device(self.path)
         except OSError as exc:
-            self._complain(f"cannot open it ({exc.strerror or exc})")
+            hint = "; see the udev rules in docs/scanners-hid-serial.md" \
+                if exc.errno == errno.EACCES else ""
+            self._complain(f"cannot open it ({exc.strerror or exc}{hint})")
             return None
         try:
             if self.grab:
