@@ -419,9 +419,15 @@ def test_lost_events_and_keys_the_layout_cannot_type_drop_the_code() -> None:
     s.events.append((ec.EV_SYN, ec.SYN_DROPPED, 0, s.t))
     s.text("us", "C").enter().text("us", "D").tap(ec.KEY_F1).text("us", "E").enter()
     s.text("us", "X").tap(ec.KEY_A, ec.KEY_RIGHTALT).enter().text("us", "GOOD").enter()
+    # Events lost before the rest of a code: what arrives is its tail, not a code.
+    s.events.append((ec.EV_SYN, ec.SYN_DROPPED, 0, s.t))
+    s.text("us", "TAIL").enter().pause(1.0).text("us", "NEXT").enter()
+    # Lost events and then nothing for a while: the next code is whole again.
+    s.events.append((ec.EV_SYN, ec.SYN_DROPPED, 0, s.t))
+    s.pause(1.0).text("us", "LAST").enter()
     decoder = KeyDecoder("us")
-    assert decoder.feed_all(s.events) == ["GOOD"]
-    assert decoder.dropped == 3
+    assert decoder.feed_all(s.events) == ["GOOD", "NEXT", "LAST"]
+    assert decoder.dropped == 5
 
 
 def test_an_over_long_code_is_dropped() -> None:

@@ -134,8 +134,11 @@ class KeyDecoder:
     def feed(self, etype: int, code: int, value: int, timestamp: float) -> list[str]:
         """One input event; the codes it completed (usually none, at most two)."""
         if etype == EV_SYN and code == SYN_DROPPED:
-            if self._started():
-                self._bad = "the kernel dropped events in the middle of it"
+            # The lost events may be the first keys of the code now coming in, or the middle
+            # of one being read: either way what follows up to the next terminator is not a
+            # whole code. (Nothing following within `stale`: the state is clean again.)
+            self._bad = "the kernel dropped key events in it"
+            self._last = timestamp
             self._held.clear()  # the key state is unknown until the next keys
             return []
         if etype != EV_KEY:
