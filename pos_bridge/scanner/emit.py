@@ -36,7 +36,10 @@ def product_for(text: str, symbology: str | None) -> Product | None:
         from pos_bridge.scanner.codes import product_of
     except ImportError:
         return None
-    product: Product | None = product_of(text, symbology)
+    try:
+        product: Product | None = product_of(text, symbology)
+    except ValueError:  # a code that looks like a product but is not one: no product
+        return None
     return product
 
 

@@ -19,6 +19,7 @@ a SerialException) the reader closes it and opens the same path again until it i
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -145,7 +146,9 @@ class SerialScanner:
             try:
                 port = self.open_port(self.path, self.baudrate)
             except (OSError, serial.SerialException, ValueError) as exc:
-                self._complain(f"cannot open it ({exc})")
+                hint = "; see the udev rules in docs/scanners-hid-serial.md" \
+                    if getattr(exc, "errno", None) == errno.EACCES else ""
+                self._complain(f"cannot open it ({exc}{hint})")
                 self._stop.wait(self.retry)
                 continue
             self._complained = None
