@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pos_bridge.scanner.emit import split_aim
 from pos_bridge.scanner.serial_port import Framer, SerialScanner
 from pos_bridge.scanner.spec import serial_scanner
 from store_contract.scans import MAX_CODE_CHARS, Scan, parse_scan
@@ -290,3 +291,11 @@ def test_scanner_spec_sets_up_the_reader() -> None:
 def test_bad_scanner_spec_is_refused_naming_the_setting(spec: str, why: str) -> None:
     with pytest.raises(ValueError, match=why):
         serial_scanner(spec, print)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("]E04006381333931", ("]E0", "4006381333931")), ("]Q1{\"m\":1}", ("]Q1", "{\"m\":1}")),
+    ("]E0", (None, "]E0")), ("]E", (None, "]E")), ("]!0abc", (None, "]!0abc")),
+    ("E04006381333931", (None, "E04006381333931")), ("]e0x", ("]e0", "x"))])
+def test_aim_prefix_split_only_when_it_is_one(text: str, expected: tuple[str | None, str]) -> None:
+    assert split_aim(text) == expected
