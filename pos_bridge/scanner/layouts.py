@@ -10,8 +10,10 @@ Each layout maps a Linux key code (the numbers of `linux/input-event-codes.h`, t
 `evdev.ecodes.KEY_*`; they are kernel ABI, so they are written here and this module needs no
 evdev) to the character on each level: plain, Shift, AltGr, Shift+AltGr. A dead key is
 marked: its character is the bare accent it gives when followed by a space, which is how a
-scanner types `^` on a German layout. CapsLock affects the keys whose plain and Shift levels
-are a lower- and upper-case letter pair, as on a real keyboard.
+scanner types `^` on a German layout (a dead acute, diaeresis or cedilla and a space give
+the spacing accent ´ ¨ ¸, as on the PCs scanners are made for; no layout here needs them
+for an ASCII character). CapsLock affects the keys whose plain and Shift levels are a lower-
+and upper-case letter pair, as on a real keyboard.
 
 The tables follow the XKB layouts `us`, `de`, `fr` and `gb` (basic variants, pc105
 keyboard). Levels that give arrows and other symbols no scanner sends are left out: a key
