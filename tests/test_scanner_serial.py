@@ -132,7 +132,7 @@ def test_garbage_is_dropped_and_the_next_code_read(line: Pty) -> None:
         line.write(b"\xff\xfe\x80\xc3\r")  # not UTF-8
         line.write(b"GOOD1\r")
         line.write(b"\x00\x00GO\x00OD2\x00\r\x00")  # NULs: line noise
-        line.write(b"Z" * (MAX_CODE_CHARS + 500), b"more of the same\r")  # no end in sight
+        line.write(b"Z" * (MAX_CODE_CHARS + 500) + b"more of the same\r")  # no end in sight
         line.write(b"GOOD3\r")
         line.write(b"\x1b\x9b")  # noise with no terminator, then quiet
         time.sleep(0.6)
