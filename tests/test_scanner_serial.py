@@ -266,7 +266,9 @@ def test_framer_drops_an_over_long_line_up_to_its_terminator() -> None:
     framer = Framer("lf", max_len=10)
     assert framer.feed(b"0123456789ABC", 0.0) == []
     assert framer.feed(b"DEF\nOK\n", 0.1) == [b"OK"]
-    assert framer.dropped == 1
+    assert framer.feed(b"0123456789ABC\nOK2\n", 0.2) == [b"OK2"]  # in one read
+    assert framer.feed(b"0123456789\n", 0.3) == [b"0123456789"]  # just fits
+    assert framer.dropped == 2
 
 
 def test_bad_settings_are_refused() -> None:

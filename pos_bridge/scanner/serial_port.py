@@ -66,6 +66,10 @@ class Framer:
             del self._buf[:end + len(self.terminator)]
             if self._skipping:
                 self._skipping = False
+            elif len(line) > self.max_len:
+                self.dropped += 1
+                log.warning("serial scanner: dropped %d bytes: longer than any code",
+                            len(line))
             elif line:
                 lines.append(line)
         if len(self._buf) > self.max_len:
