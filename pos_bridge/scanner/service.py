@@ -1,4 +1,5 @@
-"""The scanner service: one scanner device on the store's bus, fed by its readers (docs/scanners.md).
+"""The scanner service: one scanner device on the store's bus, fed by its readers
+(docs/scanners.md).
 
 Each reader (a USB keyboard-wedge scanner, a serial scanner, a camera) calls `publish` with
 the scans it reads. The service numbers them for the device (`seq`, from 1 at each start,
