@@ -9,6 +9,7 @@ symlink pointed at it, as udev does for a by-id name.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import threading
 import time
@@ -19,9 +20,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge.datadir import DataDir
+from edge.settings import Settings
+from pos_bridge.device import DeviceClient
 from pos_bridge.scanner.emit import split_aim
 from pos_bridge.scanner.serial_port import Framer, SerialScanner
+from pos_bridge.scanner.service import ScannerService
 from pos_bridge.scanner.spec import serial_scanner
+from store_contract.mqtt import make_client, parse_mqtt_url, stop_loop
+from store_contract.protocol import event_topic
 from store_contract.scans import MAX_CODE_CHARS, Scan, parse_scan
 
 NAME = "usb-Datalogic_Gryphon_GD4500-if00"
@@ -301,3 +308,41 @@ def test_bad_scanner_spec_is_refused_naming_the_setting(spec: str, why: str) -> 
     ("E04006381333931", (None, "E04006381333931")), ("]e0x", ("]e0", "x"))])
 def test_aim_prefix_split_only_when_it_is_one(text: str, expected: tuple[str | None, str]) -> None:
     assert split_aim(text) == expected
+
+
+# ---------------------------------------------------------------- on the store's bus
+def test_serial_scans_reach_the_bus_through_the_scanner_service(
+        line: Pty, settings: Settings, datadir: DataDir,
+        device: Callable[..., DeviceClient]) -> None:
+    """A serial scanner read by the scanner service lands on a real Mosquitto as `evt/scan`,
+    code and bytes exact, as the edge reads it back."""
+    creds = datadir.edge_mqtt_credentials()
+    got: list[dict[str, object]] = []
+    observer = make_client("scan-observer", parse_mqtt_url(settings.mqtt_url),
+                           username=creds["username"], password=creds["password"])
+    topic = event_topic(settings.store_id, "scanner", "scan-1", "scan")
+    subscribed = threading.Event()
+    observer.on_connect = lambda c, *_: c.subscribe(topic, 1)
+    observer.on_subscribe = lambda *_: subscribed.set()
+    observer.on_message = lambda _c, _u, m: got.append(json.loads(m.payload)["data"])
+    observer.connect(parse_mqtt_url(settings.mqtt_url).host,
+                     parse_mqtt_url(settings.mqtt_url).port)
+    observer.loop_start()
+    service = ScannerService(device("scanner", "scan-1"), [
+        lambda cb: SerialScanner(str(line.link), cb, encoding="latin-1", aim=True,
+                                 retry=0.05)])
+    try:
+        assert subscribed.wait(10)
+        service.start()
+        assert service.readers[0].connected.wait(10)  # type: ignore[attr-defined]
+        line.write(b"]E04006381333931\r]Q1M\xfcller\x1d42\r")
+        assert eventually(lambda: len(got) == 2)
+        first, second = (parse_scan(data) for data in got)
+        assert (first.code, first.symbology, first.source, first.seq) == \
+            ("4006381333931", "]E0", "serial", 1)
+        assert (second.code, second.payload, second.seq) == \
+            ("Müller\x1d42", b"M\xfcller\x1d42", 2)
+    finally:
+        service.stop()
+        observer.disconnect()
+        stop_loop(observer)
