@@ -28,6 +28,8 @@ from edge.metrics import Metrics
 from edge.outbox import OutboxCap
 from edge.pos import register_pos_methods
 from edge.receipts import Receipts
+from edge.scanfeed import LiveScans
+from edge.scanners import ScanRouter
 from edge.settings import Settings
 from edge.spool import Spool
 from edge.store import Store
@@ -79,6 +81,11 @@ class EdgeService:
         self.spool.send = lambda printer, job, document: self.bus.command(
             "printer", printer, "print", {"job": job, "document": document})
         self.printers = PrinterHost(settings, self.datadir, self.store)
+        # Scans: forwarded to the scanner's lane or kiosk, and live to the lane's open pages.
+        self.live_scans = LiveScans(self.metrics, settings.http_threads // 2)
+        self.scans = ScanRouter(self.store, self.metrics, self.bus.command,
+                                self.live_scans.publish)
+        self.dispatcher.event("scan")(self.scans.on_scan_event)
         self.scheduler = BackgroundScheduler(timezone=settings.zone)
         self.sender = Sender(settings, self.store, self.hub, self.metrics,
                              wake=lambda delay: self._run_job_in("sync_send", delay))
