@@ -16,6 +16,7 @@ code or a coupon): only its length, symbology and when it came.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -170,20 +171,58 @@ def route_of(store: Store, scanner_id: str) -> Target | None:
     return Target(row["target_kind"], row["target"]) if row else None
 
 
-def note_scan(store: Store, scanner_id: str, *, routed: bool) -> None:
-    """Count one scan on the scanner's row (made for a scanner never assigned)."""
-    now = now_rfc3339()
-    miss = 0 if routed else 1
+class ScanTally:
+    """Scans counted in memory and written to the scanners' rows by `flush` (a job every
+    few seconds, one write for all of them), like the devices' last-seen moments: a write
+    per scan would compete with the next scans' forwarding for the edge's threads.
+    `merge` puts what was counted since the flush into rows read from the table."""
 
-    def _write(db: sqlite_utils.Database) -> None:
-        db.execute("INSERT INTO scanners (id, last_scan, scans, unassigned_scans, "
-                   "last_unassigned) VALUES (?, ?, 1, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                   "last_scan = excluded.last_scan, scans = scans + 1, "
-                   "unassigned_scans = unassigned_scans + excluded.unassigned_scans, "
-                   "last_unassigned = COALESCE(excluded.last_unassigned, last_unassigned)",
-                   (scanner_id, now, miss, None if routed else now))
+    def __init__(self) -> None:
+        # scanner -> [scans, unassigned scans, last scan, last unassigned scan (or None)]
+        self._pending: dict[str, list[Any]] = {}
+        self._lock = threading.Lock()
 
-    store.write(_write)
+    def note(self, scanner_id: str, *, routed: bool) -> None:
+        now = now_rfc3339()
+        with self._lock:
+            entry = self._pending.setdefault(scanner_id, [0, 0, now, None])
+            entry[0] += 1
+            entry[2] = now
+            if not routed:
+                entry[1] += 1
+                entry[3] = now
+
+    def merge(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        with self._lock:
+            pending = {k: list(v) for k, v in self._pending.items()}
+        for row in rows:
+            entry = pending.get(row["id"])
+            if entry is not None:
+                row["scans"] += entry[0]
+                row["unassigned_scans"] += entry[1]
+                row["last_scan"] = entry[2]
+                row["last_unassigned"] = entry[3] or row["last_unassigned"]
+        return rows
+
+    def flush(self, store: Store) -> int:
+        """Write what was counted since the last flush; how many scanners it touched."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return 0
+
+        def _write(db: sqlite_utils.Database) -> None:
+            for scanner_id, (scans, misses, last, last_miss) in pending.items():
+                db.execute(
+                    "INSERT INTO scanners (id, last_scan, scans, unassigned_scans, "
+                    "last_unassigned) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                    "last_scan = excluded.last_scan, scans = scans + excluded.scans, "
+                    "unassigned_scans = unassigned_scans + excluded.unassigned_scans, "
+                    "last_unassigned = COALESCE(excluded.last_unassigned, last_unassigned)",
+                    (scanner_id, last, scans, misses, last_miss))
+
+        store.write(_write)
+        return len(pending)
 
 
 def describe(scan: Scan) -> str:
@@ -200,14 +239,15 @@ class ScanRouter:
     """The edge's `evt/scan` handler: check, forward as `cmd/scan`, push to open pages.
 
     Runs on the bus's worker for the scanner, so one scanner's scans keep their order and a
-    slow or bad one never holds up another device. The command goes out before anything
-    is written: the counts on the scanner's row never delay a scan."""
+    slow or bad one never holds up another device. Nothing is written per scan: the counts
+    go to `tally`, which a scheduled job writes to the scanners' rows."""
 
     def __init__(self, store: Store, metrics: Metrics, send: Send, push: Push) -> None:
         self.store = store
         self.metrics = metrics
         self.send = send
         self.push = push
+        self.tally = ScanTally()
 
     def on_scan_event(self, caller: Any, envelope: Envelope) -> None:
         if caller.kind != "scanner":
@@ -224,7 +264,7 @@ class ScanRouter:
             log.warning("scan from scanner %s has nowhere to go (not assigned to an enrolled "
                         "lane or kiosk; `edge scanners assign`): %s", caller.device,
                         describe(scan))
-            note_scan(self.store, caller.device, routed=False)
+            self.tally.note(caller.device, routed=False)
             return
         data = scan.forward_data(caller.device)
         self.send(target.kind, target.id, "scan", data)
@@ -232,4 +272,4 @@ class ScanRouter:
             self.push(target.id, data)
         self.metrics.scans.labels(outcome="routed").inc()
         log.debug("scan from scanner %s to %s: %s", caller.device, target, describe(scan))
-        note_scan(self.store, caller.device, routed=True)
+        self.tally.note(caller.device, routed=True)

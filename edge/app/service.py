@@ -101,6 +101,9 @@ class EdgeService:
                                id="device_status_flush")
         self.scheduler.add_job(self._flush_last_seen, "interval", seconds=LAST_SEEN_FLUSH_S,
                                id="last_seen_flush", coalesce=True, max_instances=1)
+        self.scheduler.add_job(self.scans.tally.flush, "interval", args=(self.store,),
+                               seconds=LAST_SEEN_FLUSH_S, id="scan_tally_flush",
+                               coalesce=True, max_instances=1)
         self.scheduler.add_job(self.store.checkpoint, "interval", minutes=5, id="wal_checkpoint",
                                coalesce=True, max_instances=1)
         self.scheduler.add_job(self.checkout.sweep, "interval",
@@ -146,6 +149,8 @@ class EdgeService:
         self.bus.stop()
         with contextlib.suppress(Exception):  # the last moments heard, kept for next time
             self.last_seen.flush(self.store)
+        with contextlib.suppress(Exception):  # the scans counted since the last flush
+            self.scans.tally.flush(self.store)
         self.store.close()
 
     def _resume_printing(self) -> None:

@@ -65,7 +65,7 @@ def home() -> Any:
 def devices() -> Any:
     svc = current_app.extensions["edge"]
     return render_template("devices.html", user=current_user(), store=svc.settings,
-                           scanners=list_scanners(svc.store))
+                           scanners=svc.scans.tally.merge(list_scanners(svc.store)))
 
 
 @bp.get("/audit")
