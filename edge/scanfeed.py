@@ -65,6 +65,10 @@ class LiveScans:
                 self._by_lane.pop(listener.lane, None)
         self.metrics.live_scan_pages.set(self._count)
 
+    def listening(self, lane: str) -> bool:
+        """Is any page open for `lane`?"""
+        return lane in self._by_lane
+
     def publish(self, lane: str, data: dict[str, Any]) -> int:
         """Give a scan to every page open for `lane`; how many took it."""
         with self._lock:

@@ -15,6 +15,7 @@ code or a coupon): only its length, symbology and when it came.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -231,8 +232,12 @@ def describe(scan: Scan) -> str:
             f"from {scan.source}")
 
 
-Send = Callable[[str, str, str, dict[str, Any]], None]  # (kind, device, command, data)
+# (kind, device, command, data) -> paho's MQTTMessageInfo (anything with wait_for_publish)
+Send = Callable[[str, str, str, dict[str, Any]], Any]
 Push = Callable[[str, dict[str, Any]], int]  # (lane, data) -> pages it reached
+Listening = Callable[[str], bool]  # is a page open for this lane?
+# How long the page's copy waits for the broker to take the lane's (see ScanRouter).
+LANE_FIRST_S = 0.05
 
 
 class ScanRouter:
@@ -242,11 +247,13 @@ class ScanRouter:
     slow or bad one never holds up another device. Nothing is written per scan: the counts
     go to `tally`, which a scheduled job writes to the scanners' rows."""
 
-    def __init__(self, store: Store, metrics: Metrics, send: Send, push: Push) -> None:
+    def __init__(self, store: Store, metrics: Metrics, send: Send, push: Push,
+                 listening: Listening = lambda lane: True) -> None:
         self.store = store
         self.metrics = metrics
         self.send = send
         self.push = push
+        self.listening = listening
         self.tally = ScanTally()
 
     def on_scan_event(self, caller: Any, envelope: Envelope) -> None:
@@ -267,8 +274,13 @@ class ScanRouter:
             self.tally.note(caller.device, routed=False)
             return
         data = scan.forward_data(caller.device)
-        self.send(target.kind, target.id, "scan", data)
-        if target.kind == "pos":
+        sent = self.send(target.kind, target.id, "scan", data)
+        if target.kind == "pos" and self.listening(target.id):
+            # The lane first: waking the page's stream at once would have it compete with
+            # the bus's network thread for the interpreter before the command is written
+            # (bench/scan_route.py). The page's copy goes once the broker has the lane's.
+            with contextlib.suppress(Exception):  # not connected, or paho's queue full
+                sent.wait_for_publish(LANE_FIRST_S)
             self.push(target.id, data)
         self.metrics.scans.labels(outcome="routed").inc()
         log.debug("scan from scanner %s to %s: %s", caller.device, target, describe(scan))

@@ -78,13 +78,12 @@ class EdgeService:
         self.bus = Bus(settings, self.datadir, self.store, self.dispatcher, self.metrics,
                        self.last_seen)
         self.bus.on_status = self._device_status
-        self.spool.send = lambda printer, job, document: self.bus.command(
-            "printer", printer, "print", {"job": job, "document": document})
+        self.spool.send = self._send_print
         self.printers = PrinterHost(settings, self.datadir, self.store)
         # Scans: forwarded to the scanner's lane or kiosk, and live to the lane's open pages.
         self.live_scans = LiveScans(self.metrics, settings.http_threads // 2)
         self.scans = ScanRouter(self.store, self.metrics, self.bus.command,
-                                self.live_scans.publish)
+                                self.live_scans.publish, self.live_scans.listening)
         self.dispatcher.event("scan")(self.scans.on_scan_event)
         self.scheduler = BackgroundScheduler(timezone=settings.zone)
         self.sender = Sender(settings, self.store, self.hub, self.metrics,
@@ -152,6 +151,9 @@ class EdgeService:
         with contextlib.suppress(Exception):  # the scans counted since the last flush
             self.scans.tally.flush(self.store)
         self.store.close()
+
+    def _send_print(self, printer: str, job: str, document: dict[str, Any]) -> None:
+        self.bus.command("printer", printer, "print", {"job": job, "document": document})
 
     def _resume_printing(self) -> None:
         if self.bus.wait_connected(30):
