@@ -262,6 +262,13 @@ class ScanRouter:
             raise Forbidden(f"Only scanners send scans, not a {caller.kind} device.")
         try:
             scan = parse_scan(envelope.data)
+            # JSON can carry half of a surrogate pair ("\\ud800"), which no UTF-8 (no
+            # command to a lane) can: refused here like any other bad code.
+            scan.code.encode("utf-8")
+        except UnicodeEncodeError:
+            self.metrics.scans.labels(outcome="refused").inc()
+            raise BadRequest("Bad scan: data.code: not Unicode text (a lone surrogate).") \
+                from None
         except ValueError as exc:  # names the field, never its value
             self.metrics.scans.labels(outcome="refused").inc()
             raise BadRequest(f"Bad scan: {exc}.") from None
