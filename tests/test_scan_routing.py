@@ -446,3 +446,46 @@ def test_the_scan_stream_is_for_signed_in_staff_of_that_lane(
                      buffered=False)
     assert own.status_code == 200
     own.close()
+
+
+def test_open_streams_are_capped_at_half_the_http_threads(app: Flask, edge: EdgeService,
+                                                          device: DeviceFactory) -> None:
+    device("pos", "lane-1")
+    client = app.test_client()
+    cap = edge.settings.http_threads // 2
+    streams = [client.get("/staff/checkout/scans?lane=lane-1", headers=basic(MANAGER),
+                          buffered=False) for _ in range(cap)]
+    try:
+        assert [s.status_code for s in streams] == [200] * cap
+        busy = client.get("/staff/checkout/scans?lane=lane-1",
+                          headers={**basic(MANAGER), "Accept": "application/json"})
+        assert busy.status_code == 503
+        assert busy.get_json()["error"]["detail"]["reason"] == "busy"
+        assert metric(edge, "edge_live_scan_pages") == cap
+    finally:
+        for s in streams:
+            s.close()
+    again = client.get("/staff/checkout/scans?lane=lane-1", headers=basic(MANAGER),
+                       buffered=False)
+    assert again.status_code == 200
+    again.close()
+
+
+def test_a_page_that_does_not_keep_up_loses_scans_not_the_lane() -> None:
+    from edge.metrics import Metrics
+    from edge.scanfeed import QUEUE_SIZE, LiveScans
+
+    metrics = Metrics()
+    live = LiveScans(metrics, limit=2)
+    slow, other = live.listen("lane-1"), live.listen("lane-2")
+    assert slow is not None and other is not None
+    assert live.listen("lane-1") is None  # the cap
+    for n in range(QUEUE_SIZE + 3):
+        live.publish("lane-1", {"seq": n + 1})
+    assert metrics.registry.get_sample_value("edge_live_scans_total",
+                                             {"outcome": "dropped"}) == 3
+    # The oldest are kept in order; the other lane's page got none of them.
+    assert [slow.next(0)["seq"] for _ in range(QUEUE_SIZE)] == list(range(1, QUEUE_SIZE + 1))
+    assert slow.next(0) is None and other.next(0) is None
+    live.leave(slow)
+    assert live.listening("lane-1") is False and live.listen("lane-1") is not None
