@@ -7,22 +7,27 @@ What runs, all on 127.0.0.1 in a temporary data dir that is removed at the end:
   `lane-1` (a `pos` device) and scanner `scan-1` assigned to it (`edge.scanners.add_scanner`,
   what `edge scanners add scan-1 --lane lane-1` does), and a manager account;
 * `edge serve` as its own process, as a store box runs it (`bench/rig.py`);
+* a relay, a process of its own as the edge is: a plain paho client (`bench-relay` login)
+  passing each message on `store/bench/bench/relay/in` on to `.../relay/out` at QoS 1;
 * in this process, each with its own paho network thread: the scanner and the lane
   (`pos_bridge.device.DeviceClient`, their own logins), the echo (a plain paho client with a
-  `bench-self` login of its own that may read and write only `store/bench/bench/self/#`, a
-  topic the edge does not subscribe to), and an HTTP client reading
+  `bench-self` login of its own that may read and write only `store/bench/bench/#`, topics
+  the edge does not subscribe to), and an HTTP client reading
   `GET /staff/checkout/scans?lane=lane-1` (server-sent events) with the manager's HTTP
   Basic login, as the cashier's page does.
 
 Each turn sends one echo (QoS 1 to the echo's own topic; the time until the broker hands it
-back) and one scan (`Scan(...).to_data()` at QoS 1; the time until the lane's `cmd/scan`
-arrives, and until the page's `event: scan` arrives), one at a time, `--interval-ms` apart
-(under the edge's per-device event rate, `device_event_rate`), after `--warmup` turns not
-counted. Times are `time.perf_counter()` from just before `publish()` to the receiving
-callback, all in this process.
+back), one relayed echo (to the relay; the time until the relay's copy comes back: two
+broker crossings and another process, as a routed scan makes) and one scan
+(`Scan(...).to_data()` at QoS 1; the time until the lane's `cmd/scan` arrives, and until the
+page's `event: scan` arrives), one at a time, `--interval-ms` apart (under the edge's
+per-device event rate, `device_event_rate`), after `--warmup` turns not counted. Times are
+`time.perf_counter()` from just before `publish()` to the receiving callback, all in this
+process.
 
 Target: scan -> lane p99 <= 2x the echo's p99 (the scan crosses the broker twice and the
-edge once; the echo crosses the broker once). The figures are printed for people, then the
+edge once; the echo crosses the broker once; the relayed echo is the floor of the scan's
+path without the edge's work). The figures are printed for people, then the
 last line is the same figures as one JSON object.
 
     .venv/bin/python bench/scan_route.py [--scans 300] [--warmup 30] [--interval-ms 60]
@@ -47,8 +52,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from rig import (
+    KEEPALIVE,
     STORE,
     bench_settings,
+    child,
     edge_warnings,
     exit_on_sigterm,
     json_ms,
@@ -120,24 +127,20 @@ class Echo:
     and, for the relayed echo, publishes to the relay and hears the relay's copy
     (`relayed`)."""
 
-    def __init__(self, address: BrokerAddress, password: str, user: str = SELF_USER,
-                 topics: tuple[str, ...] = (SELF_TOPIC, RELAY_OUT)) -> None:
+    def __init__(self, address: BrokerAddress, password: str) -> None:
         self.arrivals = Arrivals()
         self.relayed = Arrivals()
         self.ready = threading.Event()
-        self.client = make_client(user, address, username=user, password=password)
-        self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
+        self.client = make_client(SELF_USER, address, username=SELF_USER, password=password)
+        self.client.on_connect = lambda c, *_: c.subscribe([(SELF_TOPIC, 1), (RELAY_OUT, 1)])
         self.client.on_subscribe = lambda *_: self.ready.set()
         self.client.on_message = self._on_message
         self.client.connect(address.host, address.port, keepalive=60)
         self.client.loop_start()
         if not self.ready.wait(10):
-            raise RuntimeError(f"{user} did not subscribe")
+            raise RuntimeError("the echo client did not subscribe")
 
-    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == RELAY_IN:  # the relay: pass it on
-            client.publish(RELAY_OUT, msg.payload, qos=1)
-            return
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         n = json.loads(msg.payload)["n"]
         (self.arrivals if msg.topic == SELF_TOPIC else self.relayed).note(n)
 
@@ -147,6 +150,28 @@ class Echo:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def relay_main(conn: Any, address: BrokerAddress, password: str) -> None:
+    """The relay, a process of its own as the edge is: a plain paho client (`loop_forever`)
+    that passes each message on `RELAY_IN` on to `RELAY_OUT` at QoS 1."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    subscribed = threading.Event()
+    client = make_client(RELAY_USER, address, username=RELAY_USER, password=password)
+    client.on_connect = lambda c, *_: c.subscribe(RELAY_IN, qos=1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda c, _u, msg: c.publish(RELAY_OUT, msg.payload, qos=1)
+
+    def control() -> None:
+        if subscribed.wait(20):
+            conn.send(("ready", 1))
+            with contextlib.suppress(EOFError, OSError):
+                conn.recv()
+        client.disconnect()
+
+    client.connect(address.host, address.port, keepalive=KEEPALIVE)
+    threading.Thread(target=control, name="relay-control", daemon=True).start()
+    client.loop_forever()
 
 
 class PageStream:
@@ -211,8 +236,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         start_edge(stack, settings, log_path)
         password = add_bench_logins(datadir)
         address = parse_mqtt_url(settings.mqtt_url)
-        relay = Echo(address, password, RELAY_USER, (RELAY_IN,))
-        stack.callback(relay.close)
+        relay = stack.enter_context(child(relay_main, "relay", address, password))
+        relay.expect("ready", 20)
         echo = Echo(address, password)
         stack.callback(echo.close)
 
@@ -298,7 +323,7 @@ def print_human(args: argparse.Namespace, result: dict[str, Any]) -> None:
     print()
     print(f"{'path':<44} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'n':>5} {'lost':>4}")
     rows = (("echo", "echo: a client to itself through the broker"),
-            ("relay", "relayed echo: via a bare paho relay (2 hops)"),
+            ("relay", "relayed echo: via a paho relay process"),
             ("lane", "scan -> lane (cmd/scan at the lane's client)"),
             ("page", "scan -> staff page (SSE event at the client)"))
     for key, label in rows:
