@@ -144,8 +144,9 @@ class Decoder:
     def decode(self, image: Image) -> list[Decoded]:
         """The codes in one image (none found: an empty list). ValueError for what is not
         an image (a numpy array of 2 dimensions, or 3 with 1, 3 or 4 channels, of bytes)."""
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3) \
-                or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)) or image.size == 0:
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 \
+                or image.ndim not in (2, 3) or image.size == 0 \
+                or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
             raise ValueError("not an 8-bit gray, BGR or BGRA image")
         started = time.perf_counter()
         if image.ndim == 3 and image.shape[2] == 1:
