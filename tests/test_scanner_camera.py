@@ -129,8 +129,9 @@ def test_the_newest_frame_is_decoded_not_a_stale_one(tmp_path: Path) -> None:
     assert numbers == sorted(numbers) and len(numbers) == len(set(numbers))
     assert len(numbers) <= 120 // 3, "frames were queued, not skipped"
     assert max(b - a for a, b in zip(numbers, numbers[1:], strict=False)) > 3
-    # At most a frame that arrived between taking it and reading the grabber's counter.
-    assert lag and max(lag) <= 1, lag
+    # Only the frames that arrived between taking this one and reading the grabber's
+    # counter (a queue would lag by ~9 more frames with every slow decode).
+    assert lag and max(lag) <= 5, lag
 
 
 @pytest.mark.parametrize("make", [
