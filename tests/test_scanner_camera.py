@@ -210,3 +210,18 @@ def test_no_code_text_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture
 def test_bad_settings_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CameraReader("0", lambda scan: None, **options)
+
+
+def test_the_service_may_stop_the_reader_from_its_callback(tmp_path: Path) -> None:
+    pattern = sequence(tmp_path / "seq", [QR] * 50)
+    got: list[Scan] = []
+
+    def on_scan(scan: Scan) -> None:
+        got.append(scan)
+        reader.stop()
+
+    reader = CameraReader(pattern, on_scan, fps=25)
+    reader.start()
+    assert reader.wait(10)
+    assert [s.seq for s in got] == [1] and reader.state == "stopped"
+    assert reader.frames_grabbed < 50

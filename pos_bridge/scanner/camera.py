@@ -162,7 +162,8 @@ class CameraReader:
         with self._lock:
             self._lock.notify_all()
         for thread in self._threads:
-            thread.join(timeout)
+            if thread is not threading.current_thread():  # stop() from a callback
+                thread.join(timeout)
         if self.state == "running":
             self.state = "stopped"
 
