@@ -139,7 +139,10 @@ def readers(budget_ms: float) -> dict[str, Reader]:
         return [(b.text, bytes(b.bytes).decode("latin-1")) for b in zxingcpp.read_barcodes(frame)]
 
     def opencv(frame: Image) -> list[tuple[str, ...]]:
-        text, _points, _straight = detector.detectAndDecode(frame)
+        try:
+            text, _points, _straight = detector.detectAndDecode(frame)
+        except (UnicodeDecodeError, cv2.error):  # bytes not UTF-8; a mode it cannot decode
+            return [("\ufffd",)]  # a code, but not its text: not read
         return [(text,)] if text else []
 
     return {"scanner": ours, "scanner_first_look": ours_first, "zxing_default": plain_zxing,
