@@ -5,9 +5,11 @@ a frame rate."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -225,3 +227,53 @@ def test_the_service_may_stop_the_reader_from_its_callback(tmp_path: Path) -> No
     assert reader.wait(10)
     assert [s.seq for s in got] == [1] and reader.state == "stopped"
     assert reader.frames_grabbed < 50
+
+
+# ---------------------------------------------------------------- on the store's bus
+def test_camera_scans_reach_the_bus_through_the_scanner_service(
+        tmp_path: Path, settings: Any, datadir: Any, device: Callable[..., Any]) -> None:
+    """A camera read by the scanner service lands on a real Mosquitto as `evt/scan`: one
+    event per presentation, a binary QR's bytes exact, as the edge reads it back."""
+    from pos_bridge.scanner.service import ScannerService
+    from store_contract.mqtt import make_client, parse_mqtt_url, stop_loop
+    from store_contract.protocol import event_topic
+    from store_contract.scans import parse_scan
+
+    binary = bytes(range(256))
+    maker = qrcode.QRCode(border=4, box_size=4)
+    maker.add_data(binary)
+    maker.make(fit=True)
+    cv2.imwrite(str(tmp_path / "binary.png"),
+                np.array(maker.make_image().get_image().convert("L")))
+    pattern = sequence(tmp_path / "seq", [tmp_path / "binary.png"] * 20 + [EAN] * 20)
+    creds = datadir.edge_mqtt_credentials()
+    address = parse_mqtt_url(settings.mqtt_url)
+    got: list[dict[str, Any]] = []
+    observer = make_client("camera-observer", address, username=creds["username"],
+                           password=creds["password"])
+    topic = event_topic(settings.store_id, "scanner", "cam-1", "scan")
+    subscribed = threading.Event()
+    observer.on_connect = lambda c, *_: c.subscribe(topic, 1)
+    observer.on_subscribe = lambda *_: subscribed.set()
+    observer.on_message = lambda _c, _u, m: got.append(json.loads(m.payload)["data"])
+    observer.connect(address.host, address.port)
+    observer.loop_start()
+    service = ScannerService(device("scanner", "cam-1"), [
+        lambda publish: CameraReader(pattern, publish, fps=25, hold_off=2.0)])
+    try:
+        assert subscribed.wait(10)
+        service.start()
+        deadline = time.monotonic() + 30
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # nothing more may come
+        scans = [parse_scan(data) for data in got]
+        assert [(s.source, s.seq, s.symbology) for s in scans] == [
+            ("camera", 1, "]Q1"), ("camera", 2, "]E0")]
+        assert scans[0].payload == binary
+        assert scans[1].code == EAN.with_suffix(".txt").read_text()
+        assert scans[1].product is not None
+    finally:
+        service.stop()
+        observer.disconnect()
+        stop_loop(observer)
