@@ -33,7 +33,9 @@ exactly, zero false and zero wrong reads, p50 <= 10 ms and p99 <= 60 ms per 640x
 (all images of the corpus, false positives included). The figures are printed for people,
 then the last line is the same figures as one JSON object.
 
-    .venv/bin/python bench/scan.py [--corpus ../shared/corpus] [--budget-ms 35] [--repeat 1]
+    .venv/bin/python bench/scan.py [--corpus DIR] [--budget-ms 35] [--repeat 1]
+
+`--corpus` defaults to `shared/corpus` in the folder that holds this repository.
 """
 
 from __future__ import annotations
