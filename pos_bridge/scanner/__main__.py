@@ -2,13 +2,18 @@
 
 `decode IMAGE...` is for operators and tests: what the camera scanner would read in each
 image, one JSON line per image, so a label or a camera's picture can be checked without
-the bus. The scanner service itself will be another subcommand of this group.
+the bus. `run` is the scanner service itself: the given HID, serial and camera scanners
+reading into one scanner device on the store's bus.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -75,6 +80,75 @@ def _code(data: dict[str, Any]) -> dict[str, Any]:
     if "raw_b64" in data:
         out["raw_b64"] = data["raw_b64"]
     return out
+
+
+@cli.command()
+@click.option("--store", required=True, help="The store id.")
+@click.option("--device", "device_id", required=True,
+              help="This scanner's device id, as enrolled with `edge scanners add`.")
+@click.option("--mqtt-url", required=True,
+              help="The store broker, e.g. mqtts://edge.local:8883 (TLS, as the lanes use it).")
+@click.option("--username", required=True, help="This scanner's MQTT login (scanner-ID).")
+@click.option("--hid", "hids", multiple=True, metavar="NAME[,option=value...]",
+              help="A USB keyboard-wedge scanner by its /dev/input/by-id name or a path, "
+                   "e.g. usb-Honeywell_1900-event-kbd,layout=de,terminator=tab.")
+@click.option("--serial", "serials", multiple=True, metavar="NAME[,option=value...]",
+              help="A serial scanner by its /dev/serial/by-id name or a path, e.g. "
+                   "/dev/ttyACM0,baudrate=115200,terminator=crlf.")
+@click.option("--camera", "cameras", multiple=True, metavar="SOURCE[,option=value...]",
+              help="A camera: a V4L2 index or /dev/video path, a video file, an image "
+                   "sequence, or watch:DIR; options hold_off (s) and fps.")
+@click.option("--log-level", default="INFO", show_default=True)
+def run(store: str, device_id: str, mqtt_url: str, username: str, hids: tuple[str, ...],
+        serials: tuple[str, ...], cameras: tuple[str, ...], log_level: str) -> None:
+    """Runs the scanner service: every scanner given reads into this one scanner device,
+    whose scans the edge forwards to its lane or kiosk. The MQTT password is read from
+    SCANNER_MQTT_PASSWORD. Stops cleanly on SIGTERM or SIGINT."""
+    from functools import partial
+
+    from pos_bridge.device import DeviceClient, DeviceError
+    from pos_bridge.scanner.service import ScannerService
+    from pos_bridge.scanner.spec import camera_scanner, hid_scanner, serial_scanner
+    from store_contract import logsafe
+
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s scanner %(levelname)s: %(message)s")
+    logsafe.stamp()
+    password = os.environ.get("SCANNER_MQTT_PASSWORD")
+    if not password:
+        raise click.UsageError("SCANNER_MQTT_PASSWORD is not set")
+    factories = ([partial(hid_scanner, spec) for spec in hids]
+                 + [partial(serial_scanner, spec) for spec in serials]
+                 + [partial(camera_scanner, spec) for spec in cameras])
+    try:
+        device = DeviceClient(store, "scanner", device_id, mqtt_url, username, password)
+        service = ScannerService(device, factories)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    delay = 1.0
+    service.start()
+    try:
+        while not stop.is_set():
+            try:
+                device.connect(timeout=10)
+                break
+            except DeviceError as exc:
+                if device.refused:
+                    click.echo(f"scanner: {exc}", err=True)
+                    sys.exit(3)
+                click.echo(f"scanner: {exc}; trying again in {delay:.0f} s", err=True)
+                stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+        if not stop.is_set():
+            click.echo(json.dumps({"scanner": device_id, "readers": len(service.readers)}))
+            sys.stdout.flush()
+        stop.wait()
+    finally:
+        service.stop()
+        device.close()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ sequence behaves the same however fast this machine decodes it.
 
 Sources (`open_source`): a V4L2 device (an index such as `0`, or `/dev/video0`,
 `/dev/v4l/by-id/...`), a video file, an OpenCV image sequence pattern (`frames/%03d.png`),
-or a directory of images read in name order. Files are played at their own frame rate
+a directory of images read in name order, or `watch:DIR`, a live source showing the newest
+image in a directory (where there is no camera, as in the demo). Files are played at their own frame rate
 (`fps` to change it). A source that cannot be opened, fails or ends is reported through
 `on_status`, and the reader stops; it never raises into the service.
 
@@ -24,6 +25,7 @@ No code text is logged (a member code, a coupon): only lengths and symbologies.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
+import numpy as np
 
 from store_contract.scans import Scan
 
@@ -75,6 +78,51 @@ class DirectorySource:
         self.files = []
 
 
+class WatchedDirectory:
+    """A live source showing what lies in a directory: the newest image in it, or an empty
+    grey frame when there is none, `fps` times a second. It stands in for a camera where
+    there is none (the demo store): copy a code's picture in to hold it in front of the
+    camera, delete it to take it away."""
+
+    def __init__(self, directory: Path, fps: float = 4.0) -> None:
+        self.directory = directory
+        self.interval = 1.0 / fps
+        self._due = time.monotonic()
+        self._shown: tuple[str, int] | None = None
+        self._frame: Any = None
+        self._blank = np.full((480, 640, 3), 200, np.uint8)
+
+    def _newest(self) -> tuple[Path, int] | None:
+        newest: tuple[Path, int] | None = None
+        try:
+            for path in self.directory.iterdir():
+                if path.suffix.lower() in IMAGE_SUFFIXES:
+                    with contextlib.suppress(OSError):  # taken away meanwhile
+                        changed = path.stat().st_mtime_ns
+                        if newest is None or changed > newest[1]:
+                            newest = (path, changed)
+        except OSError:
+            return None
+        return newest
+
+    def read(self) -> tuple[bool, Any]:
+        delay = self._due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self._due = max(self._due + self.interval, time.monotonic())
+        newest = self._newest()
+        if newest is None:
+            return True, self._blank
+        key = (newest[0].name, newest[1])
+        if key != self._shown:
+            # Half copied, or not a picture: the blank frame until it changes again.
+            self._shown, self._frame = key, cv2.imread(str(newest[0]), cv2.IMREAD_COLOR)
+        return True, self._frame if self._frame is not None else self._blank
+
+    def release(self) -> None:
+        self._frame = None
+
+
 class SourceError(Exception):
     """The source could not be opened."""
 
@@ -82,6 +130,11 @@ class SourceError(Exception):
 def open_source(source: str | int | Path) -> tuple[FrameSource, bool, float]:
     """(the source, whether it is live, its frame rate for playback: 0 for a live one)."""
     text = str(source)
+    if text.startswith("watch:"):
+        watched = Path(text[len("watch:"):])
+        if not watched.is_dir():
+            raise SourceError("watch: names no directory")
+        return WatchedDirectory(watched), True, 0.0
     path = Path(text)
     if isinstance(source, int) or text.isdigit():
         return _capture(cv2.VideoCapture(int(text), cv2.CAP_V4L2), text, live=True)

@@ -86,6 +86,23 @@ def parse_spec(spec: str, options: dict[str, Callable[[str], Any]]) -> tuple[str
     return name, settings
 
 
+def _hold_off(value: str) -> float:
+    seconds = float(value)
+    if not 0 <= seconds <= 60:
+        raise ValueError("not between 0 and 60 seconds")
+    return seconds
+
+
+def _fps(value: str) -> float:
+    fps = float(value)
+    if not 0 < fps <= 1000:
+        raise ValueError("not a frame rate above 0")
+    return fps
+
+
+CAMERA_OPTIONS: dict[str, Callable[[str], Any]] = {"hold_off": _hold_off, "fps": _fps}
+
+
 def hid_scanner(spec: str, on_scan: Callable[[Scan], None]) -> HidScanner:
     """A (not yet started) HID scanner reader from `NAME[,layout=..,terminator=..,...]`."""
     name, settings = parse_spec(spec, HID_OPTIONS)
@@ -96,3 +113,12 @@ def serial_scanner(spec: str, on_scan: Callable[[Scan], None]) -> SerialScanner:
     """A (not yet started) serial scanner reader from `NAME[,baudrate=..,terminator=..]`."""
     name, settings = parse_spec(spec, SERIAL_OPTIONS)
     return SerialScanner(name, on_scan, **settings)
+
+
+def camera_scanner(spec: str, on_scan: Callable[[Scan], None]) -> Any:
+    """A (not yet started) camera reader from `SOURCE[,hold_off=..,fps=..]`: a V4L2 index or
+    /dev path, a video file, an image sequence, or `watch:DIR` (docs/scanners.md)."""
+    from pos_bridge.scanner.camera import CameraReader
+
+    source, settings = parse_spec(spec, CAMERA_OPTIONS)
+    return CameraReader(source, on_scan, **settings)
