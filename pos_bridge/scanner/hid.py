@@ -1,4 +1,4 @@
-"""USB keyboard-wedge (HID) scanners read through evdev (docs/scanners-hid-serial.md).
+"""USB keyboard-wedge (HID) scanners read through evdev (docs/scanners.md).
 
 A wedge scanner is a keyboard to the kernel. Reading it through a focused text field would
 depend on the desktop's layout and on focus, and its keystrokes would reach whatever window
@@ -350,7 +350,7 @@ class HidScanner:
         try:
             device = self.open_device(self.path)
         except OSError as exc:
-            hint = "; see the udev rules in docs/scanners-hid-serial.md" \
+            hint = "; see the udev rules in docs/scanners.md" \
                 if exc.errno == errno.EACCES else ""
             self._complain(f"cannot open it ({exc.strerror or exc}{hint})")
             return None

@@ -1,4 +1,4 @@
-"""Keyboard layouts a keyboard-wedge scanner can be set to (docs/scanners-hid-serial.md).
+"""Keyboard layouts a keyboard-wedge scanner can be set to (docs/scanners.md).
 
 A USB HID scanner does not send characters: it sends the key presses that would type the
 code on a keyboard of the layout it is configured for. A scanner set to German types `Z` as

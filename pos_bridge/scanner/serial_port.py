@@ -1,5 +1,5 @@
 """Serial scanners (RS-232, or USB ones that show up as ttyACM/ttyUSB) read through pyserial
-(docs/scanners-hid-serial.md).
+(docs/scanners.md).
 
 A serial scanner sends each code followed by a terminator (CR, LF or CRLF, set on the
 scanner). The bytes arrive in reads of any size: one code in two reads, two codes in one.
@@ -150,7 +150,7 @@ class SerialScanner:
             try:
                 port = self.open_port(self.path, self.baudrate)
             except (OSError, serial.SerialException, ValueError) as exc:
-                hint = "; see the udev rules in docs/scanners-hid-serial.md" \
+                hint = "; see the udev rules in docs/scanners.md" \
                     if getattr(exc, "errno", None) == errno.EACCES else ""
                 self._complain(f"cannot open it ({exc}{hint})")
                 self._stop.wait(self.retry)

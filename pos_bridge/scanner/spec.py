@@ -1,6 +1,6 @@
 """A hardware scanner named on the command line or in a config file, with its settings:
 `NAME[,option=value...]`, e.g. `usb-Honeywell_1900-event-kbd,layout=de,terminator=tab` or
-`/dev/ttyACM0,baudrate=115200,terminator=crlf` (docs/scanners-hid-serial.md).
+`/dev/ttyACM0,baudrate=115200,terminator=crlf` (docs/scanners.md).
 
 One line a scanner keeps a store's setup readable; every option is checked here, so a typo
 stops the service at start with a message naming it instead of misreading codes later.
