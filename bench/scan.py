@@ -33,7 +33,12 @@ exactly, zero false and zero wrong reads, p50 <= 10 ms and p99 <= 60 ms per 640x
 (all images of the corpus, false positives included). The figures are printed for people,
 then the last line is the same figures as one JSON object.
 
-    .venv/bin/python bench/scan.py [--corpus DIR] [--budget-ms 35] [--repeat 1]
+Then, unless `--no-route`, the routing half in its own processes (`bench/scan_route.py`,
+with its defaults: a real broker and `edge serve`): scan -> lane (`cmd/scan` received) and
+scan -> staff page latency p50/p99 beside the bare MQTT echo and a relayed echo, measured
+side by side; its figures go into this run's JSON line under "route".
+
+    .venv/bin/python bench/scan.py [--corpus DIR] [--budget-ms 35] [--repeat 1] [--no-route]
 
 `--corpus` defaults to `shared/corpus` in the folder that holds this repository.
 """
@@ -271,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-ms", type=float, default=DEFAULT_BUDGET_MS,
                         help="the scanner decoder's time for second looks")
     parser.add_argument("--repeat", type=int, default=1, help="timed decodes per image")
+    parser.add_argument("--no-route", action="store_true",
+                        help="skip the routing half (bench/scan_route.py)")
     args = parser.parse_args(argv)
     if not (args.corpus / "qr").is_dir() or not (args.corpus / "barcodes").is_dir():
         parser.error(f"no qr/ and barcodes/ in {args.corpus}")
@@ -298,9 +305,26 @@ def main(argv: list[str] | None = None) -> int:
         "p99_ms_full": runs["scanner/full"]["all"]["p99_ms"],
     }
     print_human(result)
+    if not args.no_route:
+        result["route"] = route()
     print(f"\n{time.monotonic() - started:.0f} s")
     print(json.dumps(result, separators=(",", ":")))
     return 0
+
+
+def route() -> Any:
+    """bench/scan_route.py's figures: its lines printed as they come, its JSON line kept."""
+    import subprocess
+
+    print("\nrouting: bench/scan_route.py", flush=True)
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("scan_route.py"))],
+                          capture_output=True, text=True, check=False, timeout=1800)
+    lines = proc.stdout.strip().splitlines()
+    print("\n".join(lines[:-1]))
+    if proc.returncode != 0 or not lines:
+        print(proc.stderr[-2000:], file=sys.stderr)
+        return {"error": f"bench/scan_route.py exited with {proc.returncode}"}
+    return json.loads(lines[-1])
 
 
 def zxingcpp_version() -> str:
