@@ -16,9 +16,9 @@ sequence behaves the same however fast this machine decodes it.
 Sources (`open_source`): a V4L2 device (an index such as `0`, or `/dev/video0`,
 `/dev/v4l/by-id/...`), a video file, an OpenCV image sequence pattern (`frames/%03d.png`),
 a directory of images read in name order, or `watch:DIR`, a live source showing the newest
-image in a directory (where there is no camera, as in the demo). Files are played at their own frame rate
-(`fps` to change it). A source that cannot be opened, fails or ends is reported through
-`on_status`, and the reader stops; it never raises into the service.
+image in a directory (where there is no camera, as in the demo). Files are played at their
+own frame rate (`fps` to change it). A source that cannot be opened, fails or ends is
+reported through `on_status`, and the reader stops; it never raises into the service.
 
 No code text is logged (a member code, a coupon): only lengths and symbologies.
 """

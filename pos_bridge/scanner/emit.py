@@ -8,10 +8,15 @@ Shared by the HID and the serial reader, so both number and split codes the same
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import threading
+from collections.abc import Callable
+from typing import Self
 
 from store_contract.scans import Product, Scan
+
+log = logging.getLogger(__name__)
 
 # ISO/IEC 15424: "]", a symbology letter, a modifier character ("]E0" EAN-13, "]C1" GS1-128).
 _AIM_PREFIX = re.compile(r"\][A-Za-z][0-9A-Za-z]")
@@ -63,3 +68,46 @@ class ScanMaker:
         product = product_for(text, symbology)
         return Scan(code=text, source=self.source, symbology=symbology, raw=raw, seq=seq,
                     product=product)
+
+
+class DeviceReader:
+    """What the HID and the serial reader share: a thread of their own that keeps a device
+    (named by `path`) open until `stop()`, retrying every `retry` seconds while it cannot
+    be opened, and one warning per kind of failure instead of one per retry."""
+
+    what = "scanner"  # "HID scanner", "serial scanner": how the log names the kind
+
+    def __init__(self, path: str, on_scan: Callable[[Scan], None], retry: float) -> None:
+        self.path = path
+        self.on_scan = on_scan
+        self.retry = retry
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._complained: str | None = None
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self.run, name=f"{self.what} {self.path}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def _opened(self) -> None:
+        """The device is open: the next failure is worth a warning again."""
+        self._complained = None
+        self.connected.set()
+
+    def _complain(self, what: str) -> None:
+        """Log a failure to open once, not every retry."""
+        if what != self._complained:
+            log.warning("%s %s: %s; retrying every %.2f s", self.what, self.path, what,
+                        self.retry)
+            self._complained = what

@@ -19,13 +19,12 @@ import errno
 import logging
 import os
 import select
-import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from pos_bridge.scanner.emit import ScanMaker
+from pos_bridge.scanner.emit import DeviceReader, ScanMaker
 from pos_bridge.scanner.layouts import DEAD_ACCENTS, KEY_CODES, KEYPAD, Layout, get_layout
 from store_contract.scans import MAX_CODE_CHARS, Scan
 
@@ -292,7 +291,7 @@ def device_path(name: str) -> str:
     return name if "/" in name else os.path.join(BY_ID, name)
 
 
-class HidScanner:
+class HidScanner(DeviceReader):
     """Reads one keyboard-wedge scanner until `stop()`, calling `on_scan` for each code.
 
     Opens the device by path (a /dev/input/by-id name: the same after an unplug), grabs it,
@@ -301,31 +300,17 @@ class HidScanner:
     kernel device (python-evdev's `InputDevice`; the tests give a stand-in).
     """
 
+    what = "HID scanner"
+
     def __init__(self, device: str, on_scan: Callable[[Scan], None], *, layout: str = "us",
                  terminator: str = "enter", gap: float = 0.05, stale: float = 0.5,
                  aim: bool = False, grab: bool = True, retry: float = 0.25,
                  open_device: Callable[[str], InputDevice] = _open_evdev) -> None:
-        self.path = device_path(device)
-        self.on_scan = on_scan
+        super().__init__(device_path(device), on_scan, retry)
         self.decoder = KeyDecoder(layout, terminator, gap=gap, stale=stale)
         self.maker = ScanMaker("hid", aim=aim)
         self.grab = grab
-        self.retry = retry
         self.open_device = open_device
-        self.connected = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._complained: str | None = None
-
-    def start(self) -> HidScanner:
-        self._thread = threading.Thread(target=self.run, name=f"hid {self.path}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -365,17 +350,9 @@ class HidScanner:
         self.decoder.reset()
         self.decoder.capslock = LED_CAPSL in leds
         self.decoder.numlock = LED_NUML in leds or not leds
-        self._complained = None
-        self.connected.set()
+        self._opened()
         log.info("HID scanner %s open%s", self.path, " and grabbed" if self.grab else "")
         return device
-
-    def _complain(self, what: str) -> None:
-        """Log a failure to open once, not every retry."""
-        if what != self._complained:
-            log.warning("HID scanner %s: %s; retrying every %.2f s", self.path, what,
-                        self.retry)
-            self._complained = what
 
     def _close(self, device: InputDevice) -> None:
         steps: list[Callable[[], None]] = [device.ungrab] if self.grab else []

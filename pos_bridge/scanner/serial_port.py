@@ -22,12 +22,11 @@ import contextlib
 import errno
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from pos_bridge.scanner.emit import ScanMaker
+from pos_bridge.scanner.emit import DeviceReader, ScanMaker
 from store_contract.scans import MAX_CODE_CHARS, MAX_RAW_BYTES, Scan
 
 log = logging.getLogger(__name__)
@@ -105,7 +104,7 @@ def _open_serial(path: str, baudrate: int) -> Any:
     return serial.Serial(path, baudrate=baudrate, timeout=0.1, exclusive=True)
 
 
-class SerialScanner:
+class SerialScanner(DeviceReader):
     """Reads one serial scanner until `stop()`, calling `on_scan` for each code.
 
     `encoding`: what the scanner sends (utf-8 by default; latin-1 for scanners that send
@@ -113,35 +112,20 @@ class SerialScanner:
     when they are not UTF-8). `retry`: seconds between attempts to (re)open the port.
     """
 
+    what = "serial scanner"
+
     def __init__(self, port: str, on_scan: Callable[[Scan], None], *, baudrate: int = 9600,
                  terminator: str = "cr", encoding: str = "utf-8", aim: bool = False,
                  stale: float = 0.5, retry: float = 0.25,
                  open_port: Callable[[str, int], Any] = _open_serial) -> None:
         "".encode(encoding)  # LookupError now, not in the reader thread
-        self.path = port_path(port)
-        self.on_scan = on_scan
+        super().__init__(port_path(port), on_scan, retry)
         self.baudrate = baudrate
         self.encoding = encoding
         self.framer = Framer(terminator, stale=stale)
         self.maker = ScanMaker("serial", aim=aim)
-        self.retry = retry
         self.open_port = open_port
         self.garbage = 0  # lines dropped as not text
-        self.connected = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._complained: str | None = None
-
-    def start(self) -> SerialScanner:
-        self._thread = threading.Thread(target=self.run, name=f"serial {self.path}",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def run(self) -> None:
         import serial
@@ -155,8 +139,7 @@ class SerialScanner:
                 self._complain(f"cannot open it ({exc}{hint})")
                 self._stop.wait(self.retry)
                 continue
-            self._complained = None
-            self.connected.set()
+            self._opened()
             log.info("serial scanner %s open at %d baud", self.path, self.baudrate)
             try:
                 self._read(port)
@@ -168,12 +151,6 @@ class SerialScanner:
                 self.framer.reset()
                 with contextlib.suppress(OSError, serial.SerialException):
                     port.close()
-
-    def _complain(self, what: str) -> None:
-        if what != self._complained:
-            log.warning("serial scanner %s: %s; retrying every %.2f s", self.path, what,
-                        self.retry)
-            self._complained = what
 
     def _read(self, port: Any) -> None:
         while not self._stop.is_set():
