@@ -142,3 +142,16 @@ def test_without_its_password_or_with_a_bad_reader_setting_it_does_not_start(
     done = subprocess.run(base, env=env, capture_output=True, text=True, timeout=60, cwd=REPO,
                           check=False)
     assert done.returncode == 2 and "at least one --hid, --serial or --camera" in done.stderr
+
+
+def test_a_login_the_broker_refuses_stops_the_service_instead_of_retrying(
+        settings: Settings, datadir: DataDir, edge: EdgeService,
+        lane: queue.Queue[Envelope]) -> None:
+    _, enrolment = add_scanner(settings, datadir, edge.store, "scan-1", target_of("lane-1", None))
+    done = subprocess.run(
+        [sys.executable, "-m", "pos_bridge.scanner", "run", "--store", settings.store_id,
+         "--device", "scan-1", "--mqtt-url", settings.mqtt_url, "--username",
+         enrolment.username, "--serial", "/dev/ttyS0"],
+        env={**os.environ, "SCANNER_MQTT_PASSWORD": enrolment.password + "-wrong"},
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
+    assert done.returncode == 3 and "refused" in done.stderr, done.stderr

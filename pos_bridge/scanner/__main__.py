@@ -106,7 +106,7 @@ def run(store: str, device_id: str, mqtt_url: str, username: str, hids: tuple[st
     SCANNER_MQTT_PASSWORD. Stops cleanly on SIGTERM or SIGINT."""
     from functools import partial
 
-    from pos_bridge.device import DeviceClient, DeviceError
+    from pos_bridge.device import DeviceClient, DeviceError, connect_until
     from pos_bridge.scanner.service import ScannerService
     from pos_bridge.scanner.spec import camera_scanner, hid_scanner, serial_scanner
     from store_contract import logsafe
@@ -128,24 +128,15 @@ def run(store: str, device_id: str, mqtt_url: str, username: str, hids: tuple[st
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    delay = 1.0
     service.start()
     try:
-        while not stop.is_set():
-            try:
-                device.connect(timeout=10)
-                break
-            except DeviceError as exc:
-                if device.refused:
-                    click.echo(f"scanner: {exc}", err=True)
-                    sys.exit(3)
-                click.echo(f"scanner: {exc}; trying again in {delay:.0f} s", err=True)
-                stop.wait(delay)
-                delay = min(delay * 2, 30.0)
-        if not stop.is_set():
+        if connect_until(device, stop):
             click.echo(json.dumps({"scanner": device_id, "readers": len(service.readers)}))
             sys.stdout.flush()
         stop.wait()
+    except DeviceError as exc:  # the broker refused the login
+        click.echo(f"scanner: {exc}", err=True)
+        sys.exit(3)
     finally:
         service.stop()
         device.close()
