@@ -32,6 +32,7 @@ from pos_bridge.scanner import layouts
 from pos_bridge.scanner.hid import HidScanner, KeyDecoder
 from pos_bridge.scanner.spec import hid_scanner
 from store_contract.scans import Scan
+from tests.test_scanner_serial import Scans
 
 XKB = Path("/usr/share/X11/xkb")
 KEYSYMDEF = Path("/usr/include/X11/keysymdef.h")
@@ -527,22 +528,6 @@ class Kernel:
         if real not in self.devices:
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
         return self.devices[real]
-
-
-class Scans:
-    def __init__(self) -> None:
-        self.items: list[Scan] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, scan: Scan) -> None:
-        with self.cond:
-            self.items.append(scan)
-            self.cond.notify_all()
-
-    def wait(self, n: int, timeout: float = 10.0) -> list[Scan]:
-        with self.cond:
-            self.cond.wait_for(lambda: len(self.items) >= n, timeout)
-            return list(self.items)
 
 
 SCANNER = "usb-Honeywell_Imaging_1900-event-kbd"

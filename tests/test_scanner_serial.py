@@ -57,6 +57,8 @@ class Pty:
 
 
 class Scans:
+    """A reader's `on_scan`: the scans it was given, in order, to wait for."""
+
     def __init__(self) -> None:
         self.items: list[Scan] = []
         self.cond = threading.Condition()
