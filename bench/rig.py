@@ -433,6 +433,21 @@ def edge_warnings(log_text: str) -> list[str]:
             if " WARNING " in line or " ERROR " in line or line.startswith("Traceback")]
 
 
+def report(result: dict[str, Any], edge_logs: dict[str, str]) -> None:
+    """The end of a benchmark's output: the edges' last warnings and errors on stderr (the
+    figures stay on stdout), then the figures as one JSON line, the last line printed.
+    `edge_logs`: each edge run's log text by its name ("" when there was one edge)."""
+    for name, log_text in edge_logs.items():
+        noted = edge_warnings(log_text)
+        if noted:
+            who = f"the edge ({name})" if name else "the edge"
+            print(f"\n{who} logged {len(noted)} warnings or errors; the last ones:",
+                  file=sys.stderr)
+            print("\n".join(noted[-5:]), file=sys.stderr)
+    sys.stdout.flush()
+    print(json.dumps(result, separators=(",", ":")))
+
+
 @dataclass
 class Child:
     """A helper process and our end of its pipe."""

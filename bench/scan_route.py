@@ -56,10 +56,10 @@ from rig import (
     STORE,
     bench_settings,
     child,
-    edge_warnings,
     exit_on_sigterm,
     json_ms,
     percentile,
+    report,
     start_broker,
     start_edge,
     verdict,
@@ -352,13 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     out = measure(args)
     result = figures_of(args, out)
     print_human(args, result)
-    noted = edge_warnings(out["edge_log"])
-    if noted:
-        print(f"\nthe edge logged {len(noted)} warnings or errors; the last ones:",
-              file=sys.stderr)
-        print("\n".join(noted[-5:]), file=sys.stderr)
-    sys.stdout.flush()
-    print(json.dumps(result, separators=(",", ":")))
+    report(result, {"": out["edge_log"]})
     return 0
 
 
