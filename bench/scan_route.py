@@ -52,7 +52,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from rig import (
-    KEEPALIVE,
     STORE,
     bench_settings,
     child,
@@ -60,6 +59,7 @@ from rig import (
     json_ms,
     percentile,
     report,
+    serve_until_told,
     start_broker,
     start_edge,
     verdict,
@@ -156,22 +156,10 @@ def relay_main(conn: Any, address: BrokerAddress, password: str) -> None:
     """The relay, a process of its own as the edge is: a plain paho client (`loop_forever`)
     that passes each message on `RELAY_IN` on to `RELAY_OUT` at QoS 1."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    subscribed = threading.Event()
     client = make_client(RELAY_USER, address, username=RELAY_USER, password=password)
     client.on_connect = lambda c, *_: c.subscribe(RELAY_IN, qos=1)
-    client.on_subscribe = lambda *_: subscribed.set()
     client.on_message = lambda c, _u, msg: c.publish(RELAY_OUT, msg.payload, qos=1)
-
-    def control() -> None:
-        if subscribed.wait(20):
-            conn.send(("ready", 1))
-            with contextlib.suppress(EOFError, OSError):
-                conn.recv()
-        client.disconnect()
-
-    client.connect(address.host, address.port, keepalive=KEEPALIVE)
-    threading.Thread(target=control, name="relay-control", daemon=True).start()
-    client.loop_forever()
+    serve_until_told(client, conn, address)
 
 
 class PageStream:
