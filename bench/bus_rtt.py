@@ -90,11 +90,11 @@ from rig import (
     cpu_seconds,
     cpu_steal,
     echo_topic_of,
-    edge_warnings,
     exit_on_sigterm,
     json_ms,
     pace,
     percentile,
+    report,
     rss_mb,
     run_slice,
     start_broker,
@@ -610,12 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     out = run(args)
     result = figures_of(args, out)
     print_human(args, out, result)
-    noted = edge_warnings(out["edge_log"])
-    if noted:
-        print(f"\nthe edge logged {len(noted)} warnings or errors; the last ones:", file=sys.stderr)
-        print("\n".join(noted[-5:]), file=sys.stderr)
-    sys.stdout.flush()
-    print(json.dumps(result, separators=(",", ":")))
+    report(result, {"": out["edge_log"]})
     return 0
 
 

@@ -124,13 +124,13 @@ from rig import (
     cpu_seconds,
     cpu_steal,
     echo_topic_of,
-    edge_warnings,
     exit_on_sigterm,
     filesystem_of,
     free_port,
     json_ms,
     pace,
     percentile,
+    report,
     rss_mb,
     run_slice,
     start_broker,
@@ -1136,14 +1136,7 @@ def main(argv: list[str] | None = None) -> int:
     if samples:
         print(f"\nreplies that were not ok (first {min(len(samples), 5)}):", file=sys.stderr)
         print("\n".join(samples[:5]), file=sys.stderr)
-    for name, r in out["runs"].items():
-        noted = edge_warnings(r["log"])
-        if noted:
-            print(f"\nthe edge ({name}) logged {len(noted)} warnings or errors; the last ones:",
-                  file=sys.stderr)
-            print("\n".join(noted[-5:]), file=sys.stderr)
-    sys.stdout.flush()
-    print(json.dumps(result, separators=(",", ":")))
+    report(result, {name: r["log"] for name, r in out["runs"].items()})
     return 0
 
 

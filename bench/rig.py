@@ -278,7 +278,6 @@ def echo_main(conn: Connection, address: BrokerAddress, username: str, password:
     """The floor: a plain paho client (`loop_forever`) that bounces each request to its
     Response Topic at QoS 1, with its Correlation Data."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    subscribed = threading.Event()
     client = make_client("bench-echo", address, username=username, password=password)
 
     def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason_code: Any, _p: Any) -> None:
@@ -297,19 +296,26 @@ def echo_main(conn: Connection, address: BrokerAddress, username: str, password:
             props.CorrelationData = corr
         c.publish(target, msg.payload, qos=1, properties=props)
 
+    client.on_connect = on_connect
+    client.on_message = on_message
+    serve_until_told(client, conn, address)
+
+
+def serve_until_told(client: mqtt.Client, conn: Connection, address: BrokerAddress) -> None:
+    """Run a helper process's paho client (`loop_forever`): tell the parent 'ready' once its
+    subscription is granted, disconnect when the parent says stop (or dies)."""
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *_args: subscribed.set()
+
     def control() -> None:
-        """Say 'ready' once subscribed, then disconnect when the parent says stop (or dies)."""
         if subscribed.wait(20):
             conn.send(("ready", 1))
             with contextlib.suppress(EOFError, OSError):
                 conn.recv()
         client.disconnect()
 
-    client.on_connect = on_connect
-    client.on_subscribe = lambda *_args: subscribed.set()
-    client.on_message = on_message
     client.connect(address.host, address.port, keepalive=KEEPALIVE)
-    threading.Thread(target=control, name="echo-control", daemon=True).start()
+    threading.Thread(target=control, name="helper-control", daemon=True).start()
     client.loop_forever()
 
 
@@ -431,6 +437,21 @@ def edge_warnings(log_text: str) -> list[str]:
     """The lines of an edge log that are warnings, errors or tracebacks."""
     return [line for line in log_text.splitlines()
             if " WARNING " in line or " ERROR " in line or line.startswith("Traceback")]
+
+
+def report(result: dict[str, Any], edge_logs: dict[str, str]) -> None:
+    """The end of a benchmark's output: the edges' last warnings and errors on stderr (the
+    figures stay on stdout), then the figures as one JSON line, the last line printed.
+    `edge_logs`: each edge run's log text by its name ("" when there was one edge)."""
+    for name, log_text in edge_logs.items():
+        noted = edge_warnings(log_text)
+        if noted:
+            who = f"the edge ({name})" if name else "the edge"
+            print(f"\n{who} logged {len(noted)} warnings or errors; the last ones:",
+                  file=sys.stderr)
+            print("\n".join(noted[-5:]), file=sys.stderr)
+    sys.stdout.flush()
+    print(json.dumps(result, separators=(",", ":")))
 
 
 @dataclass

@@ -413,13 +413,16 @@ class Bus:
         if self.on_status is not None:
             self.on_status(topic.kind, topic.device, status)
 
-    def command(self, kind: str, device: str, name: str, data: dict[str, Any]) -> None:
-        """Send a command envelope to a device (`cmd/{name}`, QoS 1)."""
+    def command(self, kind: str, device: str, name: str,
+                data: dict[str, Any]) -> mqtt.MQTTMessageInfo:
+        """Send a command envelope to a device (`cmd/{name}`, QoS 1); paho's handle on it
+        (`wait_for_publish` returns once the broker has taken it)."""
         body = new_envelope(name, data).to_json()
         if len(body) > MAX_ENVELOPE_BYTES:
             raise ValueError(f"a {name} command of {len(body)} bytes is over the "
                              f"{MAX_ENVELOPE_BYTES}-byte envelope limit")
-        self.client.publish(command_topic(self.store_id, kind, device, name), body, qos=1)
+        return self.client.publish(command_topic(self.store_id, kind, device, name), body,
+                                   qos=1)
 
     def refresh_presence_gauge(self) -> None:
         counts = {row["kind"]: row["n"] for row in self.store.query(

@@ -68,3 +68,12 @@ class Metrics:
         self.hub_lookup_seconds = Histogram(
             "edge_hub_lookup_seconds", "Time the till waited for an online look-up",
             registry=r, buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 2.0, 5.0))
+        self.scans = Counter("edge_scans", "Scans from scanners (evt/scan), by outcome: routed "
+                             "(sent to the assigned lane or kiosk), unassigned (nowhere to "
+                             "go), refused (a bad scan, or not from a scanner)", ["outcome"],
+                             registry=r)
+        self.live_scans = Counter("edge_live_scans", "Scans pushed to staff checkout pages, by "
+                                  "outcome (sent, dropped: a page's queue was full)",
+                                  ["outcome"], registry=r)
+        self.live_scan_pages = Gauge("edge_live_scan_pages", "Staff checkout pages listening "
+                                     "for scans now", registry=r)

@@ -546,3 +546,25 @@ def _m0012(db: sqlite_utils.Database) -> None:
         );
         """
     )
+
+
+@MIGRATIONS(name="0013_scanners")
+def _m0013(db: sqlite_utils.Database) -> None:
+    # Which lane or kiosk each scanner's scans go to (docs/protocol.md, "Scans"), and what
+    # staff see of its scans on the devices page. A scanner enrolled with `edge devices add`
+    # but never assigned gets its row with its first scan (target NULL: unassigned). Never
+    # a code's text: only when it last scanned and how many scans had nowhere to go.
+    db.executescript(
+        """
+        CREATE TABLE scanners (
+            id TEXT PRIMARY KEY,
+            target_kind TEXT CHECK (target_kind IN ('pos', 'kiosk')),
+            target TEXT,
+            assigned_at TEXT,
+            last_scan TEXT,
+            scans INTEGER NOT NULL DEFAULT 0,
+            unassigned_scans INTEGER NOT NULL DEFAULT 0,
+            last_unassigned TEXT
+        );
+        """
+    )

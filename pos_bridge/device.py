@@ -180,3 +180,22 @@ class DeviceClient:
             if handler is not None:
                 handler(Envelope(id=str(body.get("id")), ts=str(body.get("ts")),
                                  type=str(body.get("type")), data=body.get("data") or {}))
+
+
+def connect_until(device: DeviceClient, stop: threading.Event) -> bool:
+    """Connect `device`, trying again (1 s, doubling to 30 s) while the broker cannot be
+    reached, until `stop` is set. True once connected; False when stopped first. A broker
+    that refuses the login raises DeviceError: a service stops then, as retrying cannot
+    help."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            device.connect(timeout=10)
+            return True
+        except DeviceError as exc:
+            if device.refused:
+                raise
+            log.warning("%s; retrying in %.0f s", exc, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 30.0)
+    return False

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from pos_bridge.device import DeviceClient, DeviceError
+from pos_bridge.device import DeviceClient, DeviceError, connect_until
 from pos_bridge.printing.transports import (
     DLE_EOT,
     Connection,
@@ -603,20 +603,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Handlers first, so no cmd/print that arrives right after connecting is missed.
     service.start()
-    delay = 1.0
     try:
-        while not stop.is_set():
-            try:
-                device.connect(timeout=10)
-                break
-            except DeviceError as exc:
-                if device.refused:
-                    log.error("%s", exc)
-                    return 3
-                log.warning("%s; retrying in %.0f s", exc, delay)
-                stop.wait(delay)
-                delay = min(delay * 2, 30.0)
+        connect_until(device, stop)
         stop.wait()
+    except DeviceError as exc:  # the broker refused the login
+        log.error("%s", exc)
+        return 3
     finally:
         service.stop()
         device.close()

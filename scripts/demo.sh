@@ -3,6 +3,7 @@
 # Extra arguments go to `edge demo` (e.g. --http-port 8090).
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 apt_install mosquitto nginx-light
-make_venv "[edge,hub]"
+c_build_tools
+make_venv "[edge,hub,scanner]"
 cd "$ROOT"
 exec "$VENV/bin/edge" demo "$@"

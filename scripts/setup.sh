@@ -27,6 +27,13 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+c_build_tools() {  # a C compiler and headers, for what is built from source (evdev)
+    apt_install gcc linux-libc-dev
+    "$PYTHON" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+        || apt_install python3-dev
+}
+
 make_venv() {  # make_venv EXTRAS (e.g. "" or "[dev]")
     if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
         echo "Python 3.11 or newer is needed (found: $("$PYTHON" --version 2>&1))." >&2

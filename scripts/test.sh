@@ -5,7 +5,8 @@
 # test has its own broker, ports, data dirs and processes, and each worker its own
 # PostgreSQL cluster and browser.
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-apt_install mosquitto chromium postgresql faketime nginx-light
+apt_install mosquitto chromium postgresql faketime nginx-light xkb-data x11proto-dev
+c_build_tools
 make_venv "[dev]"
 cd "$ROOT"
 "$VENV/bin/ruff" check store_contract edge pos_bridge cloud_sync kiosk_ui store_demo tests bench

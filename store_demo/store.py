@@ -26,6 +26,7 @@ from edge.app.printers import add_printer
 from edge.broker import BrokerProcess, wait_for_port
 from edge.datadir import DataDir, write_private
 from edge.devices import enrol, sync_broker_files
+from edge.scanners import add_scanner, target_of
 from edge.settings import Settings, load_settings
 from edge.store import Store
 from edge.supervise import stop_process
@@ -34,11 +35,17 @@ from store_contract.errors import StartupError
 from store_contract.jws import COUPON_TYP, SigningKey
 from store_demo.hub_seed import REGION as HUB_DEMO_REGION
 
-DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2"), ("scanner", "scanner-1"),
-                ("kiosk", "kiosk-1")]
+DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2"), ("kiosk", "kiosk-1")]
+# The counter: a lane the staff checkout page works as (not simulated), with a camera
+# scanner (the real scanner service) pointed at a folder: what lies there is in view.
+COUNTER_LANE, CAMERA_SCANNER = "lane-3", "scanner-1"
+# Pictures to hold in front of it: (file, what it shows, how: a format zxing-cpp writes).
+DEMO_CODES = [("anna-card.png", "4000123412341234", "Code128"),
+              ("nappies.png", "4015400", "Code128"),
+              ("save10.png", "SAVE10", "QRCode")]
 # Each lane prints on its own virtual network printer, served by the edge like a real one;
 # two printer models, so the receipts show both profiles' code pages at work.
-DEMO_PRINTERS = [("printer-1", "TM-T20II", ["lane-1", "staff-web"]),
+DEMO_PRINTERS = [("printer-1", "TM-T20II", ["lane-1", "staff-web", COUNTER_LANE]),
                  ("printer-2", "TM-T88V", ["lane-2"])]
 DEMO_APP_KID = "demo-app-1"
 DEMO_SHOPPERS = [
@@ -154,6 +161,10 @@ def _prepare(settings: Settings, printer_ports: dict[str, int], hub_env: dict[st
         datadir.edge_mqtt_credentials()
         enrolled = [enrol(settings, datadir, store, kind, dev_id, rotate=True).to_dict()
                     for kind, dev_id in DEMO_DEVICES]
+        enrol(settings, datadir, store, "pos", COUNTER_LANE, rotate=True)
+        _, camera = add_scanner(settings, datadir, store, CAMERA_SCANNER,
+                                target_of(COUNTER_LANE, None), rotate=True)
+        _write_codes(datadir.root / "codes")
         for printer_id, profile, lanes in DEMO_PRINTERS:
             add_printer(settings, datadir, store, printer_id, lanes=lanes, profile=profile,
                         connection=f"tcp://127.0.0.1:{printer_ports[printer_id]}")
@@ -174,9 +185,39 @@ def _prepare(settings: Settings, printer_ports: dict[str, int], hub_env: dict[st
     lanes_url = (f"mqtts://localhost:{settings.broker_tls_port}"
                  f"?cafile={quote(str(tls.ca_file))}")
     spec = {"store": settings.store_id, "mqtt_url": lanes_url, "devices": enrolled,
-            **scans}
+            "camera": camera.to_dict(), **scans}
     write_private(datadir.root / "demo-devices.json", json.dumps(spec, indent=2), replace=True)
     return datadir, password
+
+
+def _write_codes(folder: Path) -> None:
+    """The demo's pictures of codes: a loyalty card, a product, a coupon."""
+    import numpy as np
+    import zxingcpp
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text, how in DEMO_CODES:
+        barcode = zxingcpp.create_barcode(text, getattr(zxingcpp.BarcodeFormat, how))
+        drawn = np.asarray(barcode.to_image(scale=4, add_quiet_zones=True))
+        Image.fromarray(drawn).save(folder / name)
+
+
+def _start_camera(settings: Settings, datadir: DataDir, lanes_url: str) -> tuple[
+        subprocess.Popen[Any], Path]:
+    """The real scanner service with one camera: the folder `camera` of the data dir."""
+    camera_dir = datadir.root / "camera"
+    camera_dir.mkdir(exist_ok=True)
+    for left in camera_dir.iterdir():  # nothing in view at the start
+        left.unlink()
+    login = json.loads((datadir.root / "demo-devices.json").read_text())["camera"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pos_bridge.scanner", "run", "--store", settings.store_id,
+         "--device", CAMERA_SCANNER, "--mqtt-url", lanes_url, "--username", login["username"],
+         "--camera", f"watch:{camera_dir},hold_off=1", "--log-level", "WARNING"],
+        env={**os.environ, "SCANNER_MQTT_PASSWORD": login["password"]},
+        stdout=subprocess.DEVNULL, start_new_session=True)
+    return proc, camera_dir
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[Any], timeout: float = 30) -> None:
@@ -299,6 +340,11 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090
         wait_for_port(settings.http_host, http_port, 30)
         _wait_healthy(f"{base}/healthz", edge)
         https = _start_proxy(settings, root, children)
+        tls_ca = StoreTLS.of(datadir).ca_file
+        camera, camera_dir = _start_camera(
+            settings, datadir,
+            f"mqtts://localhost:{settings.broker_tls_port}?cafile={quote(str(tls_ca))}")
+        children.append(camera)
         sim = subprocess.Popen([sys.executable, "-m", "pos_bridge.simulator",
                                 str(datadir.root / "demo-devices.json")], env=_env(settings),
                                start_new_session=True)
@@ -320,6 +366,18 @@ Demo store "{settings.store_name}" ({settings.store_id}) is running.
                         SAVE10            10% off a basket of €20 or more: −€2.80
       and press Redeem: the receipt prints on printer-1 (see Receipts). Shoppers are
       found by phone too: +49 160 5550199 (Chloé), or 0160 5550199.
+  Camera scanner:       {CAMERA_SCANNER}, a camera that sees the folder {camera_dir}
+      open the checkout of its lane: {base}/staff/checkout?lane={COUNTER_LANE}
+      then hold codes in front of it, the newest picture in the folder is the one in
+      view, and each is applied on the page without a key press:
+        cp {datadir.root / "codes" / "anna-card.png"} {camera_dir}/
+        cp {datadir.root / "codes" / "nappies.png"} {camera_dir}/
+      take them away for a second and show the nappies again (the same code held in view
+      counts once):
+        rm {camera_dir}/*.png; sleep 2; cp {datadir.root / "codes" / "nappies.png"} {camera_dir}/
+        cp {datadir.root / "codes" / "save10.png"} {camera_dir}/
+      the page then shows Anna, two packs of nappies (€27.98) and the coupon
+      "{DEMO_CAMPAIGNS[0]["description"]}" (−€2.80).
   Receipts (staff page): {base}/staff/receipts  (every sale's receipt, with a preview)
   Devices (staff page): {base}/staff/devices
   Devices (API):        curl -u manager:{password} {base}/api/v1/devices

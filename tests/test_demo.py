@@ -181,6 +181,37 @@ def test_the_checkout_walkthrough_of_the_banner_works_word_for_word(demo: Demo, 
         expect(refusal).to_be_hidden()
 
 
+def test_the_camera_scanner_part_of_the_banner_works_as_written(demo: Demo, page: Page
+                                                                 ) -> None:
+    # Open the checkout of the camera's lane, signed in as the banner says ...
+    part = demo.banner[demo.banner.index("Camera scanner:"):demo.banner.index("Receipts (staff")]
+    url = demo.line("open the checkout of its lane:")
+    sign_in(page, url, demo.after("Checkout (staff page):", "sign in as:"))
+    expect(page.get_by_role("heading", level=1)).to_contain_text("lane-3")
+    # ... then run its shell lines one by one, as someone at the box would.
+    commands = [line.strip() for line in part.splitlines()
+                if line.strip().startswith(("cp ", "rm "))]
+    assert len(commands) == 4, part
+    for command in commands:
+        subprocess.run(command, shell=True, check=True, timeout=30)
+        if "anna-card" in command:
+            expect(page.locator("#customer")).to_contain_text("Anna", timeout=15_000)
+        elif "save10" in command:
+            expect(page.locator("#discount-total")).to_have_text("−€2.80", timeout=15_000)
+        else:  # the nappies, shown once and then again
+            expect(page.locator("#basket-total")).to_have_text(
+                "€27.98" if command.startswith("rm ") else "€13.99", timeout=15_000)
+    # What the banner says the page then shows.
+    promised = re.search(r"shows (\w+), two packs of nappies \((€[\d.,]+)\) and the coupon"
+                         r"\s+\"([^\"]+)\" \((−€[\d.,]+)\)", part)
+    assert promised, part
+    expect(page.locator("#customer")).to_contain_text(promised.group(1))
+    expect(page.locator("#basket-total")).to_have_text(promised.group(2))
+    expect(page.locator("#coupons")).to_contain_text(promised.group(3))
+    expect(page.locator("#discount-total")).to_have_text(promised.group(4))
+    expect(page.locator("#refusal")).to_be_hidden()
+
+
 def test_the_hub_part_of_the_banner_works_as_written(demo: Demo, page: Page) -> None:
     url = demo.line("CRM hub, regional dashboard:")
     sign_in(page, url, demo.after("CRM hub, regional dashboard:", "sign in as:"))

@@ -267,8 +267,10 @@ def test_the_readmes_deploy_blocks_run_as_documented(scratch: Scratch) -> None:
     # The data dir, the service user's home, is kept private by the edge.
     data = scratch.path("/var/lib/store-edge").stat()
     assert (stat.S_IMODE(data.st_mode), data.st_uid) == (0o700, user_uid(scratch.user))
+    # The broker and the edge, and the scanner service's template (enabled per scanner
+    # device, docs/scanners.md).
     assert sorted(p.name for p in scratch.path("/etc/systemd/system").iterdir()) == [
-        "store-edge-broker.service", "store-edge.service"]
+        "store-edge-broker.service", "store-edge.service", "store-scanner@.service"]
 
     # What the wrapper hands the edge: the file's settings (a quoted value with spaces
     # intact), none of the caller's. The real settings loader reads them.

@@ -225,6 +225,84 @@ def printers_remove(printer_id: str) -> None:
 
 
 @main.group()
+def scanners() -> None:
+    """Barcode and QR scanners and the lane or kiosk each one sends its scans to."""
+
+
+def _target(lane: str | None, kiosk: str | None) -> Any:
+    from edge.scanners import target_of
+
+    return target_of(lane, kiosk)
+
+
+_lane_option = click.option("--lane", default=None, help="The POS lane (an enrolled pos "
+                            "device) whose scans these are.")
+_kiosk_option = click.option("--kiosk", default=None, help="The kiosk (an enrolled kiosk "
+                             "device) whose scans these are.")
+
+
+@scanners.command("add")
+@click.argument("scanner_id", metavar="ID")
+@_lane_option
+@_kiosk_option
+@click.option("--rotate", is_flag=True, help="Give an enrolled scanner a new password.")
+@_fails_cleanly
+def scanners_add(scanner_id: str, lane: str | None, kiosk: str | None, rotate: bool) -> None:
+    """Enrol a scanner and assign it to a lane or a kiosk; prints the scanner and its login
+    {"username","password"} for `python -m pos_bridge.scanner`."""
+    from edge.scanners import add_scanner
+
+    target = _target(lane, kiosk)
+    settings = load_settings()
+    datadir, store = _open(settings)
+    scanner, enrolment = add_scanner(settings, datadir, store, scanner_id, target,
+                                     rotate=rotate)
+    store.close()
+    emit({**scanner, "username": enrolment.username, "password": enrolment.password})
+
+
+@scanners.command("assign")
+@click.argument("scanner_id", metavar="ID")
+@_lane_option
+@_kiosk_option
+@_fails_cleanly
+def scanners_assign(scanner_id: str, lane: str | None, kiosk: str | None) -> None:
+    """Move a scanner to another lane or kiosk: its next scan goes there (no restart)."""
+    from edge.scanners import assign
+
+    target = _target(lane, kiosk)
+    _, store = _open(load_settings())
+    scanner = assign(store, scanner_id, target)
+    store.close()
+    emit(scanner)
+
+
+@scanners.command("list")
+@_fails_cleanly
+def scanners_list() -> None:
+    """Print the scanners as a JSON array: assignment, last scan, scans with nowhere to go."""
+    from edge.scanners import list_scanners
+
+    _, store = _open(load_settings())
+    emit(list_scanners(store))
+    store.close()
+
+
+@scanners.command("remove")
+@click.argument("scanner_id", metavar="ID")
+@_fails_cleanly
+def scanners_remove(scanner_id: str) -> None:
+    """Remove a scanner, its assignment and its login."""
+    from edge.scanners import remove_scanner
+
+    settings = load_settings()
+    datadir, store = _open(settings)
+    remove_scanner(settings, datadir, store, scanner_id)
+    store.close()
+    emit({"id": scanner_id, "removed": True})
+
+
+@main.group()
 def staff() -> None:
     """Staff accounts for the web pages."""
 

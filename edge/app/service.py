@@ -28,6 +28,8 @@ from edge.metrics import Metrics
 from edge.outbox import OutboxCap
 from edge.pos import register_pos_methods
 from edge.receipts import Receipts
+from edge.scanfeed import LiveScans
+from edge.scanners import ScanRouter
 from edge.settings import Settings
 from edge.spool import Spool
 from edge.store import Store
@@ -76,9 +78,13 @@ class EdgeService:
         self.bus = Bus(settings, self.datadir, self.store, self.dispatcher, self.metrics,
                        self.last_seen)
         self.bus.on_status = self._device_status
-        self.spool.send = lambda printer, job, document: self.bus.command(
-            "printer", printer, "print", {"job": job, "document": document})
+        self.spool.send = self._send_print
         self.printers = PrinterHost(settings, self.datadir, self.store)
+        # Scans: forwarded to the scanner's lane or kiosk, and live to the lane's open pages.
+        self.live_scans = LiveScans(self.metrics, settings.http_threads // 2)
+        self.scans = ScanRouter(self.store, self.metrics, self.bus.command,
+                                self.live_scans.publish, self.live_scans.listening)
+        self.dispatcher.event("scan")(self.scans.on_scan_event)
         self.scheduler = BackgroundScheduler(timezone=settings.zone)
         self.sender = Sender(settings, self.store, self.hub, self.metrics,
                              wake=lambda delay: self._run_job_in("sync_send", delay))
@@ -94,6 +100,9 @@ class EdgeService:
                                id="device_status_flush")
         self.scheduler.add_job(self._flush_last_seen, "interval", seconds=LAST_SEEN_FLUSH_S,
                                id="last_seen_flush", coalesce=True, max_instances=1)
+        self.scheduler.add_job(self.scans.tally.flush, "interval", args=(self.store,),
+                               seconds=LAST_SEEN_FLUSH_S, id="scan_tally_flush",
+                               coalesce=True, max_instances=1)
         self.scheduler.add_job(self.store.checkpoint, "interval", minutes=5, id="wal_checkpoint",
                                coalesce=True, max_instances=1)
         self.scheduler.add_job(self.checkout.sweep, "interval",
@@ -139,7 +148,12 @@ class EdgeService:
         self.bus.stop()
         with contextlib.suppress(Exception):  # the last moments heard, kept for next time
             self.last_seen.flush(self.store)
+        with contextlib.suppress(Exception):  # the scans counted since the last flush
+            self.scans.tally.flush(self.store)
         self.store.close()
+
+    def _send_print(self, printer: str, job: str, document: dict[str, Any]) -> None:
+        self.bus.command("printer", printer, "print", {"job": job, "document": document})
 
     def _resume_printing(self) -> None:
         if self.bus.wait_connected(30):

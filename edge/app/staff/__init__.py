@@ -25,6 +25,7 @@ from edge.app.staff.receipts import bp as receipts_bp
 from edge.app.staff.sync import bp as sync_bp
 from edge.app.staff.sync import sync_warning
 from edge.audit import recent
+from edge.scanners import list_scanners
 from store_contract.web import local_path, page_headers
 from store_contract.wording import local_time, moment
 
@@ -63,7 +64,8 @@ def home() -> Any:
 @require_staff("cashier")
 def devices() -> Any:
     svc = current_app.extensions["edge"]
-    return render_template("devices.html", user=current_user(), store=svc.settings)
+    return render_template("devices.html", user=current_user(), store=svc.settings,
+                           scanners=svc.scans.tally.merge(list_scanners(svc.store)))
 
 
 @bp.get("/audit")

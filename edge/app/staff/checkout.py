@@ -15,13 +15,23 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from functools import wraps
 from typing import Any, TypeVar, cast
 
 from babel.numbers import get_currency_precision, get_currency_symbol
-from flask import Blueprint, Response, current_app, g, jsonify, render_template, request, session
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    render_template,
+    request,
+    session,
+)
 
 from edge.accounts import StaffUser
 from edge.app.service import EdgeService
@@ -33,7 +43,7 @@ from edge.dispatch import Caller
 from edge.products import find_product, known_categories
 from edge.transactions import TXN_RE
 from store_contract.basket import MAX_LINES, MAX_QTY, Line
-from store_contract.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from store_contract.errors import BadRequest, Forbidden, NotFound, Unauthorized, Unavailable
 from store_contract.protocol import ID_RE, new_envelope
 from store_contract.wording import money
 
@@ -46,6 +56,10 @@ BASKET_SKU = "BASKET"
 MAX_LINE_MAJOR = 10_000
 QTY_RE = re.compile(r"^[0-9]{1,6}\Z")
 SHOPPER_WORDS = {"card": "loyalty card", "phone": "phone number", "member": "member code"}
+# A live-scan stream ends after this long and the browser opens it again at once: the
+# session (signed out, idle, password changed) is checked anew and the thread is freed.
+SCAN_STREAM_S = 60.0
+SCAN_KEEPALIVE_S = 15.0
 # What a cashier types as the basket total: "23.50" or "23,50"; no thousands separators.
 AMOUNT_RE = re.compile(r"^[0-9]{1,7}([.,][0-9]*)?\Z")
 
@@ -275,6 +289,48 @@ def page() -> Any:
         symbol=get_currency_symbol(settings.currency, locale=settings.locale),
         locale_tag=settings.locale.replace("_", "-"),
         categories=known_categories(_service().store))
+
+
+@bp.get("/scans")
+def scans() -> Response:
+    """The scans of the lane's scanners, live (server-sent events, `event: scan`, data: the
+    `cmd/scan` data of docs/protocol.md): the page enters each as if typed into its scan
+    field. Only for a page its user may work on (a cashier: the lane of their sign-in).
+
+    A stream left open is not a cashier at work: it does not keep an idle session alive
+    (the session's last-seen moment is put back as it was)."""
+    seen = session.get("seen")
+    user = current_user()
+    if user is None:
+        raise Unauthorized("Your session has ended: sign in again.")
+    if g.get("staff_via") == "session" and seen is not None:
+        session["seen"] = seen
+    if not user.may("cashier"):
+        raise Forbidden("This needs a cashier account.")
+    lane = _acting_lane()
+    svc = _service()
+    listener = svc.live_scans.listen(lane)
+    if listener is None:
+        raise Unavailable("Too many pages are listening for scans; enter codes by hand or "
+                          "close another checkout page.", detail={"reason": "busy"})
+
+    def stream() -> Iterator[str]:
+        try:
+            yield "retry: 1000\nevent: ready\ndata: {}\n\n"
+            end = time.monotonic() + SCAN_STREAM_S
+            while (left := end - time.monotonic()) > 0:
+                item = listener.next(min(SCAN_KEEPALIVE_S, left))
+                if item is None:
+                    yield ": still here\n\n"
+                    continue
+                # ASCII-only JSON: no line break or control character of a code can end
+                # the event early or reach the page other than as data.
+                yield f"event: scan\ndata: {json.dumps(item, separators=(',', ':'))}\n\n"
+        finally:
+            svc.live_scans.leave(listener)
+
+    return Response(stream(), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 @bp.post("/scan")

@@ -33,6 +33,7 @@
   const replaceYes = document.getElementById("replace-yes");
   const replaceNo = document.getElementById("replace-no");
   const newSaleButton = document.getElementById("new-sale");
+  const scannedLine = document.getElementById("scanned");
   const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
   const precision = Number(root.dataset.precision);
   const currencyFormat = new Intl.NumberFormat(root.dataset.locale, {
@@ -483,14 +484,61 @@
       scan.focus();
       return;
     }
-    const code = scan.value.trim();
+    const code = scan.value;
     scan.value = ""; // ready for the next scan while this one is answered
+    enter(code);
+  });
+
+  // A code typed into the scan field with Enter, or pushed by the lane's scanner.
+  function enter(typed) {
+    const code = typed.trim();
     if (!code) {
       scan.focus();
       return;
     }
     run(() => submitScan(code));
-  });
+  }
+
+  // A scanned code as the page may show it: every control or invisible character written
+  // out as \u{..}, cut to SHOWN characters. Only ever put in place as text, never as HTML.
+  const SHOWN = 64;
+  function visible(code) {
+    const chars = Array.from(code);
+    const shown = chars.slice(0, SHOWN).map((ch) => {
+      const cp = ch.codePointAt(0);
+      const invisible = cp < 0x20 || (cp >= 0x7f && cp < 0xa0) || cp === 0xad ||
+        (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202e) ||
+        (cp >= 0x2066 && cp <= 0x2069) || cp === 0xfeff || cp === 0xfffd;
+      return invisible ? "\\u{" + cp.toString(16) + "}" : ch;
+    }).join("");
+    return chars.length > SHOWN ? shown + "… (" + chars.length + " characters)" : shown;
+  }
+
+  // The lane's scanners, live from the edge: each scan is entered like a typed code.
+  function listen() {
+    if (!window.EventSource || !root.dataset.scans) return;
+    const source = new EventSource(root.dataset.scans);
+    source.addEventListener("ready", () => { root.dataset.live = "on"; });
+    source.addEventListener("scan", (event) => {
+      let pushed;
+      try {
+        pushed = JSON.parse(event.data);
+      } catch (err) {
+        return;
+      }
+      if (!pushed || typeof pushed.code !== "string") return;
+      scannedLine.textContent = "Scanned by " + String(pushed.scanner) + ": " +
+        visible(pushed.code);
+      scannedLine.hidden = false;
+      enter(pushed.code);
+    });
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED) { // refused (signed out, busy): later
+        root.dataset.live = "off";
+        setTimeout(listen, 5000);
+      }
+    });
+  }
   productForm.addEventListener("submit", (event) => {
     event.preventDefault();
     const input = { code: productCode.value.trim(), qty: productQty.value.trim() };
@@ -525,4 +573,5 @@
   sale = freshSale();
   render();
   scan.focus();
+  listen();
 })();
