@@ -268,9 +268,11 @@ def enrolled(settings: Settings, datadir: DataDir, store: Store) -> Callable[[st
 
 
 @contextlib.contextmanager
-def running_edge(settings: Settings) -> Iterator[EdgeService]:
-    """The edge service in this process, started and on the bus; stopped afterwards."""
-    service = EdgeService(settings)
+def running_edge(settings: Settings,
+                 service: EdgeService | None = None) -> Iterator[EdgeService]:
+    """The edge service in this process (`service`, e.g. the one `create_app` built, or a
+    new one), started and on the bus; stopped afterwards."""
+    service = service or EdgeService(settings)
     service.start()
     try:
         assert service.bus.wait_connected(10), "the edge did not connect to the test broker"

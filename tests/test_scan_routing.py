@@ -30,7 +30,7 @@ from edge.settings import Settings
 from pos_bridge.device import DeviceClient
 from store_contract.protocol import Envelope, event_topic, new_envelope, request_topic
 from store_contract.scans import Product, Scan, parse_scan
-from tests.conftest import edge_cli, edge_env, wait_until
+from tests.conftest import edge_cli, edge_env, running_edge, wait_until
 
 DeviceFactory = Callable[..., DeviceClient]
 MANAGER = ("mia", "manager-password-1")
@@ -79,12 +79,8 @@ def app(settings: Settings, broker: BrokerProcess) -> Iterator[Flask]:
     service: EdgeService = flask_app.extensions["edge"]
     add_user(service.store, *MANAGER, "manager")
     add_user(service.store, *CASHIER, "cashier")
-    service.start()
-    try:
-        assert service.bus.wait_connected(10), "the edge did not connect to the test broker"
+    with running_edge(settings, service):
         yield flask_app
-    finally:
-        service.stop()
 
 
 @pytest.fixture

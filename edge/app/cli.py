@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -22,9 +22,22 @@ from store_contract.errors import BadRequest, NotFound, StartupError
 _fails_cleanly = fails_cleanly_as("edge")
 
 
+T = TypeVar("T")
+
+
 def _open(settings: Settings) -> tuple[DataDir, Store]:
     datadir = DataDir(settings.data_path).ensure()
     return datadir, Store(datadir.database)
+
+
+def _on_store(use: Callable[[Store], T]) -> T:
+    """What `use` makes of the store's database (opened for it and closed after, as the
+    one-step commands need it)."""
+    _, store = _open(load_settings())
+    try:
+        return use(store)
+    finally:
+        store.close()
 
 
 @click.group()
@@ -139,9 +152,7 @@ def devices_list() -> None:
     """Print the enrolled devices and their presence as a JSON array."""
     from edge.devices import list_devices
 
-    _, store = _open(load_settings())
-    emit(list_devices(store))
-    store.close()
+    emit(_on_store(list_devices))
 
 
 @devices.command("remove")
@@ -197,9 +208,7 @@ def printers_list() -> None:
     """Print the printers as a JSON array."""
     from edge.app.printers import list_printers
 
-    _, store = _open(load_settings())
-    emit([p.to_dict() for p in list_printers(store)])
-    store.close()
+    emit([p.to_dict() for p in _on_store(list_printers)])
 
 
 @printers.command("remove")
@@ -271,10 +280,7 @@ def scanners_assign(scanner_id: str, lane: str | None, kiosk: str | None) -> Non
     from edge.scanners import assign
 
     target = _target(lane, kiosk)
-    _, store = _open(load_settings())
-    scanner = assign(store, scanner_id, target)
-    store.close()
-    emit(scanner)
+    emit(_on_store(lambda store: assign(store, scanner_id, target)))
 
 
 @scanners.command("list")
@@ -283,9 +289,7 @@ def scanners_list() -> None:
     """Print the scanners as a JSON array: assignment, last scan, scans with nowhere to go."""
     from edge.scanners import list_scanners
 
-    _, store = _open(load_settings())
-    emit(list_scanners(store))
-    store.close()
+    emit(_on_store(list_scanners))
 
 
 @scanners.command("remove")
@@ -321,9 +325,7 @@ def staff_add(username: str, role: str, password_stdin: bool, replace: bool) -> 
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    _, store = _open(load_settings())
-    user = add_user(store, username, password, role, replace=replace)
-    store.close()
+    user = _on_store(lambda store: add_user(store, username, password, role, replace=replace))
     emit({"username": user.username, "role": user.role})
 
 
@@ -481,9 +483,7 @@ def coupons_revoke(ident: str, campaign: bool, reason: str | None) -> None:
     from edge.coupons import revoke
 
     scope = "campaign" if campaign else "coupon"
-    _, store = _open(load_settings())
-    store.write(lambda db: revoke(db, scope, ident, reason))
-    store.close()
+    _on_store(lambda store: store.write(lambda db: revoke(db, scope, ident, reason)))
     emit({"revoked": ident, "scope": scope})
 
 

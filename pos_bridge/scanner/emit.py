@@ -100,6 +100,16 @@ class DeviceReader:
     def run(self) -> None:
         raise NotImplementedError
 
+    def _send(self, scan: Scan) -> None:
+        """Hand one scan to `on_scan` (logged by its shape, never its text); a handler that
+        fails is logged and the reader goes on."""
+        log.info("%s %s: scan %d, %d characters, symbology %s", self.what, self.path,
+                 scan.seq, len(scan.code), scan.symbology or "unknown")
+        try:
+            self.on_scan(scan)
+        except Exception:
+            log.exception("%s %s: the scan handler failed", self.what, self.path)
+
     def _opened(self) -> None:
         """The device is open: the next failure is worth a warning again."""
         self._complained = None

@@ -378,10 +378,4 @@ class HidScanner(DeviceReader):
                 self._emit(text)
 
     def _emit(self, text: str) -> None:
-        scan = self.maker.make(text)
-        log.info("HID scanner %s: scan %d, %d characters, symbology %s", self.path,
-                 scan.seq, len(scan.code), scan.symbology or "unknown")
-        try:
-            self.on_scan(scan)
-        except Exception:
-            log.exception("HID scanner %s: the scan handler failed", self.path)
+        self._send(self.maker.make(text))

@@ -171,10 +171,4 @@ class SerialScanner(DeviceReader):
             log.warning("serial scanner %s: dropped a %d-byte code that is not UTF-8: more "
                         "than a scan carries", self.path, len(raw))
             return
-        scan = self.maker.make(text, raw=raw)
-        log.info("serial scanner %s: scan %d, %d characters, symbology %s", self.path,
-                 scan.seq, len(scan.code), scan.symbology or "unknown")
-        try:
-            self.on_scan(scan)
-        except Exception:
-            log.exception("serial scanner %s: the scan handler failed", self.path)
+        self._send(self.maker.make(text, raw=raw))

@@ -27,11 +27,23 @@ def _flag(value: str) -> bool:
     raise ValueError("not yes or no")
 
 
-def _seconds(value: str) -> float:
-    seconds = float(value)
-    if not 0 < seconds <= 10:
-        raise ValueError("not between 0 and 10 seconds")
-    return seconds
+def _within(convert: Callable[[str], float], low: float, high: float, what: str, *,
+            low_too: bool = True) -> Callable[[str], Any]:
+    """A check: a number from `low` (or above it, without `low_too`) to `high`."""
+
+    def check(value: str) -> Any:
+        number = convert(value)
+        if not (low <= number if low_too else low < number) or number > high:
+            raise ValueError(what)
+        return number
+
+    return check
+
+
+_seconds = _within(float, 0, 10, "not between 0 and 10 seconds", low_too=False)
+_baudrate = _within(int, 300, 4_000_000, "not a baud rate")
+_hold_off = _within(float, 0, 60, "not between 0 and 60 seconds")
+_fps = _within(float, 0, 1000, "not a frame rate above 0", low_too=False)
 
 
 def _choice(choices: Any) -> Callable[[str], str]:
@@ -45,13 +57,6 @@ def _choice(choices: Any) -> Callable[[str], str]:
 def _layout(value: str) -> str:
     get_layout(value)
     return value.lower()
-
-
-def _baudrate(value: str) -> int:
-    rate = int(value)
-    if not 300 <= rate <= 4_000_000:
-        raise ValueError("not a baud rate")
-    return rate
 
 
 def _encoding(value: str) -> str:
@@ -84,20 +89,6 @@ def parse_spec(spec: str, options: dict[str, Callable[[str], Any]]) -> tuple[str
         except (ValueError, LookupError) as exc:
             raise ValueError(f"scanner {name}: {key}={value.strip()!r}: {exc}") from None
     return name, settings
-
-
-def _hold_off(value: str) -> float:
-    seconds = float(value)
-    if not 0 <= seconds <= 60:
-        raise ValueError("not between 0 and 60 seconds")
-    return seconds
-
-
-def _fps(value: str) -> float:
-    fps = float(value)
-    if not 0 < fps <= 1000:
-        raise ValueError("not a frame rate above 0")
-    return fps
 
 
 CAMERA_OPTIONS: dict[str, Callable[[str], Any]] = {"hold_off": _hold_off, "fps": _fps}
