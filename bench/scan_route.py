@@ -9,21 +9,24 @@ What runs, all on 127.0.0.1 in a temporary data dir that is removed at the end:
 * `edge serve` as its own process, as a store box runs it (`bench/rig.py`);
 * a relay, a process of its own as the edge is: a plain paho client (`bench-relay` login)
   passing each message on `store/bench/bench/relay/in` on to `.../relay/out` at QoS 1;
-* in this process, each with its own paho network thread: the scanner and the lane
-  (`pos_bridge.device.DeviceClient`, their own logins), the echo (a plain paho client with a
-  `bench-self` login of its own that may read and write only `store/bench/bench/#`, topics
-  the edge does not subscribe to), and an HTTP client reading
-  `GET /staff/checkout/scans?lane=lane-1` (server-sent events) with the manager's HTTP
-  Basic login, as the cashier's page does.
+* the lane (`pos_bridge.device.DeviceClient` with its own login) in a process of its own,
+  as a till is, and an HTTP client reading `GET /staff/checkout/scans?lane=lane-1`
+  (server-sent events) with the manager's HTTP Basic login, as the cashier's page does, in
+  another: each tells this process when a scan reached it (`time.perf_counter()`, the
+  system's monotonic clock, the same in every process);
+* in this process, each with its own paho network thread: the scanner
+  (`DeviceClient`, its own login) and the echo (a plain paho client with a `bench-self`
+  login of its own that may read and write only `store/bench/bench/#`, topics the edge
+  does not subscribe to).
 
 Each turn sends one echo (QoS 1 to the echo's own topic; the time until the broker hands it
 back), one relayed echo (to the relay; the time until the relay's copy comes back: two
 broker crossings and another process, as a routed scan makes) and one scan
-(`Scan(...).to_data()` at QoS 1; the time until the lane's `cmd/scan` arrives, and until the
-page's `event: scan` arrives), one at a time, `--interval-ms` apart (under the edge's
-per-device event rate, `device_event_rate`), after `--warmup` turns not counted. Times are
-`time.perf_counter()` from just before `publish()` to the receiving callback, all in this
-process.
+(its envelope built beforehand, as the echoes' payloads are, and published at QoS 1; the
+time until the lane's `cmd/scan` arrives, and until the page's `event: scan` arrives), one
+at a time, `--interval-ms` apart (under the edge's per-device event rate,
+`device_event_rate`), after `--warmup` turns not counted. Times are `time.perf_counter()`
+from just before `publish()` to the receiving callback.
 
 Target: scan -> lane p99 <= 2x the echo's p99 (the scan crosses the broker twice and the
 edge once; the echo crosses the broker once; the relayed echo is the floor of the scan's
@@ -47,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +77,7 @@ from edge.scanners import Target, add_scanner
 from edge.store import Store
 from pos_bridge.device import DeviceClient
 from store_contract.mqtt import BrokerAddress, make_client, parse_mqtt_url
-from store_contract.protocol import Envelope
+from store_contract.protocol import event_topic, new_envelope
 from store_contract.scans import Scan
 
 P99_FACTOR = 2.0
@@ -110,8 +114,9 @@ class Arrivals:
         self.at: dict[int, float] = {}
         self.cond = threading.Condition()
 
-    def note(self, n: int) -> None:
-        now = time.perf_counter()
+    def note(self, n: int, now: float | None = None) -> None:
+        """`n` came back `now` (`time.perf_counter()`: one clock for every process here)."""
+        now = time.perf_counter() if now is None else now
         with self.cond:
             self.at.setdefault(n, now)
             self.cond.notify_all()
@@ -162,12 +167,49 @@ def relay_main(conn: Any, address: BrokerAddress, password: str) -> None:
     serve_until_told(client, conn, address)
 
 
+def lane_main(conn: Any, mqtt_url: str, username: str, password: str) -> None:
+    """The lane, a process of its own as a till is: tells the parent when each `cmd/scan`
+    arrives ("at", seq, perf_counter)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    lane = DeviceClient(STORE, "pos", "lane-1", mqtt_url, username, password)
+    lane.command_handlers["scan"] = lambda envelope: conn.send(
+        ("at", int(envelope.data["seq"]), time.perf_counter()))
+    lane.connect()
+    conn.send(("ready", 1))
+    with contextlib.suppress(EOFError, OSError):
+        conn.recv()
+    lane.close()
+
+
+def page_main(conn: Any, http_port: int, lane: str) -> None:
+    """The staff checkout page's stream, in a process of its own as the cashier's browser
+    is: tells the parent when each `event: scan` arrives ("at", seq, perf_counter)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    page = PageStream(http_port, lane, lambda n: conn.send(("at", n, time.perf_counter())))
+    conn.send(("ready", 1))
+    with contextlib.suppress(EOFError, OSError):
+        conn.recv()
+    page.close()
+
+
+def collect(helper: Any, arrivals: Arrivals) -> None:
+    """Note the arrival times a helper process reports, in a thread of our own."""
+    def run() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            while True:
+                msg = helper.conn.recv()
+                if msg[0] == "at":
+                    arrivals.note(msg[1], msg[2])
+
+    threading.Thread(target=run, name=f"collect-{helper.proc.name}", daemon=True).start()
+
+
 class PageStream:
     """The staff checkout page's live stream, read in a thread of its own. The edge ends a
     stream after a minute; like the page's EventSource, this opens it again at once."""
 
-    def __init__(self, http_port: int, lane: str) -> None:
-        self.arrivals = Arrivals()
+    def __init__(self, http_port: int, lane: str, arrived: Callable[[int], None]) -> None:
+        self.arrived = arrived
         self.ready = threading.Event()
         self.http_port, self.lane = http_port, lane
         self.closed = False
@@ -200,7 +242,7 @@ class PageStream:
             elif line.startswith("data: ") and event == "ready":
                 self.ready.set()
             elif line.startswith("data: ") and event == "scan":
-                self.arrivals.note(int(json.loads(line[6:])["seq"]))
+                self.arrived(int(json.loads(line[6:])["seq"]))
 
     def close(self) -> None:
         self.closed = True
@@ -229,22 +271,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         echo = Echo(address, password)
         stack.callback(echo.close)
 
-        lane_arrivals = Arrivals()
-        lane = DeviceClient(STORE, "pos", "lane-1", settings.mqtt_url, lane_login.username,
-                            lane_login.password)
-
-        def on_scan(envelope: Envelope) -> None:
-            lane_arrivals.note(int(envelope.data["seq"]))
-
-        lane.command_handlers["scan"] = on_scan
-        lane.connect()
-        stack.callback(lane.close)
+        # The lane and the page each in a process of their own, as a till and the cashier's
+        # browser are: in this one they would compete with the scanner and the echoes for
+        # one interpreter.
+        lane_arrivals, page_arrivals = Arrivals(), Arrivals()
+        lane = stack.enter_context(child(lane_main, "lane", settings.mqtt_url,
+                                         lane_login.username, lane_login.password))
+        lane.expect("ready", 20)
+        collect(lane, lane_arrivals)
         scanner = DeviceClient(STORE, "scanner", "scan-1", settings.mqtt_url,
                                scanner_login.username, scanner_login.password)
         scanner.connect()
         stack.callback(scanner.close)
-        page = PageStream(settings.http_port, "lane-1")
-        stack.callback(page.close)
+        page = stack.enter_context(child(page_main, "page", settings.http_port, "lane-1"))
+        page.expect("ready", 20)
+        collect(page, page_arrivals)
 
         echo_ms: list[float] = []
         relay_ms: list[float] = []
@@ -253,6 +294,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         lost = {"echo": 0, "relay": 0, "lane": 0, "page": 0}
         # A member-code-sized QR: what a lane's scanner most often reads.
         code = "M1." + secrets.token_urlsafe(90)
+        scan_topic = event_topic(STORE, "scanner", "scan-1", "scan")
         for n in range(1, args.warmup + args.scans + 1):
             counted = n > args.warmup
             payload = json.dumps({"n": n, "code": code}).encode()
@@ -268,10 +310,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     else:
                         into.append((back - sent) * 1000)
                 time.sleep(args.interval_ms / 3000)
+            # Built before the clock starts, as the echoes' payloads are: what is timed is
+            # the way from the scanner's publish() to the lane, not the scanner's own work.
+            body = new_envelope("scan", Scan(code, "camera", "]Q1", "QRCode",
+                                             seq=n).to_data()).to_json()
             sent = time.perf_counter()
-            scanner.event("scan", Scan(code, "camera", "]Q1", "QRCode", seq=n).to_data())
+            scanner.client.publish(scan_topic, body, qos=1)
             at_lane = lane_arrivals.wait(n, WAIT_S)
-            at_page = page.arrivals.wait(n, WAIT_S)
+            at_page = page_arrivals.wait(n, WAIT_S)
             if counted:
                 for name, at, into in (("lane", at_lane, lane_ms), ("page", at_page, page_ms)):
                     if at is None:

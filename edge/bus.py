@@ -288,6 +288,9 @@ class Bus:
                             count, key, self.settings.device_event_rate,
                             self.settings.device_event_burst)
             return
+        if topic.channel == "evt" and topic.name in self.dispatcher.inline:
+            self._handle(topic, msg)  # never raises: handle_event logs and counts
+            return
         if not self.executor.submit(key, lambda: self._handle(topic, msg)):
             self.metrics.dropped.labels(reason="backlog").inc()
             log.warning("dropped a message from %s: its backlog is full", key)

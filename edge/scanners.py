@@ -236,6 +236,15 @@ def describe(scan: Scan) -> str:
 Send = Callable[[str, str, str, dict[str, Any]], Any]
 Push = Callable[[str, dict[str, Any]], int]  # (lane, data) -> pages it reached
 Listening = Callable[[str], bool]  # is a page open for this lane?
+# (key, task) -> False if it could not be queued: runs a task on a worker, in order per key.
+Later = Callable[[str, Callable[[], None]], bool]
+
+
+def _now(_key: str, task: Callable[[], None]) -> bool:
+    task()
+    return True
+
+
 # How long the page's copy waits for the broker to take the lane's (see ScanRouter).
 LANE_FIRST_S = 0.05
 
@@ -243,22 +252,29 @@ LANE_FIRST_S = 0.05
 class ScanRouter:
     """The edge's `evt/scan` handler: check, forward as `cmd/scan`, push to open pages.
 
-    Runs on the bus's worker for the scanner, so one scanner's scans keep their order and a
-    slow or bad one never holds up another device. Nothing is written per scan: the counts
-    go to `tally`, which a scheduled job writes to the scanners' rows."""
+    Runs inline on the bus's network thread (`Dispatcher.event(..., inline=True)`), so one
+    scanner's scans keep their order and a scan reaches its lane with no thread hand-off:
+    it only parses, reads the scanner's row and queues the command. The page's copy, which
+    waits for the broker, is handed to a worker (`later`). Nothing is written per scan: the
+    counts go to `tally`, which a scheduled job writes to the scanners' rows."""
 
     def __init__(self, store: Store, metrics: Metrics, send: Send, push: Push,
-                 listening: Listening = lambda lane: True) -> None:
+                 listening: Listening = lambda lane: True, later: Later = _now) -> None:
         self.store = store
         self.metrics = metrics
         self.send = send
         self.push = push
         self.listening = listening
+        self.later = later
         self.tally = ScanTally()
+        # Looked up once: labels() costs more than inc(), and this runs on the bus's
+        # network thread.
+        self._outcome = {o: metrics.scans.labels(outcome=o)
+                         for o in ("routed", "refused", "unassigned")}
 
     def on_scan_event(self, caller: Any, envelope: Envelope) -> None:
         if caller.kind != "scanner":
-            self.metrics.scans.labels(outcome="refused").inc()
+            self._outcome["refused"].inc()
             raise Forbidden(f"Only scanners send scans, not a {caller.kind} device.")
         try:
             scan = parse_scan(envelope.data)
@@ -266,15 +282,15 @@ class ScanRouter:
             # command to a lane) can: refused here like any other bad code.
             scan.code.encode("utf-8")
         except UnicodeEncodeError:
-            self.metrics.scans.labels(outcome="refused").inc()
+            self._outcome["refused"].inc()
             raise BadRequest("Bad scan: data.code: not Unicode text (a lone surrogate).") \
                 from None
         except ValueError as exc:  # names the field, never its value
-            self.metrics.scans.labels(outcome="refused").inc()
+            self._outcome["refused"].inc()
             raise BadRequest(f"Bad scan: {exc}.") from None
         target = route_of(self.store, caller.device)
         if target is None:
-            self.metrics.scans.labels(outcome="unassigned").inc()
+            self._outcome["unassigned"].inc()
             log.warning("scan from scanner %s has nowhere to go (not assigned to an enrolled "
                         "lane or kiosk; `edge scanners assign`): %s", caller.device,
                         describe(scan))
@@ -285,10 +301,17 @@ class ScanRouter:
         if target.kind == "pos" and self.listening(target.id):
             # The lane first: waking the page's stream at once would have it compete with
             # the bus's network thread for the interpreter before the command is written
-            # (bench/scan_route.py). The page's copy goes once the broker has the lane's.
-            with contextlib.suppress(Exception):  # not connected, or paho's queue full
-                sent.wait_for_publish(LANE_FIRST_S)
-            self.push(target.id, data)
-        self.metrics.scans.labels(outcome="routed").inc()
-        log.debug("scan from scanner %s to %s: %s", caller.device, target, describe(scan))
+            # (bench/scan_route.py). The page's copy goes, from a worker, once the broker
+            # has the lane's.
+            def to_page() -> None:
+                with contextlib.suppress(Exception):  # not connected, or paho's queue full
+                    sent.wait_for_publish(LANE_FIRST_S)
+                self.push(target.id, data)
+
+            if not self.later(caller.key, to_page):
+                log.warning("scan from scanner %s not shown on lane %s's page: the scanner's "
+                            "backlog is full", caller.device, target.id)
+        self._outcome["routed"].inc()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("scan from scanner %s to %s: %s", caller.device, target, describe(scan))
         self.tally.note(caller.device, routed=True)

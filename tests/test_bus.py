@@ -122,6 +122,34 @@ def test_a_crashing_handler_gets_an_error_reply_and_the_edge_keeps_serving(
     assert lane.request("ping")["ok"] is True
 
 
+def test_inline_events_run_on_the_network_thread_and_one_that_crashes_stops_nothing(
+        edge: EdgeService, device: DeviceFactory) -> None:
+    ran: list[tuple[str, Any]] = []
+    worker: list[str] = []
+
+    @edge.dispatcher.event("test.inline", inline=True)
+    def inline(caller: Caller, envelope: Envelope) -> None:
+        ran.append((threading.current_thread().name, envelope.data.get("n")))
+        if envelope.data.get("crash"):
+            raise RuntimeError("bug")
+
+    @edge.dispatcher.event("test.queued")
+    def queued(caller: Caller, envelope: Envelope) -> None:
+        worker.append(threading.current_thread().name)
+
+    lane = device("pos", "lane-1")
+    lane.event("test.inline", {"n": 1, "crash": True})
+    lane.event("test.inline", {"n": 2})
+    lane.event("test.queued", {})
+    assert wait_until(lambda: len(ran) == 2 and worker, 5)
+    # paho's network thread, not one of the bus's workers (which run the others)
+    assert {name for name, _ in ran} == {edge.bus.client._thread.name}
+    assert [n for _, n in ran] == [1, 2] and worker[0].startswith("bus-")
+    assert lane.request("ping")["ok"] is True
+    assert edge.metrics.registry.get_sample_value(
+        "edge_device_events_total", {"type": "test.inline", "outcome": "internal_error"}) == 1
+
+
 def _raw_reply(lane: DeviceClient, method: str, payload: bytes) -> dict[str, Any]:
     got: list[dict[str, Any]] = []
     lane.client.message_callback_add(lane._res_topic,

@@ -485,3 +485,43 @@ def test_a_page_that_does_not_keep_up_loses_scans_not_the_lane() -> None:
     assert slow.next(0) is None and other.next(0) is None
     live.leave(slow)
     assert live.listening("lane-1") is False and live.listen("lane-1") is not None
+
+
+def test_the_lane_gets_the_scan_at_once_and_the_page_after_it_from_a_worker(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The router queues the lane's command itself and hands the page's copy to `later`
+    (a bus worker); a full backlog costs the page its copy, never the lane."""
+    from edge.metrics import Metrics
+    from edge.scanners import ScanRouter
+
+    sent: list[tuple[str, str, str]] = []
+    pushed: list[str] = []
+    queued: list[tuple[str, Callable[[], None]]] = []
+
+    class Handle:
+        def wait_for_publish(self, timeout: float) -> None:
+            assert pushed == []  # the page's copy waits for the lane's
+
+    class Routes:
+        def query_one(self, *_args: Any) -> dict[str, Any]:
+            return {"target_kind": "pos", "target": "lane-1"}
+
+    def send(kind: str, device: str, name: str, data: dict[str, Any]) -> Handle:
+        sent.append((kind, device, data["code"]))
+        return Handle()
+
+    accept = [True]
+    router = ScanRouter(Routes(), Metrics(), send,  # type: ignore[arg-type]
+                        lambda lane, data: pushed.append(data["code"]) or 1,
+                        later=lambda key, task: accept[0] and not queued.append((key, task)))
+    caller = Caller("scanner", "scan-1")
+    router.on_scan_event(caller, new_envelope("scan", Scan("A1", "hid").to_data()))
+    assert sent == [("pos", "lane-1", "A1")] and pushed == []
+    assert [key for key, _ in queued] == ["scanner/scan-1"]
+    queued.pop()[1]()
+    assert pushed == ["A1"]
+    accept[0] = False
+    with caplog.at_level("WARNING", logger="edge.scanners"):
+        router.on_scan_event(caller, new_envelope("scan", Scan("B2", "hid").to_data()))
+    assert sent[-1] == ("pos", "lane-1", "B2") and pushed == ["A1"]
+    assert "not shown on lane lane-1's page" in caplog.text and "B2" not in caplog.text

@@ -83,8 +83,9 @@ class EdgeService:
         # Scans: forwarded to the scanner's lane or kiosk, and live to the lane's open pages.
         self.live_scans = LiveScans(self.metrics, settings.http_threads // 2)
         self.scans = ScanRouter(self.store, self.metrics, self.bus.command,
-                                self.live_scans.publish, self.live_scans.listening)
-        self.dispatcher.event("scan")(self.scans.on_scan_event)
+                                self.live_scans.publish, self.live_scans.listening,
+                                later=self.bus.executor.submit)
+        self.dispatcher.event("scan", inline=True)(self.scans.on_scan_event)
         self.scheduler = BackgroundScheduler(timezone=settings.zone)
         self.sender = Sender(settings, self.store, self.hub, self.metrics,
                              wake=lambda delay: self._run_job_in("sync_send", delay))
