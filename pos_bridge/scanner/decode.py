@@ -9,7 +9,8 @@ of a binary payload is in `raw`.
 The first look is zxing-cpp's own (rotations, a downscaled pyramid, inverted symbols). Only
 when it finds nothing does the decoder try the second looks in `FALLBACKS`, cheapest and
 most often useful first, while the frame's time budget lasts: the image halved, contrast
-evened out and edges sharpened, a threshold per neighbourhood. None of them is tuned to a
+evened out and edges sharpened, a threshold per neighbourhood, the image enlarged (the
+dearest, last). None of them is tuned to a
 particular picture; `bench/scan.py` measures what each one adds on the corpus and on the false
 positives. A frame that runs out of budget is simply "nothing found": the camera sends the
 next frame a moment later.
@@ -111,14 +112,23 @@ def _sharpened_only(gray: Image) -> list[Any]:
                  binarizer=zxingcpp.Binarizer.GlobalHistogram)
 
 
+def _enlarged(gray: Image) -> list[Any]:
+    """One and a half times the size (bicubic): a small or distant symbol's thin bars and
+    modules each span more pixels than the detector's smallest."""
+    large = cv2.resize(gray, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)
+    return _read(large, try_invert=False, try_rotate=False, try_downscale=False)
+
+
 Look = Callable[[Image], list[Any]]
 # Cheapest first, then by what each adds on the corpus (bench/scan.py, the whole corpus,
-# not any one image).
+# not any one image); the enlarged one, dearest, last, so that it does not use up the
+# budget of the others on a frame they read.
 FALLBACKS: tuple[tuple[str, Look], ...] = (
     ("halved", _halved),
     ("sharpened", _sharpened),
     ("adaptive", _adaptive),
     ("sharpened-only", _sharpened_only),
+    ("enlarged", _enlarged),
 )
 
 
