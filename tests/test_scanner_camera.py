@@ -141,14 +141,82 @@ def test_the_newest_frame_is_decoded_not_a_stale_one(tmp_path: Path) -> None:
     lambda tmp: tmp / "missing-%03d.png",
     lambda tmp: (tmp / "no-images").mkdir() or tmp / "no-images",
     lambda tmp: (tmp / "notes.avi").write_text("not a video") and tmp / "notes.avi",
-    lambda tmp: "/dev/video-that-is-not-there",
 ])
-def test_a_source_that_cannot_be_opened_is_reported_not_raised(
+def test_a_file_that_cannot_be_opened_is_reported_not_raised(
         tmp_path: Path, make: Callable[[Path], Path | str]) -> None:
     got = play(make(tmp_path))
     assert got.scans == []
     assert [state for state, _ in got.status] == ["error"]
     assert got.status[0][1].startswith("cannot open the camera source")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+@pytest.mark.parametrize("source", ["/dev/video-that-is-not-there", "watch:{tmp}/none"])
+def test_a_camera_that_is_not_there_is_reported_once_and_tried_again(
+        tmp_path: Path, source: str) -> None:
+    got = Collected()
+    reader = CameraReader(source.format(tmp=tmp_path), got.on_scan, on_status=got.on_status,
+                          retry=0.05)
+    with reader:
+        time.sleep(0.6)  # a dozen tries
+        assert not reader.wait(0), "the reader gave up on a camera that may come back"
+    assert [state for state, _ in got.status] == ["error"]
+    assert reader.state == "error" and got.scans == []
+
+
+def test_a_camera_unplugged_and_plugged_back_reads_again(tmp_path: Path) -> None:
+    """A watched directory is a live source: taken away it is a camera unplugged (no
+    frames), put back it is the camera plugged in again (as a by-id device node comes
+    back)."""
+    got = Collected()
+    camera = tmp_path / "camera"
+    reader = CameraReader(f"watch:{camera}", got.on_scan, on_status=got.on_status,
+                          retry=0.1, hold_off=0.2)
+    with reader:
+        assert wait_for(lambda: reader.state == "error", 5)  # not plugged in at the start
+        camera.mkdir()
+        shutil.copyfile(QR, camera / "shown.png")
+        assert wait_for(lambda: len(got.scans) == 1, 10), got.status
+        shutil.rmtree(camera)  # unplugged
+        assert wait_for(lambda: reader.state == "failed", 5)
+        time.sleep(0.3)  # over the hold-off: shown again after this is a new presentation
+        camera.mkdir()
+        shutil.copyfile(EAN, camera / "shown.png")
+        assert wait_for(lambda: len(got.scans) == 2, 10), got.status
+    assert [state for state, _ in got.status] == ["error", "running", "failed", "running"]
+    assert [s.code for s in got.scans] == [QR_TEXT, EAN.with_suffix(".txt").read_text()]
+    assert [s.seq for s in got.scans] == [1, 2]
+
+
+def test_a_picture_left_in_a_watched_directory_is_decoded_once(tmp_path: Path) -> None:
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    shutil.copyfile(QR, camera / "shown.png")
+    decoded: list[int] = []
+    decoder = Decoder()
+
+    def counting(image: Any) -> list[Decoded]:
+        decoded.append(1)
+        return decoder.decode(image)
+
+    got = Collected()
+    reader = CameraReader(f"watch:{camera}", got.on_scan, decode=counting, hold_off=0.1)
+    with reader:
+        assert wait_for(lambda: got.scans, 5)
+        time.sleep(1.2)  # about five more frames of the same picture
+        assert reader.frames_grabbed >= 5 and len(decoded) == 1
+        time.sleep(0.2)
+        shutil.copyfile(QR, camera / "shown.png")  # shown again, after the hold-off
+        assert wait_for(lambda: len(got.scans) == 2, 5)
+    assert len(decoded) == 2
 
 
 def test_a_failing_callback_or_decoder_does_not_stop_the_reader(tmp_path: Path) -> None:

@@ -17,8 +17,15 @@ Sources (`open_source`): a V4L2 device (an index such as `0`, or `/dev/video0`,
 `/dev/v4l/by-id/...`), a video file, an OpenCV image sequence pattern (`frames/%03d.png`),
 a directory of images read in name order, or `watch:DIR`, a live source showing the newest
 image in a directory (where there is no camera, as in the demo). Files are played at their
-own frame rate (`fps` to change it). A source that cannot be opened, fails or ends is
-reported through `on_status`, and the reader stops; it never raises into the service.
+own frame rate (`fps` to change it). A live source (a camera, `watch:`) that cannot be
+opened or stops giving frames (unplugged, its driver failed) is opened again every
+`retry` seconds until it works, as a keyboard-wedge or serial scanner is: a camera
+plugged back in is reading again within a second or two. A file that cannot be opened or
+ends stops the reader. Either way it is reported through `on_status`, once per failure,
+and never raised into the service.
+
+A frame that is the very one decoded last (a `watch:` directory whose picture has not
+changed) is not decoded again.
 
 No code text is logged (a member code, a coupon): only lengths and symbologies.
 """
@@ -88,19 +95,19 @@ class WatchedDirectory:
         self.directory = directory
         self.interval = 1.0 / fps
         self._due = time.monotonic()
-        self._shown: tuple[str, int] | None = None
+        self._shown: tuple[str, int, int] | None = None  # name, mtime, size
         self._frame: Any = None
         self._blank = np.full((480, 640, 3), 200, np.uint8)
 
-    def _newest(self) -> tuple[Path, int] | None:
-        newest: tuple[Path, int] | None = None
+    def _newest(self) -> tuple[Path, int, int] | None:
+        newest: tuple[Path, int, int] | None = None
         try:
             for path in self.directory.iterdir():
                 if path.suffix.lower() in IMAGE_SUFFIXES:
                     with contextlib.suppress(OSError):  # taken away meanwhile
-                        changed = path.stat().st_mtime_ns
-                        if newest is None or changed > newest[1]:
-                            newest = (path, changed)
+                        info = path.stat()
+                        if newest is None or info.st_mtime_ns > newest[1]:
+                            newest = (path, info.st_mtime_ns, info.st_size)
         except OSError:
             return None
         return newest
@@ -110,13 +117,17 @@ class WatchedDirectory:
         if delay > 0:
             time.sleep(delay)
         self._due = max(self._due + self.interval, time.monotonic())
+        if not self.directory.is_dir():
+            return False, None  # taken away, as a camera unplugged
         newest = self._newest()
         if newest is None:
             return True, self._blank
-        key = (newest[0].name, newest[1])
+        key = (newest[0].name, newest[1], newest[2])
         if key != self._shown:
-            # Half copied, or not a picture: the blank frame until it changes again.
-            self._shown, self._frame = key, cv2.imread(str(newest[0]), cv2.IMREAD_COLOR)
+            frame = cv2.imread(str(newest[0]), cv2.IMREAD_COLOR)
+            # Half copied, or not a picture: the blank frame, and another look next time.
+            self._shown = key if frame is not None else None
+            self._frame = frame
         return True, self._frame if self._frame is not None else self._blank
 
     def release(self) -> None:
@@ -125,6 +136,12 @@ class WatchedDirectory:
 
 class SourceError(Exception):
     """The source could not be opened."""
+
+
+def is_live(source: str | int | Path) -> bool:
+    """A camera (a V4L2 index or /dev path) or a watched directory, not a file."""
+    text = str(source)
+    return isinstance(source, int) or text.isdigit() or text.startswith(("watch:", "/dev/"))
 
 
 def open_source(source: str | int | Path) -> tuple[FrameSource, bool, float]:
@@ -167,7 +184,9 @@ class CameraReader:
     """Reads one camera and calls `on_scan(Scan)` once per presentation of each code.
 
     `on_status(state, detail)` hears of `"ended"` (a file played to its end), `"failed"`
-    (a live camera stopped giving frames) and `"error"` (the source could not be opened).
+    (a live camera stopped giving frames), `"error"` (the source could not be opened) and,
+    for a live source after either of those, `"running"` (it gives frames again). A live
+    source is opened again every `retry` seconds; a file's failure ends the reader.
     Sequence numbers start from 1 for each reader.
     """
 
@@ -175,7 +194,8 @@ class CameraReader:
                  hold_off: float = 2.0, fps: float | None = None,
                  decoder: Decoder | None = None,
                  decode: Callable[[Image], list[Decoded]] | None = None,
-                 on_status: Callable[[str, str], None] | None = None) -> None:
+                 on_status: Callable[[str, str], None] | None = None,
+                 retry: float = 0.5) -> None:
         if hold_off < 0:
             raise ValueError("hold_off: not a number of seconds from 0")
         if fps is not None and not 0 < fps <= 1000:
@@ -185,6 +205,8 @@ class CameraReader:
         self.on_status = on_status
         self.hold_off = hold_off
         self.fps = fps
+        self.retry = retry
+        self.live = is_live(source)
         self._decode = decode or (decoder or Decoder()).decode
         self._seq = 0
         self._last_seen: dict[tuple[str, bytes], float] = {}
@@ -195,7 +217,9 @@ class CameraReader:
         self._source_done = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.state = "idle"  # "running", then "ended", "failed", "error" or "stopped"
+        # "running", then "ended", "failed", "error" or "stopped" (a live source goes from
+        # "failed" or "error" back to "running" when it gives frames again)
+        self.state = "idle"
         self.frames_grabbed = 0
         self.frames_decoded = 0
 
@@ -237,7 +261,7 @@ class CameraReader:
     # ------------------------------------------------------------------ grabbing
     def _report(self, state: str, detail: str) -> None:
         self.state = state
-        log.log(logging.INFO if state == "ended" else logging.WARNING,
+        log.log(logging.INFO if state in ("ended", "running") else logging.WARNING,
                 "camera %s: %s", state, detail)
         if self.on_status is not None:
             try:
@@ -247,42 +271,58 @@ class CameraReader:
 
     def _grab(self) -> None:
         try:
-            source, live, file_fps = open_source(self.source)
-        except (SourceError, OSError, cv2.error) as exc:
-            self._finish_source()
-            self._report("error", f"cannot open the camera source: {exc}")
-            return
-        fps = self.fps or file_fps
-        started = time.monotonic()
-        number = 0
-        try:
             while not self._stop.is_set():
                 try:
-                    ok, frame = source.read()
-                except cv2.error as exc:
-                    ok, frame = False, None
-                    log.warning("camera: reading a frame failed: %s", exc)
-                if not ok or frame is None:
-                    if live:
-                        self._report("failed", "the camera stopped giving frames")
-                    else:
-                        self._report("ended", f"the source ended after {number} frames")
-                    break
-                number += 1
-                if live:
-                    frame_time = time.monotonic()
-                else:  # played at its frame rate, timed by its place in the file
-                    frame_time = (number - 1) / fps
-                    delay = started + frame_time - time.monotonic()
-                    if delay > 0 and self._stop.wait(delay):
-                        break
-                with self._lock:
-                    self._frame, self._frame_time, self._frame_no = frame, frame_time, number
-                    self.frames_grabbed = number
-                    self._lock.notify_all()
+                    source, _, file_fps = open_source(self.source)
+                except (SourceError, OSError, cv2.error) as exc:
+                    if self.state not in ("error", "failed"):  # once per outage
+                        self._report("error", f"cannot open the camera source: {exc}")
+                    if not self.live:
+                        return
+                    self._stop.wait(self.retry)
+                    continue
+                try:
+                    self._play(source, self.fps or file_fps)
+                finally:
+                    source.release()
+                if not self.live:
+                    return
+                self._stop.wait(self.retry)
         finally:
-            source.release()
             self._finish_source()
+
+    def _play(self, source: FrameSource, fps: float) -> None:
+        """Read frames until the source gives none or the reader is stopped."""
+        started = time.monotonic()
+        number = 0
+        while not self._stop.is_set():
+            try:
+                ok, frame = source.read()
+            except cv2.error as exc:
+                ok, frame = False, None
+                log.warning("camera: reading a frame failed: %s", exc)
+            if not ok or frame is None:
+                if self.live:
+                    if self.state != "failed":
+                        self._report("failed", "the camera stopped giving frames")
+                else:
+                    self._report("ended", f"the source ended after {number} frames")
+                return
+            if self.state != "running":
+                self._report("running", "the camera gives frames again")
+            number += 1
+            if self.live:
+                frame_time = time.monotonic()
+            else:  # played at its frame rate, timed by its place in the file
+                frame_time = (number - 1) / fps
+                delay = started + frame_time - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    return
+            with self._lock:
+                self.frames_grabbed += 1
+                self._frame, self._frame_time = frame, frame_time
+                self._frame_no = self.frames_grabbed
+                self._lock.notify_all()
 
     def _finish_source(self) -> None:
         with self._lock:
@@ -292,6 +332,7 @@ class CameraReader:
     # ------------------------------------------------------------------ decoding
     def _decode_loop(self) -> None:
         taken = 0
+        last: Any = None  # the frame decoded last
         while True:
             with self._lock:
                 while self._frame_no == taken and not self._source_done \
@@ -301,6 +342,9 @@ class CameraReader:
                     return  # stopped, or the source is done and its last frame decoded
                 frame, frame_time, taken = self._frame, self._frame_time, self._frame_no
                 self._frame = None  # the grabber's next frame replaces it; never queued
+            if frame is last:
+                continue  # the very picture decoded last (a watched directory unchanged)
+            last = frame
             try:
                 codes = self._decode(frame)
             except Exception:
