@@ -97,8 +97,15 @@ def enrol(settings: Settings, datadir: DataDir, store: Store, kind: str, device_
 
 def remove(settings: Settings, datadir: DataDir, store: Store, kind: str, device_id: str) -> None:
     check_device(kind, device_id)
-    deleted = store.write(lambda db: db.execute(
-        "DELETE FROM devices WHERE kind = ? AND id = ?", (kind, device_id)).rowcount)
+
+    def _delete(db: sqlite_utils.Database) -> int:
+        count: int = db.execute("DELETE FROM devices WHERE kind = ? AND id = ?",
+                                (kind, device_id)).rowcount
+        if count and kind == "scanner":  # its assignment goes with it, not to a new owner
+            db.execute("DELETE FROM scanners WHERE id = ?", (device_id,))
+        return count
+
+    deleted = store.write(_delete)
     if not deleted:
         raise NotFound(f"No {kind} device {device_id!r} is enrolled.")
     sync_broker_files(settings, datadir, store)

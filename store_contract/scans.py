@@ -44,7 +44,10 @@ class Product:
 
     @property
     def upc(self) -> str | None:
-        return self.gtin[2:] if self.gtin.startswith("00") else None
+        # A GTIN-12 has no "0000" company prefix: that range holds the GTIN-8s (EAN-8),
+        # which are not UPCs.
+        return self.gtin[2:] if self.gtin.startswith("00") \
+            and not self.gtin.startswith("000000") else None
 
     def to_data(self) -> dict[str, Any]:
         out: dict[str, Any] = {"gtin": self.gtin, "gtin13": self.gtin13, "upc": self.upc}

@@ -113,3 +113,11 @@ def parse_input_date(text: str, locale: str) -> date:
     values = dict(zip(order, (int(p) for p in parts), strict=True))
     year = values["y"] + (2000 if values["y"] < 100 else 0)
     return date(year, values["M"], values["d"])
+
+
+def device_name(kind: str, ident: str) -> str:
+    """A device as staff read it: "lane 3", "kiosk entrance", or the id alone when it already
+    says what it is ("lane-3", "kiosk-1"), never "lane lane-3"."""
+    word = {"pos": "lane", "kiosk": "kiosk", "printer": "printer", "scanner": "scanner"}.get(
+        kind, kind)
+    return ident if ident.lower().startswith(word) else f"{word} {ident}"

@@ -162,6 +162,14 @@ def test_scanners_go_only_to_an_enrolled_lane_or_kiosk(settings: Settings,
     gone = edge_command(settings, "scanners", "remove", "scan-1")
     assert gone.returncode == 1 and "No scanner 'scan-1' is enrolled" in gone.stderr
 
+    # Removed as a plain device, its assignment goes too: enrolled again under the same id
+    # (by someone else, for another till) it sends nowhere until it is assigned.
+    edge_json(settings, "scanners", "add", "scan-1", "--lane", "lane-1")
+    edge_json(settings, "devices", "remove", "scanner", "scan-1")
+    edge_json(settings, "devices", "add", "scanner", "scan-1")
+    [listed] = edge_json(settings, "scanners", "list")
+    assert listed["assigned_to"] is None and listed["scans"] == 0
+
 
 # ---------------------------------------------------------------- routing
 
@@ -227,12 +235,21 @@ def test_a_scan_with_nowhere_to_go_is_logged_without_its_code_counted_and_shown(
     assert page.status_code == 200
     html = page.get_data(as_text=True)
     assert 'data-scanner="scan-7"' in html and "nowhere: not assigned" in html
-    assert "lane lane-1, no longer enrolled" in html
+    assert "lane-1, no longer enrolled" in html and "lane lane-1" not in html
     rows_html = {m.group(1): m.group(2) for m in re.finditer(
         r'<tr data-scanner="([^"]+)">(.*?)</tr>', html, re.S)}
     assert '<td class="unassigned">1 (last ' in rows_html["scan-7"]
     assert '<td class="unassigned">2 (last ' in rows_html["scan-8"]
     assert SECRET not in html
+    # The page's script refreshes the table from the API, worded the same way.
+    api = app.test_client().get("/api/v1/scanners", headers=basic(CASHIER))
+    assert api.status_code == 200 and SECRET not in api.get_data(as_text=True)
+    listed = {r["id"]: r for r in api.get_json()["scanners"]}
+    assert listed["scan-7"]["sends_to"] == "nowhere: not assigned"
+    assert listed["scan-8"]["sends_to"] == "lane-1, no longer enrolled"
+    assert (listed["scan-7"]["unassigned_scans"], listed["scan-8"]["unassigned_scans"]) == (1, 2)
+    assert listed["scan-8"]["last_unassigned_local"] and listed["scan-8"]["last_scan_local"]
+    assert app.test_client().get("/api/v1/scanners").status_code == 401
     assert wait_until(lambda: sum(r["unassigned_scans"] for r in list_scanners(edge.store))
                       == 3, 15)
     rows = {r["id"]: r for r in edge_json(settings, "scanners", "list")}

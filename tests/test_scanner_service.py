@@ -111,7 +111,9 @@ def test_a_code_shown_to_the_camera_and_one_read_by_a_serial_scanner_reach_the_l
             "4006381333931", "serial", 2)
         product = parse_scan(second).product
         assert product is not None and product.gtin == "04006381333931"
-        # Held in view: no second camera scan. Taken away and shown again: one more.
+        # Held in view (a second more: four more frames of it): no second camera scan.
+        # Taken away and shown again: one more.
+        time.sleep(1.0)
         assert lane.empty()
         (camera / "shown.png").unlink()
         os.write(master, b"96385074\r")  # a scan meanwhile keeps the order honest

@@ -34,6 +34,8 @@ def test_a_upc_a_is_reported_as_upc_gtin13_and_gtin14() -> None:
     assert product.to_data() == {"gtin": "00" + UPC, "gtin13": "0" + UPC, "upc": UPC}
     ean = Product("04006381333931")
     assert (ean.gtin13, ean.upc) == ("4006381333931", None)
+    ean8 = Product("00000040154008")  # an EAN-8 is no UPC, though its GTIN-14 starts "00"
+    assert (ean8.gtin13, ean8.upc) == ("0000040154008", None)
 
 
 @pytest.mark.parametrize(("change", "reason"), [

@@ -117,6 +117,18 @@ def test_a_scan_from_the_lanes_scanner_is_applied_without_a_key_press_and_follow
     finally:
         context.close()
 
+    # The devices page: lane-1, a till on this page and never on the bus, says so; the
+    # scanners table follows a reassignment without a reload.
+    lane1.goto(checkout_edge + "/staff/devices")
+    till = lane1.locator('#devices tr[data-device="pos/lane-1"]')
+    expect(till).to_contain_text("web till")
+    expect(till).not_to_contain_text("never")
+    row = lane1.locator('#scanners tr[data-scanner="scan-1"]')
+    expect(row).to_contain_text("lane-2")
+    edge_json(settings, "scanners", "assign", "scan-1", "--lane", "lane-1")
+    expect(row.locator("td").nth(1)).to_have_text("lane-1")
+    expect(lane1.locator("#scanners")).not_to_contain_text("lane lane")
+
 
 def test_awkward_codes_are_shown_as_text_escaped_and_cut(lane1: Page,
                                                          lane_scanner: DeviceClient) -> None:

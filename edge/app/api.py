@@ -19,9 +19,10 @@ from edge.app.service import EdgeService
 from edge.app.staff.auth import require_staff
 from edge.devices import authenticate, list_devices
 from edge.dispatch import Caller
+from edge.scanners import list_scanners
 from store_contract.errors import EdgeError, Unauthorized
 from store_contract.protocol import ID_RE
-from store_contract.wording import local_time
+from store_contract.wording import device_name, local_time
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -78,6 +79,10 @@ def metrics() -> Response:
     return Response(encode(svc.metrics.registry), content_type=content_type)
 
 
+# How the devices page names a lane used only through the web (no MQTT presence to show).
+WEB_TILL = "web till: the staff checkout page or the HTTP POS API, not on the bus"
+
+
 @bp.get("/api/v1/devices")
 @require_staff("cashier")
 def devices() -> Response:
@@ -90,7 +95,32 @@ def devices() -> Response:
     for row in rows:
         row["last_seen_local"] = local_time(row["last_seen"], s.zone, s.locale, "seconds") \
             if row["last_seen"] else None
+        if row["kind"] == "pos" and row["state"] == "unknown" and row["last_seen"]:
+            # Never on the bus, yet in use: a till on the staff checkout page or the HTTP API.
+            row["status"].setdefault("till", WEB_TILL)
     return jsonify({"store": s.store_id, "zone": s.tz, "devices": rows})
+
+
+@bp.get("/api/v1/scanners")
+@require_staff("cashier")
+def scanners() -> Response:
+    """Every enrolled scanner: where it sends (`sends_to`, as staff read it), its counts,
+    and its last scan and last scan with nowhere to go in the store's time
+    (`last_scan_local`, `last_unassigned_local`). Never a code."""
+    svc = service()
+    s = svc.settings
+    rows = svc.scans.tally.merge(list_scanners(svc.store))
+    for row in rows:
+        target = row["assigned_to"]
+        if target is None:
+            row["sends_to"] = "nowhere: not assigned"
+        else:
+            row["sends_to"] = device_name(target["kind"], target["id"]) + (
+                "" if target["enrolled"] else ", no longer enrolled")
+        for key in ("last_scan", "last_unassigned"):
+            row[f"{key}_local"] = local_time(row[key], s.zone, s.locale, "seconds") \
+                if row[key] else None
+    return jsonify({"store": s.store_id, "scanners": rows})
 
 
 @bp.post("/api/v1/pos/<device>/<method>")

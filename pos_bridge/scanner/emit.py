@@ -14,7 +14,9 @@ import threading
 from collections.abc import Callable
 from typing import Self
 
-from store_contract.scans import Product, Scan
+from store_contract.scans import Scan
+
+from .codes import product_of
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +30,6 @@ def split_aim(text: str) -> tuple[str | None, str]:
     if len(text) > 3 and _AIM_PREFIX.match(text):
         return text[:3], text[3:]
     return None, text
-
-
-def product_for(text: str, symbology: str | None) -> Product | None:
-    """The product (GTIN, GS1 element strings) of a code, or None.
-
-    PRODUCT CALL SITE: the one place the HID and serial readers ask for a product. It uses
-    the shared parser `pos_bridge.scanner.codes.product_of(text, symbology)` (written with
-    the camera path); until that module is on this branch, scans carry no product.
-    """
-    try:
-        from pos_bridge.scanner.codes import product_of
-    except ImportError:
-        return None
-    try:
-        product: Product | None = product_of(text, symbology)
-    except ValueError:  # a code that looks like a product but is not one: no product
-        return None
-    return product
 
 
 class ScanMaker:
@@ -65,7 +49,7 @@ class ScanMaker:
                 raw = raw[len(symbology):]  # the identifier is ASCII: one byte a character
         with self._lock:
             seq = next(self._seq)
-        product = product_for(text, symbology)
+        product = product_of(text, symbology)  # as the camera reads products
         return Scan(code=text, source=self.source, symbology=symbology, raw=raw, seq=seq,
                     product=product)
 

@@ -27,7 +27,7 @@ from edge.app.staff.sync import sync_warning
 from edge.audit import recent
 from edge.scanners import list_scanners
 from store_contract.web import local_path, page_headers
-from store_contract.wording import local_time, moment
+from store_contract.wording import device_name, local_time, moment
 
 bp = Blueprint("staff", __name__, url_prefix="/staff", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -94,6 +94,7 @@ def init_app(app: Flask) -> None:
         return local_time(when, settings.zone, settings.locale, form) if when else ""
 
     app.jinja_env.filters["local_time"] = _local_time
+    app.jinja_env.filters["device_name"] = device_name
 
     @app.context_processor
     def _sync_banner() -> dict[str, Any]:

@@ -253,6 +253,7 @@ def _dispatch(lane: str, method: str, data: dict[str, Any], *, staff: Actor | No
               **extra: Any) -> Response:
     """Send one POS request through the dispatcher; the page gets the reply envelope."""
     envelope = new_envelope(method, data)
+    _service().last_seen.note("pos", lane)  # the page is this lane's till: it was in use now
     reply = json.loads(_service().dispatcher.handle_request(
         Caller("pos", lane, staff), method, envelope.to_json()).body)
     error = reply.get("error") or {}

@@ -42,6 +42,41 @@
     }
   }
 
+  // The scanners: where each sends and how many of its scans had nowhere to go.
+  const scanners = document.getElementById("scanners");
+  const section = document.getElementById("scanners-section");
+
+  function sendsTo(s) {
+    const td = cell(s.sends_to);
+    if (!s.assigned_to || !s.assigned_to.enrolled) {
+      const strong = document.createElement("strong");
+      strong.textContent = s.sends_to;
+      td.replaceChildren(strong);
+    }
+    return td;
+  }
+
+  async function refreshScanners() {
+    try {
+      const res = await fetch(scanners.dataset.source, { headers: { Accept: "application/json" } });
+      if (!res.ok) { return; }
+      const data = await res.json();
+      section.hidden = data.scanners.length === 0;
+      scanners.querySelector("tbody").replaceChildren(...data.scanners.map((s) => {
+        const tr = document.createElement("tr");
+        tr.dataset.scanner = s.id;
+        const missed = cell(String(s.unassigned_scans) +
+          (s.last_unassigned_local ? " (last " + s.last_unassigned_local + ")" : ""));
+        missed.className = "unassigned";
+        tr.append(cell(s.id), sendsTo(s), cell(s.last_scan_local || "never"), missed);
+        return tr;
+      }));
+    } catch (err) {
+      // the devices table above already says the store server cannot be reached
+    }
+  }
+
   refresh();
-  setInterval(refresh, 2000);
+  refreshScanners();
+  setInterval(() => { refresh(); refreshScanners(); }, 2000);
 })();
