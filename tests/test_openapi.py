@@ -34,7 +34,9 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from edge.accounts import add_user
+from edge.datadir import DataDir
 from edge.devices import Enrolment
+from edge.scanners import Target, add_scanner
 from edge.settings import Settings
 from edge.store import Store
 from edge.supervise import stop_process
@@ -51,6 +53,7 @@ HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 FAULTS = {
     "edge": {("post", "/api/v1/pos/{device}/{method}", "500"),
              ("get", "/api/v1/devices", "500"),
+             ("get", "/api/v1/scanners", "500"),
              ("get", "/metrics", "500"),
              ("get", "/healthz", "503")},
     "hub": {("post", "/api/v1/stores/{store_id}/events", "500"),
@@ -289,7 +292,8 @@ def _bearer(token: str) -> dict[str, str]:
 
 
 def test_the_edge_answers_as_documented(
-        edge_with_monitor: tuple[str, Enrolment, Enrolment], settings: Settings) -> None:
+        edge_with_monitor: tuple[str, Enrolment, Enrolment], settings: Settings,
+        store: Store) -> None:
     base, lane, printer = edge_with_monitor
     api = Contract(load(EDGE_DOC))
     pos = "/api/v1/pos/{device}/{method}"
@@ -343,6 +347,15 @@ def test_the_edge_answers_as_documented(
         resp = api.check("get", devices, requests.get(base + devices, headers=headers,
                                                       timeout=10))
         assert resp.status_code == 401
+
+    scanners = "/api/v1/scanners"
+    add_scanner(settings, DataDir(settings.data_path), store, "scan-1", Target("pos", "lane-7"))
+    resp = api.check("get", scanners, requests.get(base + scanners, headers=_basic(
+        "carl", CASHIER_PW), timeout=10))
+    assert resp.status_code == 200
+    assert [(s["id"], s["sends_to"]) for s in resp.json()["scanners"]] == [("scan-1", "lane-7")]
+    resp = api.check("get", scanners, requests.get(base + scanners, timeout=10))
+    assert resp.status_code == 401
 
     resp = api.check("get", "/healthz", requests.get(base + "/healthz", timeout=10))
     assert resp.status_code == 200 and set(resp.json()) == {"status"}
@@ -544,12 +557,14 @@ def test_edge_faults_answer_as_documented(settings: Settings, store: Store,
     try:
         monkeypatch.setattr(edge_api, "authenticate", _boom)
         monkeypatch.setattr(edge_api, "list_devices", _boom)
+        monkeypatch.setattr(edge_api, "list_scanners", _boom)
         monkeypatch.setattr(edge_api, "choose_encoder", _boom)
         resp = client.post("/api/v1/pos/lane-7/ping", data=new_envelope("ping").to_json(),
                            headers=_bearer(lane.password))
         contract.check("post", "/api/v1/pos/{device}/{method}", _as_requests(resp))
-        resp = client.get("/api/v1/devices", headers=_basic("carl", CASHIER_PW))
-        contract.check("get", "/api/v1/devices", _as_requests(resp))
+        for path in ("/api/v1/devices", "/api/v1/scanners"):
+            resp = client.get(path, headers=_basic("carl", CASHIER_PW))
+            contract.check("get", path, _as_requests(resp))
         resp = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
         contract.check("get", "/metrics", _as_requests(resp))
 
