@@ -182,7 +182,14 @@ class Receipts:
 
     def choose(self, conn: sqlite3.Connection, customer: Customer, basket: Basket,
                now: float) -> sqlite3.Row | None:
-        """The best current offer campaign for this shopper.
+        """The best current offer campaign for this shopper (`ranked`'s first), or None."""
+        ranked = self.ranked(conn, customer, basket, now)
+        return ranked[0] if ranked else None
+
+    def ranked(self, conn: sqlite3.Connection, customer: Customer, basket: Basket,
+               now: float) -> list[sqlite3.Row]:
+        """The current offer campaigns for this shopper, best first: what a receipt offers
+        (the first) and what the kiosk shows (all of them).
 
         Only campaigns marked `offer`, running now, not withdrawn, for the shopper's tier and
         segments (when the campaign names any), and not already in the shopper's hands from
@@ -198,9 +205,9 @@ class Receipts:
             "AND id NOT IN (SELECT coupon_id FROM redemptions WHERE reversed_at IS NULL)) "
             "ORDER BY id", (now, customer.id, now)).fetchall()
         if not rows:
-            return None
+            return []
         cats, skus = self._buys(conn, customer, basket, now)
-        best: tuple[int, sqlite3.Row] | None = None
+        scored: list[tuple[int, sqlite3.Row]] = []
         for row in rows:
             tiers = json.loads(row["tiers"]) if row["tiers"] else None
             segments = json.loads(row["segments"]) if row["segments"] else None
@@ -216,10 +223,10 @@ class Receipts:
             for_products = set(terms.get("cats", [])) | set(terms.get("skus", []))
             # What the shopper buys first; a campaign for products they never buy is poor.
             bought = 8 if for_products & (cats | skus) else (-1 if for_products else 0)
-            score = bought + (4 if segments else 0) + (2 if tiers else 0)
-            if best is None or score > best[0]:
-                best = (score, row)
-        return best[1] if best else None
+            scored.append((bought + (4 if segments else 0) + (2 if tiers else 0), row))
+        # Best first; ties by id (the rows come in id order and the sort is stable).
+        scored.sort(key=lambda pair: -pair[0])
+        return [row for _, row in scored]
 
     def _buys(self, conn: sqlite3.Connection, customer: Customer, basket: Basket,
               now: float) -> tuple[set[str], set[str]]:

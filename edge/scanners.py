@@ -53,6 +53,13 @@ class Target:
         return {"kind": self.kind, "id": self.id}
 
 
+def page_key(target: Target) -> str:
+    """Which open pages see a target's scans live (`LiveScans`): the staff checkout pages
+    of a lane (keyed by its id, as the page asks), or a kiosk's pages ("kiosk/ID"; no lane
+    id has a "/")."""
+    return target.id if target.kind == "pos" else f"kiosk/{target.id}"
+
+
 def target_of(lane: str | None, kiosk: str | None) -> Target:
     """The target named on the command line: exactly one of a lane and a kiosk."""
     if (lane is None) == (kiosk is None):
@@ -298,7 +305,8 @@ class ScanRouter:
             return
         data = scan.forward_data(caller.device)
         sent = self.send(target.kind, target.id, "scan", data)
-        if target.kind == "pos" and self.listening(target.id):
+        key = page_key(target)
+        if self.listening(key):
             # The lane first: waking the page's stream at once would have it compete with
             # the bus's network thread for the interpreter before the command is written
             # (bench/scan_route.py). The page's copy goes, from a worker, once the broker
@@ -306,10 +314,10 @@ class ScanRouter:
             def to_page() -> None:
                 with contextlib.suppress(Exception):  # not connected, or paho's queue full
                     sent.wait_for_publish(LANE_FIRST_S)
-                self.push(target.id, data)
+                self.push(key, data)
 
             if not self.later(caller.key, to_page):
-                log.warning("scan from scanner %s not shown on lane %s's page: the scanner's "
+                log.warning("scan from scanner %s not shown on %s's page: the scanner's "
                             "backlog is full", caller.device, target.id)
         self._outcome["routed"].inc()
         if log.isEnabledFor(logging.DEBUG):

@@ -18,7 +18,15 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
-from store_contract.registry import Registry, Setting, SettingsError, locale_name, opt, time_zone
+from store_contract.registry import (
+    Registry,
+    Setting,
+    SettingsError,
+    between,
+    locale_name,
+    opt,
+    time_zone,
+)
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}\Z")
 REPO_DEFAULTS = Path(__file__).resolve().parent.parent / "config" / "edge.toml"
@@ -163,6 +171,10 @@ class Settings:
     survey_url: str = _opt("https://feedback.example.com/r", "Where the survey QR on receipts "
                            "points; the store and sale are added as ?s=...&t=...; empty = no "
                            "survey QR.", _check_http_url)
+    kiosk_idle_s: int = _opt(60, "Seconds without a touch after which a kiosk ends the "
+                             "shopper's session and returns to its attract screen (a warning "
+                             "with a More time button 20 s before), 30 to 180.",
+                             between(30, 180))
     receipt_offer_days: int = _opt(14, "How long the next-visit coupon printed on a receipt is "
                                    "valid, days (never past its campaign's end); 0 = print no "
                                    "offers.", _non_negative)

@@ -214,6 +214,26 @@ class Checkout:
         return {"customer": customer.summary(), "wallet": self.wallet(customer.id, now),
                 "offers": self.offers(customer, now)}
 
+    def recognise(self, code: str | None, phone: str | None, *, device: str, visit: str
+                  ) -> tuple[Customer, str]:
+        """The shopper of a scanned code or typed phone number outside a sale (the kiosk):
+        read exactly as `identify` reads them, a member code used once (for this
+        `device` and `visit`: scanned again there it is the same identification), a
+        customer found at the hub cached. (The customer, how: "member", "card" or
+        "phone"); CustomerUnknown (its `reason`: "forged", "expired", "used", ...) or
+        BadRequest when there is none."""
+        _kind, _value, customer, fetched, member = self._recognise(code, phone,
+                                                                   time.monotonic())
+        if member is not None or fetched is not None:
+            with self.store.transaction() as db:
+                if member is not None:
+                    self._use_member_code(db.conn, *member, device, visit)
+                if fetched is not None:
+                    upsert_customers(db, [fetched], self.book.wallet_entry)
+        if customer is None:
+            raise CustomerUnknown(detail={"method": _kind})
+        return customer, _kind
+
     def _recognise(self, code: str | None, phone: str | None, started: float
                    ) -> tuple[str, str, Customer | None, CustomerRecord | None,
                               tuple[str, float] | None]:

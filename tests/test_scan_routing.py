@@ -541,4 +541,4 @@ def test_the_lane_gets_the_scan_at_once_and_the_page_after_it_from_a_worker(
     with caplog.at_level("WARNING", logger="edge.scanners"):
         router.on_scan_event(caller, new_envelope("scan", Scan("B2", "hid").to_data()))
     assert sent[-1] == ("pos", "lane-1", "B2") and pushed == ["A1"]
-    assert "not shown on lane lane-1's page" in caplog.text and "B2" not in caplog.text
+    assert "not shown on lane-1's page" in caplog.text and "B2" not in caplog.text

@@ -1,0 +1,175 @@
+"""The edge behind the kiosk pages: `kiosk_ui.KioskBackend` over the edge's own parts.
+
+The kiosk package imports nothing of the edge (docs/architecture.md); this adapter is the
+one place that decides what of the store a kiosk screen may see: the kiosk of the paired
+browser's credential, the shopper that kiosk's session identified — by the checkout's own
+reading of member codes, cards and phone numbers (`Checkout.recognise`) — their points,
+wallet and, with consent, the offers the receipts' ranking picks (`Receipts.ranked`), and
+the kiosk's own scanner. Nothing else: no other shopper, no staff page, no POS method.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from babel.dates import format_date
+from babel.numbers import format_currency, format_percent
+
+from edge.app.service import EdgeService
+from edge.audit import Actor, record
+from edge.customers import Customer, get_customer
+from edge.outbox import queue_event
+from edge.scanfeed import Listener
+from edge.scanners import Target, page_key
+from edge.transactions import CustomerUnknown
+from kiosk_ui.model import Coupon, Home, KioskInfo, Offer, Refused, ScanFeed, Shopper, Terms
+from store_contract.basket import Basket
+from store_contract.campaigns import coupon_from_terms
+from store_contract.errors import BadRequest
+from store_contract.events import KioskSession
+from store_contract.protocol import format_ts
+
+log = logging.getLogger(__name__)
+
+KIOSK_PHONE_LOOKUP = "kiosk.phone_lookup"  # the till audit trail's action
+
+# The checkout's reasons for not knowing a member code, as the kiosk words them.
+_REASONS = {"forged": "forged", "claims": "forged", "lifetime": "forged", "expired": "expired",
+            "used": "used"}
+
+
+class EdgeKioskBackend:
+    """`KioskBackend` for one edge. `current` gives the kiosk of the request's credential
+    (an object with `id`, `langs`, `printer`), or None."""
+
+    def __init__(self, svc: EdgeService, current: Callable[[], Any]) -> None:
+        self.svc = svc
+        self.current = current
+
+    # ------------------------------------------------------------ the kiosk
+
+    def kiosk(self) -> KioskInfo | None:
+        found = self.current()
+        if found is None:
+            return None
+        s = self.svc.settings
+        langs = tuple(found.langs) or (s.locale.split("_")[0],)
+        return KioskInfo(found.id, s.store_name, langs, found.printer)
+
+    # ------------------------------------------------------------ the shopper
+
+    def identify(self, kiosk: KioskInfo, session: str, *, code: str | None = None,
+                 phone: str | None = None) -> Shopper:
+        try:
+            customer, method = self.svc.checkout.recognise(
+                code, phone, device=f"kiosk:{kiosk.id}", visit="kiosk")
+        except CustomerUnknown as exc:
+            reason = (exc.detail or {}).get("reason")
+            raise Refused(_REASONS.get(str(reason), "unknown"), exc.message) from None
+        except BadRequest as exc:
+            raise Refused("not_phone" if phone else "bad_input", exc.message) from None
+        return self._shopper(customer, method, code or phone or "")
+
+    def _shopper(self, customer: Customer, method: str, typed: str) -> Shopper:
+        first = customer.display_name.split()[0] if customer.display_name.split() else "?"
+        digits = [ch for ch in typed if ch.isdigit()]
+        if method in ("card", "phone") and len(digits) >= 4:
+            # The last two digits of what they typed or scanned: enough to notice a wrong
+            # account, too little to tell anyone the number.
+            masked = f"{first} · ··{''.join(digits[-2:])}"
+        else:
+            masked = first
+        return Shopper(customer.id, first, masked, customer.tier, customer.points,
+                       customer.personalised, method, dict(customer.consent))
+
+    def home(self, kiosk: KioskInfo, shopper_id: str, lang: str) -> Home:
+        customer = get_customer(self.svc.store, shopper_id)
+        if customer is None:  # erased or forgotten meanwhile
+            raise Refused("unknown", "the shopper is no longer known here")
+        now = time.time()
+        wallet = tuple(self._coupon(entry, lang) for entry in
+                       self.svc.checkout.wallet(customer.id, now))
+        offers: tuple[Offer, ...] = ()
+        if customer.personalised:
+            rows = self.svc.receipts.ranked(self.svc.store.reader, customer,
+                                            Basket(self.svc.settings.currency, ()), now)
+            offers = tuple(o for o in (self._offer(r, lang) for r in rows) if o is not None)
+        return Home(self._shopper(customer, "", ""), wallet, offers)
+
+    def _coupon(self, entry: Mapping[str, Any], lang: str) -> Coupon:
+        coupon = self.svc.coupons.read(entry["code"])
+        ends = entry.get("until") or (entry["expires"][:10] if entry.get("expires") else None)
+        return Coupon(entry["coupon"], entry["description"],
+                      self._terms(coupon.rule, coupon.min_minor, lang), self._day(ends, lang))
+
+    def _offer(self, row: Any, lang: str) -> Offer | None:
+        terms = json.loads(row["terms"])
+        try:
+            coupon = coupon_from_terms(terms, coupon_id="offer", campaign=row["id"],
+                                       plain=True, description=row["description"],
+                                       locale=self.svc.settings.locale)
+        except ValueError:
+            log.warning("offer campaign %s has terms the kiosk cannot show; left out",
+                        row["id"])
+            return None
+        ends = terms.get("until")
+        if ends is None and row["ends_at"] is not None:
+            ends = datetime.fromtimestamp(row["ends_at"] - 1e-6, self.svc.settings.zone) \
+                .date().isoformat()
+        return Offer(row["id"], row["description"] or row["name"],
+                     self._terms(coupon.rule, coupon.min_minor, lang), self._day(ends, lang))
+
+    def _terms(self, rule: Any, min_minor: int | None, lang: str) -> Terms:
+        currency = self.svc.settings.currency
+        disc = rule.discount
+        if disc.kind == "percent":
+            value = format_percent(disc.percent / 100, locale=lang)
+        else:
+            value = self._money(disc.amount_minor, disc.currency or currency, lang)
+        minimum = self._money(min_minor, currency, lang) if min_minor else None
+        return Terms(value, minimum, bool(rule.skus or rule.cats))
+
+    @staticmethod
+    def _money(minor: int, currency: str, lang: str) -> str:
+        from store_contract.wording import to_major
+
+        return format_currency(to_major(minor, currency), currency, locale=lang)
+
+    def _day(self, iso: str | None, lang: str) -> str | None:
+        if not iso:
+            return None
+        try:
+            return format_date(date.fromisoformat(iso), "full", locale=lang)
+        except ValueError:
+            return None
+
+    # ------------------------------------------------------------ audit, scans, sessions
+
+    def audit_phone(self, kiosk: KioskInfo, outcome: str, number: str) -> None:
+        """One entry in the till audit trail per phone look-up at a kiosk (the staff audit
+        page shows them): the outcome and the store's keyed, stretched hash of what was
+        typed — one number tried again and again shows as one hash — never the number."""
+        typed = self.svc.lookup.hash("phone", number[:64])[:16]
+        now = format_ts(datetime.now(UTC))
+        with self.svc.store.transaction() as db:
+            record(db.conn, KIOSK_PHONE_LOOKUP, Actor(by=f"kiosk:{kiosk.id}"), lane=kiosk.id,
+                   at=now, detail={"outcome": outcome, "typed": typed}, event=False)
+
+    def listen(self, kiosk: KioskInfo) -> ScanFeed | None:
+        return self.svc.live_scans.listen(page_key(Target("kiosk", kiosk.id)))
+
+    def leave(self, feed: ScanFeed) -> None:
+        assert isinstance(feed, Listener)
+        self.svc.live_scans.leave(feed)
+
+    def session_ended(self, kiosk: KioskInfo, summary: Mapping[str, Any]) -> None:
+        """The session's `kiosk.session` event for the hub (docs/sync.md): how the shopper
+        identified, how long, what they did; their id for erasure, nothing else of them."""
+        with self.svc.store.transaction() as db:
+            queue_event(db.conn, KioskSession(extra={"kiosk": kiosk.id, **summary}),
+                        device_id=kiosk.id)

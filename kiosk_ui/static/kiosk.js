@@ -1,0 +1,90 @@
+// The kiosk page's little script: live scans on the attract and identify pages, the
+// on-screen keypad, and on the shopper's home the idle timer with its warning
+// (WCAG 2.2.1: at least 20 s to ask for more time). Nothing is kept in the browser's
+// storage; the page forgets the shopper by leaving for the attract page.
+(function () {
+  "use strict";
+  const body = document.body;
+  const page = body.dataset.page;
+  const idleMs = Number(body.dataset.idleS || 60) * 1000;
+  const WARN_MS = 20000;
+
+  function post(url, data) {
+    const form = new URLSearchParams(data || {});
+    return fetch(url, { method: "POST", body: form, credentials: "same-origin",
+                        headers: { Accept: "application/json" } });
+  }
+
+  // ---------------------------------------------------------------- live scans
+  function identifyScanned(code) {
+    const status = document.getElementById("scan-status");
+    if (status) status.textContent = "…";
+    post(body.dataset.identify, { code: code, how: "scan" }).then(async (res) => {
+      const answer = await res.json().catch(() => ({}));
+      if (answer.ok && answer.next) { window.location.replace(answer.next); return; }
+      if (status) status.textContent = answer.message || "";
+    }).catch(() => { if (status) status.textContent = ""; });
+  }
+
+  if ((page === "attract" || page === "identify") && window.EventSource) {
+    const feed = new EventSource(body.dataset.scans);
+    feed.addEventListener("scan", (event) => {
+      let scan = null;
+      try { scan = JSON.parse(event.data); } catch (err) { return; }
+      if (scan && typeof scan.code === "string") identifyScanned(scan.code);
+    });
+    window.addEventListener("pagehide", () => feed.close());
+  }
+
+  // ---------------------------------------------------------------- keypad
+  document.querySelectorAll(".keypad-form").forEach((form) => {
+    const display = form.querySelector(".display");
+    form.querySelectorAll(".key").forEach((key) => {
+      key.addEventListener("click", () => {
+        const k = key.dataset.key;
+        if (k === "back") display.value = display.value.slice(0, -1);
+        else if (display.value.length < Number(display.maxLength || 20)) display.value += k;
+      });
+    });
+  });
+
+  // ---------------------------------------------------------------- idle timeout
+  if (page === "home") {
+    const warning = document.getElementById("idle-warning");
+    const left = document.getElementById("idle-left");
+    const more = document.getElementById("more-time");
+    let last = Date.now();
+    let ending = false;
+
+    function end() {
+      if (ending) return;
+      ending = true;
+      // The server ends the session and clears its cookie; the page leaves at once, so
+      // nothing of the shopper stays on the screen even if the request is slow.
+      const form = document.getElementById("done-form");
+      form.querySelector("input[name=why]").value = "timeout";
+      form.submit();
+    }
+
+    function touched() {
+      last = Date.now();
+      if (!warning.hidden) { warning.hidden = true; }
+      post(body.dataset.alive).then((res) => { if (res.status === 401) end(); }).catch(() => {});
+    }
+
+    ["pointerdown", "keydown"].forEach((type) =>
+      document.addEventListener(type, (event) => {
+        if (warning.hidden || event.target === more) touched();
+      }, { passive: true }));
+    more.addEventListener("click", touched);
+
+    setInterval(() => {
+      const idle = Date.now() - last;
+      if (idle >= idleMs) { end(); return; }
+      if (idle >= idleMs - WARN_MS) {
+        if (warning.hidden) { warning.hidden = false; more.focus(); }
+        left.textContent = String(Math.ceil((idleMs - idle) / 1000));
+      }
+    }, 250);
+  }
+})();

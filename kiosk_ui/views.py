@@ -1,0 +1,291 @@
+"""The kiosk's pages: attract → identify → the shopper's home → done (docs/kiosk.md).
+
+Every page is for one kiosk (`/kiosk/<kiosk_id>/...`) and answers only the browser paired
+with it (its credential, read by the backend): another kiosk's screen, a staff browser or
+no credential at all gets nothing of it. The shopper's session is a random token in a
+cookie (`kiosk_shopper`, this kiosk's path only); the pages carry no shopper data in their
+URLs, and every answer is `Cache-Control: no-store`, so nothing of a shopper stays in the
+browser once the screen has gone back to its attract page.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    g,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from store_contract.web import page_headers
+
+from .i18n import Gettext, check_langs, gettext_for, language_name
+from .model import KioskBackend, KioskInfo, Refused, Terms
+from .sessions import PhoneLockout, Session, ShopperSessions
+
+SESSION_COOKIE = "kiosk_shopper"
+LANG_COOKIE = "kiosk_lang"
+SCAN_STREAM_S = 60.0  # a stream is renewed by the page's EventSource after this
+SCAN_KEEPALIVE_S = 15.0
+PHONE_DIGITS = 20  # a keypad entry longer than this is no phone number
+
+# What the screen says for each reason the backend (or these pages) refuse an
+# identification: the kiosk owns every word a shopper reads, in every language.
+REFUSALS = {
+    "unknown": "We could not find your account. Please check the number, or ask a member "
+               "of staff.",
+    "expired": "This member code has expired. Please refresh it in the app and scan it "
+               "again.",
+    "forged": "This code is not one of ours. Please use the member code in our app, or ask "
+              "a member of staff.",
+    "used": "This member code was already used. Please refresh it in the app and scan it "
+            "again.",
+    "bad_input": "That is not a code the kiosk can read. Please try again.",
+    "not_phone": "That is not a phone number. Please try again.",
+    "locked": "Phone look-up is paused for a while. Please scan your app's member code or "
+              "loyalty card, or ask a member of staff.",
+    "unavailable": "Sorry, that is not possible right now. Please ask a member of staff.",
+    "nothing": "Scan your member code or loyalty card, or type your phone number.",
+}
+
+
+def describe_terms(terms: Terms, _: Gettext) -> str:
+    """What a coupon gives, as one sentence in the shopper's language."""
+    parts = {"value": terms.value, "min": terms.min_basket}
+    if terms.min_basket and terms.selected_items:
+        return _("%(value)s off selected items in a basket of %(min)s or more") % parts
+    if terms.min_basket:
+        return _("%(value)s off a basket of %(min)s or more") % parts
+    if terms.selected_items:
+        return _("%(value)s off selected items") % parts
+    return _("%(value)s off your shopping") % parts
+
+
+def _refusal_words(reason: str) -> str:
+    return gettext_for(g.lang)(REFUSALS.get(reason, REFUSALS["unavailable"]))
+
+
+def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
+                     lockout: PhoneLockout | None = None) -> Blueprint:
+    """The kiosk pages over `backend`; `idle_s`: no touch for this long ends a shopper's
+    session (the page warns 20 s before)."""
+    bp = Blueprint("kiosk", __name__, url_prefix="/kiosk/<kiosk_id>",
+                   template_folder="templates", static_folder="static",
+                   static_url_path="/static")
+    sessions = ShopperSessions(idle_s)
+    phones = lockout or PhoneLockout()
+    bp.record_once(lambda state: state.app.extensions.__setitem__(
+        "kiosk_ui", {"sessions": sessions, "lockout": phones, "backend": backend}))
+
+    # ------------------------------------------------------------ every request
+
+    @bp.url_value_preprocessor
+    def _kiosk(_endpoint: str | None, values: dict[str, Any] | None) -> None:
+        wanted = (values or {}).pop("kiosk_id", None)
+        kiosk = backend.kiosk()
+        if kiosk is None:
+            if request.method == "GET" and request.endpoint not in ("kiosk.scans",
+                                                                     "kiosk.static"):
+                abort(redirect("/kiosk/pair"))
+            abort(401)
+        if kiosk.id != wanted:
+            abort(403)
+        if request.method == "POST" and not _same_origin():
+            abort(403)
+        g.kiosk = kiosk
+        g.lang = _lang(kiosk)
+
+    @bp.url_defaults
+    def _kiosk_id(_endpoint: str, values: dict[str, Any]) -> None:
+        if "kiosk_id" not in values and "kiosk" in g:
+            values["kiosk_id"] = g.kiosk.id
+
+    @bp.after_request
+    def _headers(response: Response) -> Response:
+        return page_headers(response, cache=request.endpoint == "kiosk.static")
+
+    @bp.context_processor
+    def _words() -> dict[str, Any]:
+        kiosk: KioskInfo | None = g.get("kiosk")
+        if kiosk is None:
+            return {}
+        _ = _gettext()
+        return {"_": _, "lang": g.lang, "kiosk": kiosk, "idle_s": int(idle_s),
+                "describe": lambda terms: describe_terms(terms, _),
+                "langs": [(code, language_name(code)) for code in check_langs(kiosk.langs)]}
+
+    def _gettext() -> Gettext:
+        return gettext_for(g.lang)
+
+    def _lang(kiosk: KioskInfo) -> str:
+        langs = check_langs(kiosk.langs)
+        chosen = request.cookies.get(LANG_COOKIE)
+        return chosen if chosen in langs else langs[0]
+
+    def _session() -> Session | None:
+        return sessions.get(request.cookies.get(SESSION_COOKIE), g.kiosk.id)
+
+    def _end(session: Session | None, how: str) -> None:
+        if session is not None:
+            backend.session_ended(g.kiosk, session.summary(time.monotonic(), how))
+
+    def _cleared(response: Any) -> Any:
+        """The browser forgets the shopper: the session and language cookies go, and (on
+        HTTPS, where browsers honour it) the page cache and every storage of the site."""
+        path = url_for("kiosk.attract").rstrip("/")
+        response.delete_cookie(SESSION_COOKIE, path=path)
+        response.delete_cookie(LANG_COOKIE, path=path)
+        response.headers["Clear-Site-Data"] = '"cache", "storage"'
+        return response
+
+    # ------------------------------------------------------------ pages
+
+    @bp.get("/")
+    def attract() -> Any:
+        for old in sessions.expired():
+            backend.session_ended(g.kiosk, old.summary(old.last + idle_s, "timeout"))
+        return render_template("kiosk/attract.html")
+
+    @bp.get("/lang/<code>")
+    def language(code: str) -> Any:
+        response = redirect(url_for("kiosk.attract"))
+        if code in check_langs(g.kiosk.langs):
+            response.set_cookie(LANG_COOKIE, code, httponly=True, samesite="Strict",
+                                secure=request.is_secure,
+                                path=url_for("kiosk.attract").rstrip("/"))
+        return response
+
+    @bp.get("/identify")
+    def identify_page() -> Any:
+        how = request.args.get("how", "")
+        return render_template("kiosk/identify.html", how=how if how in ("card", "phone")
+                               else "", error=None,
+                               locked=phones.locked_for(g.kiosk.id))
+
+    @bp.post("/identify")
+    def identify() -> Any:
+        code = request.form.get("code", "").strip()
+        phone = request.form.get("phone", "").strip()
+        how = "phone" if phone else ("card" if request.form.get("how") == "card" else "scan")
+        wants_json = request.accept_mimetypes.best == "application/json"
+        try:
+            if phone:
+                shopper = _by_phone(phone)
+            elif code:
+                if len(code) > 8192:
+                    raise Refused("bad_input", "too long")
+                shopper = backend.identify(g.kiosk, "", code=code)
+            else:
+                raise Refused("nothing", "nothing typed or scanned")
+        except Refused as refusal:
+            status = 423 if refusal.reason == "locked" else 400
+            message = _refusal_words(refusal.reason)
+            if wants_json:
+                return jsonify({"ok": False, "reason": refusal.reason,
+                                "message": message}), status
+            return render_template("kiosk/identify.html", how=how if how != "scan" else "",
+                                   error=message,
+                                   locked=phones.locked_for(g.kiosk.id)), status
+        session, old = sessions.start(g.kiosk.id, shopper.id, shopper.method or how, g.lang,
+                                      shopper.masked)
+        _end(old, "replaced")
+        target = url_for("kiosk.home")
+        response = jsonify({"ok": True, "next": target}) if wants_json else redirect(target)
+        response.set_cookie(SESSION_COOKIE, session.token, httponly=True, samesite="Strict",
+                            secure=request.is_secure,
+                            path=url_for("kiosk.attract").rstrip("/"))
+        return response
+
+    def _by_phone(phone: str) -> Any:
+        kiosk = g.kiosk
+        left = phones.locked_for(kiosk.id)
+        if left:
+            backend.audit_phone(kiosk, "locked", phone)
+            raise Refused("locked", "locked", seconds=round(left))
+        digits = "".join(ch for ch in phone if ch.isdigit() or ch == "+")
+        if not digits or len(digits) > PHONE_DIGITS or len(phone) > 2 * PHONE_DIGITS:
+            outcome = "locked" if phones.wrong(kiosk.id) else "invalid"
+            backend.audit_phone(kiosk, outcome, phone)
+            raise Refused(outcome if outcome == "locked" else "not_phone", outcome)
+        try:
+            shopper = backend.identify(kiosk, "", phone=digits)
+        except Refused as refusal:
+            locks = phones.wrong(kiosk.id)
+            backend.audit_phone(kiosk, "locked" if locks else refusal.reason, phone)
+            if locks:
+                raise Refused("locked", "locked", seconds=round(locks)) from None
+            raise
+        phones.found(kiosk.id)
+        backend.audit_phone(kiosk, "found", phone)
+        return shopper
+
+    @bp.get("/home")
+    def home() -> Any:
+        session = _session()
+        if session is None:
+            return _cleared(redirect(url_for("kiosk.attract")))
+        try:
+            view = backend.home(g.kiosk, session.shopper, g.lang)
+        except Refused:  # erased or forgotten while on the screen
+            _end(sessions.end(session.token), "gone")
+            return _cleared(redirect(url_for("kiosk.attract")))
+        return render_template("kiosk/home.html", home=view, who=session.masked)
+
+    @bp.post("/alive")
+    def alive() -> Any:
+        """A touch on the page ("More time" included): the session goes on."""
+        if _session() is None:
+            return _cleared(make_response(jsonify({"ok": False}), 401))
+        return jsonify({"ok": True, "idle_s": idle_s})
+
+    @bp.post("/done")
+    def done() -> Any:
+        how = "timeout" if request.form.get("why") == "timeout" else "done"
+        _end(sessions.end(request.cookies.get(SESSION_COOKIE)), how)
+        return _cleared(redirect(url_for("kiosk.attract")))
+
+    @bp.get("/scans")
+    def scans() -> Any:
+        """The kiosk's scanner, live (server-sent events, `event: scan` with the code and
+        symbology only): the attract and identify pages identify a member code or card
+        the moment it is scanned."""
+        feed = backend.listen(g.kiosk)
+        if feed is None:
+            return jsonify({"ok": False, "reason": "busy"}), 503
+
+        def stream() -> Iterator[str]:
+            try:
+                yield "retry: 1000\nevent: ready\ndata: {}\n\n"
+                end = time.monotonic() + SCAN_STREAM_S
+                while (left := end - time.monotonic()) > 0:
+                    item = feed.next(min(SCAN_KEEPALIVE_S, left))
+                    if item is None:
+                        yield ": still here\n\n"
+                        continue
+                    data = {"code": item.get("code"), "symbology": item.get("symbology")}
+                    yield f"event: scan\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+            finally:
+                backend.leave(feed)
+
+        return Response(stream(), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    return bp
+
+
+def _same_origin() -> bool:
+    """A form post from this site's own page (the kiosk's cookies are SameSite=Strict as
+    well): a browser names the origin of a cross-site post, and it must be ours."""
+    origin = request.headers.get("Origin")
+    return origin is None or origin == request.host_url.rstrip("/")
