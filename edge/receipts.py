@@ -150,12 +150,20 @@ class Receipts:
         campaign = self.choose(conn, customer, basket, now)
         if campaign is None:
             return None
+        return self.issue(conn, customer, campaign, device=device, txn=txn, now=now)
+
+    def issue(self, conn: sqlite3.Connection, customer: Customer, campaign: sqlite3.Row, *,
+              device: str, txn: str | None, now: float) -> Offer:
+        """Sign one coupon of an offer campaign (a row of `ranked`) for this shopper with
+        the store's key, record it as issued and put it in their wallet: a receipt's
+        next-visit offer, or an offer the shopper clipped at a kiosk (`txn` None). Valid
+        `receipt_offer_days` days (at least one), never past the campaign."""
         zone = self.settings.zone
         terms = json.loads(campaign["terms"])
         # Valid to the end of a local date (here, then wherever it is scanned), never past
         # the campaign: its own `until`, and the local date its `ends_at` falls on.
         last = datetime.fromtimestamp(now, zone).date() + timedelta(
-            days=self.settings.receipt_offer_days)
+            days=max(1, self.settings.receipt_offer_days))
         if campaign["ends_at"] is not None:
             last = min(last, datetime.fromtimestamp(campaign["ends_at"] - 1e-6, zone).date())
         if campaign_until := parse_until(terms.get("until")):

@@ -111,6 +111,11 @@ class KioskBackend(Protocol):
         """The shopper's points, wallet and (with consent) personal offers, worded in
         `lang`."""
 
+    def clip(self, kiosk: KioskInfo, shopper_id: str, campaign: str) -> str:
+        """Put one of the shopper's personal offers in their wallet (the app's too); the
+        coupon's id. Clipping it again gives the same coupon. `Refused` ("not_offered",
+        "no_consent", "unknown") otherwise."""
+
     def audit_phone(self, kiosk: KioskInfo, outcome: str, number: str) -> None:
         """Record a phone look-up attempt (`outcome`: "found", "unknown", "invalid",
         "locked") without the number in clear."""

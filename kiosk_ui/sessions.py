@@ -28,6 +28,7 @@ class Session:
     last: float  # the last touch
     masked: str = ""  # how the screen names them: "Anna · ··34"
     done: dict[str, int] = field(default_factory=dict)  # what they did: {"clipped": 1, ...}
+    clipped: set[str] = field(default_factory=set)  # offers clipped in this session
     printed: set[str] = field(default_factory=set)  # offers printed in this session
 
     def summary(self, ended: float, how: str) -> dict[str, Any]:

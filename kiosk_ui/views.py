@@ -57,6 +57,8 @@ REFUSALS = {
               "loyalty card, or ask a member of staff.",
     "unavailable": "Sorry, that is not possible right now. Please ask a member of staff.",
     "nothing": "Scan your member code or loyalty card, or type your phone number.",
+    "not_offered": "This offer is no longer available.",
+    "no_consent": "Personal offers are shown only with your consent.",
 }
 
 
@@ -241,6 +243,25 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
             _end(sessions.end(session.token), "gone")
             return _cleared(redirect(url_for("kiosk.attract")))
         return render_template("kiosk/home.html", home=view, who=session.masked)
+
+    @bp.post("/clip")
+    def clip() -> Any:
+        """Clip one of the offers on the home screen (a double tap clips once)."""
+        session = _session()
+        if session is None:
+            return _cleared(make_response(jsonify({"ok": False, "reason": "ended"}), 401))
+        campaign = request.form.get("campaign", "")
+        try:
+            coupon = backend.clip(g.kiosk, session.shopper, campaign[:128])
+        except Refused as refusal:
+            return jsonify({"ok": False, "reason": refusal.reason,
+                             "message": _refusal_words(refusal.reason)}), 409
+        if campaign not in session.clipped:
+            session.clipped.add(campaign)
+            session.done["clipped"] = session.done.get("clipped", 0) + 1
+        if request.accept_mimetypes.best == "application/json":
+            return jsonify({"ok": True, "coupon": coupon})
+        return redirect(url_for("kiosk.home"))
 
     @bp.post("/alive")
     def alive() -> Any:

@@ -31,7 +31,7 @@ from kiosk_ui.model import Coupon, Home, KioskInfo, Offer, Refused, ScanFeed, Sh
 from store_contract.basket import Basket
 from store_contract.campaigns import coupon_from_terms
 from store_contract.errors import BadRequest
-from store_contract.events import KioskSession
+from store_contract.events import KioskSession, OfferClipped
 from store_contract.protocol import format_ts
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,39 @@ class EdgeKioskBackend:
             return format_date(date.fromisoformat(iso), "full", locale=lang)
         except ValueError:
             return None
+
+    def clip(self, kiosk: KioskInfo, shopper_id: str, campaign: str) -> str:
+        """Put one of the shopper's offers in their wallet: a coupon of that campaign
+        signed for them with the store's key (as a receipt's next-visit offer is), and an
+        `offer.clipped` event so the hub, the app and the tills hear of it. Clipping what is
+        already in the wallet gives that coupon again: a double tap clips once."""
+        now = time.time()
+        with self.svc.store.transaction() as db:
+            conn = db.conn
+            customer = get_customer(self.svc.store, shopper_id)
+            if customer is None:
+                raise Refused("unknown", "the shopper is no longer known here")
+            if not customer.personalised:
+                raise Refused("no_consent", "no consent to personal offers")
+            held = conn.execute(
+                "SELECT id FROM issued_coupons WHERE customer_id = ? AND campaign_id = ? AND "
+                "expires_at > ? AND id NOT IN (SELECT coupon_id FROM redemptions WHERE "
+                "reversed_at IS NULL) ORDER BY issued_at LIMIT 1",
+                (customer.id, campaign, now)).fetchone()
+            if held is not None:
+                return str(held[0])
+            row = next((r for r in self.svc.receipts.ranked(
+                conn, customer, Basket(self.svc.settings.currency, ()), now)
+                if r["id"] == campaign), None)
+            if row is None:
+                raise Refused("not_offered", "not an offer for this shopper now")
+            offer = self.svc.receipts.issue(conn, customer, row, device=f"kiosk:{kiosk.id}",
+                                            txn=None, now=now)
+            queue_event(conn, OfferClipped(extra={
+                "customer_id": customer.id, "campaign": campaign, "coupon": offer.coupon,
+                "expires_at": format_ts(datetime.fromtimestamp(offer.expires_at, UTC)),
+                "until": offer.until.isoformat(), "kiosk": kiosk.id}), device_id=kiosk.id)
+        return offer.coupon
 
     # ------------------------------------------------------------ audit, scans, sessions
 

@@ -48,6 +48,16 @@
     });
   });
 
+  // ---------------------------------------------------------------- clip once
+  // A second tap while the first is on its way does nothing (the edge clips once anyway).
+  document.querySelectorAll(".clip-form").forEach((form) => {
+    form.addEventListener("submit", (event) => {
+      if (form.dataset.sent) { event.preventDefault(); return; }
+      form.dataset.sent = "1";
+      form.querySelector("button").setAttribute("aria-disabled", "true");
+    });
+  });
+
   // ---------------------------------------------------------------- idle timeout
   if (page === "home") {
     const warning = document.getElementById("idle-warning");
