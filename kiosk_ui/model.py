@@ -116,6 +116,11 @@ class KioskBackend(Protocol):
         coupon's id. Clipping it again gives the same coupon. `Refused` ("not_offered",
         "no_consent", "unknown") otherwise."""
 
+    def set_consent(self, kiosk: KioskInfo, shopper_id: str, choices: Mapping[str, bool]
+                    ) -> None:
+        """Apply the shopper's choices ("personalised": personal receipts and offers,
+        "marketing": contact about offers) at once, and tell the hub."""
+
     def audit_phone(self, kiosk: KioskInfo, outcome: str, number: str) -> None:
         """Record a phone look-up attempt (`outcome`: "found", "unknown", "invalid",
         "locked") without the number in clear."""

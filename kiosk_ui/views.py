@@ -263,6 +263,34 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
             return jsonify({"ok": True, "coupon": coupon})
         return redirect(url_for("kiosk.home"))
 
+    @bp.get("/choices")
+    def choices_page() -> Any:
+        """The shopper's consent, to see and change."""
+        session = _session()
+        if session is None:
+            return _cleared(redirect(url_for("kiosk.attract")))
+        try:
+            view = backend.home(g.kiosk, session.shopper, g.lang)
+        except Refused:
+            _end(sessions.end(session.token), "gone")
+            return _cleared(redirect(url_for("kiosk.attract")))
+        return render_template("kiosk/choices.html", home=view, who=session.masked)
+
+    @bp.post("/choices")
+    def choices() -> Any:
+        session = _session()
+        if session is None:
+            return _cleared(redirect(url_for("kiosk.attract")))
+        wanted = {name: request.form.get(name) == "yes" for name in ("personalised", "marketing")
+                  if request.form.get(name) in ("yes", "no")}
+        try:
+            backend.set_consent(g.kiosk, session.shopper, wanted)
+        except Refused:
+            _end(sessions.end(session.token), "gone")
+            return _cleared(redirect(url_for("kiosk.attract")))
+        session.done["consent"] = session.done.get("consent", 0) + 1
+        return redirect(url_for("kiosk.home"))
+
     @bp.post("/alive")
     def alive() -> Any:
         """A touch on the page ("More time" included): the session goes on."""

@@ -31,12 +31,14 @@ from kiosk_ui.model import Coupon, Home, KioskInfo, Offer, Refused, ScanFeed, Sh
 from store_contract.basket import Basket
 from store_contract.campaigns import coupon_from_terms
 from store_contract.errors import BadRequest
-from store_contract.events import KioskSession, OfferClipped
+from store_contract.events import ConsentChanged, KioskSession, OfferClipped
 from store_contract.protocol import format_ts
 
 log = logging.getLogger(__name__)
 
 KIOSK_PHONE_LOOKUP = "kiosk.phone_lookup"  # the till audit trail's action
+# What a shopper may choose on the kiosk: personalised receipts and offers, marketing contact.
+CONSENTS = ("personalised", "marketing")
 
 # The checkout's reasons for not knowing a member code, as the kiosk words them.
 _REASONS = {"forged": "forged", "claims": "forged", "lifetime": "forged", "expired": "expired",
@@ -180,6 +182,29 @@ class EdgeKioskBackend:
                 "expires_at": format_ts(datetime.fromtimestamp(offer.expires_at, UTC)),
                 "until": offer.until.isoformat(), "kiosk": kiosk.id}), device_id=kiosk.id)
         return offer.coupon
+
+    def set_consent(self, kiosk: KioskInfo, shopper_id: str, choices: Mapping[str, bool]
+                    ) -> None:
+        """The shopper's own choices (`CONSENTS`), applied at the edge at once (the next
+        receipt and screen follow them) and sent to the hub as `consent.changed`."""
+        wanted = {k: bool(v) for k, v in choices.items() if k in CONSENTS}
+        with self.svc.store.transaction() as db:
+            conn = db.conn
+            row = conn.execute("SELECT consent FROM customers WHERE id = ?",
+                               (shopper_id,)).fetchone()
+            if row is None:
+                raise Refused("unknown", "the shopper is no longer known here")
+            before = json.loads(row["consent"] or "{}")
+            after = {**before, **wanted}
+            if after == before:
+                return
+            now = format_ts(datetime.now(UTC))
+            conn.execute("UPDATE customers SET consent = ?, updated_at = ? WHERE id = ?",
+                         (json.dumps(after, sort_keys=True), now, shopper_id))
+            queue_event(conn, ConsentChanged(extra={
+                "customer_id": shopper_id, "consent": after,
+                "changed": sorted(k for k in after if after.get(k) != before.get(k)),
+                "via": "kiosk", "kiosk": kiosk.id, "at": now}), device_id=kiosk.id)
 
     # ------------------------------------------------------------ audit, scans, sessions
 
