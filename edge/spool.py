@@ -60,6 +60,7 @@ REASON_TEXT = {
 }
 
 Sender = Callable[[str, str, dict[str, Any]], None]  # (printer, job, document)
+COUPON_SLIP = "coupon"  # the document kind of a coupon printed at a kiosk
 
 
 def backoff(attempts: int) -> float:
@@ -84,10 +85,12 @@ class Spool:
         return row[0] if row else None
 
     def create(self, conn: sqlite3.Connection, job: str, device: str, txn: str | None,
-               receipt: Receipt, customer_id: str | None, *, copy_of: str | None = None) -> None:
-        """Queue a receipt inside the caller's write transaction."""
+               receipt: Receipt, customer_id: str | None, *, copy_of: str | None = None,
+               printer: str | None = None) -> None:
+        """Queue a receipt inside the caller's write transaction: on `printer`, or else the
+        lane's (a kiosk names its own)."""
         now = self.clock()
-        printer = self.printer_for(conn, device)
+        printer = printer or self.printer_for(conn, device)
         state, reason = ("queued", None) if printer else ("failed", "no_printer")
         conn.execute(
             "INSERT INTO print_jobs (job, device_id, txn, printer, state, reason, document, "
@@ -216,6 +219,8 @@ class Spool:
                 log.warning("receipt %s failed on %s: %s", job, caller.device, why)
 
     def _printed_event(self, conn: sqlite3.Connection, row: sqlite3.Row, printed_at: str) -> None:
+        if row["txn"] is None and json.loads(row["document"]).get("kind") == COUPON_SLIP:
+            return  # a kiosk's coupon slip: no receipt (its offer.clipped said it all)
         offer = None
         if row["offer_coupon"]:
             issued = conn.execute("SELECT campaign_id, expires_at FROM issued_coupons "

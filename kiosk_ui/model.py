@@ -9,7 +9,7 @@ a first name, a masked identity, points, their own coupons and offers in plain w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,6 +53,7 @@ class Coupon:
     """A coupon in the shopper's wallet."""
 
     id: str
+    campaign: str
     title: str
     terms: Terms
     ends: str | None  # the last day, in the shopper's language: "Sunday, 6 December"
@@ -115,6 +116,16 @@ class KioskBackend(Protocol):
         """Put one of the shopper's personal offers in their wallet (the app's too); the
         coupon's id. Clipping it again gives the same coupon. `Refused` ("not_offered",
         "no_consent", "unknown") otherwise."""
+
+    def print_offer(self, kiosk: KioskInfo, shopper_id: str, campaign: str,
+                    lines: Sequence[str]) -> str:
+        """Clip the offer if need be and print its coupon on the kiosk's printer (`lines`:
+        its title and terms as the kiosk words them; the backend adds the signed QR); the
+        print job's id. `Refused` ("no_printer", "not_offered", ...) otherwise."""
+
+    def print_state(self, kiosk: KioskInfo, job: str) -> tuple[str, str | None]:
+        """(state, reason) of a print job of this kiosk: "queued", "sending", "printed",
+        "failed", or "held" with "paper_empty", "cover_open" or "offline"."""
 
     def set_consent(self, kiosk: KioskInfo, shopper_id: str, choices: Mapping[str, bool]
                     ) -> None:

@@ -29,7 +29,7 @@ class Session:
     masked: str = ""  # how the screen names them: "Anna · ··34"
     done: dict[str, int] = field(default_factory=dict)  # what they did: {"clipped": 1, ...}
     clipped: set[str] = field(default_factory=set)  # offers clipped in this session
-    printed: set[str] = field(default_factory=set)  # offers printed in this session
+    printed: dict[str, str] = field(default_factory=dict)  # campaign -> print job, this session
 
     def summary(self, ended: float, how: str) -> dict[str, Any]:
         """What the `kiosk.session` event says: how, how long, what was done; no names."""

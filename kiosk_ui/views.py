@@ -31,7 +31,7 @@ from flask import (
 from store_contract.web import page_headers
 
 from .i18n import Gettext, check_langs, gettext_for, language_name
-from .model import KioskBackend, KioskInfo, Refused, Terms
+from .model import Coupon, KioskBackend, KioskInfo, Offer, Refused, Terms
 from .sessions import PhoneLockout, Session, ShopperSessions
 
 SESSION_COOKIE = "kiosk_shopper"
@@ -59,6 +59,7 @@ REFUSALS = {
     "nothing": "Scan your member code or loyalty card, or type your phone number.",
     "not_offered": "This offer is no longer available.",
     "no_consent": "Personal offers are shown only with your consent.",
+    "no_printer": "This kiosk cannot print. Your coupon is in your app.",
 }
 
 
@@ -72,6 +73,21 @@ def describe_terms(terms: Terms, _: Gettext) -> str:
     if terms.selected_items:
         return _("%(value)s off selected items") % parts
     return _("%(value)s off your shopping") % parts
+
+
+# What the screen says while a coupon prints (a held job says why it waits).
+PRINT_WORDS = {
+    "queued": "Printing your coupon…",
+    "sending": "Printing your coupon…",
+    "printed": "Your coupon is printed. Please take it from the printer.",
+    "paper_empty": "The printer is out of paper. Your coupon prints as soon as a member of "
+                   "staff has put in a new roll.",
+    "cover_open": "The printer's cover is open. Your coupon prints as soon as it is closed.",
+    "offline": "The printer is not working right now. Your coupon prints when it is back; "
+               "it is also in your app.",
+    "failed": "The coupon could not be printed. It is in your app; please ask a member of "
+              "staff.",
+}
 
 
 def _refusal_words(reason: str) -> str:
@@ -262,6 +278,55 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
         if request.accept_mimetypes.best == "application/json":
             return jsonify({"ok": True, "coupon": coupon})
         return redirect(url_for("kiosk.home"))
+
+    @bp.post("/print")
+    def print_offer() -> Any:
+        """Print an offer's or a wallet coupon's coupon on the kiosk's printer: once per
+        offer in a session (a second tap, or a second press later, shows the first
+        job's progress)."""
+        session = _session()
+        if session is None:
+            return _cleared(make_response(jsonify({"ok": False, "reason": "ended"}), 401))
+        campaign = request.form.get("campaign", "")[:128]
+        job = session.printed.get(campaign)
+        if job is None:
+            try:
+                job = backend.print_offer(g.kiosk, session.shopper, campaign,
+                                          _slip_lines(session, campaign))
+            except Refused as refusal:
+                return jsonify({"ok": False, "reason": refusal.reason,
+                                "message": _refusal_words(refusal.reason)}), 409
+            session.printed[campaign] = job
+            session.done["printed"] = session.done.get("printed", 0) + 1
+        return jsonify({"ok": True, "job": job,
+                        "status": url_for("kiosk.print_status", job=job)})
+
+    def _slip_lines(session: Session, campaign: str) -> list[str]:
+        """What the coupon slip says, in the shopper's language: title, terms, last day."""
+        _ = _gettext()
+        view = backend.home(g.kiosk, session.shopper, g.lang)
+        items: list[Offer | Coupon] = [*view.offers, *view.wallet]
+        for item in items:
+            if item.campaign == campaign:
+                lines = [item.title, describe_terms(item.terms, _)]
+                if item.ends:
+                    lines.append(_("Valid until %(day)s") % {"day": item.ends})
+                return lines
+        raise Refused("not_offered", "not an offer or coupon of this shopper")
+
+    @bp.get("/print/<job>")
+    def print_status(job: str) -> Any:
+        """How the session's print job is doing, in words for the screen."""
+        session = _session()
+        if session is None:
+            return _cleared(make_response(jsonify({"ok": False, "reason": "ended"}), 401))
+        if job not in session.printed.values():
+            return jsonify({"ok": False, "reason": "unknown"}), 404
+        state, reason = backend.print_state(g.kiosk, job)
+        key = reason if state == "held" and reason in PRINT_WORDS else state
+        return jsonify({"ok": True, "state": state, "reason": reason,
+                        "message": gettext_for(g.lang)(PRINT_WORDS.get(key,
+                                                                       PRINT_WORDS["failed"]))})
 
     @bp.get("/choices")
     def choices_page() -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -24,15 +24,17 @@ from edge.app.service import EdgeService
 from edge.audit import Actor, record
 from edge.customers import Customer, get_customer
 from edge.outbox import queue_event
+from edge.receipts import Receipt
 from edge.scanfeed import Listener
 from edge.scanners import Target, page_key
+from edge.spool import COUPON_SLIP
 from edge.transactions import CustomerUnknown
 from kiosk_ui.model import Coupon, Home, KioskInfo, Offer, Refused, ScanFeed, Shopper, Terms
 from store_contract.basket import Basket
 from store_contract.campaigns import coupon_from_terms
 from store_contract.errors import BadRequest
 from store_contract.events import ConsentChanged, KioskSession, OfferClipped
-from store_contract.protocol import format_ts
+from store_contract.protocol import format_ts, uuid7
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ class EdgeKioskBackend:
     def _coupon(self, entry: Mapping[str, Any], lang: str) -> Coupon:
         coupon = self.svc.coupons.read(entry["code"])
         ends = entry.get("until") or (entry["expires"][:10] if entry.get("expires") else None)
-        return Coupon(entry["coupon"], entry["description"],
+        return Coupon(entry["coupon"], entry["campaign"], entry["description"],
                       self._terms(coupon.rule, coupon.min_minor, lang), self._day(ends, lang))
 
     def _offer(self, row: Any, lang: str) -> Offer | None:
@@ -182,6 +184,43 @@ class EdgeKioskBackend:
                 "expires_at": format_ts(datetime.fromtimestamp(offer.expires_at, UTC)),
                 "until": offer.until.isoformat(), "kiosk": kiosk.id}), device_id=kiosk.id)
         return offer.coupon
+
+    def print_offer(self, kiosk: KioskInfo, shopper_id: str, campaign: str,
+                    lines: Sequence[str]) -> str:
+        """Clip the offer (if it is not in the wallet yet) and print its coupon on the
+        kiosk's printer through the spool: the `lines` the kiosk wrote for it, in the
+        shopper's language, and the signed coupon as a QR the tills accept. The job's id."""
+        if kiosk.printer is None:
+            raise Refused("no_printer", "this kiosk has no printer")
+        coupon = self.clip(kiosk, shopper_id, campaign)
+        job = uuid7()
+        with self.svc.store.transaction() as db:
+            conn = db.conn
+            row = conn.execute("SELECT token, description FROM wallet WHERE customer_id = ? "
+                               "AND coupon_id = ?", (shopper_id, coupon)).fetchone()
+            if row is None:
+                raise Refused("not_offered", "the coupon is not in the wallet")
+            texts = [str(line)[:200] for line in lines][:6]
+            document = {"v": 1, "kind": COUPON_SLIP, "job": job, "copy": False,
+                        "personalised": True, "blocks": [
+                            {"type": "header", "title": self.svc.settings.store_name},
+                            {"type": "offer", "title": texts[0] if texts else
+                             row["description"], "text": "\n".join(texts[1:]),
+                             "code": row["token"]},
+                            {"type": "footer", "lines": [f"{kiosk.id} · {job}"]}]}
+            self.svc.spool.create(conn, job, kiosk.id, None, Receipt(document, None),
+                                  shopper_id, printer=kiosk.printer)
+        self.svc.spool.send_now(job)
+        return job
+
+    def print_state(self, kiosk: KioskInfo, job: str) -> tuple[str, str | None]:
+        """(state, reason) of one of this kiosk's print jobs: "queued", "sending",
+        "held" ("paper_empty", "cover_open", "offline"), "printed" or "failed"."""
+        row = self.svc.store.query_one("SELECT state, reason FROM print_jobs WHERE job = ? "
+                                       "AND device_id = ?", (job, kiosk.id))
+        if row is None:
+            raise Refused("unknown", "no such print job at this kiosk")
+        return row["state"], row["reason"]
 
     def set_consent(self, kiosk: KioskInfo, shopper_id: str, choices: Mapping[str, bool]
                     ) -> None:

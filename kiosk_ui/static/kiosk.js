@@ -58,6 +58,35 @@
     });
   });
 
+  // ---------------------------------------------------------------- print
+  // One press prints (the edge prints each offer once a session); the screen then follows
+  // the job and says in words what the printer is doing, paper out included.
+  const printStatus = document.getElementById("print-status");
+  function follow(url, tries) {
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then((res) => res.json()).then((answer) => {
+        if (!answer.ok) return;
+        printStatus.hidden = false;
+        printStatus.textContent = answer.message;
+        if (answer.state !== "printed" && answer.state !== "failed" && tries < 600) {
+          setTimeout(() => follow(url, tries + 1), 1000);
+        }
+      }).catch(() => {});
+  }
+  document.querySelectorAll("button.print").forEach((button) => {
+    button.addEventListener("click", () => {
+      if (button.dataset.sent) return;
+      button.dataset.sent = "1";
+      button.setAttribute("aria-disabled", "true");
+      post(body.dataset.print, { campaign: button.dataset.campaign }).then(async (res) => {
+        const answer = await res.json().catch(() => ({}));
+        if (answer.ok) { follow(answer.status, 0); return; }
+        printStatus.hidden = false;
+        printStatus.textContent = answer.message || "";
+      }).catch(() => {});
+    });
+  });
+
   // ---------------------------------------------------------------- idle timeout
   if (page === "home") {
     const warning = document.getElementById("idle-warning");
