@@ -78,6 +78,15 @@ class Home:
     offers: tuple[Offer, ...]  # empty without consent to personal offers
 
 
+@dataclass(frozen=True)
+class Price:
+    """A product a shopper scanned, as the price check shows it."""
+
+    name: str
+    price: str  # in the shopper's language: "13,99 €"
+    offers: tuple[str, ...] = ()  # titles of this shopper's offers and coupons for it
+
+
 class Refused(Exception):
     """The backend's no, in words a shopper can read (`message`), with a `reason` the page
     and the tests can tell apart ("unknown", "expired", "forged", "other_store", "used",
@@ -131,6 +140,12 @@ class KioskBackend(Protocol):
                     ) -> None:
         """Apply the shopper's choices ("personalised": personal receipts and offers,
         "marketing": contact about offers) at once, and tell the hub."""
+
+    def price(self, kiosk: KioskInfo, code: str, symbology: str | None,
+              shopper_id: str | None, lang: str) -> Price:
+        """The product of a scanned or typed barcode (any GTIN form) with its price, and
+        the identified shopper's offers for it; `Refused("unknown_product")` when the store
+        does not know it."""
 
     def audit_phone(self, kiosk: KioskInfo, outcome: str, number: str) -> None:
         """Record a phone look-up attempt (`outcome`: "found", "unknown", "invalid",

@@ -60,6 +60,7 @@ REFUSALS = {
     "not_offered": "This offer is no longer available.",
     "no_consent": "Personal offers are shown only with your consent.",
     "no_printer": "This kiosk cannot print. Your coupon is in your app.",
+    "unknown_product": "We do not know this product here. Please ask a member of staff.",
 }
 
 
@@ -248,6 +249,32 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
         backend.audit_phone(kiosk, "found", phone)
         return shopper
 
+    @bp.post("/scan")
+    def scan() -> Any:
+        """A code the kiosk's scanner read (pushed to the page, which posts it here): a
+        product's barcode gets its price (and the shopper's offers for it); anything else
+        is an identification. A code that is neither gets a friendly word, and the screen
+        stays as it was."""
+        code = request.form.get("code", "")
+        symbology = request.form.get("symbology") or None
+        if not code or len(code) > 8192:
+            return jsonify({"ok": False, "reason": "bad_input",
+                            "message": _refusal_words("bad_input")}), 400
+        session = _session()
+        try:
+            price = backend.price(g.kiosk, code, symbology,
+                                  session.shopper if session else None, g.lang)
+        except Refused:
+            if _looks_like_product(code, symbology):
+                return jsonify({"ok": False, "reason": "unknown_product",
+                                "message": _refusal_words("unknown_product")}), 404
+        else:
+            if session is not None:
+                session.done["price_checks"] = session.done.get("price_checks", 0) + 1
+            return jsonify({"ok": True, "kind": "price", "name": price.name,
+                            "price": price.price, "offers": list(price.offers)})
+        return identify()
+
     @bp.get("/home")
     def home() -> Any:
         session = _session()
@@ -396,6 +423,15 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     return bp
+
+
+def _looks_like_product(code: str, symbology: str | None) -> bool:
+    """A retail barcode (an EAN/UPC symbology, or 8 to 14 digits): not a shopper's code,
+    so an unknown one is "ask a member of staff", not "we could not find your account"."""
+    if symbology is not None and symbology.startswith("]E"):
+        return True
+    text = code.strip()
+    return text.isascii() and text.isdigit() and len(text) in (8, 12, 13, 14)
 
 
 def _same_origin() -> bool:

@@ -16,22 +16,40 @@
   }
 
   // ---------------------------------------------------------------- live scans
-  function identifyScanned(code) {
-    const status = document.getElementById("scan-status");
-    if (status) status.textContent = "…";
-    post(body.dataset.identify, { code: code, how: "scan" }).then(async (res) => {
+  // Every code the kiosk's scanner reads comes here (server-sent events) and goes to the
+  // edge, which says what it is: a product (its price), or a shopper (their home page).
+  const priceBox = document.getElementById("price");
+
+  function showPrice(answer) {
+    document.getElementById("price-name").textContent = answer.name;
+    document.getElementById("price-value").textContent = answer.price;
+    const list = document.getElementById("price-offers");
+    list.replaceChildren(...(answer.offers || []).map((title) => {
+      const li = document.createElement("li");
+      li.textContent = title;
+      return li;
+    }));
+    priceBox.hidden = false;
+    document.getElementById("price-close").focus();
+  }
+  document.getElementById("price-close").addEventListener("click", () => { priceBox.hidden = true; });
+
+  function scanned(scan) {
+    const status = document.getElementById("scan-status") || document.getElementById("print-status");
+    post(body.dataset.scan, { code: scan.code, symbology: scan.symbology || "" }).then(async (res) => {
       const answer = await res.json().catch(() => ({}));
+      if (answer.ok && answer.kind === "price") { showPrice(answer); return; }
       if (answer.ok && answer.next) { window.location.replace(answer.next); return; }
-      if (status) status.textContent = answer.message || "";
-    }).catch(() => { if (status) status.textContent = ""; });
+      if (status) { status.hidden = false; status.textContent = answer.message || ""; }
+    }).catch(() => {});
   }
 
-  if ((page === "attract" || page === "identify") && window.EventSource) {
+  if (window.EventSource) {
     const feed = new EventSource(body.dataset.scans);
     feed.addEventListener("scan", (event) => {
       let scan = null;
       try { scan = JSON.parse(event.data); } catch (err) { return; }
-      if (scan && typeof scan.code === "string") identifyScanned(scan.code);
+      if (scan && typeof scan.code === "string") scanned(scan);
     });
     window.addEventListener("pagehide", () => feed.close());
   }
