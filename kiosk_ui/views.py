@@ -10,9 +10,7 @@ browser once the screen has gone back to its attract page.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from flask import (
@@ -28,7 +26,7 @@ from flask import (
     url_for,
 )
 
-from store_contract.web import page_headers
+from store_contract.web import page_headers, scan_stream
 
 from .i18n import Gettext, check_langs, gettext_for, language_name
 from .model import Coupon, KioskBackend, KioskInfo, Offer, Refused, Terms
@@ -277,6 +275,11 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
 
     @bp.get("/home")
     def home() -> Any:
+        return _shopper_page("kiosk/home.html")
+
+    def _shopper_page(template: str) -> Any:
+        """A page of the identified shopper's (their home, their choices); without a live
+        session, or with a shopper erased meanwhile, the attract screen."""
         session = _session()
         if session is None:
             return _cleared(redirect(url_for("kiosk.attract")))
@@ -285,7 +288,7 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
         except Refused:  # erased or forgotten while on the screen
             _end(sessions.end(session.token), "gone")
             return _cleared(redirect(url_for("kiosk.attract")))
-        return render_template("kiosk/home.html", home=view, who=session.masked)
+        return render_template(template, home=view, who=session.masked)
 
     @bp.post("/clip")
     def clip() -> Any:
@@ -358,15 +361,7 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
     @bp.get("/choices")
     def choices_page() -> Any:
         """The shopper's consent, to see and change."""
-        session = _session()
-        if session is None:
-            return _cleared(redirect(url_for("kiosk.attract")))
-        try:
-            view = backend.home(g.kiosk, session.shopper, g.lang)
-        except Refused:
-            _end(sessions.end(session.token), "gone")
-            return _cleared(redirect(url_for("kiosk.attract")))
-        return render_template("kiosk/choices.html", home=view, who=session.masked)
+        return _shopper_page("kiosk/choices.html")
 
     @bp.post("/choices")
     def choices() -> Any:
@@ -405,22 +400,10 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
         if feed is None:
             return jsonify({"ok": False, "reason": "busy"}), 503
 
-        def stream() -> Iterator[str]:
-            try:
-                yield "retry: 1000\nevent: ready\ndata: {}\n\n"
-                end = time.monotonic() + SCAN_STREAM_S
-                while (left := end - time.monotonic()) > 0:
-                    item = feed.next(min(SCAN_KEEPALIVE_S, left))
-                    if item is None:
-                        yield ": still here\n\n"
-                        continue
-                    data = {"code": item.get("code"), "symbology": item.get("symbology")}
-                    yield f"event: scan\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-            finally:
-                backend.leave(feed)
-
-        return Response(stream(), mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return scan_stream(feed.next, lambda: backend.leave(feed), seconds=SCAN_STREAM_S,
+                           keepalive=SCAN_KEEPALIVE_S,
+                           shape=lambda item: {"code": item.get("code"),
+                                               "symbology": item.get("symbology")})
 
     return bp
 

@@ -7,7 +7,10 @@ needs Flask, which the `edge` and `hub` installs have and a lane client's does n
 
 from __future__ import annotations
 
+import json
 import re
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -83,3 +86,30 @@ def proxy_options(trusted_proxy: str) -> dict[str, Any]:
     return {"trusted_proxy": trusted_proxy, "trusted_proxy_count": 1,
             "trusted_proxy_headers": {"x-forwarded-proto", "x-forwarded-for"},
             "clear_untrusted_proxy_headers": True}
+
+
+def scan_stream(next_item: Callable[[float], Mapping[str, Any] | None],
+                leave: Callable[[], None], *, seconds: float, keepalive: float,
+                shape: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict) -> Response:
+    """A page's live scans as server-sent events: `event: ready` first, then one
+    `event: scan` per item `next_item(timeout)` gives (as `shape` makes it), a comment line
+    every `keepalive` seconds, for `seconds` (the page's EventSource opens it again);
+    `leave()` when it ends, however it ends. The data is ASCII-only JSON: no line break or
+    control character of a code can end an event early or reach the page other than as
+    data."""
+
+    def stream() -> Iterator[str]:
+        try:
+            yield "retry: 1000\nevent: ready\ndata: {}\n\n"
+            end = time.monotonic() + seconds
+            while (left := end - time.monotonic()) > 0:
+                item = next_item(min(keepalive, left))
+                if item is None:
+                    yield ": still here\n\n"
+                    continue
+                yield f"event: scan\ndata: {json.dumps(shape(item), separators=(',', ':'))}\n\n"
+        finally:
+            leave()
+
+    return Response(stream(), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from functools import wraps
 from typing import Any, TypeVar, cast
@@ -45,6 +44,7 @@ from edge.transactions import TXN_RE
 from store_contract.basket import MAX_LINES, MAX_QTY, Line
 from store_contract.errors import BadRequest, Forbidden, NotFound, Unauthorized, Unavailable
 from store_contract.protocol import ID_RE, new_envelope
+from store_contract.web import scan_stream
 from store_contract.wording import money
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -315,23 +315,8 @@ def scans() -> Response:
         raise Unavailable("Too many pages are listening for scans; enter codes by hand or "
                           "close another checkout page.", detail={"reason": "busy"})
 
-    def stream() -> Iterator[str]:
-        try:
-            yield "retry: 1000\nevent: ready\ndata: {}\n\n"
-            end = time.monotonic() + SCAN_STREAM_S
-            while (left := end - time.monotonic()) > 0:
-                item = listener.next(min(SCAN_KEEPALIVE_S, left))
-                if item is None:
-                    yield ": still here\n\n"
-                    continue
-                # ASCII-only JSON: no line break or control character of a code can end
-                # the event early or reach the page other than as data.
-                yield f"event: scan\ndata: {json.dumps(item, separators=(',', ':'))}\n\n"
-        finally:
-            svc.live_scans.leave(listener)
-
-    return Response(stream(), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return scan_stream(listener.next, lambda: svc.live_scans.leave(listener),
+                       seconds=SCAN_STREAM_S, keepalive=SCAN_KEEPALIVE_S)
 
 
 @bp.post("/scan")
