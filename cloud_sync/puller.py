@@ -1,11 +1,11 @@
 """The change puller: what the store needs to work offline, from the hub's change feed.
 
 `GET /api/v1/stores/{store}/changes?cursor=…` pages through customers, campaigns,
-revocations, key sets, erasure requests and (an extension, docs/sync.md) other stores'
-redemptions (this store's own too: an edge restored from an older backup learns back
-what it redeemed since). Each page is applied in ONE store transaction together with the
-new cursor, so a crash leaves either the whole page and its cursor or neither: the page is
-simply read again.
+revocations, key sets, erasure requests, the chain's products and (an extension,
+docs/sync.md) other stores' redemptions (this store's own too: an edge restored from an
+older backup learns back what it redeemed since). Each page is applied in ONE store
+transaction together with the new cursor, so a crash leaves either the whole page and its
+cursor or neither: the page is simply read again.
 
 The feed never freezes: each record is applied inside its own SAVEPOINT, so a record that
 fails for any reason (bad values, a constraint, a bug) leaves no partial writes and is
@@ -37,19 +37,22 @@ from edge.datadir import DataDir
 from edge.erasure import erase_customer
 from edge.hublink import HubLink
 from edge.metrics import Metrics
+from edge.products import remove_products, upsert_products
 from edge.settings import Settings
 from edge.store import Store
 from edge.tokens import TrustedKeys
+from store_contract.basket import SKU_RE
 from store_contract.campaigns import parse_campaign
 from store_contract.customers import KeyBundle, Lookup, parse_customer
 from store_contract.jws import SigningKey, key_scope, public_key_from_jwk
+from store_contract.products import check_currency, parse_product_row
 
 log = logging.getLogger(__name__)
 PAGE = 500
 MAX_PAGES_PER_RUN = 200  # a store catching up on a long feed yields to other jobs meanwhile
 # The kinds `_apply_one` knows (metric labels and `feed_skips.kind`; anything else: "unknown").
 KINDS = ("customer", "campaign", "revocation", "keys", "erasure", "redemption", "lookup_key",
-         "forget")
+         "forget", "product")
 KEEP_SKIPS = 100  # skipped records listed for staff; the total is kept apart
 # SQLite result codes that say the store's database is failing, not the record: the page
 # must then be read again later rather than its records skipped for good.
@@ -393,6 +396,8 @@ class Puller:
             log.info("erased a customer at the hub's request: %s", counts)
         elif kind == "redemption":
             self._redemption(conn, change["redemption"])
+        elif kind == "product":
+            self._product(db, change)
         else:
             raise Unusable("a kind of change this store does not know")
 
@@ -427,6 +432,32 @@ class Puller:
             "AND redemptions.store_id = excluded.store_id",
             (r["id"], r["coupon"], r["campaign"], r["store_id"], int(r.get("discount_minor", 0)),
              str(r.get("currency", self.settings.currency)), r["redeemed_at"], reversed_at))
+
+    def _product(self, db: Any, change: dict[str, Any]) -> None:
+        """A product of the chain's list, or its removal (`"deleted": true`). Products are
+        sent to every store in every currency the chain prices them in: one in another
+        currency than this store's is passed over (its price means nothing here)."""
+        record = change.get("product")
+        if not isinstance(record, dict):
+            raise Unusable("a product change without a product object")
+        try:
+            currency = check_currency(record.get("currency"))
+        except ValueError:
+            raise Unusable("a product without a valid currency") from None
+        if currency != self.settings.currency:
+            return
+        if change.get("deleted") is True:
+            sku = record.get("sku")
+            if not isinstance(sku, str) or not SKU_RE.match(sku):
+                raise Unusable("a product removal without a valid sku")
+            remove_products(db, [sku])
+            return
+        try:
+            product, _ = parse_product_row(record, currency)
+        except ValueError:
+            raise Unusable("a product whose sku, name, price or categories are not valid"
+                           ) from None
+        upsert_products(db, [product])
 
     def _bundle(self, change: dict[str, Any]) -> KeyBundle | None:
         """The look-up key bundle of a `lookup_key` change, or None when it is not one."""

@@ -8,12 +8,12 @@ one store transaction each.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from edge.store import Store
+from store_contract.products import jsonl_rows
 
 T = TypeVar("T")
 BATCH = 2000
@@ -33,17 +33,7 @@ def import_jsonl(store: Store, lines: Iterable[str], parse: Callable[[Any], T],
                  write: Callable[[Any, list[T]], None],
                  progress: Callable[[int], None] = lambda n: None) -> ImportReport:
     """Parse each line with `parse` (ValueError = skip with reason) and `write` batches."""
-
-    def records() -> Iterator[tuple[int, Any]]:
-        for number, text in enumerate(lines, start=1):
-            if not text.strip():
-                continue
-            try:
-                yield number, json.loads(text)
-            except json.JSONDecodeError:
-                yield number, ValueError("not valid JSON")
-
-    return import_records(store, records(), parse, write, progress)
+    return import_records(store, jsonl_rows(lines), parse, write, progress)
 
 
 def import_records(store: Store, records: Iterable[tuple[int, Any]], parse: Callable[[Any], T],

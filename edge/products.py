@@ -4,102 +4,80 @@ A product is a code (the `sku` a lane would send, usually the barcode), a name, 
 price in minor units and its categories, the same fields as a basket line
 (docs/checkout.md §2), so an item-bound coupon (`skus`, `cats`) reads a line entered on the
 page exactly as it reads a lane's. Loaded with `edge products import` (CSV or JSON Lines,
-docs/operations.md §13.6); a re-import of the same code replaces it.
+docs/operations.md §13.6) or from the hub's change feed (docs/sync.md, `product`); a
+re-import of the same code replaces it. The file's rules are shared with the hub
+(`store_contract.products`); what is the edge's own is the table, and finding a product by
+what a scanner read.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import re
-from collections.abc import Iterable, Iterator
-from decimal import Decimal, InvalidOperation
+from collections.abc import Iterable
 from typing import Any
 
-from babel.numbers import get_currency_precision
-
 from edge.store import Store
-from store_contract.basket import MAX_NAME, MAX_UNIT_MINOR, SKU_RE, Product
+from store_contract.basket import SKU_RE, Product
+from store_contract.products import (  # noqa: F401 - csv_rows, parse_product: as before
+    csv_rows,
+    parse_product,
+    parse_product_row,
+)
 from store_contract.protocol import now_rfc3339
-
-MAX_CATEGORIES = 20
-CSV_COLUMNS = ("sku", "name", "price", "unit_minor", "categories")
-PRICE_RE = re.compile(r"^[0-9]{1,9}([.,][0-9]+)?\Z")
+from store_contract.scans import MAX_CODE_CHARS, gtin14
 
 
-def price_to_minor(text: str, currency: str) -> int:
-    """A price written as "2.49" or "2,49" in minor units; ValueError when it is not one."""
-    typed = text.strip()
-    if not PRICE_RE.match(typed):
-        raise ValueError(f"price {typed!r} is not an amount like 2.49")
-    places = int(get_currency_precision(currency))
-    try:
-        minor = Decimal(typed.replace(",", ".")).scaleb(places)
-    except InvalidOperation:
-        raise ValueError(f"price {typed!r} is not an amount like 2.49") from None
-    if minor != minor.to_integral_value():
-        raise ValueError(f"price {typed!r} has more than {places} decimal places")
-    return int(minor)
-
-
-def parse_product(obj: Any, currency: str) -> Product:
-    """One product from a JSON line or a CSV row; ValueError with a reason a person can act
-    on. The price is `unit_minor` (whole minor units) or `price` ("2.49"), not both."""
-    if not isinstance(obj, dict):
-        raise ValueError("not a JSON object")
-    sku = obj.get("sku")
-    sku = sku.strip() if isinstance(sku, str) else sku
-    if not isinstance(sku, str) or not SKU_RE.match(sku):
-        raise ValueError("sku missing or not 1-64 of letters, digits and ._:/-")
-    name = obj.get("name")
-    if not isinstance(name, str) or not 0 < len(name.strip()) <= MAX_NAME:
-        raise ValueError(f"name missing or longer than {MAX_NAME} characters")
-    unit, price = obj.get("unit_minor"), obj.get("price")
-    if unit in ("", None) and price in ("", None):
-        raise ValueError("give the price as price (2.49) or unit_minor (249)")
-    if unit not in ("", None) and price not in ("", None):
-        raise ValueError("give the price once: price or unit_minor, not both")
-    if unit not in ("", None):
-        if isinstance(unit, str) and unit.strip().isdigit():
-            unit = int(unit.strip())
-        if not isinstance(unit, int) or isinstance(unit, bool) or not 0 <= unit <= MAX_UNIT_MINOR:
-            raise ValueError(f"unit_minor must be a whole number from 0 to {MAX_UNIT_MINOR}")
-        minor = unit
-    else:
-        if not isinstance(price, str | int) or isinstance(price, bool):
-            raise ValueError("price must be an amount like 2.49")
-        minor = price_to_minor(str(price), currency)
-        if minor > MAX_UNIT_MINOR:
-            raise ValueError("price is more than any one item costs")
-    cats = obj.get("categories", [])
-    if isinstance(cats, str):  # CSV: "dairy;organic" or "dairy organic"
-        cats = [c for c in re.split(r"[;|\s]+", cats) if c]
-    if not isinstance(cats, list) or len(cats) > MAX_CATEGORIES or not all(
-            isinstance(c, str) and SKU_RE.match(c) for c in cats):
-        raise ValueError(f"categories must be at most {MAX_CATEGORIES} category ids "
-                         "(letters, digits and ._:/-), separated by ; in a CSV file")
-    return Product(sku, name.strip(), minor, tuple(dict.fromkeys(cats)))
+def parse_store_product(obj: Any, currency: str) -> Product:
+    """A row of `edge products import`: a product priced in the store's `currency`; a row
+    naming another currency is refused (its price means nothing here)."""
+    product, own = parse_product_row(obj, currency)
+    if own != currency:
+        raise ValueError(f"currency {own} is not this store's currency ({currency})")
+    return product
 
 
 def upsert_products(db: Any, products: Iterable[Product]) -> None:
-    """Write products (inside a store transaction); the same code again replaces it."""
+    """Write products (inside a store transaction); the same code again replaces it. A sku
+    that is a GTIN in any form keeps its GTIN-14 beside it, so a scan of another form of
+    the same GTIN finds it (`find_product`)."""
     now = now_rfc3339()
     db.conn.executemany(
-        "INSERT INTO products (sku, name, unit_minor, categories, updated_at) "
-        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET name = excluded.name, "
+        "INSERT INTO products (sku, name, unit_minor, categories, updated_at, gtin) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET name = excluded.name, "
         "unit_minor = excluded.unit_minor, categories = excluded.categories, "
-        "updated_at = excluded.updated_at",
-        [(p.sku, p.name, p.unit_minor, json.dumps(list(p.categories)), now) for p in products])
+        "updated_at = excluded.updated_at, gtin = excluded.gtin",
+        [(p.sku, p.name, p.unit_minor, json.dumps(list(p.categories)), now, gtin14(p.sku))
+         for p in products])
 
 
-def find_product(store: Store, code: str) -> Product | None:
-    """The product with this code, or None (also for text that cannot be a code)."""
+def remove_products(db: Any, skus: Iterable[str]) -> int:
+    """Delete products by sku (inside a store transaction); how many there were."""
+    cursor = db.conn.executemany("DELETE FROM products WHERE sku = ?", [(s,) for s in skus])
+    return int(cursor.rowcount)
+
+
+def find_product(store: Store, code: str, symbology: str | None = None) -> Product | None:
+    """The product a typed or scanned code names, or None (also for any text that cannot
+    be a code: a member QR, a long text, control characters; this never raises).
+
+    An exact sku first; else, when the code is a GTIN in any form (EAN-13, UPC-A, EAN-8,
+    GTIN-14, a UPC-E under the AIM identifier `]E0`, a GS1 code's (01)), the product whose
+    sku is the same GTIN in another form: a scanned UPC-A 036000291452 finds the product
+    imported as 0036000291452. `symbology` is the scan's AIM identifier, when known.
+    """
+    if not isinstance(code, str) or len(code) > MAX_CODE_CHARS:
+        return None
     code = code.strip()
-    if not SKU_RE.match(code):
-        return None
-    row = store.query_one("SELECT * FROM products WHERE sku = ?", (code,))
+    row = store.query_one("SELECT * FROM products WHERE sku = ?", (code,)) \
+        if SKU_RE.match(code) else None
     if row is None:
-        return None
+        gtin = gtin14(code, symbology)
+        if gtin is None:
+            return None
+        row = store.query_one("SELECT * FROM products WHERE gtin = ? ORDER BY sku LIMIT 1",
+                              (gtin,))
+        if row is None:
+            return None
     return Product(row["sku"], row["name"], row["unit_minor"],
                    tuple(json.loads(row["categories"])))
 
@@ -109,23 +87,3 @@ def known_categories(store: Store) -> list[str]:
     rows = store.query("SELECT DISTINCT j.value AS cat FROM products, "
                        "json_each(products.categories) AS j ORDER BY j.value")
     return [str(r["cat"]) for r in rows]
-
-
-def csv_rows(lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
-    """(line number, row as a dict) of a CSV file with a header line; ValueError when the
-    header lacks sku and name or names a column we do not read."""
-    reader = csv.DictReader(lines)
-    header = [h.strip() for h in reader.fieldnames or []]
-    unknown = [h for h in header if h not in CSV_COLUMNS]
-    if "sku" not in header or "name" not in header or unknown:
-        raise ValueError("the first line of a CSV file must name its columns: sku, name, "
-                         "price (or unit_minor), categories" +
-                         (f"; not {', '.join(unknown)}" if unknown else ""))
-    reader.fieldnames = header
-    for row in reader:
-        if None in row:
-            yield reader.line_num, ValueError("more fields than the header names")
-            continue
-        if not any((v or "").strip() for v in row.values()):
-            continue
-        yield reader.line_num, row

@@ -568,3 +568,22 @@ def _m0013(db: sqlite_utils.Database) -> None:
         );
         """
     )
+
+
+@MIGRATIONS(name="0014_product_gtin")
+def _m0014(db: sqlite_utils.Database) -> None:
+    # A product's sku as a GTIN-14 when it is a GTIN in any form (EAN-13, UPC-A, EAN-8,
+    # GTIN-14), indexed: a scan of another form of the same GTIN finds the product
+    # (edge/products.py `find_product`, docs/operations.md §13.6). Filled here for the
+    # products imported before; `upsert_products` fills it from now on.
+    from store_contract.scans import gtin14
+
+    db.executescript(
+        """
+        ALTER TABLE products ADD COLUMN gtin TEXT;
+        CREATE INDEX products_gtin ON products (gtin);
+        """
+    )
+    rows = db.conn.execute("SELECT sku FROM products").fetchall()
+    db.conn.executemany("UPDATE products SET gtin = ? WHERE sku = ?",
+                        [(gtin14(sku), sku) for (sku,) in rows if gtin14(sku) is not None])

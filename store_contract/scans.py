@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 SOURCES = ("hid", "serial", "camera")
 # ISO/IEC 15424 symbology identifier: "]", a symbology letter, a modifier character.
@@ -25,6 +28,10 @@ AIM_RE = re.compile(r"^\][A-Za-z][0-9A-Za-z]\Z")
 GTIN14_RE = re.compile(r"^\d{14}\Z")
 AI_RE = re.compile(r"^\d{2,4}\Z")
 FORMAT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,31}\Z")
+GS = "\x1d"
+# The GS1 flavours of each symbology (ISO/IEC 15424; GS1 General Specifications 5.4.1).
+GS1_SYMBOLOGIES = frozenset({"]C1", "]Q3", "]Q5", "]d2", "]e0", "]e1", "]e2", "]J1"})
+GTIN_LENGTHS = (8, 12, 13, 14)
 # A 4 kB QR (version 40, binary) holds 2,953 bytes; a text one up to 7,089 digits.
 MAX_CODE_CHARS = 8192
 MAX_RAW_BYTES = 4096
@@ -157,3 +164,90 @@ def gtin_ok(digits: str) -> bool:
     if not digits.isdigit() or len(digits) not in (8, 12, 13, 14):
         return False
     return str(gs1_standard_check_digit(digits[:-1])) == digits[-1]
+
+
+# ------------------------------------------------------------------ what a code stands for
+#
+# Every reader of a code calls `product_of(text, symbology)`: the scanner service (camera,
+# HID, serial) to put a scan's `product` on it, and the edge to find a product by any form
+# of its GTIN (edge/products.py), so a code means the same wherever it is read. GS1's rules
+# are `biip`'s job: GTINs and GS1 element strings are parsed by it and their check digits
+# verified. A code that is not a product (a member QR, a coupon JWS, a URL, a wrong check
+# digit) gives None.
+#
+# The AIM symbology identifier decides how far to trust the digits:
+#
+# * `]E*` (EAN/UPC): the digits are a GTIN; 8 digits under `]E0` are a UPC-E, expanded to
+#   its UPC-A (under `]E4` they are an EAN-8);
+# * `]C1`, `]Q3`, `]d2`, `]e0` (and the other GS1 flavours): a GS1 element string, AI → value;
+# * another known symbology (a plain QR `]Q1`, Code 128 `]C0`, ...): text, never a product,
+#   even when it is all digits (a 12-digit loyalty card is not a UPC);
+# * unknown (a keyboard-wedge scanner sends no identifier, a code typed by hand): digits of
+#   a GTIN's length with a right check digit are a GTIN; a text holding the GS1 separator
+#   (GS, 0x1D) is read as a GS1 element string.
+
+
+def product_of(text: str, symbology: str | None) -> Product | None:
+    """The product a code stands for, or None when it is not one (or its check digit is
+    wrong). Never raises for any text: a scanner may send anything."""
+    try:
+        if symbology is not None and symbology.startswith("]E"):
+            return _gtin_product(text, upc_e=symbology == "]E0")
+        if symbology in GS1_SYMBOLOGIES:
+            return _gs1_product(text, symbology)
+        if symbology is None:
+            if text.isascii() and text.isdigit() and len(text) in GTIN_LENGTHS:
+                return _gtin_product(text, upc_e=False)
+            if GS in text.strip(GS):
+                return _gs1_product(text.strip(GS), "]C1")
+    except Exception:  # biip raising on some input must never stop a scan
+        log.warning("product code not understood (%d characters, symbology %s)",
+                    len(text), symbology, exc_info=True)
+    return None
+
+
+def gtin14(text: str, symbology: str | None = None) -> str | None:
+    """The GTIN-14 a code stands for (an EAN-13, UPC-A, EAN-8, GTIN-14, a UPC-E under
+    `]E0`, a GS1 code's (01)), or None: the one form two codes are compared in."""
+    product = product_of(text, symbology)
+    return product.gtin if product is not None else None
+
+
+def _gtin_product(digits: str, *, upc_e: bool) -> Product | None:
+    from biip.gtin import Gtin
+    from biip.upc import Upc
+
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    if upc_e and len(digits) == 8:
+        try:
+            return Product(Upc.parse(digits).as_gtin_14())
+        except Exception:
+            return None
+    if len(digits) not in GTIN_LENGTHS:
+        return None  # EAN-2/5 add-ons alone, or something else
+    try:
+        return Product(Gtin.parse(digits).as_gtin_14())
+    except Exception:  # biip's ParseError: a wrong check digit, a bad length
+        return None
+
+
+def _gs1_product(text: str, symbology: str) -> Product | None:
+    """A GS1 element string: its AIs, and the GTIN of AI (01) or (02) when there is one."""
+    import biip
+
+    result = biip.parse(symbology + text)
+    message = result.gs1_message
+    if message is None:
+        return None
+    ai = {element.ai.ai: element.value for element in message.element_strings}
+    gtin = None
+    for element in message.element_strings:
+        if element.ai.ai in ("01", "02"):
+            if element.gtin is None:  # a wrong check digit in the GTIN
+                return None
+            gtin = element.gtin.as_gtin_14()
+            break
+    if gtin is None:
+        return None  # an SSCC, a GLN, ... without a trade item: not a product
+    return Product(gtin, ai)

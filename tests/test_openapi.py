@@ -419,6 +419,12 @@ def test_the_hub_answers_as_documented(hub_server: HubServer, hub_store: Callabl
                                      "email": "ann@example.net"}) + "\n")
     done = run_hub(hub_server.settings, "customers", "import", str(customers))
     assert done.returncode == 0, done.stderr
+    products = tmp_path / "products.csv"  # a product, and another one removed: both kinds
+    products.write_text("sku,name,price,categories,currency\n4006381333931,Pen,1.99,office,EUR\n"
+                        "8000070,Coffee,7.99,,EUR\n")
+    for args in (("import", str(products)), ("remove", "8000070")):
+        done = run_hub(hub_server.settings, "products", *args)
+        assert done.returncode == 0, done.stderr
 
     def send(method: str, path: str, store: str, token: str | None, body: Any = None,
              **kwargs: Any) -> requests.Response:
@@ -469,6 +475,8 @@ def test_the_hub_answers_as_documented(hub_server: HubServer, hub_store: Callabl
     resp = send("get", changes, "s1", t1)
     page = resp.json()
     assert resp.status_code == 200 and page["changes"]
+    assert [(c["product"]["sku"], c.get("deleted", False)) for c in page["changes"]
+            if c["kind"] == "product"] == [("4006381333931", False), ("8000070", True)]
     resp = send("get", changes, "s1", t1, params={"cursor": page["cursor"], "limit": "1"})
     assert resp.status_code == 200 and resp.json()["changes"] == []
     assert code(send("get", changes, "s1", t1, params={"cursor": "abc"})) == (400, "bad_cursor")

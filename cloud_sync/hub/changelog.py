@@ -15,13 +15,15 @@ from cloud_sync.hub.db import insert_new
 from cloud_sync.hub.schema import changes
 
 KINDS = ("customer", "campaign", "revocation", "keys", "erasure", "redemption", "lookup_key",
-         "forget")
+         "forget", "product")
 
 
 # Kinds where only the newest change per `ref` (and region) matters to a store that has not
-# seen it yet. A customer's record and a `forget` of them in one region replace each other.
+# seen it yet. A customer's record and a `forget` of them in one region replace each other;
+# a product's ref is "CURRENCY:sku", so its newest price or its removal replaces the older.
 _SUPERSEDED = {"customer": ("customer", "forget"), "forget": ("customer", "forget"),
-               "campaign": ("campaign",), "keys": ("keys",), "lookup_key": ("lookup_key",)}
+               "campaign": ("campaign",), "keys": ("keys",), "lookup_key": ("lookup_key",),
+               "product": ("product",)}
 
 
 # Any constant: the advisory lock that keeps feed appends in commit order on PostgreSQL.

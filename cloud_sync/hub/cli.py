@@ -350,6 +350,51 @@ def campaigns_revoke(campaign_id: str, reason: str) -> None:
 
 
 @main.group()
+def products() -> None:
+    """The chain's products, sent to every store (each applies its own currency's)."""
+
+
+@products.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None,
+              help="The file's format (default: csv for a .csv file, else JSON Lines).")
+@click.option("--currency", default=None, metavar="CUR",
+              help="The currency of rows without a currency column (ISO 4217, e.g. EUR).")
+@_fails_cleanly
+def products_import(file: str, fmt: str | None, currency: str | None) -> None:
+    """Import products from CSV or JSON Lines (the columns of `edge products import`, and
+    currency); prints {"imported","unchanged","skipped","problems"}. Exit status 1 when
+    lines were skipped (the good lines are still imported)."""
+    import csv
+
+    from cloud_sync.hub.products import import_products
+    from store_contract.products import file_format, product_rows
+
+    try:
+        rows = product_rows(_read_lines(file), file_format(file, fmt))
+    except (ValueError, csv.Error) as exc:
+        raise BadRequest(f"{file}: {exc}") from None
+    with _database() as (_, db):
+        report = import_products(db, rows, currency)
+    emit(report)
+    if report["skipped"]:
+        sys.exit(1)
+
+
+@products.command("remove")
+@click.argument("sku", metavar="SKU")
+@click.option("--currency", default=None, metavar="CUR",
+              help="Only its price in this currency (default: in every currency).")
+@_fails_cleanly
+def products_remove(sku: str, currency: str | None) -> None:
+    """Remove a product at the hub and at every store; prints {"sku","removed"}."""
+    from cloud_sync.hub.products import remove_product
+
+    with _database() as (_, db):
+        emit(remove_product(db, sku, currency))
+
+
+@main.group()
 def coupons() -> None:
     """Coupons signed by the hub for the shopper app."""
 

@@ -8,7 +8,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud_sync.hub.schema import metadata
 from cloud_sync.hub.schema_version import add_missing_columns, check_at_start
@@ -139,6 +140,19 @@ def _in_list(kind: str, column: Column[Any]) -> ColumnElement[bool]:
         return column == any_(bindparam("listed", type_=ARRAY(column.type)))
     rows = func.json_each(bindparam("listed")).table_valued("value")
     return column.in_(select(rows.c.value))
+
+
+def upsert(conn: Connection, table: Any, keys: Sequence[str], rows: list[dict[str, Any]]
+           ) -> None:
+    """INSERT … ON CONFLICT (`keys`) DO UPDATE of `rows`: each row's other columns replace
+    those of the row with the same keys, on SQLite and PostgreSQL alike."""
+    if not rows:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c: stmt.excluded[c] for c in rows[0] if c not in keys}), rows)
 
 
 def insert_new(conn: Connection, table: Any, rows: list[dict[str, Any]], key: str) -> set[Any]:

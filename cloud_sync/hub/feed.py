@@ -20,7 +20,7 @@ from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud_sync.hub.changelog import append_changes, dumps
-from cloud_sync.hub.db import HubDB
+from cloud_sync.hub.db import HubDB, upsert
 from cloud_sync.hub.lookups import (
     check_home_region,
     ensure_store_bundle,
@@ -111,16 +111,6 @@ def _lines(lines: Iterable[str]) -> Iterable[tuple[int, Any, str | None]]:
             yield number, None, f"not JSON: {exc}"
 
 
-def _upsert(conn: Connection, table: Any, key: str, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table)
-    conn.execute(stmt.on_conflict_do_update(
-        index_elements=[key],
-        set_={c: stmt.excluded[c] for c in rows[0] if c != key}), rows)
-
-
 def _import(db: HubDB, lines: Iterable[str], kind: str, table: Any,
             record_id: Callable[[Any], str]) -> dict[str, Any]:
     """Validate each line with `record_id` (ValueError = skip it with its reason), keep the
@@ -128,7 +118,7 @@ def _import(db: HubDB, lines: Iterable[str], kind: str, table: Any,
     latest, problems = _validated(lines, record_id)
     now = time.time()
     with db.write() as conn:
-        _upsert(conn, table, "id", [{"id": rid, "record": dumps(obj), "updated_ts": now}
+        upsert(conn, table, ["id"], [{"id": rid, "record": dumps(obj), "updated_ts": now}
                                     for rid, obj in latest.items()])
         append_changes(conn, [(kind, rid, {kind: obj}, None) for rid, obj in latest.items()],
                        now)
@@ -169,7 +159,7 @@ def import_customers(db: HubDB, lines: Iterable[str], country: str = "DE") -> di
     latest, problems = _validated(lines, record_id)
     now = time.time()
     with db.write() as conn:
-        _upsert(conn, customers, "id", [{"id": rid, "record": dumps(obj), "updated_ts": now}
+        upsert(conn, customers, ["id"], [{"id": rid, "record": dumps(obj), "updated_ts": now}
                                         for rid, obj in latest.items()])
         index_customers(conn, {rid: parsed[rid][0] for rid in latest})
         set_home_regions(conn, {rid: parsed[rid][1] for rid in latest}, now)

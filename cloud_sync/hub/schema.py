@@ -181,6 +181,18 @@ campaigns = Table(
     Column("updated_ts", Float, nullable=False),
 )
 
+# The chain's products (edge-hub products import, revision 0002): one row per sku and
+# currency, each sent to every store as a `product` change (docs/sync.md).
+products = Table(
+    "products", metadata,
+    Column("sku", String(64), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("name", String(80), nullable=False),
+    Column("unit_minor", BigInteger, nullable=False),
+    Column("categories", Text, nullable=False),  # JSON list of category ids
+    Column("updated_ts", Float, nullable=False),
+)
+
 revocations = Table(
     "revocations", metadata,
     Column("scope", String(10), primary_key=True),  # coupon|campaign

@@ -443,23 +443,21 @@ def products_import(path: str, fmt: str | None) -> None:
     A product already known (same sku) is replaced. Exit status 1 when lines were skipped
     (the good lines are still imported).
     """
-    from edge.imports import import_jsonl, import_records
-    from edge.products import csv_rows, parse_product, upsert_products
+    from edge.imports import import_records
+    from edge.products import parse_store_product, upsert_products
+    from store_contract.products import file_format, product_rows
 
     settings = load_settings()
-    fmt = fmt or ("csv" if path.lower().endswith(".csv") else "jsonl")
+    fmt = file_format(path, fmt)
 
     def run(f: Any, progress: Callable[[int], None]) -> Any:
-        def parse(obj: Any) -> Any:
-            return parse_product(obj, settings.currency)
-
-        if fmt == "jsonl":
-            return import_jsonl(store, f, parse, upsert_products, progress)
         try:
-            rows = list(csv_rows(f))
+            rows = product_rows(f, fmt)
         except (ValueError, csv.Error) as exc:
             raise BadRequest(f"{path}: {exc}") from None
-        return import_records(store, rows, parse, upsert_products, progress)
+        return import_records(store, rows,
+                              lambda obj: parse_store_product(obj, settings.currency),
+                              upsert_products, progress)
 
     _, store = _open(settings)
     try:
