@@ -103,6 +103,8 @@ def remove(settings: Settings, datadir: DataDir, store: Store, kind: str, device
                                 (kind, device_id)).rowcount
         if count and kind == "scanner":  # its assignment goes with it, not to a new owner
             db.execute("DELETE FROM scanners WHERE id = ?", (device_id,))
+        if count and kind == "kiosk":  # its row and its browser's credential go with it
+            db.execute("DELETE FROM kiosks WHERE id = ?", (device_id,))
         return count
 
     deleted = store.write(_delete)
