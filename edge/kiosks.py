@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import secrets
 import sqlite3
@@ -285,8 +286,8 @@ def _check_tries(db: sqlite_utils.Database, by: str, now: float) -> None:
     rows = db.conn.execute("SELECT at FROM kiosk_pair_failures WHERE by = ? ORDER BY at",
                            (by,)).fetchall()
     if len(rows) >= MAX_WRONG_CODES:
-        wait = int(rows[-MAX_WRONG_CODES][0] + WRONG_CODE_WINDOW_S - now) + 1
-        minutes = max(1, -(-wait // 60))
+        wait = math.ceil(rows[-MAX_WRONG_CODES][0] + WRONG_CODE_WINDOW_S - now)
+        minutes = max(1, math.ceil(wait / 60))
         log.warning("kiosk pairing code entered by %s refused: locked after %d wrong codes",
                     by, MAX_WRONG_CODES)
         raise TooManyWrongCodes(
