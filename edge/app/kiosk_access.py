@@ -60,11 +60,12 @@ bp = Blueprint("kiosk_access", __name__, url_prefix="/kiosk",
 def current_kiosk() -> Kiosk | None:
     """The kiosk whose credential this request carries (its `kiosk` cookie); None without
     one, or with one no enrolled kiosk holds now (forged, replaced, unpaired, removed)."""
-    if "kiosk" not in g:
+    # Kept under a name of its own: the kiosk pages keep what they make of it in g.kiosk.
+    if "kiosk_credential" not in g:
         token = request.cookies.get(KIOSK_COOKIE, "")
-        g.kiosk = kiosk_for_credential(current_app.extensions["edge"].store, token) \
-            if token else None
-    return cast(Kiosk | None, g.kiosk)
+        g.kiosk_credential = kiosk_for_credential(current_app.extensions["edge"].store,
+                                                  token) if token else None
+    return cast(Kiosk | None, g.kiosk_credential)
 
 
 def _set_credential(response: R, token: str) -> R:
