@@ -85,6 +85,11 @@ class Kiosk:
     langs: tuple[str, ...]     # languages offered, first = default; () = the store's locale
     paired_at: str | None      # RFC 3339 UTC, None until a browser is paired
 
+    def to_dict(self) -> dict[str, Any]:
+        """What `edge kiosks` prints of a kiosk."""
+        return {"id": self.id, "scanner": self.scanner, "printer": self.printer,
+                "langs": list(self.langs), "paired_at": self.paired_at}
+
 
 @dataclass(frozen=True)
 class Pairing:
@@ -222,14 +227,7 @@ def list_kiosks(store: Store, now: float | None = None) -> list[dict[str, Any]]:
 def remove_kiosk(settings: Settings, datadir: DataDir, store: Store, kiosk_id: str) -> None:
     """Remove a kiosk, its pairings and its broker login: its credential dies with it. Its
     scanner stays enrolled, sending nowhere until assigned again."""
-    check_device("kiosk", kiosk_id)
-    had_row = store.write(lambda db: db.execute("DELETE FROM kiosks WHERE id = ?",
-                                                (kiosk_id,)).rowcount)
-    try:
-        remove(settings, datadir, store, "kiosk", kiosk_id)
-    except NotFound:
-        if not had_row:
-            raise NotFound(f"No kiosk {kiosk_id!r} is enrolled.") from None
+    remove(settings, datadir, store, "kiosk", kiosk_id, noun="kiosk")
 
 
 def kiosk_for_credential(store: Store, token: str) -> Kiosk | None:
@@ -358,10 +356,11 @@ def pairing_state(store: Store, browser: str | None, now: float | None = None) -
     if not browser or len(browser) > _TOKEN_MAX:
         return Pairing("unknown")
     key = _digest(browser)
+    sql = ("SELECT state, kiosk, expires_at, claimed_at FROM kiosk_pairings "
+           "WHERE browser_hash = ?")
 
-    def _write(db: sqlite_utils.Database) -> Pairing:
-        row = db.conn.execute("SELECT state, kiosk, expires_at, claimed_at FROM kiosk_pairings "
-                              "WHERE browser_hash = ?", (key,)).fetchone()
+    def _settled(row: Any) -> Pairing | None:
+        """The answer without a write, or None: the credential is to be handed out."""
         if row is None:
             return Pairing("unknown")
         if row["state"] == "done":
@@ -372,6 +371,18 @@ def pairing_state(store: Store, browser: str | None, now: float | None = None) -
             return Pairing("waiting", expires_at=row["expires_at"])
         if row["claimed_at"] + PICKUP_S < now:
             return Pairing("expired")
+        return None
+
+    # Screens poll every 2 s: a read, and the one write only when there is a credential.
+    settled = _settled(store.query_one(sql, (key,)))
+    if settled is not None:
+        return settled
+
+    def _write(db: sqlite_utils.Database) -> Pairing:
+        row = db.conn.execute(sql, (key,)).fetchone()
+        answer = _settled(row)  # again, inside the write: two polls at once hand out one
+        if answer is not None:
+            return answer
         credential = secrets.token_urlsafe(32)
         db.conn.execute("UPDATE kiosks SET credential_hash = ?, paired_at = ? WHERE id = ?",
                         (_digest(credential), format_ts(datetime.fromtimestamp(now, UTC)),

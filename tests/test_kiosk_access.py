@@ -34,7 +34,7 @@ from edge.settings import Settings
 from edge.store import Store
 from pos_bridge.device import DeviceClient, DeviceError
 from tests import browser as chromium
-from tests.conftest import EdgeProc, edge_cli, edge_env, wait_until
+from tests.conftest import EdgeProc, at_once, edge_cli, edge_env, wait_until
 
 playwright, browser = chromium.playwright, chromium.browser
 
@@ -507,6 +507,17 @@ def test_a_flood_of_pairing_screens_keeps_only_the_newest_codes(app: Flask) -> N
     assert kiosks.pairing_state(store, made[0][0]).state == "unknown"
     pair_kiosk(store, "k1", made[-1][1], MANAGER)
     assert kiosks.pairing_state(store, made[-1][0]).state == "paired"
+
+
+def test_polls_at_once_hand_out_one_credential(settings: Settings, datadir: DataDir,
+                                               store: Store) -> None:
+    add_kiosk(settings, datadir, store, "k1")
+    browser, code = start_pairing(store)
+    pair_kiosk(store, "k1", code, MANAGER)
+    answers = at_once([lambda: kiosks.pairing_state(store, browser) for _ in range(8)])
+    handed = [a.credential for a in answers if a.credential]
+    assert len(handed) == 1 and {a.state for a in answers} == {"paired"}
+    assert kiosks.kiosk_for_credential(store, handed[0]) == get_kiosk(store, "k1")
 
 
 def test_the_kiosk_credential_is_no_mqtt_password(

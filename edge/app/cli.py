@@ -299,11 +299,18 @@ def scanners_remove(scanner_id: str) -> None:
     """Remove a scanner, its assignment and its login."""
     from edge.scanners import remove_scanner
 
+    _remove(remove_scanner, scanner_id)
+
+
+def _remove(remover: Callable[[Settings, DataDir, Store, str], None], ident: str) -> None:
+    """Run a `remove_*` of the core on the store's database; print {"id", "removed"}."""
     settings = load_settings()
     datadir, store = _open(settings)
-    remove_scanner(settings, datadir, store, scanner_id)
-    store.close()
-    emit({"id": scanner_id, "removed": True})
+    try:
+        remover(settings, datadir, store, ident)
+    finally:
+        store.close()
+    emit({"id": ident, "removed": True})
 
 
 @main.group()
@@ -343,12 +350,7 @@ def kiosks_add(kiosk_id: str, scanner: str | None, printer: str | None, langs: s
                                      printer=printer, langs=langs)
     finally:
         store.close()
-    emit({**_kiosk_dict(kiosk), **enrolment.to_dict()})
-
-
-def _kiosk_dict(kiosk: Any) -> dict[str, Any]:
-    return {"id": kiosk.id, "scanner": kiosk.scanner, "printer": kiosk.printer,
-            "langs": list(kiosk.langs), "paired_at": kiosk.paired_at}
+    emit({**kiosk.to_dict(), **enrolment.to_dict()})
 
 
 @kiosks.command("list")
@@ -367,13 +369,7 @@ def kiosks_remove(kiosk_id: str) -> None:
     """Remove a kiosk, its broker login and its browser's credential."""
     from edge.kiosks import remove_kiosk
 
-    settings = load_settings()
-    datadir, store = _open(settings)
-    try:
-        remove_kiosk(settings, datadir, store, kiosk_id)
-    finally:
-        store.close()
-    emit({"id": kiosk_id, "removed": True})
+    _remove(remove_kiosk, kiosk_id)
 
 
 @kiosks.command("pair")
@@ -385,7 +381,7 @@ def kiosks_pair(kiosk_id: str, code: str) -> None:
     from edge.kiosks import pair_kiosk
 
     kiosk = _on_store(lambda store: pair_kiosk(store, kiosk_id, code, _cli_actor()))
-    emit({**_kiosk_dict(kiosk), "paired": "waiting for the kiosk's screen"})
+    emit({**kiosk.to_dict(), "paired": "waiting for the kiosk's screen"})
 
 
 @kiosks.command("unpair")
@@ -396,7 +392,7 @@ def kiosks_unpair(kiosk_id: str) -> None:
     from edge.kiosks import unpair_kiosk
 
     kiosk = _on_store(lambda store: unpair_kiosk(store, kiosk_id, _cli_actor()))
-    emit({**_kiosk_dict(kiosk), "unpaired": True})
+    emit({**kiosk.to_dict(), "unpaired": True})
 
 
 @main.group()
