@@ -566,7 +566,11 @@ def test_the_pairing_screen_in_chromium(served: str, browser: Browser, tmp_path:
     expect(code_box).to_have_text(re.compile(r"^\d{4} \d{4}$"))
     code = code_box.inner_text()
     screen.screenshot(path=str(tmp_path / "kiosk-pair.png"))
-    assert float(code_box.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")) >= 100
+    size = float(code_box.evaluate("e => parseFloat(getComputedStyle(e).fontSize)"))
+    box = code_box.bounding_box()
+    assert size >= 100 and box is not None
+    assert box["height"] < 2 * size and box["x"] >= 0 and box["x"] + box["width"] <= 1080, \
+        "the code is not on one line within the portrait screen"
 
     # A manager pairs it on the staff page, in a browser of their own.
     office = browser.new_context()
