@@ -95,19 +95,29 @@ def enrol(settings: Settings, datadir: DataDir, store: Store, kind: str, device_
     return Enrolment(kind, device_id, username, password)
 
 
-def remove(settings: Settings, datadir: DataDir, store: Store, kind: str, device_id: str) -> None:
+# The table of rows that some kinds keep about a device beside its login (a scanner's
+# assignment, a kiosk's settings and credential): they go with the device, never to a
+# device enrolled later under the same id.
+DEVICE_ROWS = {"scanner": "scanners", "kiosk": "kiosks"}
+
+
+def remove(settings: Settings, datadir: DataDir, store: Store, kind: str, device_id: str, *,
+           noun: str | None = None) -> None:
+    """Remove a device's login and the row its kind keeps about it (DEVICE_ROWS); refused
+    when there was neither, as "No {noun} 'id' is enrolled." (`noun`: "{kind} device")."""
     check_device(kind, device_id)
+    table = DEVICE_ROWS.get(kind)
 
     def _delete(db: sqlite_utils.Database) -> int:
         count: int = db.execute("DELETE FROM devices WHERE kind = ? AND id = ?",
                                 (kind, device_id)).rowcount
-        if count and kind == "scanner":  # its assignment goes with it, not to a new owner
-            db.execute("DELETE FROM scanners WHERE id = ?", (device_id,))
+        if table is not None:
+            count += db.execute(f"DELETE FROM {table} WHERE id = ?", (device_id,)).rowcount
         return count
 
     deleted = store.write(_delete)
     if not deleted:
-        raise NotFound(f"No {kind} device {device_id!r} is enrolled.")
+        raise NotFound(f"No {noun or f'{kind} device'} {device_id!r} is enrolled.")
     sync_broker_files(settings, datadir, store)
 
 

@@ -125,14 +125,7 @@ def assign(store: Store, scanner_id: str, target: Target) -> dict[str, Any]:
 
 def remove_scanner(settings: Settings, datadir: DataDir, store: Store, scanner_id: str) -> None:
     """Remove a scanner's assignment, its scan counts and its broker login."""
-    check_device("scanner", scanner_id)
-    had_row = store.write(lambda db: db.execute("DELETE FROM scanners WHERE id = ?",
-                                                (scanner_id,)).rowcount)
-    try:
-        remove(settings, datadir, store, "scanner", scanner_id)
-    except NotFound:
-        if not had_row:
-            raise NotFound(f"No scanner {scanner_id!r} is enrolled.") from None
+    remove(settings, datadir, store, "scanner", scanner_id, noun="scanner")
 
 
 _LIST_SQL = """

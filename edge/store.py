@@ -587,3 +587,41 @@ def _m0014(db: sqlite_utils.Database) -> None:
     rows = db.conn.execute("SELECT sku FROM products").fetchall()
     db.conn.executemany("UPDATE products SET gtin = ? WHERE sku = ?",
                         [(gtin14(sku), sku) for (sku,) in rows if gtin14(sku) is not None])
+
+
+@MIGRATIONS(name="0015_kiosks")
+def _m0015(db: sqlite_utils.Database) -> None:
+    # Kiosks (docs/kiosk.md, "Enrolment and pairing"): a device of kind `kiosk` plus its row
+    # here, with the printer its coupons print on and the languages it offers (its scanner
+    # is the one the scanners table sends to it). `credential_hash`: SHA-256 of the kiosk
+    # browser's credential cookie, NULL while no browser is paired; the credential itself is
+    # never stored. kiosk_pairings: one-time pairing codes shown on a kiosk's screen, by the
+    # hash of the browser's pairing cookie, the code only as its hash. kiosk_pair_failures:
+    # wrong codes entered, per staff account, for the lock-out.
+    db.executescript(
+        """
+        CREATE TABLE kiosks (
+            id TEXT PRIMARY KEY,
+            printer TEXT,
+            langs TEXT NOT NULL DEFAULT '[]',
+            credential_hash TEXT UNIQUE,
+            paired_at TEXT,
+            added_at TEXT NOT NULL
+        );
+        CREATE TABLE kiosk_pairings (
+            browser_hash TEXT PRIMARY KEY,
+            code_hash TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT 'shown' CHECK (state IN ('shown', 'claimed', 'done')),
+            kiosk TEXT REFERENCES kiosks (id) ON DELETE CASCADE,
+            claimed_at REAL
+        );
+        CREATE INDEX kiosk_pairings_expires ON kiosk_pairings (expires_at);
+        CREATE TABLE kiosk_pair_failures (
+            by TEXT NOT NULL,
+            at REAL NOT NULL
+        );
+        CREATE INDEX kiosk_pair_failures_by ON kiosk_pair_failures (by, at);
+        """
+    )

@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, *, start: bool = False) -> Flas
     With `start=True` the bus connects and the scheduler runs (what `edge serve` does);
     otherwise they wait for `app.extensions["edge"].start()`.
     """
-    from edge.app import api, staff
+    from edge.app import api, kiosk_access, staff
     from edge.app.service import EdgeService
     from store_contract import logsafe
 
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, *, start: bool = False) -> Flas
     api.init_app(app)
     staff.init_app(app)
     staff.csrf.exempt(api.bp)
+    kiosk_access.init_app(app)
     if start:
         service.start()
     return app

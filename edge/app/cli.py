@@ -299,11 +299,100 @@ def scanners_remove(scanner_id: str) -> None:
     """Remove a scanner, its assignment and its login."""
     from edge.scanners import remove_scanner
 
+    _remove(remove_scanner, scanner_id)
+
+
+def _remove(remover: Callable[[Settings, DataDir, Store, str], None], ident: str) -> None:
+    """Run a `remove_*` of the core on the store's database; print {"id", "removed"}."""
     settings = load_settings()
     datadir, store = _open(settings)
-    remove_scanner(settings, datadir, store, scanner_id)
-    store.close()
-    emit({"id": scanner_id, "removed": True})
+    try:
+        remover(settings, datadir, store, ident)
+    finally:
+        store.close()
+    emit({"id": ident, "removed": True})
+
+
+@main.group()
+def kiosks() -> None:
+    """Shopper kiosks: enrolment and pairing each kiosk's browser (docs/kiosk.md)."""
+
+
+def _cli_actor() -> str:
+    """Who pairs from the command line, for the audit trail and the wrong-code count: the
+    system account running `edge`, marked as such (it is not a staff account)."""
+    import getpass
+
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return f"{name} (edge command)"
+
+
+@kiosks.command("add")
+@click.argument("kiosk_id", metavar="ID")
+@click.option("--scanner", default=None, help="An enrolled scanner: its scans go to this kiosk.")
+@click.option("--printer", default=None, help="An enrolled printer: this kiosk's coupons print "
+              "there.")
+@click.option("--lang", "langs", default="", help="Languages offered, first the default, e.g. "
+              "de,en (default: the store's locale).")
+@_fails_cleanly
+def kiosks_add(kiosk_id: str, scanner: str | None, printer: str | None, langs: str) -> None:
+    """Enrol a kiosk; prints its settings and its device's broker login
+    {"username","password"} (shown once), as `edge devices add` does."""
+    from edge.kiosks import add_kiosk
+
+    settings = load_settings()
+    datadir, store = _open(settings)
+    try:
+        kiosk, enrolment = add_kiosk(settings, datadir, store, kiosk_id, scanner=scanner,
+                                     printer=printer, langs=langs)
+    finally:
+        store.close()
+    emit({**kiosk.to_dict(), **enrolment.to_dict()})
+
+
+@kiosks.command("list")
+@_fails_cleanly
+def kiosks_list() -> None:
+    """Print the kiosks as a JSON array: scanner, printer, languages, pairing."""
+    from edge.kiosks import list_kiosks
+
+    emit(_on_store(list_kiosks))
+
+
+@kiosks.command("remove")
+@click.argument("kiosk_id", metavar="ID")
+@_fails_cleanly
+def kiosks_remove(kiosk_id: str) -> None:
+    """Remove a kiosk, its broker login and its browser's credential."""
+    from edge.kiosks import remove_kiosk
+
+    _remove(remove_kiosk, kiosk_id)
+
+
+@kiosks.command("pair")
+@click.argument("kiosk_id", metavar="ID")
+@click.argument("code")
+@_fails_cleanly
+def kiosks_pair(kiosk_id: str, code: str) -> None:
+    """Pair kiosk ID with the browser whose screen shows CODE (e.g. "1234 5678")."""
+    from edge.kiosks import pair_kiosk
+
+    kiosk = _on_store(lambda store: pair_kiosk(store, kiosk_id, code, _cli_actor()))
+    emit({**kiosk.to_dict(), "paired": "waiting for the kiosk's screen"})
+
+
+@kiosks.command("unpair")
+@click.argument("kiosk_id", metavar="ID")
+@_fails_cleanly
+def kiosks_unpair(kiosk_id: str) -> None:
+    """End kiosk ID's pairing: its browser's credential stops working at once."""
+    from edge.kiosks import unpair_kiosk
+
+    kiosk = _on_store(lambda store: unpair_kiosk(store, kiosk_id, _cli_actor()))
+    emit({**kiosk.to_dict(), "unpaired": True})
 
 
 @main.group()

@@ -1,5 +1,5 @@
-"""Staff web pages: sign-in, the live device overview, the checkout page, receipts and the
-managers' audit trail."""
+"""Staff web pages: sign-in, the live device overview, the checkout page, receipts, the
+managers' audit trail and kiosk pairing."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from flask import (
 from edge.accounts import authenticate
 from edge.app.staff.auth import client_address, csrf, current_user, require_staff, start_session
 from edge.app.staff.checkout import bp as checkout_bp
+from edge.app.staff.kiosks import bp as kiosks_bp
 from edge.app.staff.receipts import bp as receipts_bp
 from edge.app.staff.sync import bp as sync_bp
 from edge.app.staff.sync import sync_warning
@@ -86,6 +87,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(checkout_bp)
     app.register_blueprint(receipts_bp)
     app.register_blueprint(sync_bp)
+    app.register_blueprint(kiosks_bp)
     settings = app.extensions["edge"].settings
 
     def _local_time(when: Any, form: str = "moment") -> str:
