@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, *, start: bool = False) -> Flas
     With `start=True` the bus connects and the scheduler runs (what `edge serve` does);
     otherwise they wait for `app.extensions["edge"].start()`.
     """
-    from edge.app import api, kiosk_access, staff
+    from edge.app import api, kiosk, kiosk_access, staff
     from edge.app.service import EdgeService
     from store_contract import logsafe
 
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, start: bool = False) -> Flas
     staff.init_app(app)
     staff.csrf.exempt(api.bp)
     kiosk_access.init_app(app)
+    kiosk.init_app(app)
     if start:
         service.start()
     return app

@@ -19,17 +19,29 @@ from typing import Any
 
 from babel.dates import format_date
 from babel.numbers import format_currency, format_percent
+from flask import Flask
 
 from edge.app.service import EdgeService
 from edge.audit import Actor, record
 from edge.customers import Customer, get_customer
 from edge.outbox import queue_event
+from edge.products import find_product
 from edge.receipts import Receipt
 from edge.scanfeed import Listener
 from edge.scanners import Target, page_key
 from edge.spool import COUPON_SLIP
 from edge.transactions import CustomerUnknown
-from kiosk_ui.model import Coupon, Home, KioskInfo, Offer, Refused, ScanFeed, Shopper, Terms
+from kiosk_ui.model import (
+    Coupon,
+    Home,
+    KioskInfo,
+    Offer,
+    Price,
+    Refused,
+    ScanFeed,
+    Shopper,
+    Terms,
+)
 from store_contract.basket import Basket
 from store_contract.campaigns import coupon_from_terms
 from store_contract.errors import BadRequest
@@ -245,6 +257,35 @@ class EdgeKioskBackend:
                 "changed": sorted(k for k in after if after.get(k) != before.get(k)),
                 "via": "kiosk", "kiosk": kiosk.id, "at": now}), device_id=kiosk.id)
 
+    def price(self, kiosk: KioskInfo, code: str, symbology: str | None,
+              shopper_id: str | None, lang: str) -> Price:
+        """The product of a barcode in any GTIN form (`find_product`), its price in the
+        shopper's language, and the identified shopper's coupons and offers made for it
+        (for its product or category)."""
+        product = find_product(self.svc.store, code, symbology)
+        if product is None:
+            raise Refused("unknown_product", "the store does not know this product")
+        currency = self.svc.settings.currency
+        titles: list[str] = []
+        customer = get_customer(self.svc.store, shopper_id) if shopper_id else None
+        if customer is not None:
+            home = self.home(kiosk, customer.id, lang)
+            items: list[Coupon | Offer] = [*home.wallet, *home.offers]
+            for item in items:
+                if item.terms.selected_items and self._covers(item.campaign, product):
+                    titles.append(item.title)
+        return Price(product.name, self._money(product.unit_minor, currency, lang),
+                     tuple(dict.fromkeys(titles)))
+
+    def _covers(self, campaign: str, product: Any) -> bool:
+        """Is `product` one a campaign's coupons are for (its skus or categories)?"""
+        row = self.svc.store.query_one("SELECT terms FROM campaigns WHERE id = ?", (campaign,))
+        if row is None:
+            return False
+        terms = json.loads(row["terms"])
+        return product.sku in (terms.get("skus") or []) or bool(
+            set(product.categories) & set(terms.get("cats") or []))
+
     # ------------------------------------------------------------ audit, scans, sessions
 
     def audit_phone(self, kiosk: KioskInfo, outcome: str, number: str) -> None:
@@ -270,3 +311,29 @@ class EdgeKioskBackend:
         with self.svc.store.transaction() as db:
             queue_event(db.conn, KioskSession(extra={"kiosk": kiosk.id, **summary}),
                         device_id=kiosk.id)
+
+
+def init_app(app: Flask) -> None:
+    """Serve the kiosk pages (`/kiosk/ID/...`) over this edge, for the browsers paired with
+    a kiosk (`kiosk_access.current_kiosk`). Their posts carry no CSRF token: the kiosk's
+    cookies are SameSite=Strict and the pages refuse a post from another origin."""
+    from edge.app import kiosk_access, staff
+    from kiosk_ui import create_blueprint
+
+    svc: EdgeService = app.extensions["edge"]
+    backend = EdgeKioskBackend(svc, kiosk_access.current_kiosk)
+    blueprint = create_blueprint(backend, idle_s=svc.settings.kiosk_idle_s)
+    app.register_blueprint(blueprint)
+    staff.csrf.exempt(blueprint)
+    sessions = app.extensions["kiosk_ui"]["sessions"]
+
+    def sweep() -> None:
+        """End the sessions of screens nobody touched (a browser closed mid-session)."""
+        for gone in sessions.expired():
+            kiosk = svc.store.query_one("SELECT id FROM kiosks WHERE id = ?", (gone.kiosk,))
+            if kiosk is not None:
+                backend.session_ended(KioskInfo(gone.kiosk, svc.settings.store_name, (), None),
+                                      gone.summary(gone.last + sessions.idle_s, "timeout"))
+
+    svc.scheduler.add_job(sweep, "interval", seconds=15, id="kiosk_sessions_sweep",
+                          coalesce=True, max_instances=1)

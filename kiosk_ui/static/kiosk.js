@@ -46,6 +46,9 @@
 
   if (window.EventSource) {
     const feed = new EventSource(body.dataset.scans);
+    // Tests and the benchmark wait for this before showing a code to the scanner.
+    feed.addEventListener("ready", () => { body.dataset.live = "on"; });
+    feed.addEventListener("error", () => { body.dataset.live = "off"; });
     feed.addEventListener("scan", (event) => {
       let scan = null;
       try { scan = JSON.parse(event.data); } catch (err) { return; }

@@ -1,0 +1,378 @@
+"""The shopper kiosk's pages (kiosk_ui over edge/app/kiosk.py; docs/kiosk.md): a paired
+kiosk browser identifies shoppers by member code, card and phone, shows their points,
+wallet and offers, clips, changes consent, and forgets them when they leave.
+
+Most tests drive the pages with the Flask test client as the kiosk's paired browser (its
+real credential cookie, from the real pairing); the scanner path and the idle timeout run
+in real Chromium against `edge serve` on a real broker.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from playwright.sync_api import Browser, Page, expect
+
+from edge.accounts import add_user
+from edge.app import create_app
+from edge.app.kiosk import KIOSK_PHONE_LOOKUP
+from edge.app.service import EdgeService
+from edge.coupons import upsert_campaigns
+from edge.customers import upsert_customers
+from edge.kiosks import add_kiosk
+from edge.settings import Settings
+from store_contract.campaigns import parse_campaign
+from store_contract.customers import parse_customer
+from tests import browser as chromium
+from tests.conftest import Issuer, wait_until
+from tests.test_kiosk_access import paired_browser, staff_client
+
+playwright, browser = chromium.playwright, chromium.browser
+
+MANAGER, MANAGER_PW = "mia", "manager-password-1"
+ANNA = {"id": "c-anna", "display_name": "Anna Berg", "tier": "gold", "points": 1240,
+        "card": "4000123412341234", "phone": "+4916055501990",
+        "consent": {"personalised": True, "marketing": False}}
+BEN = {"id": "c-ben", "display_name": "Ben", "tier": "member", "points": 45,
+       "card": "4000123456780002", "consent": {"personalised": False}}
+CAMPAIGNS = [
+    {"id": "cmp-gold", "name": "Gold", "description": "5% off for gold members", "offer": True,
+     "tiers": ["gold"], "disc": {"kind": "percent", "value": 5}},
+    {"id": "cmp-fruit", "name": "Fruit", "description": "€1 off fruit", "offer": True,
+     "min_minor": 2000, "cats": ["fruit"],
+     "disc": {"kind": "amount", "value_minor": 100, "currency": "EUR"}},
+]
+
+
+def seed(svc: EdgeService) -> None:
+    records = [parse_customer(c, svc.lookup) for c in (ANNA, BEN)]
+    campaigns = [parse_campaign(c, svc.settings.locale) for c in CAMPAIGNS]
+    with svc.store.transaction() as db:
+        upsert_customers(db, records, svc.coupons.wallet_entry)
+        upsert_campaigns(db, campaigns)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    """The edge's app (pages only, no bus) with Anna and Ben, two offers, a manager, and
+    kiosks `k1` (English and German) and `k2`."""
+    application = create_app(settings)
+    svc = application.extensions["edge"]
+    seed(svc)
+    add_user(svc.store, MANAGER, MANAGER_PW, "manager")
+    add_kiosk(settings, svc.datadir, svc.store, "k1", langs=("en", "de"))
+    add_kiosk(settings, svc.datadir, svc.store, "k2")
+    yield application
+    svc.stop()
+
+
+@pytest.fixture
+def k1(app: Flask) -> FlaskClient:
+    """Kiosk k1's browser, paired."""
+    return paired_browser(app, "k1", staff_client(app, MANAGER, MANAGER_PW))[0]
+
+
+def identify(kiosk: FlaskClient, **form: str) -> Any:
+    return kiosk.post("/kiosk/k1/identify", data=form, headers={"Accept": "application/json"})
+
+
+def outbox(svc: EdgeService, kind: str) -> list[dict[str, Any]]:
+    return [json.loads(r["data"]) for r in svc.store.query(
+        "SELECT data FROM outbox WHERE type = ? ORDER BY rowid", (kind,))]
+
+
+# ---------------------------------------------------------------- identify
+
+def test_a_member_code_card_or_phone_identifies_and_home_shows_only_that_shopper(
+        app: Flask, k1: FlaskClient, issuer: Issuer) -> None:
+    for form, masked in (({"code": issuer.member("c-anna")}, "Anna"),
+                         ({"code": ANNA["card"], "how": "card"}, "Anna · ··34"),
+                         ({"phone": "0160 5550 1990"}, "Anna · ··90")):
+        answer = identify(k1, **form)
+        assert answer.status_code == 200 and answer.get_json() == {
+            "ok": True, "next": "/kiosk/k1/home"}, answer.get_data(as_text=True)
+        home = k1.get("/kiosk/k1/home").get_data(as_text=True)
+        assert "Hello, Anna!" in home and masked in home and "1240" in home
+        assert "Berg" not in home and "4000123412341234" not in home
+        assert "55501990" not in home and "Ben" not in home
+        # With consent: the offers the receipts would pick, gold first.
+        assert home.index("5% off for gold members") < home.index("€1 off fruit")
+        assert "€1.00 off selected items in a basket of €20.00 or more" in home
+    assert [e["method"] for e in outbox(app.extensions["edge"], "kiosk.session")] == [
+        "member", "card"]  # each new identification ended the one before ("replaced")
+
+
+@pytest.mark.parametrize(("make", "reason", "words"), [
+    (lambda issuer: issuer.member("c-anna", iat=int(time.time()) - 600), "expired",
+     "has expired"),
+    (lambda issuer: _forged(issuer), "forged", "not one of ours"),
+    (lambda issuer: issuer.member("c-nobody"), "unknown", "could not find your account"),
+    (lambda issuer: "4000999999999999", "unknown", "could not find your account"),
+    (lambda issuer: "\x00\x1b[31m" + "x" * 9000, "bad_input", "not a code the kiosk can read"),
+    (lambda issuer: issuer.coupon(), "bad_input", "not a code the kiosk can read"),
+])
+def test_a_bad_code_is_a_friendly_refusal_with_nothing_of_anyone(
+        k1: FlaskClient, issuer: Issuer, make: Any, reason: str, words: str) -> None:
+    answer = identify(k1, code=make(issuer))
+    assert answer.status_code == 400
+    body = answer.get_json()
+    assert body["ok"] is False and body["reason"] == reason and words in body["message"]
+    assert "Anna" not in answer.get_data(as_text=True)
+    page = k1.post("/kiosk/k1/identify", data={"code": make(issuer)})
+    assert page.status_code == 400 and words in page.get_data(as_text=True)
+    assert k1.get("/kiosk/k1/home").status_code == 302  # no session
+
+
+def _forged(issuer: Issuer) -> str:
+    """A member code for Anna signed by a key nobody trusts, under the trusted key's id."""
+    import tempfile
+    from pathlib import Path
+
+    forger = Issuer(Path(tempfile.mkdtemp()), kid=issuer.kid)
+    return forger.member("c-anna")
+
+
+def test_a_member_code_used_at_a_till_is_refused_at_the_kiosk_and_vice_versa(
+        app: Flask, k1: FlaskClient, issuer: Issuer) -> None:
+    code = issuer.member("c-anna")
+    assert identify(k1, code=code).status_code == 200
+    assert identify(k1, code=code).status_code == 200  # the same kiosk again: fine
+    checkout = app.extensions["edge"].checkout
+    from edge.transactions import CustomerUnknown
+
+    with pytest.raises(CustomerUnknown):
+        checkout.identify("lane-1", "t-1", code, None)
+
+
+def test_six_wrong_phone_numbers_lock_the_look_up_and_the_audit_keeps_no_number(
+        app: Flask, k1: FlaskClient) -> None:
+    for n in range(6):
+        answer = identify(k1, phone=f"0160 555 000{n}")
+        assert answer.status_code == (423 if n == 5 else 400), (n, answer.get_json())
+    assert answer.get_json()["reason"] == "locked"
+    seventh = identify(k1, phone="0160 5550 1990")  # Anna's, right, but locked
+    assert seventh.status_code == 423 and "paused" in seventh.get_json()["message"]
+    assert k1.get("/kiosk/k1/home").status_code == 302
+    # The card still works while the phone look-up is locked.
+    assert identify(k1, code=ANNA["card"], how="card").status_code == 200
+    svc = app.extensions["edge"]
+    rows = svc.store.query("SELECT * FROM till_audit WHERE action = ? ORDER BY id",
+                           (KIOSK_PHONE_LOOKUP,))
+    assert [json.loads(r["detail"])["outcome"] for r in rows] == [
+        "unknown"] * 5 + ["locked", "locked"]
+    dump = json.dumps(rows)
+    for typed in ("0160 555 000", "16055500", "5550199", "55501990"):
+        assert typed not in dump
+    assert all(r["lane"] == "k1" and r["by"] == "kiosk:k1" for r in rows)
+
+
+# ---------------------------------------------------------------- home
+
+def test_without_consent_points_and_wallet_only_and_the_choice_applies_at_once(
+        app: Flask, k1: FlaskClient) -> None:
+    identify(k1, code=BEN["card"], how="card")
+    home = k1.get("/kiosk/k1/home").get_data(as_text=True)
+    assert "Hello, Ben!" in home and "45" in home and "Picked for you" not in home
+    assert "only with your consent" in home and "5% off" not in home
+    answer = k1.post("/kiosk/k1/choices", data={"personalised": "yes", "marketing": "no"})
+    assert answer.status_code == 302
+    home = k1.get("/kiosk/k1/home").get_data(as_text=True)
+    assert "Picked for you" in home and "€1 off fruit" in home
+    svc = app.extensions["edge"]
+    [event] = outbox(svc, "consent.changed")
+    assert event["customer_id"] == "c-ben" and event["changed"] == ["personalised"]
+    assert event["consent"] == {"personalised": True, "marketing": False}
+    assert svc.checkout  # the next receipt follows it: the cache says so
+    from edge.customers import get_customer
+
+    customer = get_customer(svc.store, "c-ben")
+    assert customer is not None and customer.personalised
+
+
+def test_a_double_tap_on_clip_clips_once(app: Flask, k1: FlaskClient) -> None:
+    identify(k1, code=ANNA["card"], how="card")
+    first = k1.post("/kiosk/k1/clip", data={"campaign": "cmp-gold"},
+                    headers={"Accept": "application/json"})
+    second = k1.post("/kiosk/k1/clip", data={"campaign": "cmp-gold"},
+                     headers={"Accept": "application/json"})
+    assert first.get_json()["ok"] and second.get_json() == first.get_json()
+    svc = app.extensions["edge"]
+    [clipped] = outbox(svc, "offer.clipped")
+    assert clipped["campaign"] == "cmp-gold" and clipped["customer_id"] == "c-anna"
+    assert clipped["coupon"] == first.get_json()["coupon"]
+    home = k1.get("/kiosk/k1/home").get_data(as_text=True)
+    wallet = home[home.index("Your coupons"):home.index("Picked for you")]
+    assert wallet.count("5% off for gold members") == 1
+    # The till sees the coupon in Anna's wallet and accepts it.
+    assert [w["coupon"] for w in svc.checkout.wallet("c-anna", time.time())] == [
+        clipped["coupon"]]
+    refused = k1.post("/kiosk/k1/clip", data={"campaign": "cmp-silver"},
+                      headers={"Accept": "application/json"})
+    assert refused.status_code == 409 and refused.get_json()["reason"] == "not_offered"
+
+
+# ---------------------------------------------------------------- leaving
+
+def test_done_forgets_the_shopper_and_the_old_token_is_dead(app: Flask, k1: FlaskClient
+                                                           ) -> None:
+    identify(k1, code=ANNA["card"], how="card")
+    cookie = k1.get_cookie("kiosk_shopper", path="/kiosk/k1")
+    assert cookie is not None
+    old = cookie.value
+    done = k1.post("/kiosk/k1/done", data={"why": "done"})
+    assert done.status_code == 302 and done.headers["Location"].endswith("/kiosk/k1/")
+    assert done.headers["Clear-Site-Data"] == '"cache", "storage"'
+    assert k1.get_cookie("kiosk_shopper", path="/kiosk/k1") is None
+    k1.set_cookie("kiosk_shopper", old, path="/kiosk/k1")  # replayed
+    assert k1.post("/kiosk/k1/alive").status_code == 401
+    assert k1.get("/kiosk/k1/home").status_code == 302
+    assert k1.post("/kiosk/k1/clip", data={"campaign": "cmp-gold"}).status_code == 401
+    [session] = outbox(app.extensions["edge"], "kiosk.session")
+    assert session["ended"] == "done" and session["method"] == "card"
+    assert session["customer_id"] == "c-anna" and "Anna" not in json.dumps(session)
+
+
+def test_pages_are_not_cached_and_answer_only_their_own_kiosk(app: Flask,
+                                                              k1: FlaskClient) -> None:
+    identify(k1, code=ANNA["card"], how="card")
+    home = k1.get("/kiosk/k1/home")
+    assert home.headers["Cache-Control"] == "no-store"
+    assert "frame-ancestors 'none'" in home.headers["Content-Security-Policy"]
+    assert k1.get("/kiosk/k2/").status_code == 403
+    assert k1.get("/kiosk/k2/home").status_code == 403
+    stranger = app.test_client()
+    assert stranger.get("/kiosk/k1/home").status_code == 302  # to pairing
+    assert stranger.post("/kiosk/k1/identify", data={"code": ANNA["card"]}).status_code == 401
+    cross = k1.post("/kiosk/k1/identify", data={"code": ANNA["card"]},
+                    headers={"Origin": "http://evil.example"})
+    assert cross.status_code == 403
+
+
+def test_the_language_switch_and_german_words(k1: FlaskClient) -> None:
+    assert "Welcome!" in k1.get("/kiosk/k1/").get_data(as_text=True)
+    k1.get("/kiosk/k1/lang/de")
+    page = k1.get("/kiosk/k1/").get_data(as_text=True)
+    assert "Willkommen!" in page and 'lang="de"' in page
+    identify(k1, code=ANNA["card"], how="card")
+    home = k1.get("/kiosk/k1/home").get_data(as_text=True).replace("\xa0", " ")
+    assert "Hallo, Anna!" in home
+    assert "1,00 € Rabatt auf ausgewählte Artikel bei einem Einkauf ab 20,00 €" in home
+    k1.post("/kiosk/k1/done")
+    assert "Welcome!" in k1.get("/kiosk/k1/").get_data(as_text=True)  # the next shopper
+
+
+# ---------------------------------------------------------------- in Chromium
+
+@pytest.fixture
+def kiosk_served(settings: Settings, broker: Any, tmp_path: Any) -> Iterator[dict[str, Any]]:
+    """`edge serve` (30 s idle, the least allowed) with Anna, the offers, kiosk k1 and its
+    scanner `ks` enrolled and assigned before it starts."""
+    from edge.scanners import Target, add_scanner
+    from edge.supervise import stop_process
+    from tests.conftest import start_edge
+
+    settings = settings.with_overrides(http_port=0, kiosk_idle_s=30)
+    app = create_app(settings)
+    svc = app.extensions["edge"]
+    seed(svc)
+    add_kiosk(settings, svc.datadir, svc.store, "k1", langs=("en", "de"))
+    _, login = add_scanner(settings, svc.datadir, svc.store, "ks", Target("kiosk", "k1"))
+    svc.stop()
+    proc = start_edge(settings, {"EDGE_KIOSK_IDLE_S": "30"})
+    base = f"http://127.0.0.1:{proc.http_port}"
+    import requests
+
+    assert wait_until(lambda: requests.get(f"{base}/healthz", timeout=2).json()["broker"]
+                      ["connected"], 15)
+    yield {"base": base, "login": login, "settings": settings}
+    stop_process(proc)
+
+
+def paired_screen(browser: Browser, served: dict[str, Any], **size: int) -> Page:
+    """A kiosk screen: Chromium opens /kiosk/, shows its code, IT pairs it with the
+    command, and the screen goes on to its attract page by itself."""
+    from tests.test_kiosk_access import edge_command
+
+    context = browser.new_context(viewport={"width": size.get("width", 1080),
+                                            "height": size.get("height", 1920)})
+    context.set_default_timeout(chromium.TIMEOUT_MS)
+    screen = context.new_page()
+    screen.goto(f"{served['base']}/kiosk/")
+    code = screen.locator("#code")
+    expect(code).to_have_text(re.compile(r"^\d{4} \d{4}$"))
+    paired = edge_command(served["settings"], "kiosks", "pair", "k1", code.inner_text())
+    assert paired.returncode == 0, paired.stderr
+    expect(screen).to_have_url(f"{served['base']}/kiosk/k1/")
+    return screen
+
+
+def test_a_member_code_shown_to_the_kiosks_scanner_greets_the_shopper(
+        kiosk_served: dict[str, Any], browser: Browser, issuer: Issuer) -> None:
+    from pos_bridge.device import DeviceClient
+    from store_contract.scans import Scan
+
+    screen = paired_screen(browser, kiosk_served)
+    errors: list[str] = []
+    screen.on("pageerror", lambda err: errors.append(str(err)))
+    login = kiosk_served["login"]
+    scanner = DeviceClient("store-t", "scanner", "ks", kiosk_served["settings"].mqtt_url,
+                           login.username, login.password)
+    scanner.connect()
+    try:
+        expect(screen.locator("h1")).to_have_text("Welcome!")
+        screen.wait_for_timeout(300)  # the page's live stream is open
+        scanner.event("scan", Scan(issuer.member("c-anna", iat=int(time.time()) - 900),
+                                   "camera", "]Q1", seq=1).to_data())
+        expect(screen.locator("#scan-status")).to_contain_text("has expired")
+        expect(screen).to_have_url(re.compile(r"/kiosk/k1/$"))
+        scanner.event("scan", Scan("garbage \x1b[2J", "camera", "]Q1", seq=2).to_data())
+        expect(screen.locator("#scan-status")).to_contain_text("not a code the kiosk can read")
+        scanner.event("scan", Scan(issuer.member("c-anna"), "camera", "]Q1", seq=3).to_data())
+        expect(screen.locator("h1")).to_have_text("Hello, Anna!", timeout=5000)
+        assert "Berg" not in screen.content()
+    finally:
+        scanner.close()
+    assert errors == []
+
+
+def test_idle_timeout_leaves_nothing_of_the_shopper(kiosk_served: dict[str, Any],
+                                                    browser: Browser) -> None:
+    screen = paired_screen(browser, kiosk_served)
+    screen.get_by_role("link", name="Start").click()
+    screen.get_by_role("link", name="Type my card number").click()
+    for digit in ANNA["card"]:
+        screen.locator(f'.key[data-key="{digit}"]').click()
+    screen.get_by_role("button", name="Find me").click()
+    expect(screen.locator("h1")).to_have_text("Hello, Anna!")
+    old = {c["name"]: c["value"] for c in screen.context.cookies()}["kiosk_shopper"]
+    # The warning comes 20 s before the end; More time gives the full time again.
+    warning = screen.get_by_role("alertdialog")
+    expect(warning).to_be_visible(timeout=15_000)
+    screen.get_by_role("button", name="More time").click()
+    expect(warning).to_be_hidden()
+    expect(warning).to_be_visible(timeout=15_000)
+    expect(screen).to_have_url(re.compile(r"/kiosk/k1/$"), timeout=25_000)
+    expect(screen.locator("h1")).to_have_text("Welcome!")
+    html = screen.content()
+    assert "Anna" not in html and "1240" not in html
+    stored = screen.evaluate("""async () => ({
+        local: localStorage.length, session: sessionStorage.length,
+        idb: (await indexedDB.databases()).length, cookie: document.cookie})""")
+    assert stored == {"local": 0, "session": 0, "idb": 0, "cookie": ""}
+    assert "kiosk_shopper" not in {c["name"] for c in screen.context.cookies()}
+    # The old session's requests, replayed with its token: refused.
+    replay = screen.context.request.post(
+        f"{kiosk_served['base']}/kiosk/k1/alive",
+        headers={"Cookie": f"kiosk={_credential(screen)}; kiosk_shopper={old}"})
+    assert replay.status == 401
+
+
+def _credential(screen: Page) -> str:
+    return str({c["name"]: c["value"] for c in screen.context.cookies()}["kiosk"])
