@@ -45,7 +45,7 @@ from store_contract.basket import MAX_LINES, MAX_QTY, Line
 from store_contract.errors import BadRequest, Forbidden, NotFound, Unauthorized, Unavailable
 from store_contract.protocol import ID_RE, new_envelope
 from store_contract.web import scan_stream
-from store_contract.wording import money
+from store_contract.wording import device_name, money
 
 F = TypeVar("F", bound=Callable[..., Any])
 bp = Blueprint("checkout", __name__, url_prefix="/staff/checkout")
@@ -99,8 +99,8 @@ def _bound_lane() -> str | None:
 
 
 def _not_your_lane(lane: str, bound: str) -> Forbidden:
-    return Forbidden(f"You are signed in at lane {bound} and can only work on that lane, not "
-                     f"on {lane}. To work at another lane, sign out and sign in there, or ask "
+    return Forbidden(f"You are signed in at {device_name('pos', bound)} and can only work "
+                     f"on that lane, not on {lane}. To work at another lane, sign out and sign in there, or ask "
                      "a manager.", detail={"reason": "other_lane", "lane": lane,
                                            "signed_in_at": bound})
 
