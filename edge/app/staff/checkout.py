@@ -101,8 +101,8 @@ def _bound_lane() -> str | None:
 def _not_your_lane(lane: str, bound: str) -> Forbidden:
     return Forbidden(f"You are signed in at {device_name('pos', bound)} and can only work "
                      f"on that lane, not on {lane}. To work at another lane, sign out and "
-                     "sign in there, or ask a manager.", detail={"reason": "other_lane", "lane": lane,
-                                           "signed_in_at": bound})
+                     "sign in there, or ask a manager.",
+                     detail={"reason": "other_lane", "lane": lane, "signed_in_at": bound})
 
 
 def _open_lane() -> str:
