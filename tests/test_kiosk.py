@@ -27,6 +27,7 @@ from edge.app.service import EdgeService
 from edge.coupons import upsert_campaigns
 from edge.customers import upsert_customers
 from edge.kiosks import add_kiosk
+from edge.products import parse_product, upsert_products
 from edge.settings import Settings
 from store_contract.campaigns import parse_campaign
 from store_contract.customers import parse_customer
@@ -42,6 +43,9 @@ ANNA = {"id": "c-anna", "display_name": "Anna Berg", "tier": "gold", "points": 1
         "consent": {"personalised": True, "marketing": False}}
 BEN = {"id": "c-ben", "display_name": "Ben", "tier": "member", "points": 45,
        "card": "4000123456780002", "consent": {"personalised": False}}
+PRODUCTS = [{"sku": "0036000291452", "name": "Coffee beans", "price": "8.99",
+             "categories": ["coffee"]},
+            {"sku": "apples", "name": "Apples", "price": "2.49", "categories": ["fruit"]}]
 CAMPAIGNS = [
     {"id": "cmp-gold", "name": "Gold", "description": "5% off for gold members", "offer": True,
      "tiers": ["gold"], "disc": {"kind": "percent", "value": 5}},
@@ -54,9 +58,11 @@ CAMPAIGNS = [
 def seed(svc: EdgeService) -> None:
     records = [parse_customer(c, svc.lookup) for c in (ANNA, BEN)]
     campaigns = [parse_campaign(c, svc.settings.locale) for c in CAMPAIGNS]
+    products = [parse_product(p, svc.settings.currency) for p in PRODUCTS]
     with svc.store.transaction() as db:
         upsert_customers(db, records, svc.coupons.wallet_entry)
         upsert_campaigns(db, campaigns)
+        upsert_products(db, products)
 
 
 @pytest.fixture
@@ -216,6 +222,31 @@ def test_a_double_tap_on_clip_clips_once(app: Flask, k1: FlaskClient) -> None:
     refused = k1.post("/kiosk/k1/clip", data={"campaign": "cmp-silver"},
                       headers={"Accept": "application/json"})
     assert refused.status_code == 409 and refused.get_json()["reason"] == "not_offered"
+
+
+def test_a_scanned_product_shows_its_price_and_the_shoppers_offers_for_it(
+        k1: FlaskClient) -> None:
+    def scan(code: str, symbology: str = "") -> Any:
+        return k1.post("/kiosk/k1/scan", data={"code": code, "symbology": symbology},
+                       headers={"Accept": "application/json"})
+
+    # Before anyone identifies: name and price. A UPC-A finds the product kept as EAN-13.
+    answer = scan("036000291452", "]E0")
+    assert answer.status_code == 200 and answer.get_json() == {
+        "ok": True, "kind": "price", "name": "Coffee beans", "price": "€8.99", "offers": []}
+    identify(k1, code=ANNA["card"], how="card")
+    apples = scan("apples").get_json()
+    assert apples["price"] == "€2.49" and apples["offers"] == ["€1 off fruit"]
+    for code, symbology in (("4006381333931", "]E0"), ("96385074", "")):
+        unknown = scan(code, symbology)
+        assert unknown.status_code == 404 and unknown.get_json()["reason"] == "unknown_product"
+        assert "ask a member of staff" in unknown.get_json()["message"]
+    garbage = scan("\x00\x07 <script>alert(1)</script>", "]Q1")
+    assert garbage.status_code == 400 and garbage.get_json()["reason"] == "bad_input"
+    assert "<script>" not in garbage.get_data(as_text=True)
+    assert scan("x" * 9000).status_code == 400
+    # The kiosk is still Anna's, and usable.
+    assert "Hello, Anna!" in k1.get("/kiosk/k1/home").get_data(as_text=True)
 
 
 # ---------------------------------------------------------------- leaving
