@@ -407,3 +407,72 @@ def test_idle_timeout_leaves_nothing_of_the_shopper(kiosk_served: dict[str, Any]
 
 def _credential(screen: Page) -> str:
     return str({c["name"]: c["value"] for c in screen.context.cookies()}["kiosk"])
+
+
+# ---------------------------------------------------------------- printing
+
+@pytest.fixture
+def printing(settings: Settings, broker: Any, virtual_printer: Any
+             ) -> Iterator[tuple[Flask, Any, FlaskClient]]:
+    """A running edge (on the bus) whose kiosk k1 prints on a virtual network printer `kp`,
+    and k1's paired browser."""
+    from edge.app.printers import add_printer
+    from tests.conftest import running_edge
+
+    app = create_app(settings)
+    svc = app.extensions["edge"]
+    seed(svc)
+    add_user(svc.store, MANAGER, MANAGER_PW, "manager")
+    vp = virtual_printer("TM-T20II")
+    add_printer(settings, svc.datadir, svc.store, "kp", lanes=[], connection=vp.address,
+                profile="TM-T20II")
+    add_kiosk(settings, svc.datadir, svc.store, "k1", printer="kp")
+    with running_edge(settings, svc):
+        svc.printers.refresh()
+        assert wait_until(lambda: "kp" in svc.printers.services
+                          and svc.printers.services["kp"][1] is not None
+                          and svc.printers.services["kp"][1].device.connected.is_set(), 15)
+        yield app, vp, paired_browser(app, "k1", staff_client(app, MANAGER, MANAGER_PW))[0]
+
+
+def test_a_coupon_prints_once_paper_out_said_on_screen_and_the_till_takes_it(
+        printing: tuple[Flask, Any, FlaskClient]) -> None:
+    import zxingcpp
+
+    app, vp, k1 = printing
+    svc = app.extensions["edge"]
+    identify(k1, code=ANNA["card"], how="card")
+    vp.set_paper("empty")
+
+    def press() -> dict[str, Any]:
+        answer = k1.post("/kiosk/k1/print", data={"campaign": "cmp-gold"},
+                         headers={"Accept": "application/json"})
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        body: dict[str, Any] = answer.get_json()
+        return body
+
+    first, second = press(), press()  # a double tap
+    assert first["job"] == second["job"]
+
+    def status() -> dict[str, Any]:
+        body: dict[str, Any] = k1.get(first["status"]).get_json()
+        return body
+
+    assert wait_until(lambda: status()["state"] == "held", 15)
+    assert "out of paper" in status()["message"] and vp.printouts == []
+    vp.set_paper("ok")
+    assert wait_until(lambda: status()["state"] == "printed", 15)
+    assert "take it from the printer" in status()["message"]
+    [slip] = vp.wait_printouts(1)
+    text = "\n".join(slip.text)
+    assert "5% off for gold members" in text and "5% off your shopping" in text
+    codes = [r.text for image in slip.images for r in zxingcpp.read_barcodes(image)]
+    [wallet] = svc.checkout.wallet("c-anna", time.time())
+    assert codes == [wallet["code"]]  # the signed coupon, as the till reads it
+    assert press()["job"] == first["job"]  # once per offer in the session
+    time.sleep(1)
+    assert len(vp.printouts) == 1
+    # No receipt.printed for a coupon slip; one offer.clipped.
+    assert outbox(svc, "receipt.printed") == [] and len(outbox(svc, "offer.clipped")) == 1
+    coupon = svc.coupons.read(wallet["code"])
+    assert coupon.customer == "c-anna" and coupon.campaign == "cmp-gold"
