@@ -476,3 +476,16 @@ def test_a_coupon_prints_once_paper_out_said_on_screen_and_the_till_takes_it(
     assert outbox(svc, "receipt.printed") == [] and len(outbox(svc, "offer.clipped")) == 1
     coupon = svc.coupons.read(wallet["code"])
     assert coupon.customer == "c-anna" and coupon.campaign == "cmp-gold"
+
+
+@pytest.mark.process
+def test_a_kiosk_printer_is_set_up_with_no_lane(settings: Settings) -> None:
+    from tests.test_kiosk_access import edge_command
+
+    added = edge_command(settings, "printers", "add", "prn-k1", "--connect",
+                         "tcp://127.0.0.1:9100", "--profile", "TM-T20II")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["lanes"] == []
+    kiosk = edge_command(settings, "kiosks", "add", "k1", "--printer", "prn-k1")
+    assert kiosk.returncode == 0, kiosk.stderr
+    assert json.loads(kiosk.stdout)["printer"] == "prn-k1"

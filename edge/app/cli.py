@@ -177,8 +177,9 @@ def printers() -> None:
 
 @printers.command("add")
 @click.argument("printer_id", metavar="ID")
-@click.option("--lane", "lanes", multiple=True, required=True,
-              help="A lane whose receipts print here (repeat for several).")
+@click.option("--lane", "lanes", multiple=True,
+              help="A lane whose receipts print here (repeat for several); none for a "
+                   "kiosk's printer (`edge kiosks add --printer`).")
 @click.option("--connect", "connection", default=None,
               help="tcp://HOST:9100 (or file:///dev/usb/lp0): the edge runs this printer's "
                    "service itself. Leave out for a printer served by its own pos_bridge "
