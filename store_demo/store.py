@@ -5,6 +5,7 @@ Everything runs as child processes, as on a store box; Ctrl-C stops them in orde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,22 +33,30 @@ from edge.settings import Settings, load_settings
 from edge.store import Store
 from edge.supervise import stop_process
 from edge.tls import StoreTLS, proxy_site, standalone_nginx
-from store_contract.errors import StartupError
-from store_contract.jws import COUPON_TYP, SigningKey
+from store_contract.errors import NotFound, StartupError
+from store_contract.jws import COUPON_TYP, MEMBER_TYP, SigningKey
 from store_demo.hub_seed import REGION as HUB_DEMO_REGION
 
-DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2"), ("kiosk", "kiosk-1")]
+DEMO_DEVICES = [("pos", "lane-1"), ("pos", "lane-2")]
 # The counter: a lane the staff checkout page works as (not simulated), with a camera
 # scanner (the real scanner service) pointed at a folder: what lies there is in view.
 COUNTER_LANE, CAMERA_SCANNER = "lane-3", "scanner-1"
+# The shopper kiosk by the entrance: its own camera scanner (another watched folder) and
+# printer; a browser opening /kiosk/ is paired with it by a manager.
+KIOSK, KIOSK_SCANNER, KIOSK_PRINTER = "kiosk-1", "scanner-2", "printer-3"
+# The kiosk's shopper, whom the simulated lanes never use: her offers stay hers to clip.
+KIOSK_SHOPPER = "c-emma"
+MEMBER_QR_RENEW_S = 60  # the app renews its member QR; the demo's picture of it too
 # Pictures to hold in front of it: (file, what it shows, how: a format zxing-cpp writes).
 DEMO_CODES = [("anna-card.png", "4000123412341234", "Code128"),
+              ("emma-card.png", "4000123412340005", "Code128"),
               ("nappies.png", "4015400", "Code128"),
               ("save10.png", "SAVE10", "QRCode")]
 # Each lane prints on its own virtual network printer, served by the edge like a real one;
 # two printer models, so the receipts show both profiles' code pages at work.
 DEMO_PRINTERS = [("printer-1", "TM-T20II", ["lane-1", "staff-web", COUNTER_LANE]),
-                 ("printer-2", "TM-T88V", ["lane-2"])]
+                 ("printer-2", "TM-T88V", ["lane-2"]),
+                 (KIOSK_PRINTER, "TM-T20II", [])]
 DEMO_APP_KID = "demo-app-1"
 DEMO_SHOPPERS = [
     {"id": "c-anna", "display_name": "Anna", "tier": "gold", "points": 1240,
@@ -58,6 +68,8 @@ DEMO_SHOPPERS = [
      "phone": "+49 160 5550199"},
     {"id": "c-deniz", "display_name": "Deniz", "tier": "gold", "points": 2890,
      "card": "4000 1234 5678 0003", "consent": {"personalised": True}},
+    {"id": KIOSK_SHOPPER, "display_name": "Emma", "tier": "gold", "points": 560,
+     "card": "4000 1234 1234 0005", "consent": {"personalised": True, "marketing": False}},
 ]
 DEMO_CAMPAIGNS = [
     {"id": "cmp-save10", "name": "Save 10", "description": "10% off a basket of €20 or more",
@@ -168,6 +180,9 @@ def _prepare(settings: Settings, printer_ports: dict[str, int], hub_env: dict[st
         for printer_id, profile, lanes in DEMO_PRINTERS:
             add_printer(settings, datadir, store, printer_id, lanes=lanes, profile=profile,
                         connection=f"tcp://127.0.0.1:{printer_ports[printer_id]}")
+        enrolled.append(_kiosk(settings, datadir, store).to_dict())
+        _, kiosk_camera = add_scanner(settings, datadir, store, KIOSK_SCANNER,
+                                      target_of(None, KIOSK), rotate=True)
         password = secrets.token_urlsafe(9)
         add_user(store, "manager", password, "manager", replace=True)
         tls = StoreTLS.of(datadir)
@@ -185,35 +200,70 @@ def _prepare(settings: Settings, printer_ports: dict[str, int], hub_env: dict[st
     lanes_url = (f"mqtts://localhost:{settings.broker_tls_port}"
                  f"?cafile={quote(str(tls.ca_file))}")
     spec = {"store": settings.store_id, "mqtt_url": lanes_url, "devices": enrolled,
-            "camera": camera.to_dict(), **scans}
+            "camera": camera.to_dict(), "kiosk_camera": kiosk_camera.to_dict(), **scans}
     write_private(datadir.root / "demo-devices.json", json.dumps(spec, indent=2), replace=True)
     return datadir, password
 
 
-def _write_codes(folder: Path) -> None:
-    """The demo's pictures of codes: a loyalty card, a product, a coupon."""
+def _kiosk(settings: Settings, datadir: DataDir, store: Store) -> Any:
+    """The entrance kiosk, enrolled once (its pairing outlives a demo restart); its device
+    login, new each run, for the simulator, which stands in for the kiosk box's presence."""
+    from edge.devices import remove
+    from edge.kiosks import add_kiosk, get_kiosk
+
+    if get_kiosk(store, KIOSK) is None:
+        with contextlib.suppress(NotFound):  # the simulated kiosk of an older demo
+            remove(settings, datadir, store, "kiosk", KIOSK)
+        return add_kiosk(settings, datadir, store, KIOSK, printer=KIOSK_PRINTER,
+                         langs=("en", "de"))[1]
+    return enrol(settings, datadir, store, "kiosk", KIOSK, rotate=True)
+
+
+def _draw(text: str, how: str) -> Any:
+    """A code as a picture (zxing-cpp draws it), ready to save."""
     import numpy as np
     import zxingcpp
     from PIL import Image
 
+    barcode = zxingcpp.create_barcode(text, getattr(zxingcpp.BarcodeFormat, how))
+    return Image.fromarray(np.asarray(barcode.to_image(scale=4, add_quiet_zones=True)))
+
+
+def _renew_member_qr(app: SigningKey, folder: Path, stopping: Any) -> None:
+    """Emma's app member QR as a picture, signed anew every minute as the app renews it (a
+    member code lives five minutes at most); written whole, then moved into place."""
+    while not stopping():
+        now = int(time.time())
+        code = app.sign({"sub": KIOSK_SHOPPER, "iat": now, "exp": now + 300,
+                         "jti": secrets.token_hex(16)}, MEMBER_TYP)
+        part = folder / ".emma-app.png.part"
+        _draw(code, "QRCode").save(part, format="PNG")
+        part.replace(folder / "emma-app.png")
+        for _ in range(MEMBER_QR_RENEW_S * 10):
+            if stopping():
+                return
+            time.sleep(0.1)
+
+
+def _write_codes(folder: Path) -> None:
+    """The demo's pictures of codes: a loyalty card, a product, a coupon."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, text, how in DEMO_CODES:
-        barcode = zxingcpp.create_barcode(text, getattr(zxingcpp.BarcodeFormat, how))
-        drawn = np.asarray(barcode.to_image(scale=4, add_quiet_zones=True))
-        Image.fromarray(drawn).save(folder / name)
+        _draw(text, how).save(folder / name)
 
 
-def _start_camera(settings: Settings, datadir: DataDir, lanes_url: str) -> tuple[
-        subprocess.Popen[Any], Path]:
-    """The real scanner service with one camera: the folder `camera` of the data dir."""
-    camera_dir = datadir.root / "camera"
+def _start_camera(settings: Settings, datadir: DataDir, lanes_url: str,
+                  scanner: str = CAMERA_SCANNER, folder: str = "camera",
+                  login_key: str = "camera") -> tuple[subprocess.Popen[Any], Path]:
+    """The real scanner service with one camera: a folder of the data dir."""
+    camera_dir = datadir.root / folder
     camera_dir.mkdir(exist_ok=True)
     for left in camera_dir.iterdir():  # nothing in view at the start
         left.unlink()
-    login = json.loads((datadir.root / "demo-devices.json").read_text())["camera"]
+    login = json.loads((datadir.root / "demo-devices.json").read_text())[login_key]
     proc = subprocess.Popen(
         [sys.executable, "-m", "pos_bridge.scanner", "run", "--store", settings.store_id,
-         "--device", CAMERA_SCANNER, "--mqtt-url", lanes_url, "--username", login["username"],
+         "--device", scanner, "--mqtt-url", lanes_url, "--username", login["username"],
          "--camera", f"watch:{camera_dir},hold_off=1", "--log-level", "WARNING"],
         env={**os.environ, "SCANNER_MQTT_PASSWORD": login["password"]},
         stdout=subprocess.DEVNULL, start_new_session=True)
@@ -238,12 +288,20 @@ def _prepare_hub(root: Path, port: int, tz: str, locale: str
                  ) -> tuple[dict[str, str], str, str]:
     """The demo's CRM hub: its environment, this store's token, the manager's password."""
     from cloud_sync.hub.db import HubDB
+    from cloud_sync.hub.schema_version import upgrade
     from cloud_sync.hub.settings import load_hub_settings
     from store_demo.hub_seed import seed
 
     env = {"HUB_DATA_DIR": str(root / "hub"), "HUB_HTTP_PORT": str(port), "HUB_TZ": tz,
            "HUB_LOCALE": locale}
     hub_settings = load_hub_settings(env)
+    # The demo's own hub database, made by an older demo maybe: brought up to this
+    # version's schema as `edge-hub migrate` would (docs/hub.md, "Upgrading the hub").
+    db = HubDB(hub_settings.db_url, check_schema=False)
+    try:
+        upgrade(db.engine)
+    finally:
+        db.dispose()
     db = HubDB(hub_settings.db_url)
     password = secrets.token_urlsafe(9)
     try:
@@ -341,16 +399,22 @@ def run_demo(data_dir: str, http_port: int, mqtt_port: int, hub_port: int = 8090
         _wait_healthy(f"{base}/healthz", edge)
         https = _start_proxy(settings, root, children)
         tls_ca = StoreTLS.of(datadir).ca_file
-        camera, camera_dir = _start_camera(
-            settings, datadir,
-            f"mqtts://localhost:{settings.broker_tls_port}?cafile={quote(str(tls_ca))}")
+        lan_url = f"mqtts://localhost:{settings.broker_tls_port}?cafile={quote(str(tls_ca))}"
+        camera, camera_dir = _start_camera(settings, datadir, lan_url)
         children.append(camera)
+        kiosk_camera, kiosk_dir = _start_camera(settings, datadir, lan_url, KIOSK_SCANNER,
+                                                "kiosk-camera", "kiosk_camera")
+        children.append(kiosk_camera)
+        codes = datadir.root / "codes"
+        threading.Thread(target=_renew_member_qr, name="member-qr", daemon=True,
+                         args=(_demo_app_key(datadir), codes, lambda: stopping)).start()
         sim = subprocess.Popen([sys.executable, "-m", "pos_bridge.simulator",
                                 str(datadir.root / "demo-devices.json")], env=_env(settings),
                                start_new_session=True)
         children.append(sim)
         printer_lines = "\n".join(
-            f"  {pid} ({profile}) for {', '.join(lanes)}: tcp://127.0.0.1:{printer_ports[pid]}"
+            f"  {pid} ({profile}) for {', '.join(lanes) or 'the kiosk'}: "
+            f"tcp://127.0.0.1:{printer_ports[pid]}"
             f", printouts in {printouts / pid}" for pid, profile, lanes in DEMO_PRINTERS)
         print(f"""
 Demo store "{settings.store_name}" ({settings.store_id}) is running.
@@ -378,6 +442,20 @@ Demo store "{settings.store_name}" ({settings.store_id}) is running.
         cp {datadir.root / "codes" / "save10.png"} {camera_dir}/
       the page then shows Anna, two packs of nappies (€27.98) and the coupon
       "{DEMO_CAMPAIGNS[0]["description"]}" (−€2.80).
+  Kiosk (shopper screen): {base}/kiosk/  (a touch screen by the entrance)
+      it shows a pairing code: enter it for {KIOSK} at {base}/staff/kiosks (as manager),
+      and the screen turns to its welcome page. Its camera sees the folder {kiosk_dir}:
+        cp {codes / "emma-app.png"} {kiosk_dir}/
+      is Emma's app member QR (renewed every minute, as the app does): "Hello, Emma!",
+      her points, coupons and offers. Tap "Add to my coupons" or "Print" on
+      "{DEMO_CAMPAIGNS[0]["description"]}": the coupon prints on {KIOSK_PRINTER}, as a
+      picture in {printouts / KIOSK_PRINTER}. Show a product for its price:
+        cp {codes / "nappies.png"} {kiosk_dir}/
+      Then redeem the printed coupon at the counter (open its checkout as above):
+        cp {codes / "emma-card.png"} {camera_dir}/
+        cp {codes / "nappies.png"} {camera_dir}/; sleep 3; rm {camera_dir}/*.png; sleep 2
+        cp {codes / "nappies.png"} {camera_dir}/
+        cp "$(ls -t {printouts / KIOSK_PRINTER}/*.png | head -1)" {camera_dir}/
   Receipts (staff page): {base}/staff/receipts  (every sale's receipt, with a preview)
   Devices (staff page): {base}/staff/devices
   Devices (API):        curl -u manager:{password} {base}/api/v1/devices
