@@ -1,0 +1,94 @@
+"""The accessibility helper (tests/axe.py) really catches what it is for: a page served over
+HTTP with a form field that has no label and text of too low contrast is reported (rule,
+impact, the failing elements), the assertion's message lists them, and the same page done
+right passes. Real Chromium, the pinned axe-core."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page
+
+from tests import axe
+from tests import browser as chromium
+from tests.axe import assert_accessible, axe_violations
+
+playwright, browser, axe_page = chromium.playwright, chromium.browser, axe.axe_page
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Newsletter</title>
+<style>body {{ background: #fff; color: #222; }} .hint {{ color: {hint}; }}</style></head>
+<body><main>
+  <h1>Newsletter</h1>
+  <p class="hint" id="hint">We write once a month.</p>
+  <form>
+    {field}
+    <button type="submit">Send</button>
+  </form>
+</main></body>
+</html>
+"""
+# A field with no label at all (axe-core: `label`, critical) and light grey on white, about
+# 1.9:1 where AA asks for 4.5:1 (`color-contrast`, serious).
+BAD = PAGE.format(hint="#bbbbbb", field='<input id="email" name="email" type="email">')
+GOOD = PAGE.format(hint="#555555", field='<label for="email">E-mail</label> '
+                                         '<input id="email" name="email" type="email">')
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[str]:
+    """The two pages served from files over real HTTP on a free port; the base URL."""
+    (tmp_path / "bad.html").write_text(BAD)
+    (tmp_path / "good.html").write_text(GOOD)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_missing_label_and_low_contrast_are_reported(site: str, axe_page: Page) -> None:
+    axe_page.goto(f"{site}/bad.html")
+    found = {v["id"]: v for v in axe_violations(axe_page)}
+    assert set(found) == {"label", "color-contrast"}, found
+    assert found["label"]["impact"] == "critical"
+    assert [n["selector"] for n in found["label"]["nodes"]] == ["#email"]
+    assert found["color-contrast"]["impact"] == "serious"
+    assert [n["selector"] for n in found["color-contrast"]["nodes"]] == ["#hint"]
+    assert "contrast" in found["color-contrast"]["help"].lower()
+    assert "contrast of 1.9" in found["color-contrast"]["nodes"][0]["why"]
+
+    # Only the impacts asked for: the contrast problem is serious, not critical.
+    assert [v["id"] for v in axe_violations(axe_page, impacts=("critical",))] == ["label"]
+
+    with pytest.raises(AssertionError) as failed:
+        assert_accessible(axe_page)
+    message = str(failed.value)
+    assert f"axe-core {axe.pinned_version()} finds 2 serious or critical" in message
+    assert f"{site}/bad.html" in message
+    assert "\n- label (critical): " in message and "\n    #email  -- " in message
+    assert "\n- color-contrast (serious): " in message and "\n    #hint  -- " in message
+
+
+def test_the_same_page_done_right_passes(site: str, axe_page: Page) -> None:
+    axe_page.goto(f"{site}/good.html")
+    assert axe_violations(axe_page, impacts=axe.IMPACTS) == []
+    assert_accessible(axe_page)
+    # axe-core was injected once and is the pinned one.
+    assert axe_page.evaluate("axe.version") == axe.pinned_version()
+
+
+def test_an_unknown_impact_is_refused_by_name(site: str, axe_page: Page) -> None:
+    axe_page.goto(f"{site}/good.html")
+    with pytest.raises(ValueError, match="unknown axe-core impact 'severe'"):
+        axe_violations(axe_page, impacts=("serious", "severe"))
