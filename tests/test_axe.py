@@ -5,10 +5,7 @@ right passes. Real Chromium, the pinned axe-core."""
 
 from __future__ import annotations
 
-import functools
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,7 +19,7 @@ playwright, browser, axe_page = chromium.playwright, chromium.browser, axe.axe_p
 
 PAGE = """<!doctype html>
 <html lang="en">
-<head><meta charset="utf-8"><title>Newsletter</title>
+<head><meta charset="utf-8"><title>Newsletter</title><link rel="icon" href="data:,">
 <style>body {{ background: #fff; color: #222; }} .hint {{ color: {hint}; }}</style></head>
 <body><main>
   <h1>Newsletter</h1>
@@ -43,22 +40,15 @@ GOOD = PAGE.format(hint="#555555", field='<label for="email">E-mail</label> '
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[str]:
-    """The two pages served from files over real HTTP on a free port; the base URL."""
+    """The two pages served from files over real HTTP; the base URL."""
     (tmp_path / "bad.html").write_text(BAD)
     (tmp_path / "good.html").write_text(GOOD)
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with chromium.serve_files(tmp_path) as base:
+        yield base
 
 
 def test_a_missing_label_and_low_contrast_are_reported(site: str, axe_page: Page) -> None:
-    axe_page.goto(f"{site}/bad.html")
+    axe_page.goto(f"{site}bad.html")
     found = {v["id"]: v for v in axe_violations(axe_page)}
     assert set(found) == {"label", "color-contrast"}, found
     assert found["label"]["impact"] == "critical"
@@ -75,13 +65,13 @@ def test_a_missing_label_and_low_contrast_are_reported(site: str, axe_page: Page
         assert_accessible(axe_page)
     message = str(failed.value)
     assert f"axe-core {axe.pinned_version()} finds 2 serious or critical" in message
-    assert f"{site}/bad.html" in message
+    assert f"{site}bad.html" in message
     assert "\n- label (critical): " in message and "\n    #email  -- " in message
     assert "\n- color-contrast (serious): " in message and "\n    #hint  -- " in message
 
 
 def test_the_same_page_done_right_passes(site: str, axe_page: Page) -> None:
-    axe_page.goto(f"{site}/good.html")
+    axe_page.goto(f"{site}good.html")
     assert axe_violations(axe_page, impacts=axe.IMPACTS) == []
     assert_accessible(axe_page)
     # axe-core was injected once and is the pinned one.
@@ -89,6 +79,6 @@ def test_the_same_page_done_right_passes(site: str, axe_page: Page) -> None:
 
 
 def test_an_unknown_impact_is_refused_by_name(site: str, axe_page: Page) -> None:
-    axe_page.goto(f"{site}/good.html")
+    axe_page.goto(f"{site}good.html")
     with pytest.raises(ValueError, match="unknown axe-core impact 'severe'"):
         axe_violations(axe_page, impacts=("serious", "severe"))

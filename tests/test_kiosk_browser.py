@@ -8,21 +8,18 @@ on a page served over HTTP, after wiping what the last session left in its profi
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shlex
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.browser import CHROMIUM
+from tests.browser import CHROMIUM, serve_files
 from tests.test_deploy_docs import _unit
 
 pytestmark = pytest.mark.process
@@ -137,16 +134,10 @@ def kiosk_home() -> Iterator[Path]:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[str]:
     (tmp_path / "index.html").write_text(
-        '<!doctype html><html lang="en"><title>Kiosk</title>'
+        '<!doctype html><html lang="en"><title>Kiosk</title><link rel="icon" href="data:,">'
         '<h1 id="welcome">Touch the screen to start</h1></html>')
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_files(tmp_path) as base:
+        yield base
 
 
 def as_kiosk_user(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
