@@ -37,6 +37,7 @@ from tests.test_staff_checkout import (  # noqa: F401 (fixture)
     COFFEE,
     MANAGER,
     MANAGER_PW,
+    cashier_cannot_approve_undo,
     scanner,
     seeded,
 )
@@ -91,6 +92,19 @@ def staff_sign_in(page: Page, base: str, user: str, password: str, path: str) ->
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
+def sign_in_page_and_wrong_password(findings: Findings, url: str, user: str) -> None:
+    """The sign-in page (staff and dashboard alike) checked empty, then saying that the
+    password was wrong."""
+    page = findings.page
+    page.goto(url)
+    findings.check("sign-in")
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill("not-the-password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("Wrong username or password")
+    findings.check("sign-in, wrong password")
+
+
 def test_staff_pages_have_no_serious_or_critical_violation(
         staff_edge: tuple[str, VirtualPrinter], settings: Settings, axe_page: Page,
         device: Callable[..., DeviceClient], issuer: Issuer) -> None:
@@ -100,14 +114,7 @@ def test_staff_pages_have_no_serious_or_critical_violation(
     lane = device("pos", "lane-1")
     printed, failed = printed_then_failed(lane, printer, settings)
 
-    # Sign-in: empty, then after a wrong password.
-    page.goto(f"{base}/staff/login")
-    findings.check("sign-in")
-    page.get_by_label("Username").fill(CASHIER)
-    page.get_by_label("Password").fill("not-the-password")
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("alert")).to_contain_text("Wrong username or password")
-    findings.check("sign-in, wrong password")
+    sign_in_page_and_wrong_password(findings, f"{base}/staff/login", CASHIER)
 
     # Checkout as the cashier: a new sale, then a shopper, an item, a coupon and a refusal,
     # then the manager's approval dialog for undoing the sale.
@@ -125,13 +132,7 @@ def test_staff_pages_have_no_serious_or_critical_violation(
     findings.check("checkout, a sale with shopper, item, coupon and a refusal")
     page.get_by_role("button", name="Redeem").click()
     expect(page.locator("#sale-state")).to_have_text("redeemed")
-    page.get_by_role("button", name="Undo last sale").click()
-    dialog = page.get_by_role("dialog", name="Manager approval")
-    expect(dialog).to_be_visible()
-    dialog.get_by_label("Manager user name").fill(CASHIER)
-    dialog.get_by_label("Manager password").fill(CASHIER_PW)
-    dialog.get_by_role("button", name="Approve").click()
-    expect(dialog.locator("#approval-error")).to_contain_text("not a manager")
+    dialog = cashier_cannot_approve_undo(page)
     findings.check("checkout, manager approval dialog with an error")
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_be_hidden()
@@ -169,13 +170,7 @@ def test_hub_dashboard_pages_have_no_serious_or_critical_violation(
         dashboard_hub: Hub, axe_page: Page) -> None:  # noqa: F811
     hub, page = dashboard_hub, axe_page
     findings = Findings(page)
-    page.goto(f"{hub.url}/login")
-    findings.check("sign-in")
-    page.get_by_label("Username").fill(NORTH)
-    page.get_by_label("Password").fill("not-the-password")
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("alert")).to_contain_text("Wrong username or password")
-    findings.check("sign-in, wrong password")
+    sign_in_page_and_wrong_password(findings, f"{hub.url}/login", NORTH)
 
     hub_sign_in(page, hub.url, NORTH, NORTH_PW)
     expect(page.locator("table.conflicts.open tbody tr")).to_have_count(1)
