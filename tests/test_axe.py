@@ -1,10 +1,12 @@
 """The accessibility helper (tests/axe.py) really catches what it is for: a page served over
 HTTP with a form field that has no label and text of too low contrast is reported (rule,
 impact, the failing elements), the assertion's message lists them, and the same page done
-right passes. Real Chromium, the pinned axe-core."""
+right passes. Real Chromium, the pinned axe-core, whose pin is one exact version and hash."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +84,16 @@ def test_an_unknown_impact_is_refused_by_name(site: str, axe_page: Page) -> None
     axe_page.goto(f"{site}good.html")
     with pytest.raises(ValueError, match="unknown axe-core impact 'severe'"):
         axe_violations(axe_page, impacts=("serious", "severe"))
+
+
+def test_axe_core_is_pinned_to_one_version_and_its_hash() -> None:
+    """package.json asks for one exact version (no range that npm could move), and the lock
+    file holds that version with its sha512 integrity hash, which `npm ci` checks."""
+    package = json.loads((axe.PINNED.parent / "package.json").read_text())
+    wanted = package["dependencies"]["axe-core"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", wanted), f"not one exact version: {wanted!r}"
+    lock = json.loads(axe.PINNED.read_text())
+    entry = lock["packages"]["node_modules/axe-core"]
+    assert entry["version"] == wanted == axe.pinned_version()
+    assert re.fullmatch(r"sha512-[A-Za-z0-9+/]{86}==", entry["integrity"]), entry
+    assert lock["packages"][""]["dependencies"] == {"axe-core": wanted}
