@@ -105,6 +105,29 @@ def assert_accessible(page: Page, impacts: Iterable[str] = BLOCKING) -> None:
             f"WCAG violation(s) on {page.url}:\n{describe(violations)}")
 
 
+class Findings:
+    """The serious or critical violations of each page a test visits (`check` after showing
+    each page or state), so that one run names every page that fails (`assert_none` at the
+    end), not just the first."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.checked: list[str] = []
+        self.failed: list[str] = []
+
+    def check(self, what: str) -> None:
+        """axe-core over the page as it is now, under the name `what`."""
+        self.checked.append(what)
+        violations = axe_violations(self.page)
+        if violations:
+            self.failed.append(f"{what} ({self.page.url}):\n{describe(violations)}")
+
+    def assert_none(self) -> None:
+        assert not self.failed, (
+            f"axe-core {pinned_version()}: serious or critical WCAG violations on "
+            f"{len(self.failed)} of {len(self.checked)} pages\n\n" + "\n\n".join(self.failed))
+
+
 @pytest.fixture
 def axe_page(browser: Browser) -> Iterator[Page]:
     """A fresh browser context that lets axe-core in past the page's CSP (see above)."""

@@ -25,7 +25,7 @@ from pos_bridge.device import DeviceClient
 from pos_bridge.virtual_printer import VirtualPrinter
 from tests import axe
 from tests import browser as chromium
-from tests.axe import axe_violations, describe
+from tests.axe import Findings
 from tests.conftest import Issuer, start_edge_on_bus
 from tests.test_hub_dashboard import ADMIN, ADMIN_PW, NORTH, NORTH_PW, Hub
 from tests.test_hub_dashboard import hub as dashboard_hub  # noqa: F401 (fixture)
@@ -46,27 +46,6 @@ from tests.test_staff_receipts import printed_then_failed
 pytestmark = pytest.mark.app
 
 playwright, browser, axe_page = chromium.playwright, chromium.browser, axe.axe_page
-
-
-class Findings:
-    """The violations of each page visited, so that one run names every page that fails."""
-
-    def __init__(self, page: Page) -> None:
-        self.page = page
-        self.checked: list[str] = []
-        self.failed: list[str] = []
-
-    def check(self, what: str) -> None:
-        """axe-core over the page as it is now, under the name `what`."""
-        self.checked.append(what)
-        violations = axe_violations(self.page)
-        if violations:
-            self.failed.append(f"{what} ({self.page.url}):\n{describe(violations)}")
-
-    def assert_none(self) -> None:
-        assert not self.failed, (
-            f"axe-core {axe.pinned_version()}: serious or critical WCAG violations on "
-            f"{len(self.failed)} of {len(self.checked)} pages\n\n" + "\n\n".join(self.failed))
 
 
 @pytest.fixture

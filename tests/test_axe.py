@@ -80,6 +80,18 @@ def test_the_same_page_done_right_passes(site: str, axe_page: Page) -> None:
     assert axe_page.evaluate("axe.version") == axe.pinned_version()
 
 
+def test_findings_name_each_failing_page_of_a_walk(site: str, axe_page: Page) -> None:
+    findings = axe.Findings(axe_page)
+    for name in ("good", "bad", "good again"):
+        axe_page.goto(f"{site}{name.split()[0]}.html")
+        findings.check(name)
+    with pytest.raises(AssertionError) as failed:
+        findings.assert_none()
+    message = str(failed.value)
+    assert "serious or critical WCAG violations on 1 of 3 pages\n\nbad (" in message
+    assert "good" not in message and "- label (critical)" in message
+
+
 def test_an_unknown_impact_is_refused_by_name(site: str, axe_page: Page) -> None:
     axe_page.goto(f"{site}good.html")
     with pytest.raises(ValueError, match="unknown axe-core impact 'severe'"):
