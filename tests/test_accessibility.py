@@ -38,6 +38,7 @@ from tests.test_staff_checkout import (  # noqa: F401 (fixture)
     MANAGER,
     MANAGER_PW,
     cashier_cannot_approve_undo,
+    edge_command,
     scanner,
     seeded,
 )
@@ -56,6 +57,7 @@ def staff_edge(settings: Settings, datadir: DataDir, store: Store, seeded: None,
     virtual network printer (given up on at once when unreachable); its base URL and the
     printer."""
     printer = virtual_printer("TM-T20II")
+    edge_command(settings, "kiosks", "add", "entrance", "--lang", "de,en")
     add_printer(settings, datadir, store, "printer-1", lanes=["lane-1"],
                 connection=printer.address, profile="TM-T20II")
     proc = start_edge_on_bus(settings.with_overrides(print_retries=0, http_port=0))
@@ -136,6 +138,12 @@ def test_staff_pages_have_no_serious_or_critical_violation(
     expect(page.locator("#job-state")).to_have_text("printed")
     page.goto(f"{base}/staff/sync/")
     findings.check("sync")
+    page.goto(f"{base}/staff/kiosks/")
+    row = page.locator('tr[data-kiosk="entrance"]')
+    row.get_by_label("Code for entrance").fill("1111 2222")
+    row.get_by_role("button", name="Pair").click()
+    expect(page.get_by_role("alert")).to_contain_text("No kiosk shows this pairing code")
+    findings.check("kiosks, a wrong pairing code")
     page.goto(f"{base}/staff/audit")
     expect(page.locator("table")).to_contain_text("copy of a receipt")
     findings.check("audit")
