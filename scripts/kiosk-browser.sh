@@ -78,7 +78,11 @@ fi
 [ -x "$chromium" ] || die "Chromium is not installed at $chromium (apt-get install chromium)"
 
 # A fresh profile at every start, so nothing of the last shopper (or of a crash) survives a
-# restart. Only a folder this script made (it holds the marker) is ever deleted.
+# restart. Only a folder of this user's that this script made (it holds the marker) is ever
+# deleted; never one reached through a symbolic link (another user could have laid it in /tmp).
+if [ -L "$profile" ] || { [ -e "$profile" ] && [ ! -O "$profile" ]; }; then
+    die "$profile is a link or belongs to another user: not using it (set KIOSK_PROFILE_DIR)"
+fi
 if [ -e "$profile" ] && [ ! -e "$marker" ] && [ -n "$(ls -A "$profile" 2>/dev/null)" ]; then
     die "$profile is not empty and was not made by this script: not deleting it (set KIOSK_PROFILE_DIR)"
 fi

@@ -191,6 +191,19 @@ def test_a_folder_it_did_not_make_is_never_wiped(kiosk_home: Path, site: str) ->
     assert (other / "keep.txt").read_text() == "mine"
 
 
+def test_a_link_or_another_users_folder_is_never_used(kiosk_home: Path, site: str) -> None:
+    roots = kiosk_home / "roots"
+    roots.mkdir()  # made by root, as another user could lay one in /tmp
+    link = kiosk_home / "link"
+    link.symlink_to(roots)
+    for profile in (roots, link):
+        done = as_kiosk_user(kiosk_home, site, KIOSK_PROFILE_DIR=str(profile))
+        assert (done.returncode, done.stdout, done.stderr) == (
+            2, "", f"kiosk-browser: {profile} is a link or belongs to another user: not "
+                   "using it (set KIOSK_PROFILE_DIR)\n")
+    assert roots.is_dir() and link.is_symlink()
+
+
 def test_the_unit_runs_the_script_and_restarts_it_always() -> None:
     unit = _unit(UNIT.read_text())
     script = unit["ExecStart"]
