@@ -4,6 +4,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 apt_install mosquitto nginx-light
 c_build_tools
+axe_install
 make_venv "[edge,hub,scanner]"
 cd "$ROOT"
 exec "$VENV/bin/edge" demo "$@"

@@ -49,3 +49,21 @@ make_venv() {  # make_venv EXTRAS (e.g. "" or "[dev]")
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT$1"
 }
+
+AXE_DIR="$ROOT/.cache/axe"  # git ignores .cache/: installed here, never committed
+axe_install() {  # axe-core for the accessibility checks, exactly as pinned in tests/npm/
+    local pinned="$ROOT/tests/npm"
+    if [ -f "$AXE_DIR/node_modules/axe-core/axe.min.js" ] \
+        && cmp -s "$pinned/package.json" "$AXE_DIR/package.json" \
+        && cmp -s "$pinned/package-lock.json" "$AXE_DIR/package-lock.json"; then
+        return 0
+    fi
+    command -v npm >/dev/null || apt_install npm
+    echo "Installing axe-core (the version and integrity hash in tests/npm/package-lock.json)"
+    rm -rf "$AXE_DIR"
+    mkdir -p "$AXE_DIR"
+    cp "$pinned/package.json" "$pinned/package-lock.json" "$AXE_DIR/"
+    # npm ci installs what the lock file says or fails: no other version, no other hash, and
+    # no package's install scripts run.
+    (cd "$AXE_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+}

@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
@@ -73,3 +78,25 @@ def share_of_colour(shot: Path, page: Page, selector: str, prop: str) -> float:
         pixels = [crop.getpixel((x, y)) for y in range(height) for x in range(width)]
     close = sum(1 for p in pixels if max(abs(a - b) for a, b in zip(p, want, strict=True)) <= 8)
     return close / len(pixels)
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        """Requests are not logged: the test's own output stays readable."""
+
+
+@contextlib.contextmanager
+def serve_files(folder: Path) -> Iterator[str]:
+    """The files in `folder` served over real HTTP on a free port of 127.0.0.1, for a page
+    the browser must load from a server rather than from a string; yields the base URL
+    (ending in "/")."""
+    handler = functools.partial(_QuietFiles, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

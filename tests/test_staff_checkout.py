@@ -124,6 +124,20 @@ def refused_each(page: Page, field: Locator, button: str,
         expect(field).to_have_value(typed)
 
 
+def cashier_cannot_approve_undo(till: Page) -> Locator:
+    """Undo last sale opens the manager approval dialog; the cashier's own name and password
+    there are refused in words. The dialog, still open."""
+    till.get_by_role("button", name="Undo last sale").click()
+    dialog = till.get_by_role("dialog", name="Manager approval")
+    expect(dialog).to_be_visible()
+    dialog.get_by_label("Manager user name").fill(CASHIER)
+    dialog.get_by_label("Manager password").fill(CASHIER_PW)
+    dialog.get_by_role("button", name="Approve").click()
+    expect(dialog.locator("#approval-error")).to_have_text(
+        f"{CASHIER} is not a manager: only a manager can approve this.")
+    return dialog
+
+
 def forge(token: str) -> str:
     """The same coupon with one character of its signature changed."""
     header, claims, signature = token.split(".")
@@ -235,14 +249,7 @@ def test_voiding_a_redeemed_sale_needs_a_manager_and_gives_the_coupon_back(
     expect(till.locator("#sale-state")).to_have_text("redeemed")
 
     # A completed sale is undone only with a manager's approval, typed on this screen.
-    till.get_by_role("button", name="Undo last sale").click()
-    dialog = till.get_by_role("dialog", name="Manager approval")
-    expect(dialog).to_be_visible()
-    dialog.get_by_label("Manager user name").fill(CASHIER)
-    dialog.get_by_label("Manager password").fill(CASHIER_PW)
-    dialog.get_by_role("button", name="Approve").click()
-    expect(dialog.locator("#approval-error")).to_have_text(
-        f"{CASHIER} is not a manager: only a manager can approve this.")
+    dialog = cashier_cannot_approve_undo(till)
     dialog.get_by_label("Manager user name").fill(MANAGER)
     dialog.get_by_label("Manager password").fill("not-her-password")
     dialog.get_by_role("button", name="Approve").click()
