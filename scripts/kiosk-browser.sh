@@ -7,8 +7,9 @@
 #
 # URL: the kiosk's page; else $KIOSK_URL; else http://STORE-BOX:8080/kiosk/.
 # --dry-run: print the command it would run, one line, and change nothing.
-# KIOSK_PROFILE_DIR: Chromium's profile folder, wiped at every start (default: a folder in
-#   $XDG_RUNTIME_DIR, which lives in memory and goes away at log-out).
+# KIOSK_PROFILE_DIR: Chromium's profile folder, wiped at every start but for its cookie jar,
+#   which holds the kiosk's pairing (default: $XDG_STATE_HOME/store-kiosk-browser, that is
+#   ~/.local/state/store-kiosk-browser).
 # KIOSK_CHROMIUM: the browser (default /usr/bin/chromium).
 # KIOSK_EXTRA_FLAGS: more Chromium flags, space-separated (e.g. --force-device-scale-factor=1.5
 #   for a screen whose text is too small).
@@ -34,7 +35,7 @@ done
     || die "the kiosk page must be an http:// or https:// address, not '$url'"
 
 chromium="${KIOSK_CHROMIUM:-/usr/bin/chromium}"
-profile="${KIOSK_PROFILE_DIR:-${XDG_RUNTIME_DIR:-/tmp}/store-kiosk-browser}"
+profile="${KIOSK_PROFILE_DIR:-${XDG_STATE_HOME:-${HOME:-/nonexistent}/.local/state}/store-kiosk-browser}"
 # An absolute path of plain characters (it is written into the profile's JSON settings).
 [[ "$profile" =~ ^/[A-Za-z0-9._/-]*[A-Za-z0-9_-]$ ]] \
     || die "KIOSK_PROFILE_DIR must be an absolute path of letters, digits and . _ - /, not '$profile'"
@@ -43,7 +44,9 @@ marker="$profile/.store-kiosk-profile"
 flags=(
     --kiosk                                  # full screen, no address bar, tabs or menus; no way out by F11
     "--user-data-dir=$profile"               # its own profile, never a person's; wiped below at every start
-    --incognito                              # nothing of a session (cookies, storage, cache) is written to disk
+                                             # but for its cookies: not --incognito, which would forget the
+                                             # kiosk's pairing at every restart (the shopper's session is the
+                                             # edge's, in memory; the pages keep nothing in the browser)
     --no-first-run                           # no welcome or sign-in page on the first start
     --no-default-browser-check               # no "make Chromium your default browser?" bar
     --noerrdialogs                           # no error dialogs a shopper would have to close
@@ -86,10 +89,22 @@ fi
 if [ -e "$profile" ] && [ ! -e "$marker" ] && [ -n "$(ls -A "$profile" 2>/dev/null)" ]; then
     die "$profile is not empty and was not made by this script: not deleting it (set KIOSK_PROFILE_DIR)"
 fi
-rm -rf "$profile"
+# Only the cookie jar survives: it holds the kiosk credential the pairing gave this browser
+# (docs/kiosk.md); the shopper's session cookie is a session cookie, never written to it.
 umask 077  # the profile is the kiosk user's alone
+jar="$profile/Default/Cookies"
+kept=""
+if [ -f "$jar" ] && [ ! -L "$jar" ] && [ -O "$jar" ]; then
+    mkdir -p "$(dirname "$profile")"
+    kept="$(mktemp "$profile.cookies.XXXXXX")"
+    mv -f "$jar" "$kept"
+fi
+rm -rf "$profile"
 mkdir -p "$profile/Default" "$profile/Downloads"
 touch "$marker"
+if [ -n "$kept" ]; then
+    mv -f "$kept" "$jar"
+fi
 # Settings that have no flag: no password manager, no autofill of addresses or cards, no
 # translation, and downloads (a kiosk page offers none) saved without a prompt into the profile,
 # which the next start wipes.

@@ -29,7 +29,7 @@ SCRIPT = ROOT / "scripts" / "kiosk-browser.sh"
 UNIT = ROOT / "config" / "systemd" / "store-kiosk-browser.service"
 DEFAULT_URL = "http://STORE-BOX:8080/kiosk/"
 # What makes a shared touch screen safe (docs/kiosk-box.md explains each).
-SAFE_FLAGS = ["--kiosk", "--incognito", "--no-first-run", "--no-default-browser-check",
+SAFE_FLAGS = ["--kiosk", "--no-first-run", "--no-default-browser-check",
               "--noerrdialogs", "--disable-infobars", "--hide-crash-restore-bubble",
               "--disable-features=Translate,TranslateUI", "--password-store=basic",
               "--disable-extensions", "--disable-component-extensions-with-background-pages",
@@ -51,15 +51,16 @@ def dry_run(*args: str, **env: str) -> list[str]:
 
 
 def test_dry_run_prints_chromium_in_kiosk_mode_with_the_safe_flags(tmp_path: Path) -> None:
-    command = dry_run(XDG_RUNTIME_DIR=str(tmp_path))
+    command = dry_run(XDG_STATE_HOME=str(tmp_path))
     assert command[0] == "/usr/bin/chromium"
     assert command[-1] == DEFAULT_URL
     flags = command[1:-1]
     missing = [f for f in SAFE_FLAGS if f not in flags]
     assert missing == [], f"missing: {missing}"
-    # Its own profile, in the session's runtime folder; never the --no-sandbox of the tests.
+    # Its own profile, in the user's state folder; never the --no-sandbox of the tests, nor
+    # --incognito, which would forget the kiosk's pairing at every restart.
     assert f"--user-data-dir={tmp_path}/store-kiosk-browser" in flags
-    assert "--no-sandbox" not in flags
+    assert "--no-sandbox" not in flags and "--incognito" not in flags
     assert not (tmp_path / "store-kiosk-browser").exists()  # a dry run changes nothing
 
 
@@ -148,7 +149,7 @@ def as_kiosk_user(home: Path, *args: str, **env: str) -> subprocess.CompletedPro
     return subprocess.run(
         ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
          str(home / "kiosk-browser.sh"), *args],
-        env={**clean, "HOME": str(home), "XDG_RUNTIME_DIR": str(home),
+        env={**clean, "HOME": str(home), "XDG_STATE_HOME": str(home),
              "KIOSK_EXTRA_FLAGS": "--headless --no-sandbox --disable-gpu --dump-dom", **env},
         capture_output=True, text=True, timeout=120, check=False)
 
@@ -215,3 +216,46 @@ def test_the_unit_runs_the_script_and_restarts_it_always() -> None:
     assert "User" not in unit
     assert unit["WantedBy"] == unit["After"] == unit["PartOf"] == "graphical-session.target"
     assert unit["EnvironmentFile"] == "-/etc/store-edge/kiosk-browser.env"
+
+
+def test_the_kiosks_pairing_cookie_survives_a_restart_and_nothing_else(
+        kiosk_home: Path) -> None:
+    """The kiosk credential is a cookie the pairing set for 400 days: a browser restart (a
+    crash, a reboot) must not send the kiosk back to its pairing screen. A page that sets a
+    lasting cookie and a session cookie, started twice: the second start sends the lasting
+    one only."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the library's name
+            seen.append(self.headers.get("Cookie", ""))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            if self.path == "/set":
+                self.send_header("Set-Cookie", "kiosk=paired; Max-Age=86400; Path=/; HttpOnly")
+                self.send_header("Set-Cookie", "kiosk_shopper=anna; Path=/; HttpOnly")
+            self.end_headers()
+            self.wfile.write(b'<!doctype html><title>k</title><link rel="icon" href="data:,">'
+                             b"<h1>ok</h1>")
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        first = as_kiosk_user(kiosk_home, f"{base}/set")
+        assert first.returncode == 0, first.stderr
+        (kiosk_home / "store-kiosk-browser" / "Default" / "left-by-a-shopper").write_text("x")
+        again = as_kiosk_user(kiosk_home, f"{base}/again")
+        assert again.returncode == 0, again.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen[-1] == "kiosk=paired"  # the lasting cookie only; the session's is gone
+    assert not (kiosk_home / "store-kiosk-browser" / "Default" / "left-by-a-shopper").exists()
