@@ -10,6 +10,7 @@ server's threads while it is open, so at most `limit` are open at once (half of
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from typing import Any
@@ -17,6 +18,9 @@ from typing import Any
 from edge.metrics import Metrics
 
 QUEUE_SIZE = 64
+
+
+_CLOSED: dict[str, Any] = {}  # put in a listener's queue to end its stream at once
 
 
 class Listener:
@@ -27,11 +31,25 @@ class Listener:
         self.queue: queue.Queue[dict[str, Any]] = queue.Queue(QUEUE_SIZE)
 
     def next(self, timeout: float) -> dict[str, Any] | None:
-        """The next scan, or None when none came within `timeout` seconds."""
+        """The next scan, or None when none came within `timeout` seconds; EOFError once
+        the stream was closed (`close`)."""
         try:
-            return self.queue.get(timeout=timeout)
+            item = self.queue.get(timeout=timeout)
         except queue.Empty:
             return None
+        if item is _CLOSED:
+            raise EOFError("the stream was closed")
+        return item
+
+    def close(self) -> None:
+        """End the stream now: its page has gone (the same screen opened a new one)."""
+        while True:
+            try:
+                self.queue.put_nowait(_CLOSED)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self.queue.get_nowait()
 
 
 class LiveScans:
@@ -44,9 +62,16 @@ class LiveScans:
         self._count = 0
         self._lock = threading.Lock()
 
-    def listen(self, lane: str) -> Listener | None:
-        """A listener for `lane`; None when `limit` streams are open already."""
+    def listen(self, lane: str, *, only: bool = False) -> Listener | None:
+        """A listener for `lane`; None when `limit` streams are open already. `only`: the
+        key has one screen (a kiosk), so a new page's stream ends the streams its earlier
+        pages left open, at once, instead of holding a server thread each until the next
+        keep-alive finds the browser gone."""
         with self._lock:
+            if only:
+                for old in self._by_lane.pop(lane, []):
+                    old.close()
+                    self._count -= 1
             if self._count >= self.limit:
                 return None
             listener = Listener(lane)

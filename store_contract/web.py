@@ -94,16 +94,19 @@ def scan_stream(next_item: Callable[[float], Mapping[str, Any] | None],
     """A page's live scans as server-sent events: `event: ready` first, then one
     `event: scan` per item `next_item(timeout)` gives (as `shape` makes it), a comment line
     every `keepalive` seconds, for `seconds` (the page's EventSource opens it again);
-    `leave()` when it ends, however it ends. The data is ASCII-only JSON: no line break or
-    control character of a code can end an event early or reach the page other than as
-    data."""
+    `leave()` when it ends, however it ends (`next_item` raising EOFError ends it). The
+    data is ASCII-only JSON: no line break or control character of a code can end an event
+    early or reach the page other than as data."""
 
     def stream() -> Iterator[str]:
         try:
             yield "retry: 1000\nevent: ready\ndata: {}\n\n"
             end = time.monotonic() + seconds
             while (left := end - time.monotonic()) > 0:
-                item = next_item(min(keepalive, left))
+                try:
+                    item = next_item(min(keepalive, left))
+                except EOFError:  # closed from the other side: a newer page took over
+                    return
                 if item is None:
                     yield ": still here\n\n"
                     continue

@@ -332,7 +332,8 @@ def paired_screen(browser: Browser, served: dict[str, Any], **size: int) -> Page
     from tests.test_kiosk_access import edge_command
 
     context = browser.new_context(viewport={"width": size.get("width", 1080),
-                                            "height": size.get("height", 1920)})
+                                            "height": size.get("height", 1920)},
+                                  bypass_csp=bool(size.get("axe", 0)))
     context.set_default_timeout(chromium.TIMEOUT_MS)
     screen = context.new_page()
     screen.goto(f"{served['base']}/kiosk/")
@@ -489,3 +490,82 @@ def test_a_kiosk_printer_is_set_up_with_no_lane(settings: Settings) -> None:
     kiosk = edge_command(settings, "kiosks", "add", "k1", "--printer", "prn-k1")
     assert kiosk.returncode == 0, kiosk.stderr
     assert json.loads(kiosk.stdout)["printer"] == "prn-k1"
+
+
+# What a finger touches: links, buttons, keys, and a radio button's whole label.
+SMALL_TARGETS = """() => [...document.querySelectorAll('a, button, .key, label.choice-option')]
+    .filter((e) => e.offsetParent !== null)
+    .map((e) => [e.textContent.trim() || e.getAttribute('aria-label') || e.name,
+                 e.getBoundingClientRect()])
+    .filter(([_, r]) => r.width < 44 || r.height < 44)
+    .map(([name, r]) => `${name}: ${Math.round(r.width)}x${Math.round(r.height)}`)"""
+
+
+@pytest.mark.parametrize(("width", "height"), [(1080, 1920), (1920, 1080)])
+def test_every_kiosk_page_is_accessible_and_touchable_portrait_and_landscape(
+        kiosk_served: dict[str, Any], browser: Browser, tmp_path: Any, width: int,
+        height: int) -> None:
+    """axe-core (serious and critical, WCAG A/AA) and 44x44 px touch targets on every
+    page and dialog, as a shopper walks through them; screenshots in tmp_path (or in
+    $KIOSK_SCREENSHOTS, for docs)."""
+    import os
+    from pathlib import Path
+
+    from pos_bridge.device import DeviceClient
+    from store_contract.scans import Scan
+    from tests.axe import Findings
+
+    shots = Path(os.environ.get("KIOSK_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    screen = paired_screen(browser, kiosk_served, width=width, height=height, axe=1)
+    findings = Findings(screen)
+    small: dict[str, list[str]] = {}
+
+    def check(name: str) -> None:
+        findings.check(name)
+        small[name] = screen.evaluate(SMALL_TARGETS)
+        screen.screenshot(path=str(shots / f"kiosk-{name}-{width}x{height}.png"))
+
+    expect(screen.locator("h1")).to_have_text("Welcome!")
+    check("attract")
+    screen.get_by_role("link", name="Deutsch").click()
+    expect(screen.locator("h1")).to_have_text("Willkommen!")
+    check("attract-de")
+    screen.get_by_role("link", name="English").click()
+    screen.get_by_role("link", name="Start").click()
+    check("identify")
+    screen.get_by_role("link", name="Use my phone number").click()
+    check("identify-phone")
+    for key in "0160":
+        screen.locator(f'.key[data-key="{key}"]').click()
+    screen.get_by_role("button", name="Find me").click()
+    expect(screen.get_by_role("alert")).to_contain_text("not a phone number")
+    check("identify-refused")
+    screen.goto(f"{kiosk_served['base']}/kiosk/k1/identify?how=card")
+    for digit in ANNA["card"]:
+        screen.locator(f'.key[data-key="{digit}"]').click()
+    check("identify-card")
+    screen.get_by_role("button", name="Find me").click()
+    expect(screen.locator("h1")).to_have_text("Hello, Anna!")
+    check("home")
+    login = kiosk_served["login"]
+    scanner = DeviceClient("store-t", "scanner", "ks", kiosk_served["settings"].mqtt_url,
+                           login.username, login.password)
+    scanner.connect()
+    try:
+        expect(screen.locator("body")).to_have_attribute("data-live", "on")
+        scanner.event("scan", Scan("0036000291452", "camera", "]E0", seq=1).to_data())
+        expect(screen.get_by_role("dialog")).to_contain_text("Coffee beans")
+        check("price")
+    finally:
+        scanner.close()
+    screen.get_by_role("button", name="OK").click()
+    screen.get_by_role("link", name="Your choices").click()
+    check("choices")
+    screen.get_by_role("button", name="Save").click()
+    expect(screen.get_by_role("alertdialog")).to_be_visible(timeout=15_000)
+    check("idle-warning")
+    screen.get_by_role("button", name="Done").click()
+    expect(screen.locator("h1")).to_have_text("Welcome!")
+    findings.assert_none()
+    assert {name: found for name, found in small.items() if found} == {}

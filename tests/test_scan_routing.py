@@ -542,3 +542,25 @@ def test_the_lane_gets_the_scan_at_once_and_the_page_after_it_from_a_worker(
         router.on_scan_event(caller, new_envelope("scan", Scan("B2", "hid").to_data()))
     assert sent[-1] == ("pos", "lane-1", "B2") and pushed == ["A1"]
     assert "not shown on lane-1's page" in caplog.text and "B2" not in caplog.text
+
+
+def test_a_kiosks_new_page_ends_the_stream_its_old_page_left_open() -> None:
+    """A kiosk has one screen: its next page's stream takes over at once, so pages left in
+    quick succession never hold the server's stream slots (and threads) until their next
+    keep-alive."""
+    from edge.metrics import Metrics
+    from edge.scanfeed import LiveScans
+
+    live = LiveScans(Metrics(), limit=2)
+    lane = live.listen("lane-1")
+    first = live.listen("kiosk/k1", only=True)
+    assert lane is not None and first is not None
+    assert live.listen("kiosk/k2") is None  # the cap
+    second = live.listen("kiosk/k1", only=True)
+    assert second is not None
+    with pytest.raises(EOFError):
+        first.next(5)  # at once, not after 5 s
+    live.leave(first)  # its stream's end: nothing more to free
+    live.publish("kiosk/k1", {"seq": 1})
+    assert second.next(0) == {"seq": 1}
+    assert live.listen("kiosk/k3") is None  # still two open: lane-1's and k1's newest

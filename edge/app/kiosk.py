@@ -299,7 +299,7 @@ class EdgeKioskBackend:
                    at=now, detail={"outcome": outcome, "typed": typed}, event=False)
 
     def listen(self, kiosk: KioskInfo) -> ScanFeed | None:
-        return self.svc.live_scans.listen(page_key(Target("kiosk", kiosk.id)))
+        return self.svc.live_scans.listen(page_key(Target("kiosk", kiosk.id)), only=True)
 
     def leave(self, feed: ScanFeed) -> None:
         assert isinstance(feed, Listener)
