@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -184,7 +185,8 @@ def test_the_checkout_walkthrough_of_the_banner_works_word_for_word(demo: Demo, 
 def test_the_camera_scanner_part_of_the_banner_works_as_written(demo: Demo, page: Page
                                                                  ) -> None:
     # Open the checkout of the camera's lane, signed in as the banner says ...
-    part = demo.banner[demo.banner.index("Camera scanner:"):demo.banner.index("Receipts (staff")]
+    part = demo.banner[demo.banner.index("Camera scanner:"):
+                       demo.banner.index("Kiosk (shopper screen):")]
     url = demo.line("open the checkout of its lane:")
     sign_in(page, url, demo.after("Checkout (staff page):", "sign in as:"))
     expect(page.get_by_role("heading", level=1)).to_contain_text("lane-3")
@@ -263,3 +265,65 @@ def test_ctrl_c_stops_every_process_of_the_demo(demo: Demo) -> None:
     while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
         time.sleep(0.2)
     assert [cmd for pid, cmd in children.items() if Path(f"/proc/{pid}").exists()] == []
+
+
+def test_the_kiosk_part_of_the_banner_works_as_written(demo: Demo, page: Page,
+                                                       browser: Any) -> None:
+    """A shopper walks up to the demo's kiosk, identifies with the app's member QR, prints
+    an offer, checks a price, and redeems the printed coupon at the counter; every address,
+    name and shell line from the banner. (Last in this file: the hub test counts no kiosk
+    visit before it.)"""
+    part = demo.banner[demo.banner.index("Kiosk (shopper screen):"):
+                       demo.banner.index("Receipts (staff")]
+    kiosk_url = demo.line("Kiosk (shopper screen):").split()[0]
+    paired_at = re.search(r"enter it for (\S+) at (\S+) \(as manager\)", part)
+    offer = re.search(r'on\s+"([^"]+)": the coupon prints on (\S+), as a\s+picture in (\S+?)\.',
+                      part)
+    assert paired_at and offer, part
+    commands = [line.strip() for line in part.splitlines()
+                if line.strip().startswith(("cp ", "rm "))]
+    assert len(commands) == 6, part
+
+    # The kiosk's screen shows a pairing code; the manager enters it on the staff page.
+    screen_context = browser.new_context(viewport={"width": 1080, "height": 1920})
+    screen_context.set_default_timeout(chromium.TIMEOUT_MS)
+    screen = screen_context.new_page()
+    screen.goto(kiosk_url)
+    code = screen.locator("#code")
+    expect(code).to_have_text(re.compile(r"^\d{4} \d{4}$"))
+    sign_in(page, paired_at.group(2), demo.after("Checkout (staff page):", "sign in as:"))
+    page.get_by_label(f"Code for {paired_at.group(1)}").fill(code.inner_text())
+    page.get_by_role("button", name="Pair").click()
+    expect(screen.locator("h1")).to_have_text("Welcome!", timeout=15_000)
+    expect(screen.locator("body")).to_have_attribute("data-live", "on")
+
+    # Emma's app member QR in front of the kiosk's camera: her home page.
+    subprocess.run(commands[0], shell=True, check=True, timeout=30)
+    expect(screen.locator("h1")).to_have_text("Hello, Emma!", timeout=15_000)
+    card = screen.locator(".card.offer", has_text=offer.group(1))
+    card.get_by_role("button", name="Print").click()
+    expect(screen.locator("#print-status")).to_contain_text("take it from the printer",
+                                                            timeout=15_000)
+    slips = sorted(Path(offer.group(3)).glob("*.png"))
+    assert len(slips) == 1, slips
+    # A product shown to it: its price.
+    subprocess.run(commands[1], shell=True, check=True, timeout=30)
+    expect(screen.get_by_role("dialog")).to_contain_text("€13.99", timeout=15_000)
+    screen.get_by_role("button", name="OK").click()
+    screen.get_by_role("button", name="Done").click()
+    expect(screen.locator("h1")).to_have_text("Welcome!")
+    assert "Emma" not in screen.content()
+
+    # At the counter: Emma's card, nappies twice, then the printed coupon.
+    counter = demo.line("open the checkout of its lane:")
+    page.goto(counter)
+    expect(page.get_by_role("heading", level=1)).to_contain_text("lane-3")
+    # One line at a time, each seen on the page before the next, as a person does it.
+    after = ["#customer", "#basket-total", "#basket-total", "#coupons"]
+    shows = ["Emma", "€13.99", "€27.98", offer.group(1)]
+    for command, where, what in zip(commands[2:], after, shows, strict=True):
+        subprocess.run(command, shell=True, check=True, timeout=60)
+        expect(page.locator(where)).to_contain_text(what, timeout=15_000)
+    expect(page.locator("#discount-total")).to_have_text("−€2.80")
+    expect(page.locator("#refusal")).to_be_hidden()
+    screen_context.close()
