@@ -34,8 +34,6 @@ from .sessions import PhoneLockout, Session, ShopperSessions
 
 SESSION_COOKIE = "kiosk_shopper"
 LANG_COOKIE = "kiosk_lang"
-SCAN_STREAM_S = 60.0  # a stream is renewed by the page's EventSource after this
-SCAN_KEEPALIVE_S = 15.0
 PHONE_DIGITS = 20  # a keypad entry longer than this is no phone number
 
 # What the screen says for each reason the backend (or these pages) refuse an
@@ -400,8 +398,7 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
         if feed is None:
             return jsonify({"ok": False, "reason": "busy"}), 503
 
-        return scan_stream(feed.next, lambda: backend.leave(feed), seconds=SCAN_STREAM_S,
-                           keepalive=SCAN_KEEPALIVE_S,
+        return scan_stream(feed.next, lambda: backend.leave(feed),
                            shape=lambda item: {"code": item.get("code"),
                                                "symbology": item.get("symbology")})
 

@@ -88,8 +88,15 @@ def proxy_options(trusted_proxy: str) -> dict[str, Any]:
             "clear_untrusted_proxy_headers": True}
 
 
+# A stream lasts a minute (the page's EventSource opens the next); a comment line every few
+# seconds is how the server finds a closed page and frees its thread and its place.
+STREAM_S = 60.0
+KEEPALIVE_S = 5.0
+
+
 def scan_stream(next_item: Callable[[float], Mapping[str, Any] | None],
-                leave: Callable[[], None], *, seconds: float, keepalive: float,
+                leave: Callable[[], None], *, seconds: float = STREAM_S,
+                keepalive: float = KEEPALIVE_S,
                 shape: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict) -> Response:
     """A page's live scans as server-sent events: `event: ready` first, then one
     `event: scan` per item `next_item(timeout)` gives (as `shape` makes it), a comment line

@@ -253,26 +253,12 @@ def test_the_banners_api_and_health_lines_answer_as_they_say(demo: Demo) -> None
     assert metrics.status_code == 200 and "edge_bus_connected 1.0" in metrics.text
 
 
-def test_ctrl_c_stops_every_process_of_the_demo(demo: Demo) -> None:
-    children = descendants(demo.proc.pid)
-    commands = " ".join(children.values())
-    for part in ("mosquitto", "cloud_sync.hub.cli", "pos_bridge.virtual_printer",
-                 "edge.app.cli serve", "pos_bridge.simulator"):
-        assert part in commands, children
-    demo.proc.send_signal(signal.SIGINT)
-    assert demo.proc.wait(30) == 0
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
-        time.sleep(0.2)
-    assert [cmd for pid, cmd in children.items() if Path(f"/proc/{pid}").exists()] == []
-
-
 def test_the_kiosk_part_of_the_banner_works_as_written(demo: Demo, page: Page,
                                                        browser: Any) -> None:
     """A shopper walks up to the demo's kiosk, identifies with the app's member QR, prints
     an offer, checks a price, and redeems the printed coupon at the counter; every address,
-    name and shell line from the banner. (Last in this file: the hub test counts no kiosk
-    visit before it.)"""
+    name and shell line from the banner. (After the hub test, which counts no kiosk visit,
+    and before Ctrl-C.)"""
     part = demo.banner[demo.banner.index("Kiosk (shopper screen):"):
                        demo.banner.index("Receipts (staff")]
     kiosk_url = demo.line("Kiosk (shopper screen):").split()[0]
@@ -327,3 +313,17 @@ def test_the_kiosk_part_of_the_banner_works_as_written(demo: Demo, page: Page,
     expect(page.locator("#discount-total")).to_have_text("−€2.80")
     expect(page.locator("#refusal")).to_be_hidden()
     screen_context.close()
+
+
+def test_ctrl_c_stops_every_process_of_the_demo(demo: Demo) -> None:
+    children = descendants(demo.proc.pid)
+    commands = " ".join(children.values())
+    for part in ("mosquitto", "cloud_sync.hub.cli", "pos_bridge.virtual_printer",
+                 "edge.app.cli serve", "pos_bridge.simulator"):
+        assert part in commands, children
+    demo.proc.send_signal(signal.SIGINT)
+    assert demo.proc.wait(30) == 0
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+        time.sleep(0.2)
+    assert [cmd for pid, cmd in children.items() if Path(f"/proc/{pid}").exists()] == []

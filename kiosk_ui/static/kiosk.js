@@ -44,11 +44,19 @@
     }).catch(() => {});
   }
 
-  if (window.EventSource) {
+  // The stream is refused while the store server has no room for another (it answers
+  // 503, and a browser's EventSource then gives up for good): open it again a moment
+  // later, waiting twice as long each time, up to 30 s.
+  function openFeed(delay) {
     const feed = new EventSource(body.dataset.scans);
     // Tests and the benchmark wait for this before showing a code to the scanner.
-    feed.addEventListener("ready", () => { body.dataset.live = "on"; });
-    feed.addEventListener("error", () => { body.dataset.live = "off"; });
+    feed.addEventListener("ready", () => { body.dataset.live = "on"; delay = 1000; });
+    feed.addEventListener("error", () => {
+      body.dataset.live = "off";
+      if (feed.readyState === EventSource.CLOSED) {
+        setTimeout(() => openFeed(Math.min(delay * 2, 30000)), delay);
+      }
+    });
     feed.addEventListener("scan", (event) => {
       let scan = null;
       try { scan = JSON.parse(event.data); } catch (err) { return; }
@@ -56,6 +64,7 @@
     });
     window.addEventListener("pagehide", () => feed.close());
   }
+  if (window.EventSource) openFeed(1000);
 
   // ---------------------------------------------------------------- keypad
   document.querySelectorAll(".keypad-form").forEach((form) => {

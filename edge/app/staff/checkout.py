@@ -58,8 +58,6 @@ QTY_RE = re.compile(r"^[0-9]{1,6}\Z")
 SHOPPER_WORDS = {"card": "loyalty card", "phone": "phone number", "member": "member code"}
 # A live-scan stream ends after this long and the browser opens it again at once: the
 # session (signed out, idle, password changed) is checked anew and the thread is freed.
-SCAN_STREAM_S = 60.0
-SCAN_KEEPALIVE_S = 15.0
 # What a cashier types as the basket total: "23.50" or "23,50"; no thousands separators.
 AMOUNT_RE = re.compile(r"^[0-9]{1,7}([.,][0-9]*)?\Z")
 
@@ -315,8 +313,7 @@ def scans() -> Response:
         raise Unavailable("Too many pages are listening for scans; enter codes by hand or "
                           "close another checkout page.", detail={"reason": "busy"})
 
-    return scan_stream(listener.next, lambda: svc.live_scans.leave(listener),
-                       seconds=SCAN_STREAM_S, keepalive=SCAN_KEEPALIVE_S)
+    return scan_stream(listener.next, lambda: svc.live_scans.leave(listener))
 
 
 @bp.post("/scan")
