@@ -106,8 +106,14 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
     # ------------------------------------------------------------ every request
 
     @bp.url_value_preprocessor
-    def _kiosk(_endpoint: str | None, values: dict[str, Any] | None) -> None:
-        wanted = (values or {}).pop("kiosk_id", None)
+    def _kiosk_id_of(_endpoint: str | None, values: dict[str, Any] | None) -> None:
+        g.kiosk_wanted = (values or {}).pop("kiosk_id", None)
+
+    @bp.before_request
+    def _kiosk() -> None:
+        """Only the browser paired with this kiosk (after the edge's own guard, which
+        answers in words first; this is the pages' own check, whatever is in front)."""
+        wanted = g.pop("kiosk_wanted", None)
         kiosk = backend.kiosk()
         if kiosk is None:
             if request.method == "GET" and request.endpoint not in ("kiosk.scans",

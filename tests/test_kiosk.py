@@ -279,7 +279,10 @@ def test_pages_are_not_cached_and_answer_only_their_own_kiosk(app: Flask,
     assert k1.get("/kiosk/k2/").status_code == 403
     assert k1.get("/kiosk/k2/home").status_code == 403
     stranger = app.test_client()
-    assert stranger.get("/kiosk/k1/home").status_code == 302  # to pairing
+    to_pairing = stranger.get("/kiosk/k1/home", headers={"Accept": "text/html"})
+    assert to_pairing.status_code == 302 and to_pairing.headers["Location"].endswith(
+        "/kiosk/pair")
+    assert stranger.get("/kiosk/k1/home").status_code == 401
     assert stranger.post("/kiosk/k1/identify", data={"code": ANNA["card"]}).status_code == 401
     cross = k1.post("/kiosk/k1/identify", data={"code": ANNA["card"]},
                     headers={"Origin": "http://evil.example"})
