@@ -219,7 +219,8 @@ class Spool:
                 log.warning("receipt %s failed on %s: %s", job, caller.device, why)
 
     def _printed_event(self, conn: sqlite3.Connection, row: sqlite3.Row, printed_at: str) -> None:
-        if row["txn"] is None and json.loads(row["document"]).get("kind") == COUPON_SLIP:
+        if row["txn"] is None and row["copy_of"] is None \
+                and json.loads(row["document"]).get("kind") == COUPON_SLIP:
             return  # a kiosk's coupon slip: no receipt (its offer.clipped said it all)
         offer = None
         if row["offer_coupon"]:
