@@ -195,7 +195,7 @@ def test_without_consent_points_and_wallet_only_and_the_choice_applies_at_once(
     [event] = outbox(svc, "consent.changed")
     assert event["customer_id"] == "c-ben" and event["changed"] == ["personalised"]
     assert event["consent"] == {"personalised": True, "marketing": False}
-    assert svc.checkout  # the next receipt follows it: the cache says so
+    # The next receipt follows it: the customer cache says so at once.
     from edge.customers import get_customer
 
     customer = get_customer(svc.store, "c-ben")

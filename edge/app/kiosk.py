@@ -47,6 +47,7 @@ from store_contract.campaigns import coupon_from_terms
 from store_contract.errors import BadRequest
 from store_contract.events import ConsentChanged, KioskSession, OfferClipped
 from store_contract.protocol import format_ts, uuid7
+from store_contract.wording import to_major
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,6 @@ class EdgeKioskBackend:
 
     @staticmethod
     def _money(minor: int, currency: str, lang: str) -> str:
-        from store_contract.wording import to_major
-
         return format_currency(to_major(minor, currency), currency, locale=lang)
 
     def _day(self, iso: str | None, lang: str) -> str | None:
