@@ -136,10 +136,12 @@ class KioskBackend(Protocol):
         """(state, reason) of a print job of this kiosk: "queued", "sending", "printed",
         "failed", or "held" with "paper_empty", "cover_open" or "offline"."""
 
-    def set_consent(self, kiosk: KioskInfo, shopper_id: str, choices: Mapping[str, bool]
-                    ) -> None:
+    def set_consent(self, kiosk: KioskInfo, shopper_id: str, choices: Mapping[str, bool],
+                    proof: str | None = None) -> None:
         """Apply the shopper's choices ("personalised": personal receipts and offers,
-        "marketing": contact about offers) at once, and tell the hub."""
+        "marketing": contact about offers) at once, and tell the hub; `proof` is the app's
+        member code the shopper identified with, if they did (the chain takes a "yes" from
+        the app's shopper only)."""
 
     def price(self, kiosk: KioskInfo, code: str, symbology: str | None,
               shopper_id: str | None, lang: str) -> Price:

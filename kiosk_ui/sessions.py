@@ -30,6 +30,9 @@ class Session:
     done: dict[str, int] = field(default_factory=dict)  # what they did: {"clipped": 1, ...}
     clipped: set[str] = field(default_factory=set)  # offers clipped in this session
     printed: dict[str, str] = field(default_factory=dict)  # campaign -> print job, this session
+    # The app's member code they identified with (None for a card or phone number): what
+    # lets the hub believe a consent they give here (docs/kiosk.md, "Consent").
+    proof: str | None = field(default=None, repr=False)
 
     def summary(self, ended: float, how: str) -> dict[str, Any]:
         """What the `kiosk.session` event says: how, how long, what was done; no names."""
@@ -47,12 +50,12 @@ class ShopperSessions:
         self._by_token: dict[str, Session] = {}
         self._lock = threading.Lock()
 
-    def start(self, kiosk: str, shopper: str, method: str, lang: str, masked: str = ""
-              ) -> tuple[Session, Session | None]:
+    def start(self, kiosk: str, shopper: str, method: str, lang: str, masked: str = "",
+              proof: str | None = None) -> tuple[Session, Session | None]:
         """A new session for `shopper` at `kiosk`, and the one it replaced (or None)."""
         now = self.clock()
         session = Session(secrets.token_urlsafe(32), kiosk, shopper, method, lang, now, now,
-                          masked)
+                          masked, proof=proof)
         with self._lock:
             old = self._pop_kiosk(kiosk)
             self._by_token[session.token] = session

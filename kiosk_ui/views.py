@@ -218,8 +218,9 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
             return render_template("kiosk/identify.html", how=how if how != "scan" else "",
                                    error=message,
                                    locked=phones.locked_for(g.kiosk.id)), status
-        session, old = sessions.start(g.kiosk.id, shopper.id, shopper.method or how, g.lang,
-                                      shopper.masked)
+        method = shopper.method or how
+        session, old = sessions.start(g.kiosk.id, shopper.id, method, g.lang, shopper.masked,
+                                      proof=code if method == "member" else None)
         _end(old, "replaced")
         target = url_for("kiosk.home")
         response = jsonify({"ok": True, "next": target}) if wants_json else redirect(target)
@@ -292,7 +293,8 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
         except Refused:  # erased or forgotten while on the screen
             _end(sessions.end(session.token), "gone")
             return _cleared(redirect(url_for("kiosk.attract")))
-        return render_template(template, home=view, who=session.masked)
+        return render_template(template, home=view, who=session.masked,
+                               with_app=session.proof is not None)
 
     @bp.post("/clip")
     def clip() -> Any:
@@ -375,7 +377,7 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
         wanted = {name: request.form.get(name) == "yes" for name in ("personalised", "marketing")
                   if request.form.get(name) in ("yes", "no")}
         try:
-            backend.set_consent(g.kiosk, session.shopper, wanted)
+            backend.set_consent(g.kiosk, session.shopper, wanted, session.proof)
         except Refused:
             _end(sessions.end(session.token), "gone")
             return _cleared(redirect(url_for("kiosk.attract")))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from store_contract.basket import CURRENCY_RE
+from store_contract.customers import CONSENTS
 from store_contract.protocol import ID_RE
 
 REF_MAX = 128
@@ -388,29 +389,75 @@ class DeviceStatus(OutboxEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Unchecked(OutboxEvent):
-    """A contract type the hub does not check (written by the kiosk when it lands, which
-    will name its fields): what it carries is kept in `extra` as sent; a `customer_id`,
+class KioskSession(OutboxEvent):
+    """A shopper's visit to a kiosk ended (docs/kiosk.md): how they identified, how long,
+    what they did (`extra`: `customer_id`, `method`, `lang`, `duration_s`, `ended`,
+    `actions`). Telemetry for the dashboard: the hub does not check it; the shopper's id,
     if any, is filed for erasure and per-customer reports."""
 
+    TYPE: ClassVar[str] = "kiosk.session"
+    CUSTOMER: ClassVar[str | None] = "loose"
+    kiosk: str | None = _always()
     extra: Mapping[str, Any] = _spread()
 
-    CUSTOMER: ClassVar[str | None] = "loose"
-
 
 @dataclass(frozen=True, kw_only=True)
-class KioskSession(_Unchecked):
-    TYPE: ClassVar[str] = "kiosk.session"
+class OfferClipped(OutboxEvent):
+    """A shopper clipped a personal offer at a kiosk: `token` is the coupon the store
+    signed for them (docs/sync.md §1.1); the hub puts it in their wallet when it believes
+    it (cloud_sync/hub/shoppers.py)."""
 
-
-@dataclass(frozen=True, kw_only=True)
-class OfferClipped(_Unchecked):
     TYPE: ClassVar[str] = "offer.clipped"
+    CUSTOMER: ClassVar[str | None] = "checked"
+    customer_id: str
+    campaign: str
+    coupon: str
+    token: str | None = _always()
+    expires_at: str | None = _always()
+    until: str | None = _always()
+    kiosk: str | None = _always()
+    extra: Mapping[str, Any] = _spread()
+
+    @classmethod
+    def check(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        checked = {"customer_id": _req_ref(data, "customer_id"),
+                   "campaign": _req_ref(data, "campaign"),
+                   "coupon": _req_ref(data, "coupon")}
+        token = data.get("token")
+        if token is not None and (not isinstance(token, str) or not 0 < len(token) <= 8192):
+            raise BadEvent("data.token: not a coupon token")
+        return checked
 
 
 @dataclass(frozen=True, kw_only=True)
-class ConsentChanged(_Unchecked):
+class ConsentChanged(OutboxEvent):
+    """A shopper changed their consent (`consent`: every flag as it now is; `changed`: the
+    flags that moved). `proof` is the member code they identified with, when they did so
+    with the app: the hub takes a "yes" only with it (docs/sync.md §1.1)."""
+
     TYPE: ClassVar[str] = "consent.changed"
+    CUSTOMER: ClassVar[str | None] = "checked"
+    customer_id: str
+    consent: Mapping[str, bool]
+    changed: list[str] | None = _always()
+    via: str | None = _always()
+    kiosk: str | None = _always()
+    at: str | None = _always()
+    proof: str | None = _if_set()
+    extra: Mapping[str, Any] = _spread()
+
+    @classmethod
+    def check(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        customer = _req_ref(data, "customer_id")
+        consent = data.get("consent")
+        if not isinstance(consent, Mapping) or not consent or not all(
+                k in CONSENTS and isinstance(v, bool) for k, v in consent.items()):
+            raise BadEvent(f"data.consent: not an object of true/false flags "
+                           f"({', '.join(CONSENTS)})")
+        proof = data.get("proof")
+        if proof is not None and (not isinstance(proof, str) or not 0 < len(proof) <= 8192):
+            raise BadEvent("data.proof: not a member code")
+        return {"customer_id": customer, "consent": dict(consent)}
 
 
 EVENT_TYPES: Mapping[str, type[OutboxEvent]] = {cls.TYPE: cls for cls in (

@@ -297,9 +297,11 @@ SAMPLES: list[OutboxEvent] = [
                                              "expires_at": AT},
                    copy_of=None, attempts=1, printed_at=AT),
     DeviceStatus(kind="printer", device="printer-1", status={"state": "online"}, changes=4),
-    KioskSession(extra={"session": "k1", "customer_id": "c-1", "seconds": 40}),
-    OfferClipped(extra={"customer_id": "c-1", "campaign": "cmp-1"}),
-    ConsentChanged(extra={"customer_id": "c-1", "marketing": False}),
+    KioskSession(kiosk="k1", extra={"customer_id": "c-1", "duration_s": 40.5}),
+    OfferClipped(customer_id="c-1", campaign="cmp-1", coupon="rc:s:1", token="x.y.z",
+                 expires_at=AT, until="2026-12-31", kiosk="k1"),
+    ConsentChanged(customer_id="c-1", consent={"personalised": True, "marketing": False},
+                   changed=["personalised"], via="kiosk", kiosk="k1", at=AT, proof="a.b.c"),
 ]
 
 
@@ -407,6 +409,24 @@ def _old_check(type_: str, data: dict[str, Any]) -> tuple[Any, ...]:
         _actor(data, required=True)
         _ref(data, "txn", required=False)
         _ref(data, "job", required=False)
+    elif type_ == "offer.clipped":  # checked since the kiosk (issue 16)
+        customer_id = _ref(data, "customer_id")
+        _ref(data, "campaign")
+        _ref(data, "coupon")
+        token = data.get("token")
+        if token is not None and (not isinstance(token, str) or not 0 < len(token) <= 8192):
+            raise _Bad("data.token: not a coupon token")
+    elif type_ == "consent.changed":  # checked since the kiosk (issue 16)
+        customer_id = _ref(data, "customer_id")
+        flags = data.get("consent")
+        if not isinstance(flags, dict) or not flags or not all(
+                k in ("personalised", "marketing") and isinstance(v, bool)
+                for k, v in flags.items()):
+            raise _Bad("data.consent: not an object of true/false flags "
+                       "(personalised, marketing)")
+        proof = data.get("proof")
+        if proof is not None and (not isinstance(proof, str) or not 0 < len(proof) <= 8192):
+            raise _Bad("data.proof: not a member code")
     else:
         cid = data.get("customer_id")
         customer_id = cid if isinstance(cid, str) and 0 < len(cid) <= 64 else None
@@ -440,7 +460,7 @@ BAD_VALUES: list[Any] = [None, "", "x" * 128, "x" * 129, 0, -1, 1, True, False, 
                          "staff", "device", "c" * 64, "c" * 65]
 CHECKED = ("redemption", "coupon", "campaign", "discount_minor", "currency", "max_uses",
            "customer_id", "txn", "total_minor", "job", "action", "by", "by_kind",
-           "approved_by")
+           "approved_by", "token", "consent", "proof")
 # Every reason the hub gives, so a changed wording fails here by name.
 REASONS = {
     "data.redemption: missing or not text of 1-128 characters",
@@ -460,6 +480,10 @@ REASONS = {
     "data.by: missing or not a staff user name or device id",
     "data.by_kind: not one of staff, device",
     "data.approved_by: not a staff user name",
+    "data.customer_id: missing or not text of 1-128 characters",
+    "data.token: not a coupon token",
+    "data.consent: not an object of true/false flags (personalised, marketing)",
+    "data.proof: not a member code",
 }
 
 
@@ -513,11 +537,11 @@ def test_the_hub_files_the_shopper_the_event_itself_names(type_: str, customer: 
     data = {"txn": "t-1", "redemption": "r-1", "coupon": "cpn-1", "campaign": "cmp-1",
             "discount_minor": 100, "currency": "EUR", "total_minor": 900, "job": "j-1",
             "action": "txn.void", "by": "mia", "by_kind": "staff", "state": "online",
-            "customer_id": customer}
+            "consent": {"marketing": False}, "customer_id": customer}
     try:
         event = kind.from_data(data)
-    except BadEvent:
-        assert kind.CUSTOMER == "checked" and customer is not None  # a bad checked id
+    except BadEvent as exc:  # a bad checked id (or none, where one is required)
+        assert kind.CUSTOMER == "checked" and str(exc).startswith("data.customer_id:")
         return
     filed = parse_event({"event_id": "0123456789ab", "type": type_, "occurred_at": AT,
                          "store_id": "store-1", "data": data}, "store-1").customer_id

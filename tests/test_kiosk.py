@@ -195,11 +195,32 @@ def test_without_consent_points_and_wallet_only_and_the_choice_applies_at_once(
     [event] = outbox(svc, "consent.changed")
     assert event["customer_id"] == "c-ben" and event["changed"] == ["personalised"]
     assert event["consent"] == {"personalised": True, "marketing": False}
+    # Identified by card: no app code goes with the "yes", and the page says what that means.
+    assert "proof" not in event
+    assert "counts in this store only" in k1.get("/kiosk/k1/choices").get_data(as_text=True)
     # The next receipt follows it: the customer cache says so at once.
     from edge.customers import get_customer
 
     customer = get_customer(svc.store, "c-ben")
     assert customer is not None and customer.personalised
+
+
+def test_a_yes_given_after_the_app_code_carries_it_to_the_hub(
+        app: Flask, k1: FlaskClient, issuer: Issuer) -> None:
+    code = issuer.member("c-ben")
+    identify(k1, code=code)
+    assert "counts in this store only" not in k1.get("/kiosk/k1/choices").get_data(
+        as_text=True)
+    k1.post("/kiosk/k1/choices", data={"personalised": "no", "marketing": "yes"})
+    k1.post("/kiosk/k1/choices", data={"marketing": "no"})
+    granted, withdrawn = outbox(app.extensions["edge"], "consent.changed")
+    assert granted["changed"] == ["marketing"] and granted["proof"] == code
+    assert withdrawn["changed"] == ["marketing"] and "proof" not in withdrawn  # a "no"
+    # The next shopper's session does not inherit it.
+    k1.post("/kiosk/k1/done")
+    identify(k1, code=BEN["card"], how="card")
+    k1.post("/kiosk/k1/choices", data={"marketing": "yes"})
+    assert "proof" not in outbox(app.extensions["edge"], "consent.changed")[-1]
 
 
 def test_a_double_tap_on_clip_clips_once(app: Flask, k1: FlaskClient) -> None:

@@ -209,7 +209,7 @@ def erase_customer(db: HubDB, customer_id: str) -> dict[str, Any]:
 def _scrub(data: dict[str, Any]) -> dict[str, Any]:
     """An event's data without who it was about (the id and any raw identifier)."""
     return {k: (None if k == "customer_id" else v) for k, v in data.items()
-            if k not in ("identifier", "token")}
+            if k not in ("identifier", "token", "proof")}
 
 
 def revoke(db: HubDB, scope: str, id_: str, reason: str | None = None) -> dict[str, Any]:

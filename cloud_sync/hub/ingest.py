@@ -45,6 +45,8 @@ from cloud_sync.hub.schema import (
     suspect_redemptions,
 )
 from cloud_sync.hub.settings import HubSettings
+from cloud_sync.hub.shoppers import TYPES as SHOPPER_TYPES
+from cloud_sync.hub.shoppers import apply_shopper_changes
 from store_contract.campaigns import MAX_USES, RECEIPT_COUPON_PREFIX
 from store_contract.errors import BadRequest, EdgeError
 from store_contract.events import (
@@ -241,6 +243,8 @@ def ingest(db: HubDB, settings: HubSettings, store_id: str, body: Any,
         name, region = (str(row[0]), row[1]) if row is not None else (store_id, None)
         new = [unique[eid] for eid in accepted]
         _apply_redemptions(conn, store_id, name, new, now, hub_key)
+        if any(ev.type in SHOPPER_TYPES for ev in new):
+            apply_shopper_changes(conn, _Keyring(conn, hub_key), store_id, region, new, now)
         # After the redemptions: a first sighting appends to the feed, which on PostgreSQL
         # holds the feed's lock until commit.
         _record_sightings(conn, region, new, now)

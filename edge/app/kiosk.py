@@ -190,10 +190,11 @@ class EdgeKioskBackend:
                 raise Refused("not_offered", "not an offer for this shopper now")
             offer = self.svc.receipts.issue(conn, customer, row, device=f"kiosk:{kiosk.id}",
                                             txn=None, now=now)
-            queue_event(conn, OfferClipped(extra={
-                "customer_id": customer.id, "campaign": campaign, "coupon": offer.coupon,
-                "expires_at": format_ts(datetime.fromtimestamp(offer.expires_at, UTC)),
-                "until": offer.until.isoformat(), "kiosk": kiosk.id}), device_id=kiosk.id)
+            queue_event(conn, OfferClipped(
+                customer_id=customer.id, campaign=campaign, coupon=offer.coupon,
+                token=offer.token,
+                expires_at=format_ts(datetime.fromtimestamp(offer.expires_at, UTC)),
+                until=offer.until.isoformat(), kiosk=kiosk.id), device_id=kiosk.id)
         return offer.coupon
 
     def print_offer(self, kiosk: KioskInfo, shopper_id: str, campaign: str,
@@ -233,10 +234,12 @@ class EdgeKioskBackend:
             raise Refused("unknown", "no such print job at this kiosk")
         return row["state"], row["reason"]
 
-    def set_consent(self, kiosk: KioskInfo, shopper_id: str, choices: Mapping[str, bool]
-                    ) -> None:
+    def set_consent(self, kiosk: KioskInfo, shopper_id: str, choices: Mapping[str, bool],
+                    proof: str | None = None) -> None:
         """The shopper's own choices (`CONSENTS`), applied at the edge at once (the next
-        receipt and screen follow them) and sent to the hub as `consent.changed`."""
+        receipt and screen follow them) and sent to the hub as `consent.changed`, with the
+        member code they identified with (`proof`), without which the hub takes a "no" but
+        not a "yes" (docs/kiosk.md, "Consent")."""
         wanted = {k: bool(v) for k, v in choices.items() if k in CONSENTS}
         with self.svc.store.transaction() as db:
             conn = db.conn
@@ -251,10 +254,11 @@ class EdgeKioskBackend:
             now = format_ts(datetime.now(UTC))
             conn.execute("UPDATE customers SET consent = ?, updated_at = ? WHERE id = ?",
                          (json.dumps(after, sort_keys=True), now, shopper_id))
-            queue_event(conn, ConsentChanged(extra={
-                "customer_id": shopper_id, "consent": after,
-                "changed": sorted(k for k in after if after.get(k) != before.get(k)),
-                "via": "kiosk", "kiosk": kiosk.id, "at": now}), device_id=kiosk.id)
+            changed = sorted(k for k in after if after.get(k) != before.get(k))
+            granted = any(after[k] for k in changed)
+            queue_event(conn, ConsentChanged(
+                customer_id=shopper_id, consent=after, changed=changed, via="kiosk",
+                kiosk=kiosk.id, at=now, proof=proof if granted else None), device_id=kiosk.id)
 
     def price(self, kiosk: KioskInfo, code: str, symbology: str | None,
               shopper_id: str | None, lang: str) -> Price:
@@ -308,7 +312,7 @@ class EdgeKioskBackend:
         """The session's `kiosk.session` event for the hub (docs/sync.md): how the shopper
         identified, how long, what they did; their id for erasure, nothing else of them."""
         with self.svc.store.transaction() as db:
-            queue_event(db.conn, KioskSession(extra={"kiosk": kiosk.id, **summary}),
+            queue_event(db.conn, KioskSession(kiosk=kiosk.id, extra=summary),
                         device_id=kiosk.id)
 
 
