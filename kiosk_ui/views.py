@@ -34,6 +34,11 @@ from .sessions import PhoneLockout, Session, ShopperSessions
 
 SESSION_COOKIE = "kiosk_shopper"
 LANG_COOKIE = "kiosk_lang"
+# "Everything lower down" (reachable from a wheelchair): a layout choice, not the shopper's
+# data, yet it goes with the session (Done, the idle timeout) or after LOW_S at most, so the
+# next person finds the screen as it stands.
+LOW_COOKIE = "kiosk_low"
+LOW_S = 900
 PHONE_DIGITS = 20  # a keypad entry longer than this is no phone number
 
 # What the screen says for each reason the backend (or these pages) refuse an
@@ -143,6 +148,7 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
             return {}
         _ = _gettext()
         return {"_": _, "lang": g.lang, "kiosk": kiosk, "idle_s": int(idle_s),
+                "low": request.cookies.get(LOW_COOKIE) == "1",
                 "describe": lambda terms: describe_terms(terms, _),
                 "langs": [(code, language_name(code)) for code in check_langs(kiosk.langs)]}
 
@@ -167,6 +173,7 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
         path = url_for("kiosk.attract").rstrip("/")
         response.delete_cookie(SESSION_COOKIE, path=path)
         response.delete_cookie(LANG_COOKIE, path=path)
+        response.delete_cookie(LOW_COOKIE, path=path)
         response.headers["Clear-Site-Data"] = '"cache", "storage"'
         return response
 
@@ -185,6 +192,21 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
             response.set_cookie(LANG_COOKIE, code, httponly=True, samesite="Strict",
                                 secure=request.is_secure,
                                 path=url_for("kiosk.attract").rstrip("/"))
+        return response
+
+    @bp.post("/low")
+    def low() -> Any:
+        """Turn "everything lower down" on or off, and show the same page again."""
+        home = url_for("kiosk.attract")
+        back = request.form.get("next", "")
+        response = redirect(back if back.startswith(home) and "//" not in back
+                            and "\\" not in back else home, code=303)
+        path = home.rstrip("/")
+        if request.cookies.get(LOW_COOKIE) == "1":
+            response.delete_cookie(LOW_COOKIE, path=path)
+        else:
+            response.set_cookie(LOW_COOKIE, "1", max_age=LOW_S, httponly=True,
+                                samesite="Strict", secure=request.is_secure, path=path)
         return response
 
     @bp.get("/identify")

@@ -310,6 +310,25 @@ def test_pages_are_not_cached_and_answer_only_their_own_kiosk(app: Flask,
     assert cross.status_code == 403
 
 
+def test_everything_lower_down_is_a_choice_that_ends_with_the_session(
+        k1: FlaskClient) -> None:
+    assert 'aria-pressed="false"' in k1.get("/kiosk/k1/").get_data(as_text=True)
+    answer = k1.post("/kiosk/k1/low", data={"next": "/kiosk/k1/identify"})
+    assert answer.status_code == 303 and answer.location.endswith("/kiosk/k1/identify")
+    page = k1.get("/kiosk/k1/identify").get_data(as_text=True)
+    assert 'class="kiosk identify low"' in page and 'aria-pressed="true"' in page
+    identify(k1, code=ANNA["card"], how="card")
+    assert " low" in k1.get("/kiosk/k1/home").get_data(as_text=True).split("<body", 1)[1][:40]
+    k1.post("/kiosk/k1/done")
+    assert 'aria-pressed="false"' in k1.get("/kiosk/k1/").get_data(as_text=True)
+    # Pressed again, it is off again; and it sends the browser only to this kiosk's pages.
+    k1.post("/kiosk/k1/low", data={"next": "/kiosk/k1/"})
+    for elsewhere in ("https://evil.example/", "//evil.example/kiosk/k1/", "/staff/",
+                      "/kiosk/k1/\\evil.example", "/kiosk/k2/"):
+        answer = k1.post("/kiosk/k1/low", data={"next": elsewhere})
+        assert answer.location.endswith("/kiosk/k1/"), elsewhere
+
+
 def test_the_language_switch_and_german_words(k1: FlaskClient) -> None:
     assert "Welcome!" in k1.get("/kiosk/k1/").get_data(as_text=True)
     k1.get("/kiosk/k1/lang/de")
@@ -587,9 +606,27 @@ def test_every_kiosk_page_is_accessible_and_touchable_portrait_and_landscape(
     screen.get_by_role("link", name="Your choices").click()
     check("choices")
     screen.get_by_role("button", name="Save").click()
+    expect(screen.locator("h1")).to_have_text("Hello, Anna!")
+    # Everything lower down: the bar with Done comes down to the foot, the greeting and the
+    # wallet sit just above it, in the lower part of the screen.
+    low = screen.get_by_role("button", name="Everything lower down")
+    assert low.bounding_box()["y"] > height * 0.85  # type: ignore[index]
+    low.click()
+    expect(low).to_have_attribute("aria-pressed", "true")
+    expect(screen.locator("h1")).to_have_text("Hello, Anna!")
+    done_box = screen.get_by_role("button", name="Done").bounding_box()
+    greeting = screen.locator("h1").bounding_box()
+    assert done_box is not None and greeting is not None
+    assert done_box["y"] > height * 0.8
+    if width < height:  # a tall screen: nothing in its upper part
+        assert greeting["y"] > height * 0.4
+    check("home-low")
     expect(screen.get_by_role("alertdialog")).to_be_visible(timeout=15_000)
     check("idle-warning")
-    screen.get_by_role("button", name="Done").click()
+    screen.get_by_role("alertdialog").get_by_role("button", name="I’m done").click()
     expect(screen.locator("h1")).to_have_text("Welcome!")
+    # The next person finds the screen as it stands.
+    expect(screen.get_by_role("button", name="Everything lower down")).to_have_attribute(
+        "aria-pressed", "false")
     findings.assert_none()
     assert {name: found for name, found in small.items() if found} == {}
