@@ -43,13 +43,20 @@ from store_contract.campaigns import parse_campaign
 from store_contract.scans import Scan
 from tests import browser as chromium
 from tests.conftest import start_edge, wait_until
-from tests.hubfix import HubServer, run_hub, start_hub, stop_hub
-from tests.test_kiosk import ANNA, BEN, CAMPAIGNS, kiosk_served, paired_screen, seed
+from tests.hubfix import HubServer, start_hub, stop_hub
+from tests.test_chain_customers import hub_cli, import_customers
+from tests.test_kiosk import (
+    ANNA,
+    BEN,
+    CAMPAIGNS,
+    kiosk_served,  # noqa: F401 - a fixture, used by name
+    paired_screen,
+    seed,
+)
 from tests.test_kiosk_access import edge_command
 from tests.test_sync import add_store, edge_for
 
 playwright, browser = chromium.playwright, chromium.browser
-__all__ = ["kiosk_served"]  # a fixture of test_kiosk, used here by name
 
 PRINTED = "Please take it from the printer."
 ANNA_ID, CARD = str(ANNA["id"]), str(ANNA["card"])
@@ -230,19 +237,6 @@ def test_two_presses_reaching_the_edge_at_once_give_one_clip_and_one_printout(
 # ---------------------------------------------------------------- 2. the hub offline
 
 
-def hub_command(hub: HubSettings, *args: str) -> Any:
-    done = run_hub(hub, *args)
-    assert done.returncode == 0, f"edge-hub {' '.join(args)}: {done.stderr}"
-    return json.loads(done.stdout)
-
-
-def hub_import(hub: HubSettings, tmp_path: Path, what: str, *lines: dict[str, Any]) -> None:
-    path = tmp_path / f"{what}-{time.monotonic_ns()}.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    report = hub_command(hub, what, "import", str(path))
-    assert report["imported"] == len(lines), report
-
-
 def hub_clips(hub: HubSettings, coupon: str) -> list[dict[str, Any]]:
     """The `offer.clipped` events of `coupon` in the hub's events table."""
     db = HubDB(hub.db_url)
@@ -287,14 +281,17 @@ def test_with_the_hub_offline_the_kiosk_works_and_the_clip_reaches_the_hub_once_
         settings: Settings, broker: Any, virtual_printer: Any, hub_sqlite: HubSettings,
         hub_down: list[HubServer], browser: Browser, tmp_path: Path) -> None:
     hub = hub_sqlite
-    hub_down.append(start_hub(hub, keep_port=True))
+    server = start_hub(hub, keep_port=True)
+    hub_down.append(server)
     token = add_store(hub, settings.store_id, "north")
-    hub_import(hub, tmp_path, "campaigns", *CAMPAIGNS)
+    offers = tmp_path / "campaigns.jsonl"
+    offers.write_text("".join(json.dumps(c) + "\n" for c in CAMPAIGNS))
+    assert hub_cli(server, "campaigns", "import", str(offers))["imported"] == len(CAMPAIGNS)
     anna = {**ANNA, "region": "north"}
-    hub_import(hub, tmp_path, "customers", anna)
-    fruit = hub_command(hub, "coupons", "issue", "--campaign", "cmp-fruit", "--customer",
-                        ANNA_ID, "--days", "30")
-    hub_import(hub, tmp_path, "customers", {**anna, "wallet": [fruit["token"]]})
+    import_customers(server, tmp_path, anna)
+    fruit = hub_cli(server, "coupons", "issue", "--campaign", "cmp-fruit", "--customer",
+                    ANNA_ID, "--days", "30")
+    import_customers(server, tmp_path, {**anna, "wallet": [fruit["token"]]})  # in her app
     edge = edge_for(settings, f"http://127.0.0.1:{hub.http_port}", token)
     vp = virtual_printer("TM-T20II")
     login = enrol_kiosk(edge, vp.address)
@@ -304,7 +301,7 @@ def test_with_the_hub_offline_the_kiosk_works_and_the_clip_reaches_the_hub_once_
                           ["cursor"], 20), "the edge did not read the hub's feed"
         assert wait_until(lambda: edge_rows(edge, "SELECT 1 FROM customers WHERE id = ?",
                                             ANNA_ID), 10)
-        member = hub_command(hub, "members", "issue", ANNA_ID)["token"]  # the app's QR
+        member = hub_cli(server, "members", "issue", ANNA_ID)["token"]  # the app's QR
         stop_hub(hub_down.pop())
 
         screen = paired_screen(browser, served)
