@@ -60,6 +60,14 @@ class Receipt:
         return bool(self.document["personalised"])
 
 
+# A coupon in the shopper's wallet (`wallet w`; customer id, now) that can still be used:
+# not expired, not used up.
+USABLE_IN_WALLET = (
+    "w.customer_id = ? AND (w.expires_at IS NULL OR w.expires_at > ?) AND (SELECT COUNT(*) "
+    "FROM redemptions d WHERE d.coupon_id = w.coupon_id AND d.reversed_at IS NULL) "
+    "< w.max_uses")
+
+
 class Receipts:
     """Builds receipt documents and picks and signs the next-visit offer."""
 
@@ -200,9 +208,11 @@ class Receipts:
         (the first) and what the kiosk shows (all of them).
 
         Only campaigns marked `offer`, running now, not withdrawn, for the shopper's tier and
-        segments (when the campaign names any), and not already in the shopper's hands from
-        an earlier receipt. Among those, a campaign for what the shopper buys (categories or
-        products of this basket and their recent sales here) beats one for their segment,
+        segments (when the campaign names any), and not already in the shopper's hands: from
+        an earlier receipt, or a coupon of it in their wallet (clipped at a kiosk, or in the
+        app) that can still be used. Among those, a campaign for what the shopper buys
+        (categories or products of this basket and their recent sales here) beats one for
+        their segment,
         which beats one for their tier, which beats one for everybody; ties go by id.
         """
         at = datetime.fromtimestamp(now, UTC)
@@ -211,7 +221,9 @@ class Receipts:
             "WHERE offer = 1 AND (starts_at IS NULL OR starts_at <= ?) AND id NOT IN ("
             "SELECT campaign_id FROM issued_coupons WHERE customer_id = ? AND expires_at > ? "
             "AND id NOT IN (SELECT coupon_id FROM redemptions WHERE reversed_at IS NULL)) "
-            "ORDER BY id", (now, customer.id, now)).fetchall()
+            "AND id NOT IN (SELECT w.campaign_id FROM wallet w WHERE "
+            f"{USABLE_IN_WALLET}) ORDER BY id",
+            (now, customer.id, now, customer.id, now)).fetchall()
         if not rows:
             return []
         cats, skus = self._buys(conn, customer, basket, now)

@@ -33,6 +33,9 @@ class Session:
     # The app's member code they identified with (None for a card or phone number): what
     # lets the hub believe a consent they give here (docs/kiosk.md, "Consent").
     proof: str | None = field(default=None, repr=False)
+    # Held while a press on Print is handled: two presses at once print once.
+    printing: threading.Lock = field(default_factory=threading.Lock, repr=False,
+                                     compare=False)
 
     def summary(self, ended: float, how: str) -> dict[str, Any]:
         """What the `kiosk.session` event says: how, how long, what was done; no names."""

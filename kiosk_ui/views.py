@@ -346,16 +346,17 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
         if session is None:
             return _cleared(make_response(jsonify({"ok": False, "reason": "ended"}), 401))
         campaign = request.form.get("campaign", "")[:128]
-        job = session.printed.get(campaign)
-        if job is None:
-            try:
-                job = backend.print_offer(g.kiosk, session.shopper, campaign,
-                                          _slip_lines(session, campaign))
-            except Refused as refusal:
-                return jsonify({"ok": False, "reason": refusal.reason,
-                                "message": _refusal_words(refusal.reason)}), 409
-            session.printed[campaign] = job
-            session.done["printed"] = session.done.get("printed", 0) + 1
+        with session.printing:  # a second press at the same moment waits, then sees the job
+            job = session.printed.get(campaign)
+            if job is None:
+                try:
+                    job = backend.print_offer(g.kiosk, session.shopper, campaign,
+                                              _slip_lines(session, campaign))
+                except Refused as refusal:
+                    return jsonify({"ok": False, "reason": refusal.reason,
+                                    "message": _refusal_words(refusal.reason)}), 409
+                session.printed[campaign] = job
+                session.done["printed"] = session.done.get("printed", 0) + 1
         return jsonify({"ok": True, "job": job,
                         "status": url_for("kiosk.print_status", job=job)})
 

@@ -223,6 +223,34 @@ def test_a_yes_given_after_the_app_code_carries_it_to_the_hub(
     assert "proof" not in outbox(app.extensions["edge"], "consent.changed")[-1]
 
 
+def test_an_offer_already_in_the_wallet_from_the_app_is_not_offered_or_clipped_again(
+        app: Flask, k1: FlaskClient, issuer: Issuer) -> None:
+    svc = app.extensions["edge"]
+    # The app put a chain-signed coupon of the gold offer in Anna's wallet (through the hub).
+    token = issuer.coupon(cmp="cmp-gold", sub="c-anna")
+    record = parse_customer({**ANNA, "wallet": [token]}, svc.lookup)
+    with svc.store.transaction() as db:
+        upsert_customers(db, [record], svc.coupons.wallet_entry)
+    identify(k1, code=ANNA["card"], how="card")
+    home = k1.get("/kiosk/k1/home").get_data(as_text=True)
+    picked = home.split("Picked for you", 1)[1]
+    assert "5% off for gold members" not in picked and "€1 off fruit" in picked
+    answer = k1.post("/kiosk/k1/clip", data={"campaign": "cmp-gold"},
+                     headers={"Accept": "application/json"})
+    held = svc.coupons.read(token).id
+    assert answer.get_json() == {"ok": True, "coupon": held}  # the one she holds
+    assert outbox(svc, "offer.clipped") == []
+    # Used up at a till (here, another store's use as the feed brings it), the offer may be
+    # made again.
+    with svc.store.transaction() as db:
+        db.conn.execute("INSERT INTO redemptions (id, coupon_id, campaign_id, store_id, txn, "
+                        "discount_minor, currency, redeemed_at) VALUES ('r-1', ?, "
+                        "'cmp-gold', 'store-x', 't-1', 100, 'EUR', '2026-12-01T10:00:00Z')",
+                        (held,))
+    assert "5% off for gold members" in k1.get("/kiosk/k1/home").get_data(
+        as_text=True).split("Picked for you", 1)[1]
+
+
 def test_a_double_tap_on_clip_clips_once(app: Flask, k1: FlaskClient) -> None:
     identify(k1, code=ANNA["card"], how="card")
     first = k1.post("/kiosk/k1/clip", data={"campaign": "cmp-gold"},

@@ -332,8 +332,8 @@ def test_with_the_hub_offline_the_kiosk_works_and_the_clip_reaches_the_hub_once_
     [at_hub] = hub_clips(hub, coupon)
     assert at_hub["customer_id"] == ANNA_ID and at_hub["campaign"] == "cmp-gold"
     assert len(vp.printouts) == 1
-    # TODO(issue 16, hub wallet): switch on once the hub applies offer.clipped to the wallet.
-    # assert hub_wallet_has(hub, ANNA_ID, coupon)
+    # The hub put it in her wallet there (docs/sync.md §1.2).
+    assert wait_until(lambda: hub_wallet_has(hub, ANNA_ID, coupon), 10)
 
 
 # ---------------------------------------------------------------- 3. scans that are nothing

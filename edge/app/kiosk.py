@@ -26,7 +26,7 @@ from edge.audit import Actor, record
 from edge.customers import Customer, get_customer
 from edge.outbox import queue_event
 from edge.products import find_product
-from edge.receipts import Receipt
+from edge.receipts import USABLE_IN_WALLET, Receipt
 from edge.scanfeed import Listener
 from edge.scanners import Target, page_key
 from edge.spool import COUPON_SLIP
@@ -177,10 +177,9 @@ class EdgeKioskBackend:
             if not customer.personalised:
                 raise Refused("no_consent", "no consent to personal offers")
             held = conn.execute(
-                "SELECT id FROM issued_coupons WHERE customer_id = ? AND campaign_id = ? AND "
-                "expires_at > ? AND id NOT IN (SELECT coupon_id FROM redemptions WHERE "
-                "reversed_at IS NULL) ORDER BY issued_at LIMIT 1",
-                (customer.id, campaign, now)).fetchone()
+                f"SELECT w.coupon_id FROM wallet w WHERE {USABLE_IN_WALLET} AND "
+                "w.campaign_id = ? ORDER BY w.clipped_at, w.coupon_id LIMIT 1",
+                (customer.id, now, campaign)).fetchone()
             if held is not None:
                 return str(held[0])
             row = next((r for r in self.svc.receipts.ranked(
