@@ -212,8 +212,8 @@ class Receipts:
         an earlier receipt, or a coupon of it in their wallet (clipped at a kiosk, or in the
         app) that can still be used. Among those, a campaign for what the shopper buys
         (categories or products of this basket and their recent sales here) beats one for
-        their segment,
-        which beats one for their tier, which beats one for everybody; ties go by id.
+        their segment, which beats one for their tier, which beats one for everybody; ties
+        go by id.
         """
         at = datetime.fromtimestamp(now, UTC)
         rows = conn.execute(
