@@ -136,6 +136,19 @@ def test_a_bad_code_is_a_friendly_refusal_with_nothing_of_anyone(
     assert k1.get("/kiosk/k1/home").status_code == 302  # no session
 
 
+def test_a_member_code_signed_by_a_store_key_is_refused_as_not_ours(
+        app: Flask, k1: FlaskClient) -> None:
+    """A store's key signs receipt offers, never who a shopper is: a member code it signed
+    (this store's, or one a thief made with a stolen store key) identifies nobody."""
+    now = int(time.time())
+    code = app.extensions["edge"].signing_key.sign(
+        {"sub": "c-anna", "iat": now, "exp": now + 120}, "member+jwt")
+    answer = identify(k1, code=code)
+    assert answer.status_code == 400 and answer.get_json()["reason"] == "forged"
+    assert "Anna" not in answer.get_data(as_text=True)
+    assert k1.get("/kiosk/k1/home").status_code == 302  # no session
+
+
 def _forged(issuer: Issuer) -> str:
     """A member code for Anna signed by a key nobody trusts, under the trusted key's id."""
     import tempfile
