@@ -269,3 +269,41 @@ def test_an_erasure_leaves_no_coupon_or_member_code_of_the_shopper_in_the_events
     for customer_id, data in rows:
         assert customer_id is None and "c-anna" not in data
         assert annas not in data and '"token"' not in data and '"proof"' not in data
+
+
+def test_a_clip_and_a_consent_apply_on_either_database(
+        hub_server: HubServer, tmp_path: Path) -> None:
+    """The same rules on PostgreSQL (rows locked while a record changes) and SQLite: a store
+    with its own published key, no edge, plain HTTP."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from store_contract.jws import SigningKey
+
+    hub = hub_server
+    import_jsonl(hub, tmp_path, "campaigns", OFFER)
+    import_jsonl(hub, tmp_path, "customers", ANNA)
+    token = hub.add_store("store-pg", "north")
+    key = SigningKey("store-store-pg-1", Ed25519PrivateKey.generate())
+    auth = {"Authorization": f"Bearer {token}"}
+    put = requests.put(f"{hub.url}/api/v1/stores/store-pg/key", json=key.public_jwk(),
+                       headers=auth, timeout=10)
+    assert put.status_code == 200, put.text
+    now = int(time.time())
+    coupon = f"rc:store-pg:{uuid7()}"
+    signed = key.sign({"jti": coupon, "cmp": "cmp-offer", "sub": "c-anna", "iat": now,
+                       "nbf": now, "exp": now + 86400}, "coupon+jwt")
+    annas = hub_cli(hub, "members", "issue", "c-anna")["token"]
+    events = [event("store-pg", "offer.clipped", data={
+                  "customer_id": "c-anna", "campaign": "cmp-offer", "coupon": coupon,
+                  "token": signed}),
+              consent_event("store-pg", "c-anna", {"marketing": True}, annas)]
+    resp = requests.post(f"{hub.url}/api/v1/stores/store-pg/events", headers=auth,
+                         json={"batch_id": uuid7(), "events": events}, timeout=10)
+    assert resp.status_code == 200 and len(resp.json()["accepted"]) == 2, resp.text
+    rec = record(hub, "c-anna")
+    assert wallet_coupons(rec) == [coupon] and rec["consent"]["marketing"] is True
+    # The store's feed carries her record with both.
+    feed = requests.get(f"{hub.url}/api/v1/stores/store-pg/changes", headers=auth,
+                        timeout=10).json()["changes"]
+    [sent] = [c["customer"] for c in feed if c["kind"] == "customer"]
+    assert sent["consent"]["marketing"] is True and sent["wallet"] == [signed]
