@@ -348,7 +348,11 @@ class Checkout:
         at = datetime.fromtimestamp(now, UTC)
         out = []
         for r in self.store.query(
-                "SELECT w.coupon_id, w.campaign_id, w.description, w.expires_at, w.until, w.token, "
+                # The campaign's description as it is now (a coupon that came in the feed
+                # before its campaign was written down with a plainer one).
+                "SELECT w.coupon_id, w.campaign_id, COALESCE((SELECT c.description FROM "
+                "campaigns c WHERE c.id = w.campaign_id), w.description) AS description, "
+                "w.expires_at, w.until, w.token, "
                 "w.max_uses, (SELECT COUNT(*) FROM redemptions d WHERE d.coupon_id = w.coupon_id "
                 "AND d.reversed_at IS NULL) AS used FROM wallet w WHERE w.customer_id = ? "
                 "ORDER BY w.clipped_at, w.coupon_id", (customer_id,)):

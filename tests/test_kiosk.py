@@ -264,6 +264,25 @@ def test_an_offer_already_in_the_wallet_from_the_app_is_not_offered_or_clipped_a
         as_text=True).split("Picked for you", 1)[1]
 
 
+def test_a_wallet_coupon_that_came_before_its_campaign_shows_the_campaigns_words(
+        app: Flask, k1: FlaskClient, issuer: Issuer) -> None:
+    svc = app.extensions["edge"]
+    token = issuer.coupon(cmp="cmp-bread", sub="c-anna",
+                          disc={"kind": "amount", "value_minor": 200, "currency": "EUR"})
+    with svc.store.transaction() as db:  # the feed's customer change, then the campaign's
+        upsert_customers(db, [parse_customer({**ANNA, "wallet": [token]}, svc.lookup)],
+                         svc.coupons.wallet_entry)
+    identify(k1, code=ANNA["card"], how="card")
+    assert "€2 off bread" not in k1.get("/kiosk/k1/home").get_data(as_text=True)
+    with svc.store.transaction() as db:
+        upsert_campaigns(db, [parse_campaign(
+            {"id": "cmp-bread", "name": "Bread", "description": "€2 off bread",
+             "disc": {"kind": "amount", "value_minor": 200, "currency": "EUR"}},
+            svc.settings.locale)])
+    wallet = k1.get("/kiosk/k1/home").get_data(as_text=True).split("Your coupons", 1)[1]
+    assert "€2 off bread" in wallet.split("Picked for you", 1)[0]
+
+
 def test_a_double_tap_on_clip_clips_once(app: Flask, k1: FlaskClient) -> None:
     identify(k1, code=ANNA["card"], how="card")
     first = k1.post("/kiosk/k1/clip", data={"campaign": "cmp-gold"},
