@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -22,8 +24,11 @@ from flask import Flask
 from edge.app import create_app
 from edge.app.service import EdgeService
 from edge.broker import BrokerProcess
+from edge.datadir import DataDir
 from edge.settings import Settings
 from edge.supervise import stop_process
+from edge.tls import StoreTLS
+from pos_bridge.kiosk.agent import page_reachable
 from tests.conftest import REPO, free_port, running_edge, wait_until
 from tests.test_deploy_docs import _unit
 from tests.test_scan_routing import edge_json
@@ -38,9 +43,10 @@ class KioskPage:
     port that can be taken down and brought back. It answers 503 to show that any answer
     counts, and notes what each request carried."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/kiosk/"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/kiosk/"
         self.requests: list[tuple[str, dict[str, str]]] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -59,6 +65,8 @@ class KioskPage:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def down(self) -> None:
@@ -74,6 +82,29 @@ def kiosk_page() -> Iterator[KioskPage]:
     page.up()
     yield page
     page.down()
+
+
+def test_the_page_counts_as_reachable_only_when_it_answers_over_a_trusted_connection(
+        settings: Settings, datadir: DataDir) -> None:
+    tls = StoreTLS.of(datadir)
+    tls.ensure(settings.store_id, ["127.0.0.1"])
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(tls.cert_file, tls.key_file)
+    page = KioskPage(served)
+    page.up()
+    try:
+        store_ca = ssl.create_default_context(cafile=str(tls.ca_file))
+        assert page_reachable(page.url, tls=store_ca)
+        # Chromium would show a certificate error: not a page that works.
+        assert not page_reachable(page.url)
+    finally:
+        page.down()
+    assert not page_reachable(page.url, tls=store_ca)  # nothing listens: refused
+    with socket.socket() as silent:  # takes the connection, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        assert not page_reachable(f"http://127.0.0.1:{silent.getsockname()[1]}/kiosk/",
+                                  timeout=0.5)
 
 
 @pytest.fixture
@@ -252,7 +283,8 @@ def test_a_login_the_broker_refuses_ends_it_with_one_line_and_status_2(
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("kiosk-agent: "), done.stderr
-    assert "refused" in done.stderr and kiosk_login["password"] not in done.stderr
+    assert done.stderr.startswith(f"kiosk-agent: kiosk {KIOSK} could not connect to the broker")
+    assert "(refused: " in done.stderr and kiosk_login["password"] not in done.stderr
     assert done.stdout == ""
     assert shown(app)["state"] == "unknown"
 
