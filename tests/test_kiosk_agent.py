@@ -290,6 +290,26 @@ def test_a_login_the_broker_refuses_ends_it_with_one_line_and_status_2(
 
 
 @pytest.mark.process
+def test_a_password_changed_at_the_edge_ends_the_running_agent_with_status_2(
+        settings: Settings, app: Flask, kiosk_login: dict[str, Any], tmp_path: Path,
+        processes: list[subprocess.Popen[str]]) -> None:
+    """The broker drops the old login when the edge gives the kiosk a new password, and
+    refuses it when the agent reconnects: it stops, as retrying cannot help."""
+    agent = subprocess.Popen(
+        agent_args(settings, "--browser-profile", str(tmp_path / "profile"), "--every", "1"),
+        env=clean_env(KIOSK_MQTT_PASSWORD=kiosk_login["password"]),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    processes.append(agent)
+    assert agent.stdout is not None and json.loads(agent.stdout.readline())["kiosk"] == KIOSK
+    rotated = edge_json(settings, "devices", "add", "kiosk", KIOSK, "--rotate")
+    assert rotated["password"] != kiosk_login["password"]
+    assert agent.wait(60) == 2
+    assert agent.stderr is not None
+    last = agent.stderr.read().splitlines()[-1]
+    assert last.startswith(f"kiosk-agent: kiosk {KIOSK}: the broker refused the login"), last
+
+
+@pytest.mark.process
 @pytest.mark.parametrize(("extra", "env", "says"), [
     (["--every", "0"], {}, "Invalid value for '--every': 0.0 is not in the range 1<=x<=300."),
     (["--every", "301"], {}, "'--every': 301.0 is not in the range 1<=x<=300."),
