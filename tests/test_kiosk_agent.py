@@ -322,6 +322,8 @@ def test_a_password_changed_at_the_edge_ends_the_running_agent_with_status_2(
      "the browser profile must be an absolute path, not 'relative/dir'"),
     (["--page-ca", "/nonexistent/ca.crt"], {}, "'/nonexistent/ca.crt' does not exist"),
     (["--kiosk", "Entrance 1"], {}, "'Entrance 1' is not an id"),
+    (["--mqtt", "http://store-box:8080"], {},
+     "the store broker must be an mqtt:// or mqtts:// address, not 'http://store-box:8080'"),
     ([], {"KIOSK_MQTT_PASSWORD": ""}, "KIOSK_MQTT_PASSWORD is not set"),
 ])
 def test_bad_input_is_refused_in_one_line_with_status_2(

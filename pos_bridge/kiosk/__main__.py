@@ -16,6 +16,7 @@ import ssl
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
@@ -32,10 +33,17 @@ class Refused(click.ClickException):
     exit_code = USAGE_ERROR
 
 
-def _id(_ctx: click.Context, param: click.Parameter, value: str) -> str:
+def _id(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     if not ID_RE.match(value):
         raise click.BadParameter(f"{value!r} is not an id (1-32 characters of a-z, 0-9 "
                                  "and '-', starting with a letter or digit)")
+    return value
+
+
+def _mqtt(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if urlsplit(value).scheme not in ("mqtt", "mqtts"):
+        raise click.BadParameter(f"the store broker must be an mqtt:// or mqtts:// address, "
+                                 f"not {value!r}")
     return value
 
 
@@ -60,7 +68,7 @@ def cli() -> None:
 @click.option("--kiosk", "kiosk_id", required=True, callback=_id,
               help="The kiosk's id, as enrolled with `edge kiosks add`; its broker login is "
                    "kiosk-ID.")
-@click.option("--mqtt", "mqtt_url", required=True,
+@click.option("--mqtt", "mqtt_url", required=True, callback=_mqtt,
               help="The store broker, e.g. mqtts://store-box.local:8883?cafile=/etc/store-edge/ca.crt.")
 @click.option("--page", envvar="KIOSK_URL", callback=_page,
               help="The kiosk page whose server is checked (default: $KIOSK_URL, as the "
