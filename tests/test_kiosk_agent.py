@@ -276,12 +276,12 @@ def test_it_comes_back_by_itself_when_the_broker_restarts(
 
 
 @pytest.mark.process
-def test_a_login_the_broker_refuses_ends_it_with_one_line_and_status_2(
+def test_a_login_the_broker_refuses_ends_it_with_one_line_and_status_3(
         settings: Settings, app: Flask, kiosk_login: dict[str, Any]) -> None:
     done = subprocess.run(
         agent_args(settings), env=clean_env(KIOSK_MQTT_PASSWORD="not-" + kiosk_login["password"]),
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
-    assert done.returncode == 2, done.stderr
+    assert done.returncode == 3, done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("kiosk-agent: "), done.stderr
     assert done.stderr.startswith(f"kiosk-agent: kiosk {KIOSK} could not connect to the broker")
     assert "(refused: " in done.stderr and kiosk_login["password"] not in done.stderr
@@ -290,7 +290,7 @@ def test_a_login_the_broker_refuses_ends_it_with_one_line_and_status_2(
 
 
 @pytest.mark.process
-def test_a_password_changed_at_the_edge_ends_the_running_agent_with_status_2(
+def test_a_password_changed_at_the_edge_ends_the_running_agent_with_status_3(
         settings: Settings, app: Flask, kiosk_login: dict[str, Any], tmp_path: Path,
         processes: list[subprocess.Popen[str]]) -> None:
     """The broker drops the old login when the edge gives the kiosk a new password, and
@@ -303,7 +303,7 @@ def test_a_password_changed_at_the_edge_ends_the_running_agent_with_status_2(
     assert agent.stdout is not None and json.loads(agent.stdout.readline())["kiosk"] == KIOSK
     rotated = edge_json(settings, "devices", "add", "kiosk", KIOSK, "--rotate")
     assert rotated["password"] != kiosk_login["password"]
-    assert agent.wait(60) == 2
+    assert agent.wait(60) == 3
     assert agent.stderr is not None
     last = agent.stderr.read().splitlines()[-1]
     assert last.startswith(f"kiosk-agent: kiosk {KIOSK}: the broker refused the login"), last

@@ -3,7 +3,8 @@
 
 Every mistake a person can make starting it (a missing or bad option, no password, a login
 the broker refuses) ends it with one line on standard error, `kiosk-agent: ...`, and exit
-status 2, so `journalctl` shows the reason and nothing else.
+status 2 (3 for a login the broker refuses, as the other device services), so `journalctl`
+shows the reason and nothing else.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from store_contract.protocol import ID_RE
 PASSWORD_VAR = "KIOSK_MQTT_PASSWORD"
 EVERY_S = click.FloatRange(min=1, max=300)
 USAGE_ERROR = 2
+LOGIN_REFUSED = 3  # as the scanner and printer services
 
 
 class Refused(click.ClickException):
@@ -121,7 +123,8 @@ def run(store: str, kiosk_id: str, mqtt_url: str, page: str | None, page_ca: str
             sys.stdout.flush()
             agent.run(stop)
     except DeviceError as exc:  # the broker refused the login
-        raise Refused(str(exc)) from None
+        click.echo(f"kiosk-agent: {exc}", err=True)
+        sys.exit(LOGIN_REFUSED)
     finally:
         device.close()
 
