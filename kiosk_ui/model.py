@@ -70,6 +70,16 @@ class Offer:
 
 
 @dataclass(frozen=True)
+class OfferDetail:
+    """One of the shopper's offers or wallet coupons, whole (the offer page)."""
+
+    item: Offer | Coupon
+    in_wallet: bool  # a coupon they hold (else an offer they may clip)
+    products: tuple[str, ...] = ()  # names of this store's products it is for (a few)
+    more_products: bool = False  # and others besides
+
+
+@dataclass(frozen=True)
 class Home:
     """Everything the shopper's home screen shows."""
 
@@ -120,6 +130,12 @@ class KioskBackend(Protocol):
     def home(self, kiosk: KioskInfo, shopper_id: str, lang: str) -> Home:
         """The shopper's points, wallet and (with consent) personal offers, worded in
         `lang`."""
+
+    def offer(self, kiosk: KioskInfo, shopper_id: str, campaign: str, lang: str
+              ) -> OfferDetail:
+        """One campaign of the shopper's home (a coupon they hold, else an offer made to
+        them), with the products of this store it is for; `Refused("not_offered")` for any
+        other campaign."""
 
     def clip(self, kiosk: KioskInfo, shopper_id: str, campaign: str) -> str:
         """Put one of the shopper's personal offers in their wallet (the app's too); the

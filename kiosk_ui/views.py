@@ -318,6 +318,20 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
         return render_template(template, home=view, who=session.masked,
                                with_app=session.proof is not None)
 
+    @bp.get("/offer/<campaign>")
+    def offer_page(campaign: str) -> Any:
+        """One offer or coupon of the shopper's, whole: its terms, its last day, the
+        products it is for, and what to do with it."""
+        session = _session()
+        if session is None:
+            return _cleared(redirect(url_for("kiosk.attract")))
+        try:
+            detail = backend.offer(g.kiosk, session.shopper, campaign[:128], g.lang)
+        except Refused:  # not theirs (or no longer): their home shows what is
+            return redirect(url_for("kiosk.home"))
+        return render_template("kiosk/offer.html", detail=detail, item=detail.item,
+                               who=session.masked)
+
     @bp.post("/clip")
     def clip() -> Any:
         """Clip one of the offers on the home screen (a double tap clips once)."""
@@ -335,6 +349,8 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
             session.done["clipped"] = session.done.get("clipped", 0) + 1
         if request.accept_mimetypes.best == "application/json":
             return jsonify({"ok": True, "coupon": coupon})
+        if request.form.get("back") == "offer":  # pressed on the offer's own page
+            return redirect(url_for("kiosk.offer_page", campaign=campaign[:128]))
         return redirect(url_for("kiosk.home"))
 
     @bp.post("/print")

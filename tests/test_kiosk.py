@@ -283,6 +283,29 @@ def test_a_wallet_coupon_that_came_before_its_campaign_shows_the_campaigns_words
     assert "€2 off bread" in wallet.split("Picked for you", 1)[0]
 
 
+def test_an_offer_page_shows_the_whole_offer_and_only_the_shoppers_own(
+        app: Flask, k1: FlaskClient) -> None:
+    assert k1.get("/kiosk/k1/offer/cmp-fruit").location.endswith("/kiosk/k1/")  # nobody
+    identify(k1, code=ANNA["card"], how="card")
+    page = k1.get("/kiosk/k1/offer/cmp-fruit").get_data(as_text=True)
+    assert "€1 off fruit" in page and "€1.00 off selected items in a basket of €20.00" in page
+    assert "Apples" in page and "Coffee beans" not in page  # the fruit, from the products
+    assert "Add to my coupons" in page and "Anna · ··34" in page
+    assert 'id="idle-warning"' in page and 'id="done-form"' in page
+    clipped = k1.post("/kiosk/k1/clip", data={"campaign": "cmp-fruit", "back": "offer"})
+    assert clipped.location.endswith("/kiosk/k1/offer/cmp-fruit")
+    page = k1.get("/kiosk/k1/offer/cmp-fruit").get_data(as_text=True)
+    assert "Your coupon" in page and "Add to my coupons" not in page  # held now
+    gold = k1.get("/kiosk/k1/offer/cmp-gold").get_data(as_text=True)
+    assert "Everything in your basket." in gold
+    # Any other campaign id (unknown, markup, too long): her home.
+    for other in ("cmp-nothing", "<script>", "x" * 300):
+        answer = k1.get(f"/kiosk/k1/offer/{other}")
+        assert answer.status_code == 302 and answer.location.endswith("/kiosk/k1/home")
+    k1.get("/kiosk/k1/lang/de")
+    assert "Wofür er gilt" in k1.get("/kiosk/k1/offer/cmp-gold").get_data(as_text=True)
+
+
 def test_a_double_tap_on_clip_clips_once(app: Flask, k1: FlaskClient) -> None:
     identify(k1, code=ANNA["card"], how="card")
     first = k1.post("/kiosk/k1/clip", data={"campaign": "cmp-gold"},
@@ -296,7 +319,7 @@ def test_a_double_tap_on_clip_clips_once(app: Flask, k1: FlaskClient) -> None:
     assert clipped["coupon"] == first.get_json()["coupon"]
     home = k1.get("/kiosk/k1/home").get_data(as_text=True)
     wallet = home[home.index("Your coupons"):home.index("Picked for you")]
-    assert wallet.count("5% off for gold members") == 1
+    assert wallet.count('<p class="title">5% off for gold members</p>') == 1
     # The till sees the coupon in Anna's wallet and accepts it.
     assert [w["coupon"] for w in svc.checkout.wallet("c-anna", time.time())] == [
         clipped["coupon"]]
@@ -676,11 +699,20 @@ def test_every_kiosk_page_is_accessible_and_touchable_portrait_and_landscape(
     expect(screen.locator("h1")).to_have_text("Hello, Anna!")
     done_box = screen.get_by_role("button", name="Done").bounding_box()
     greeting = screen.locator("h1").bounding_box()
-    assert done_box is not None and greeting is not None
+    content = screen.locator("main").bounding_box()
+    bar = screen.locator(".bar").bounding_box()
+    assert done_box and greeting and content and bar
     assert done_box["y"] > height * 0.8
-    if width < height:  # a tall screen: nothing in its upper part
-        assert greeting["y"] > height * 0.4
+    # The content ends where the bar begins, and on a tall screen nothing is at the top.
+    assert abs(bar["y"] - (content["y"] + content["height"])) < 2
+    if width < height:
+        assert greeting["y"] > height * 0.25
     check("home-low")
+    # An offer's own page; the idle timeout watches every page of the shopper's.
+    screen.get_by_role("link", name=re.compile(r"^Details\W+€1 off fruit$")).click()
+    expect(screen.locator("h1")).to_have_text("€1 off fruit")
+    expect(screen.locator(".products")).to_contain_text("Apples")
+    check("offer")
     expect(screen.get_by_role("alertdialog")).to_be_visible(timeout=15_000)
     check("idle-warning")
     screen.get_by_role("alertdialog").get_by_role("button", name="I’m done").click()

@@ -36,6 +36,7 @@ from kiosk_ui.model import (
     Home,
     KioskInfo,
     Offer,
+    OfferDetail,
     Price,
     Refused,
     ScanFeed,
@@ -58,6 +59,10 @@ CONSENTS = ("personalised", "marketing")
 # The checkout's reasons for not knowing a member code, as the kiosk words them.
 _REASONS = {"forged": "forged", "claims": "forged", "lifetime": "forged", "expired": "expired",
             "used": "used"}
+
+
+# How many of an offer's products the offer page names (then "and more").
+PRODUCTS_SHOWN = 8
 
 
 class EdgeKioskBackend:
@@ -279,14 +284,38 @@ class EdgeKioskBackend:
         return Price(product.name, self._money(product.unit_minor, currency, lang),
                      tuple(dict.fromkeys(titles)))
 
+    def _scope(self, campaign: str) -> tuple[list[str], list[str]]:
+        """The products (skus) and categories a campaign's coupons are for; both empty: the
+        whole basket."""
+        row = self.svc.store.query_one("SELECT terms FROM campaigns WHERE id = ?", (campaign,))
+        terms = json.loads(row["terms"]) if row is not None else {}
+        return list(terms.get("skus") or []), list(terms.get("cats") or [])
+
     def _covers(self, campaign: str, product: Any) -> bool:
         """Is `product` one a campaign's coupons are for (its skus or categories)?"""
-        row = self.svc.store.query_one("SELECT terms FROM campaigns WHERE id = ?", (campaign,))
-        if row is None:
-            return False
-        terms = json.loads(row["terms"])
-        return product.sku in (terms.get("skus") or []) or bool(
-            set(product.categories) & set(terms.get("cats") or []))
+        skus, cats = self._scope(campaign)
+        return product.sku in skus or bool(set(product.categories) & set(cats))
+
+    def offer(self, kiosk: KioskInfo, shopper_id: str, campaign: str, lang: str
+              ) -> OfferDetail:
+        """A coupon of the shopper's wallet or an offer of their home (`home`: what they may
+        see), and up to PRODUCTS_SHOWN of this store's products it is for, by name."""
+        view = self.home(kiosk, shopper_id, lang)
+        held = next((c for c in view.wallet if c.campaign == campaign), None)
+        item: Offer | Coupon | None = held or next(
+            (o for o in view.offers if o.campaign == campaign), None)
+        if item is None:
+            raise Refused("not_offered", "not an offer or coupon of this shopper")
+        names: list[str] = []
+        if item.terms.selected_items:
+            skus, cats = self._scope(campaign)
+            names = [row["name"] for row in self.svc.store.query(
+                "SELECT name FROM products p WHERE p.sku IN (SELECT value FROM json_each(?)) "
+                "OR EXISTS (SELECT 1 FROM json_each(p.categories) c WHERE c.value IN "
+                "(SELECT value FROM json_each(?))) ORDER BY name, sku LIMIT ?",
+                (json.dumps(skus), json.dumps(cats), PRODUCTS_SHOWN + 1))]
+        return OfferDetail(item, held is not None, tuple(names[:PRODUCTS_SHOWN]),
+                           len(names) > PRODUCTS_SHOWN)
 
     # ------------------------------------------------------------ audit, scans, sessions
 

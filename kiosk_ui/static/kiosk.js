@@ -5,7 +5,6 @@
 (function () {
   "use strict";
   const body = document.body;
-  const page = body.dataset.page;
   const idleMs = Number(body.dataset.idleS || 60) * 1000;
   const WARN_MS = 20000;
 
@@ -118,8 +117,9 @@
   });
 
   // ---------------------------------------------------------------- idle timeout
-  if (page === "home") {
-    const warning = document.getElementById("idle-warning");
+  // On every page of an identified shopper (those with the warning dialog).
+  const warning = document.getElementById("idle-warning");
+  if (warning) {
     const left = document.getElementById("idle-left");
     const more = document.getElementById("more-time");
     let last = Date.now();
