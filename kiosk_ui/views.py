@@ -199,8 +199,8 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
         """Turn "everything lower down" on or off, and show the same page again."""
         home = url_for("kiosk.attract")
         back = request.form.get("next", "")
-        response = redirect(back if back.startswith(home) and "//" not in back
-                            and "\\" not in back else home, code=303)
+        own = back.startswith(home) and not any(bad in back for bad in ("//", "\\", ".."))
+        response = redirect(back if own else home, code=303)
         path = home.rstrip("/")
         if request.cookies.get(LOW_COOKIE) == "1":
             response.delete_cookie(LOW_COOKIE, path=path)

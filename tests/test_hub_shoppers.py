@@ -307,3 +307,36 @@ def test_a_clip_and_a_consent_apply_on_either_database(
                         timeout=10).json()["changes"]
     [sent] = [c["customer"] for c in feed if c["kind"] == "customer"]
     assert sent["consent"]["marketing"] is True and sent["wallet"] == [signed]
+
+
+def test_a_change_dated_in_the_future_does_not_freeze_the_shoppers_consent(
+        hub: HubServer, north: tuple[EdgeService, EdgeService]) -> None:
+    one, two = north
+    # A stolen box dates its "no" a century ahead...
+    post(one, hub, consent_event("store-n1", "c-anna", {"personalised": False},
+                                 at=time.time() + 100 * 365 * 86400))
+    assert record(hub, "c-anna")["consent"]["personalised"] is False
+    # ...and the shopper's own "yes" at the other store a moment later still counts.
+    annas = hub_cli(hub, "members", "issue", "c-anna")["token"]
+    post(two, hub, consent_event("store-n2", "c-anna", {"personalised": True}, annas,
+                                 at=time.time() + 1))
+    assert record(hub, "c-anna")["consent"]["personalised"] is True
+
+
+def test_a_member_code_a_store_saw_long_ago_proves_nothing_now(
+        hub: HubServer, north: tuple[EdgeService, EdgeService]) -> None:
+    from cloud_sync.hub.keys import hub_signing_key
+
+    one, _ = north
+    key = hub_signing_key(hub.settings)
+
+    def seen(days_ago: float) -> dict[str, Any]:
+        """A "yes" dated when the shopper's app code was shown, `days_ago` days back."""
+        then = int(time.time() - days_ago * 86400)
+        code = key.sign({"sub": "c-anna", "iat": then, "exp": then + 120}, "member+jwt")
+        return consent_event("store-n1", "c-anna", {"marketing": True}, code, at=then + 60)
+
+    post(one, hub, seen(8))  # replayed a week and more later: not taken
+    assert record(hub, "c-anna")["consent"]["marketing"] is False
+    post(one, hub, seen(1))  # a store that was offline for a day: taken
+    assert record(hub, "c-anna")["consent"]["marketing"] is True

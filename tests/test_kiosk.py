@@ -407,7 +407,7 @@ def test_everything_lower_down_is_a_choice_that_ends_with_the_session(
     # Pressed again, it is off again; and it sends the browser only to this kiosk's pages.
     k1.post("/kiosk/k1/low", data={"next": "/kiosk/k1/"})
     for elsewhere in ("https://evil.example/", "//evil.example/kiosk/k1/", "/staff/",
-                      "/kiosk/k1/\\evil.example", "/kiosk/k2/"):
+                      "/kiosk/k1/\\evil.example", "/kiosk/k2/", "/kiosk/k1/../../staff/"):
         answer = k1.post("/kiosk/k1/low", data={"next": elsewhere})
         assert answer.location.endswith("/kiosk/k1/"), elsewhere
 

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 # How long after its member code expired a shopper may still be changing their consent at a
 # kiosk (the code is checked once, when they identify; a visit can last this long).
 PROOF_GRACE_S = 1800.0
+# How late a store may send a "yes" with its proof (a store offline that long still counts);
+# past it, a member code the store once saw proves nothing.
+PROOF_SENT_WITHIN_S = 7 * 86400.0
 # The most coupons a wallet holds; the oldest go first (expired ones always go).
 WALLET_MAX = 50
 TYPES = (OfferClipped.TYPE, ConsentChanged.TYPE)
@@ -102,7 +105,7 @@ def apply_shopper_changes(conn: Connection, keys: Keys, store_id: str, region: s
         elif ev.type == OfferClipped.TYPE:
             why = _clip(keys, store_id, ev, record, now)
         else:
-            why = _consent(keys, store_id, ev, record)
+            why = _consent(keys, store_id, ev, record, now)
         if why is None or why.startswith("partly:"):
             changed.add(str(ev.customer_id))
         if why is not None:
@@ -152,27 +155,32 @@ def _clip(keys: Keys, store_id: str, ev: Event, record: dict[str, Any],
     return None
 
 
-def _consent(keys: Keys, store_id: str, ev: Event, record: dict[str, Any]) -> str | None:
+def _consent(keys: Keys, store_id: str, ev: Event, record: dict[str, Any],
+             now: float) -> str | None:
     """Apply a consent change to the record: every "no", and a "yes" with its proof; None,
-    "stale" (a later change is already applied), or "partly:<why>"."""
-    if ev.occurred_ts < float(record.get("consent_changed_ts") or 0.0):
+    "stale" (a later change is already applied), or "partly:<why>". When it happened is the
+    store's word, but never later than now: a store that dates a change in the future cannot
+    make every later change look older."""
+    at = min(ev.occurred_ts, now)
+    if at < float(record.get("consent_changed_ts") or 0.0):
         return "stale"
     before = {k: bool((record.get("consent") or {}).get(k, False)) for k in CONSENTS}
     wanted = {k: bool(v) for k, v in ev.data["consent"].items() if k in CONSENTS}
     grants = [k for k, v in wanted.items() if v and not before[k]]
     why = None
-    if grants and not _proven(keys, ev):
+    if grants and not _proven(keys, ev, now):
         wanted = {k: v for k, v in wanted.items() if k not in grants}
         why = "partly:yes_without_member_code"
     record["consent"] = {**before, **wanted}
-    record["consent_changed_ts"] = ev.occurred_ts
+    record["consent_changed_ts"] = at
     record["consent_changed_by"] = store_id
     return why
 
 
-def _proven(keys: Keys, ev: Event) -> bool:
+def _proven(keys: Keys, ev: Event, now: float) -> bool:
     """Does the change carry the app's member code of this shopper, current when it was made
-    (within the grace of a kiosk visit)? Only a chain key vouches for who a shopper is."""
+    (within the grace of a kiosk visit), sent within PROOF_SENT_WITHIN_S of its expiry? Only
+    a chain key vouches for who a shopper is."""
     proof = ev.data.get("proof")
     if not isinstance(proof, str):
         return False
@@ -189,7 +197,8 @@ def _proven(keys: Keys, ev: Event) -> bool:
     if claims.get("sub") != ev.customer_id or expires is None or \
             not isinstance(iat, int | float) or isinstance(iat, bool):
         return False
-    return iat - CLOCK_SKEW_S <= ev.occurred_ts <= expires + PROOF_GRACE_S
+    return iat - CLOCK_SKEW_S <= ev.occurred_ts <= expires + PROOF_GRACE_S and \
+        now <= expires + PROOF_SENT_WITHIN_S
 
 
 def _expiry(claims: dict[str, Any]) -> float | None:
