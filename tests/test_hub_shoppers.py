@@ -340,3 +340,15 @@ def test_a_member_code_a_store_saw_long_ago_proves_nothing_now(
     assert record(hub, "c-anna")["consent"]["marketing"] is False
     post(one, hub, seen(1))  # a store that was offline for a day: taken
     assert record(hub, "c-anna")["consent"]["marketing"] is True
+
+
+def test_only_the_choices_the_shopper_moved_are_taken_not_the_stores_old_copy(
+        hub: HubServer, north: tuple[EdgeService, EdgeService]) -> None:
+    one, _ = north
+    annas = hub_cli(hub, "members", "issue", "c-anna")["token"]
+    post(one, hub, consent_event("store-n1", "c-anna", {"marketing": True}, annas))
+    # The store still held marketing "no" when she moved only "personalised".
+    change = consent_event("store-n1", "c-anna", {"personalised": False, "marketing": False})
+    change["data"]["changed"] = ["personalised"]
+    post(one, hub, change)
+    assert record(hub, "c-anna")["consent"] == {"personalised": False, "marketing": True}

@@ -165,7 +165,11 @@ def _consent(keys: Keys, store_id: str, ev: Event, record: dict[str, Any],
     if at < float(record.get("consent_changed_ts") or 0.0):
         return "stale"
     before = {k: bool((record.get("consent") or {}).get(k, False)) for k in CONSENTS}
-    wanted = {k: bool(v) for k, v in ev.data["consent"].items() if k in CONSENTS}
+    # Only the flags the shopper moved (`changed`, when the store says): the others are the
+    # store's copy, which may be older than a change made in the app meanwhile.
+    moved = ev.data.get("changed")
+    wanted = {k: bool(v) for k, v in ev.data["consent"].items() if k in CONSENTS and (
+        not isinstance(moved, list) or k in moved)}
     grants = [k for k, v in wanted.items() if v and not before[k]]
     why = None
     if grants and not _proven(keys, ev, now):
