@@ -110,6 +110,14 @@ def upsert_customers(db: Any, records: Iterable[CustomerRecord],
                 add_to_wallet(conn, rec.id, entry, token, now)
 
 
+# A coupon in the shopper's wallet (`wallet w`; customer id, now) that can still be used:
+# not expired, not used up.
+USABLE_IN_WALLET = (
+    "w.customer_id = ? AND (w.expires_at IS NULL OR w.expires_at > ?) AND (SELECT COUNT(*) "
+    "FROM redemptions d WHERE d.coupon_id = w.coupon_id AND d.reversed_at IS NULL) "
+    "< w.max_uses")
+
+
 def add_to_wallet(conn: Any, customer_id: str, entry: dict[str, Any], token: str,
                   clipped_at: str) -> None:
     """Put a coupon (a `CouponBook.wallet_entry`) in the customer's wallet."""

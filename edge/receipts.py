@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 from babel.numbers import format_decimal
 
 from edge.coupons import OFFER_TERMS, CouponBook
-from edge.customers import Customer, add_to_wallet
+from edge.customers import USABLE_IN_WALLET, Customer, add_to_wallet
 from edge.settings import Settings
 from store_contract.basket import Basket
 from store_contract.campaigns import RECEIPT_COUPON_PREFIX, parse_until, until_exp
@@ -58,14 +58,6 @@ class Receipt:
     @property
     def personalised(self) -> bool:
         return bool(self.document["personalised"])
-
-
-# A coupon in the shopper's wallet (`wallet w`; customer id, now) that can still be used:
-# not expired, not used up.
-USABLE_IN_WALLET = (
-    "w.customer_id = ? AND (w.expires_at IS NULL OR w.expires_at > ?) AND (SELECT COUNT(*) "
-    "FROM redemptions d WHERE d.coupon_id = w.coupon_id AND d.reversed_at IS NULL) "
-    "< w.max_uses")
 
 
 class Receipts:

@@ -32,6 +32,7 @@ from edge.basket import Pricing
 from edge.codes import classify_code
 from edge.coupons import CouponBook, CouponRefused
 from edge.customers import (
+    USABLE_IN_WALLET,
     Customer,
     customer_from_row,
     customer_of,
@@ -352,13 +353,12 @@ class Checkout:
                 # before its campaign was written down with a plainer one).
                 "SELECT w.coupon_id, w.campaign_id, COALESCE((SELECT c.description FROM "
                 "campaigns c WHERE c.id = w.campaign_id), w.description) AS description, "
-                "w.expires_at, w.until, w.token, "
-                "w.max_uses, (SELECT COUNT(*) FROM redemptions d WHERE d.coupon_id = w.coupon_id "
-                "AND d.reversed_at IS NULL) AS used FROM wallet w WHERE w.customer_id = ? "
-                "ORDER BY w.clipped_at, w.coupon_id", (customer_id,)):
+                f"w.expires_at, w.until, w.token FROM wallet w WHERE {USABLE_IN_WALLET} "
+                "ORDER BY w.clipped_at, w.coupon_id", (customer_id, now)):
             expires = datetime.fromtimestamp(r["expires_at"], UTC) if r["expires_at"] else None
             until = date.fromisoformat(r["until"]) if r["until"] else None
-            if r["used"] >= r["max_uses"] or self.book.expired(expires, at, until) \
+            # A coupon's last local day (`until`) and a withdrawal, beside the SQL's checks.
+            if self.book.expired(expires, at, until) \
                     or self.book.revoked(r["coupon_id"], r["campaign_id"]):
                 continue
             out.append({"coupon": r["coupon_id"], "campaign": r["campaign_id"],

@@ -37,6 +37,10 @@ class Session:
     printing: threading.Lock = field(default_factory=threading.Lock, repr=False,
                                      compare=False)
 
+    def did(self, action: str) -> None:
+        """Count one thing the shopper did ("clipped", "printed", "consent", ...)."""
+        self.done[action] = self.done.get(action, 0) + 1
+
     def summary(self, ended: float, how: str) -> dict[str, Any]:
         """What the `kiosk.session` event says: how, how long, what was done; no names."""
         return {"customer_id": self.shopper, "method": self.method, "lang": self.lang,

@@ -295,7 +295,7 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
                                 "message": _refusal_words("unknown_product")}), 404
         else:
             if session is not None:
-                session.done["price_checks"] = session.done.get("price_checks", 0) + 1
+                session.did("price_checks")
             return jsonify({"ok": True, "kind": "price", "name": price.name,
                             "price": price.price, "offers": list(price.offers)})
         return identify()
@@ -346,7 +346,7 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
                              "message": _refusal_words(refusal.reason)}), 409
         if campaign not in session.clipped:
             session.clipped.add(campaign)
-            session.done["clipped"] = session.done.get("clipped", 0) + 1
+            session.did("clipped")
         if request.accept_mimetypes.best == "application/json":
             return jsonify({"ok": True, "coupon": coupon})
         if request.form.get("back") == "offer":  # pressed on the offer's own page
@@ -372,7 +372,7 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
                     return jsonify({"ok": False, "reason": refusal.reason,
                                     "message": _refusal_words(refusal.reason)}), 409
                 session.printed[campaign] = job
-                session.done["printed"] = session.done.get("printed", 0) + 1
+                session.did("printed")
         return jsonify({"ok": True, "job": job,
                         "status": url_for("kiosk.print_status", job=job)})
 
@@ -420,7 +420,7 @@ def create_blueprint(backend: KioskBackend, *, idle_s: float = 60.0,
         except Refused:
             _end(sessions.end(session.token), "gone")
             return _cleared(redirect(url_for("kiosk.attract")))
-        session.done["consent"] = session.done.get("consent", 0) + 1
+        session.did("consent")
         return redirect(url_for("kiosk.home"))
 
     @bp.post("/alive")

@@ -93,10 +93,10 @@ def apply_shopper_changes(conn: Connection, keys: Keys, store_id: str, region: s
                                 .where(customer_regions.c.region == region)
                                 .where(customer_regions.c.customer_id.in_(ids))).scalars())
     # Locked on PostgreSQL: two stores' batches for one shopper apply one after the other.
-    records = {row.id: json.loads(row.record) for row in conn.execute(
+    stored = {row.id: row.record for row in conn.execute(
         select(customers.c.id, customers.c.record).where(customers.c.id.in_(sorted(held)))
         .order_by(customers.c.id).with_for_update())} if held else {}
-    changed: set[str] = set()
+    records = {cid: json.loads(text) for cid, text in stored.items()}
     refused: dict[str, str] = {}
     for ev in mine:
         record = records.get(ev.customer_id or "")
@@ -106,20 +106,19 @@ def apply_shopper_changes(conn: Connection, keys: Keys, store_id: str, region: s
             why = _clip(keys, store_id, ev, record, now)
         else:
             why = _consent(keys, store_id, ev, record, now)
-        if why is None or why.startswith("partly:"):
-            changed.add(str(ev.customer_id))
         if why is not None:
             refused[ev.event_id] = why
             log.warning("store %s: %s %s not applied in full: %s", store_id, ev.type,
                         ev.event_id, why)
+    changed = sorted(cid for cid, rec in records.items() if rec != json.loads(stored[cid]))
     if changed:
-        for cid in sorted(changed):
-            conn.execute(update(customers).where(customers.c.id == cid)
-                         .values(record=json.dumps(records[cid], separators=(",", ":"),
-                                                   ensure_ascii=False), updated_ts=now))
+        for cid in changed:
+            conn.execute(update(customers).where(customers.c.id == cid).values(
+                record=json.dumps(records[cid], separators=(",", ":"), ensure_ascii=False),
+                updated_ts=now))
         pairs = [(row.customer_id, row.region) for row in conn.execute(
             select(customer_regions.c.customer_id, customer_regions.c.region)
-            .where(customer_regions.c.customer_id.in_(sorted(changed))))]
+            .where(customer_regions.c.customer_id.in_(changed)))]
         append_customer_changes(conn, pairs, now)
     return refused
 
@@ -158,9 +157,9 @@ def _clip(keys: Keys, store_id: str, ev: Event, record: dict[str, Any],
 def _consent(keys: Keys, store_id: str, ev: Event, record: dict[str, Any],
              now: float) -> str | None:
     """Apply a consent change to the record: every "no", and a "yes" with its proof; None,
-    "stale" (a later change is already applied), or "partly:<why>". When it happened is the
-    store's word, but never later than now: a store that dates a change in the future cannot
-    make every later change look older."""
+    "stale" (a later change is already applied), or why its "yes"es were not taken. When it
+    happened is the store's word, but never later than now: a store that dates a change in
+    the future cannot make every later change look older."""
     at = min(ev.occurred_ts, now)
     if at < float(record.get("consent_changed_ts") or 0.0):
         return "stale"
@@ -174,7 +173,7 @@ def _consent(keys: Keys, store_id: str, ev: Event, record: dict[str, Any],
     why = None
     if grants and not _proven(keys, ev, now):
         wanted = {k: v for k, v in wanted.items() if k not in grants}
-        why = "partly:yes_without_member_code"
+        why = "yes_without_member_code"
     record["consent"] = {**before, **wanted}
     record["consent_changed_ts"] = at
     record["consent_changed_by"] = store_id

@@ -18,15 +18,15 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from babel.dates import format_date
-from babel.numbers import format_currency, format_percent
+from babel.numbers import format_percent
 from flask import Flask
 
 from edge.app.service import EdgeService
 from edge.audit import Actor, record
-from edge.customers import Customer, get_customer
+from edge.customers import USABLE_IN_WALLET, Customer, get_customer
 from edge.outbox import queue_event
 from edge.products import find_product
-from edge.receipts import USABLE_IN_WALLET, Receipt
+from edge.receipts import Receipt
 from edge.scanfeed import Listener
 from edge.scanners import Target, page_key
 from edge.spool import COUPON_SLIP
@@ -48,7 +48,7 @@ from store_contract.campaigns import coupon_from_terms
 from store_contract.errors import BadRequest
 from store_contract.events import ConsentChanged, KioskSession, OfferClipped
 from store_contract.protocol import format_ts, uuid7
-from store_contract.wording import to_major
+from store_contract.wording import money
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +152,9 @@ class EdgeKioskBackend:
         if disc.kind == "percent":
             value = format_percent(disc.percent / 100, locale=lang)
         else:
-            value = self._money(disc.amount_minor, disc.currency or currency, lang)
-        minimum = self._money(min_minor, currency, lang) if min_minor else None
+            value = money(disc.amount_minor, disc.currency or currency, lang)
+        minimum = money(min_minor, currency, lang) if min_minor else None
         return Terms(value, minimum, bool(rule.skus or rule.cats))
-
-    @staticmethod
-    def _money(minor: int, currency: str, lang: str) -> str:
-        return format_currency(to_major(minor, currency), currency, locale=lang)
 
     def _day(self, iso: str | None, lang: str) -> str | None:
         if not iso:
@@ -281,7 +277,7 @@ class EdgeKioskBackend:
             for item in items:
                 if item.terms.selected_items and self._covers(item.campaign, product):
                     titles.append(item.title)
-        return Price(product.name, self._money(product.unit_minor, currency, lang),
+        return Price(product.name, money(product.unit_minor, currency, lang),
                      tuple(dict.fromkeys(titles)))
 
     def _scope(self, campaign: str) -> tuple[list[str], list[str]]:
